@@ -1,0 +1,3 @@
+//! Talking to Clockify: token verification (and later the API client and OpenAPI catalog).
+
+pub mod token;

@@ -1,0 +1,321 @@
+//! Flags and environment variables, parsed and validated once into [`Config`].
+//! Nothing else reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Clockify's published RS256 verification key (PLATFORM.md §5.4).
+pub const CLOCKIFY_PUBLIC_KEY_PEM: &str = include_str!("clockify-public-key.pem");
+
+/// File name of the data file inside `--data-dir`.
+pub const DATA_FILE_NAME: &str = "clockify-studio.redb";
+
+/// Clockify caps add-on calls at 50 requests/second per workspace.
+pub const MAX_RPS_CAP: u32 = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags shared by every subcommand that reads the data file.
+#[derive(Args, Clone, Debug)]
+pub struct DataDirArgs {
+    /// Directory holding the data file (created if missing)
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_DATA_DIR",
+        default_value = "./data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+}
+
+impl DataDirArgs {
+    pub fn data_file(&self) -> PathBuf {
+        self.data_dir.join(DATA_FILE_NAME)
+    }
+}
+
+/// Flags that shape the manifest (also accepted by `manifest`).
+#[derive(Args, Clone, Debug)]
+pub struct ManifestArgs {
+    /// Public URL Clockify reaches this server at (used in the manifest)
+    #[arg(long, env = "CLOCKIFY_STUDIO_BASE_URL", default_value = "http://localhost:8080",
+          value_name = "URL", value_parser = parse_base_url)]
+    pub base_url: String,
+    /// Manifest key; also the expected `sub` of every Clockify token
+    #[arg(long, env = "CLOCKIFY_STUDIO_ADDON_KEY", default_value = "clockify-studio",
+          value_name = "KEY", value_parser = parse_addon_key)]
+    pub addon_key: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// PEM file with the key Clockify signs tokens with [default: Clockify's published key]
+    #[arg(long, env = "CLOCKIFY_STUDIO_CLOCKIFY_PUBLIC_KEY", value_name = "FILE")]
+    pub clockify_public_key: Option<PathBuf>,
+    /// Key that encrypts stored secrets [default: DATA_DIR/secret.key, created on first start]
+    #[arg(long, env = "CLOCKIFY_STUDIO_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Extra outbound host (HOST[:PORT]) besides Clockify's own; plain http is allowed only for these
+    #[arg(long, env = "CLOCKIFY_STUDIO_ALLOW_API_HOST", value_delimiter = ',',
+          value_name = "HOST[:PORT]", value_parser = parse_host)]
+    pub allow_api_host: Vec<String>,
+    /// When set, /metrics needs `Authorization: Bearer TOKEN`
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+    /// Log line format
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Write daily-rolling log files here instead of stdout
+    #[arg(long, env = "CLOCKIFY_STUDIO_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Log filter in RUST_LOG syntax, e.g. `info` or `clockify_studio=debug,info`
+    #[arg(long, env = "CLOCKIFY_STUDIO_LOG_LEVEL", default_value = "info", value_name = "FILTER",
+          value_parser = parse_log_filter)]
+    pub log_level: String,
+    /// Days to keep webhook events (0 = keep forever); workspaces may override
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_WEBHOOK_RETENTION_DAYS",
+        default_value_t = 90,
+        value_name = "N"
+    )]
+    pub webhook_retention_days: u32,
+    /// Days to keep flow runs (0 = keep forever); workspaces may override
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_FLOW_RUN_RETENTION_DAYS",
+        default_value_t = 30,
+        value_name = "N"
+    )]
+    pub flow_run_retention_days: u32,
+    /// Requests per second to Clockify per workspace (1..=50); workspaces may override
+    #[arg(long, env = "CLOCKIFY_STUDIO_MAX_RPS", default_value_t = 25, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_RPS_CAP as i64))]
+    pub max_rps: u32,
+    /// Most connections served at once; further clients wait
+    #[arg(long, env = "CLOCKIFY_STUDIO_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a request may take before it is answered 408
+    #[arg(long, env = "CLOCKIFY_STUDIO_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_secs: u64,
+    /// Seconds a client may take to send request headers
+    #[arg(long, env = "CLOCKIFY_STUDIO_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+    /// Largest webhook body accepted (bytes)
+    #[arg(long, env = "CLOCKIFY_STUDIO_WEBHOOK_BODY_LIMIT_BYTES", default_value_t = 5 * 1024 * 1024, value_name = "BYTES")]
+    pub webhook_body_limit_bytes: usize,
+    /// Largest lifecycle/API body accepted (bytes)
+    #[arg(long, env = "CLOCKIFY_STUDIO_API_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub api_body_limit_bytes: usize,
+}
+
+/// The validated configuration of a running server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub base_url: String,
+    pub addon_key: String,
+    pub clockify_public_key_pem: String,
+    pub encryption_key_file: PathBuf,
+    pub allow_api_hosts: Vec<String>,
+    pub metrics_token: Option<String>,
+    pub webhook_retention_days: u32,
+    pub flow_run_retention_days: u32,
+    pub max_rps: u32,
+    pub max_connections: usize,
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub webhook_body_limit: usize,
+    pub api_body_limit: usize,
+}
+
+/// A configuration problem, always naming the flag it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {message}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+fn config_error(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Checks what clap cannot: files that must be readable, a data dir that must be writable.
+    pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let data_dir = args.data.data_dir.clone();
+        ensure_writable_dir(&data_dir).map_err(|m| config_error("--data-dir", m))?;
+        let clockify_public_key_pem = match &args.clockify_public_key {
+            None => CLOCKIFY_PUBLIC_KEY_PEM.to_string(),
+            Some(path) => {
+                let pem = std::fs::read_to_string(path).map_err(|e| {
+                    config_error(
+                        "--clockify-public-key",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+                    config_error(
+                        "--clockify-public-key",
+                        format!(
+                            "{} is not an RSA public key in PEM form: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                pem
+            }
+        };
+        let encryption_key_file = args
+            .encryption_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("secret.key"));
+        Ok(Config {
+            listen: args.listen,
+            data_dir,
+            base_url: args.manifest.base_url.clone(),
+            addon_key: args.manifest.addon_key.clone(),
+            clockify_public_key_pem,
+            encryption_key_file,
+            allow_api_hosts: args.allow_api_host.clone(),
+            metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
+            webhook_retention_days: args.webhook_retention_days,
+            flow_run_retention_days: args.flow_run_retention_days,
+            max_rps: args.max_rps,
+            max_connections: args.max_connections as usize,
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            webhook_body_limit: args.webhook_body_limit_bytes,
+            api_body_limit: args.api_body_limit_bytes,
+        })
+    }
+
+    /// Defaults suitable for tests and embedding: everything as the CLI defaults, in `data_dir`.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let data_dir = data_dir.into();
+        Config {
+            listen: "127.0.0.1:0".parse().expect("static address"),
+            encryption_key_file: data_dir.join("secret.key"),
+            data_dir,
+            base_url: "http://localhost:8080".into(),
+            addon_key: "clockify-studio".into(),
+            clockify_public_key_pem: CLOCKIFY_PUBLIC_KEY_PEM.into(),
+            allow_api_hosts: Vec::new(),
+            metrics_token: None,
+            webhook_retention_days: 90,
+            flow_run_retention_days: 30,
+            max_rps: 25,
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            webhook_body_limit: 5 * 1024 * 1024,
+            api_body_limit: 1024 * 1024,
+        }
+    }
+
+    pub fn data_file(&self) -> PathBuf {
+        self.data_dir.join(DATA_FILE_NAME)
+    }
+}
+
+/// Creates the directory if needed and proves it is writable by creating a file in it.
+pub fn ensure_writable_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok").map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn parse_base_url(value: &str) -> Result<String, String> {
+    let trimmed = value.trim_end_matches('/');
+    let uri: axum::http::Uri = trimmed.parse().map_err(|e| format!("not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("must start with https:// (or http:// for local testing)".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if uri.query().is_some() {
+        return Err("must not have a query string".into());
+    }
+    Ok(trimmed.to_string())
+}
+
+fn parse_addon_key(value: &str) -> Result<String, String> {
+    // Manifest schema 1.3: key is 2..=50 characters.
+    if !(2..=50).contains(&value.chars().count()) {
+        return Err("must be 2 to 50 characters".into());
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces".into());
+    }
+    Ok(value.to_string())
+}
+
+fn parse_host(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let authority: axum::http::uri::Authority = value
+        .parse()
+        .map_err(|_| "not a HOST or HOST:PORT".to_string())?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err("not a HOST or HOST:PORT".into());
+    }
+    Ok(authority.as_str().to_ascii_lowercase())
+}
+
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Like [`ensure_writable_dir`] but never creates the directory: a directory that vanished
+/// under a running server is a fault to report, not to paper over.
+pub fn ensure_writable_dir_no_create(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("data directory {} is missing", dir.display()));
+    }
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok").map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}

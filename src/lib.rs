@@ -1,0 +1,12 @@
+//! clockify-studio: a self-hosted Clockify add-on in one binary.
+
+pub mod clockify;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod lifecycle;
+pub mod manifest;
+pub mod ops;
+pub mod server;
+pub mod store;
+pub mod ui;

@@ -1,0 +1,209 @@
+//! Command line: `serve` (default), `manifest` / `--print-manifest`, `backup`, `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use clockify_studio::config::{Config, DataDirArgs, LogFormat, ManifestArgs, ServeArgs};
+use clockify_studio::{manifest, server, store};
+
+#[derive(Parser)]
+#[command(
+    name = "clockify-studio",
+    version,
+    about = "Self-hosted Clockify add-on: webhook log, API explorer, no-code flows"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Print the manifest JSON and exit (same as the `manifest` subcommand)
+    #[arg(long)]
+    print_manifest: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Flags of `serve`, which runs when no subcommand is given
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default)
+    Serve(ServeArgs),
+    /// Print the manifest JSON (with --base-url / --addon-key applied) and exit
+    Manifest(ManifestArgs),
+    /// Write a consistent copy of the data file; safe while the server runs
+    Backup {
+        /// Where to write the copy
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
+    /// Open the data file, verify integrity and schema version, print counts per table
+    Check {
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None if cli.print_manifest => print_manifest(&cli.serve.manifest),
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Manifest(args)) => print_manifest(&args),
+        Some(Command::Backup { to, data }) => backup(&data, &to),
+        Some(Command::Check { data }) => check(&data),
+    }
+}
+
+fn print_manifest(args: &ManifestArgs) -> ExitCode {
+    use std::io::Write;
+    let bytes = manifest::render(&args.base_url, &args.addon_key);
+    match std::io::stdout().write_all(&bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Usage problems exit 2, like clap's own.
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match Config::from_args(&args) {
+        Ok(config) => config,
+        Err(err) => return usage_error(err),
+    };
+    let _log_guard = match init_logging(&args) {
+        Ok(guard) => guard,
+        Err(err) => return usage_error(err),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| server::StartError::Config {
+                flag: "--listen",
+                message: format!("cannot listen on {}: {e}", config.listen),
+            })?;
+        server::launch(config, listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(server::StartError::Config { flag, message }) => {
+            tracing::error!(flag, %message, "cannot start");
+            usage_error(format!("{flag}: {message}"))
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start");
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn init_logging(
+    args: &ServeArgs,
+) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>, String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&args.log_level).map_err(|e| format!("--log-level: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match &args.log_dir {
+        None => {
+            match args.log_format {
+                LogFormat::Json => builder.json().flatten_event(true).init(),
+                LogFormat::Text => builder.init(),
+            }
+            Ok(None)
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("--log-dir: cannot create {}: {e}", dir.display()))?;
+            let appender = tracing_appender::rolling::daily(dir, "clockify-studio.log");
+            // lossy(false): block rather than drop lines when the disk is slow.
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(appender);
+            let builder = builder.with_writer(writer).with_ansi(false);
+            match args.log_format {
+                LogFormat::Json => builder.json().flatten_event(true).init(),
+                LogFormat::Text => builder.init(),
+            }
+            Ok(Some(guard))
+        }
+    }
+}
+
+fn backup(data: &DataDirArgs, to: &std::path::Path) -> ExitCode {
+    match store::backup(&data.data_file(), to) {
+        Ok(records) => {
+            println!(
+                "wrote a consistent copy of {} to {} ({records} records); keep the encryption key file (secret.key) with it",
+                data.data_file().display(),
+                to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!(
+                "error: backup of {} failed: {err}",
+                data.data_file().display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(data: &DataDirArgs) -> ExitCode {
+    let path = data.data_file();
+    match store::check(&path) {
+        Ok(report) => {
+            println!("data file: {} ({} bytes)", path.display(), report.file_size);
+            println!(
+                "schema version: {} (this binary: {})",
+                report.schema_version,
+                store::SCHEMA_VERSION
+            );
+            match report.integrity_verified {
+                Some(true) => println!("integrity: ok"),
+                Some(false) => println!("integrity: repaired (the file was not closed cleanly)"),
+                None => println!(
+                    "integrity: every table read back (the server holds the file; stop it for a full check)"
+                ),
+            }
+            for (table, count) in &report.tables {
+                println!("table {table}: {count}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {}: {err}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}

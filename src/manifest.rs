@@ -1,0 +1,49 @@
+//! The add-on manifest: `manifest.json` at the repository root is the template; the base URL
+//! and key are filled in at run time. The CLI and `GET /manifest` serve the same bytes.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::server::App;
+
+const TEMPLATE: &str = include_str!("../manifest.json");
+
+/// The manifest as served, pretty-printed with a trailing newline.
+pub fn render(base_url: &str, addon_key: &str) -> Vec<u8> {
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(TEMPLATE).expect("manifest.json is valid JSON (checked by tests)");
+    let object = manifest
+        .as_object_mut()
+        .expect("manifest.json is an object");
+    object.insert("key".into(), addon_key.into());
+    object.insert("baseUrl".into(), base_url.into());
+    let mut bytes = serde_json::to_vec_pretty(&manifest).expect("JSON values serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+pub async fn serve(State(app): State<App>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        app.manifest.clone(),
+    )
+}
+
+/// Event types the manifest subscribes to directly (the rest are registered via the API).
+pub fn manifest_events() -> Vec<String> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(TEMPLATE).expect("manifest.json is valid JSON");
+    manifest["webhooks"]
+        .as_array()
+        .map(|hooks| {
+            hooks
+                .iter()
+                .filter_map(|h| h["event"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

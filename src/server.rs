@@ -1,0 +1,208 @@
+//! Builds the application (store, verifier, router), serves it through hyper-util with
+//! header-read and request timeouts and a connection limit, and shuts down gracefully.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::clockify::token::TokenVerifier;
+use crate::config::Config;
+use crate::store::{Store, load_or_create_key};
+use crate::{http, lifecycle, manifest, ops, ui};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub config: Config,
+    pub store: Store,
+    pub tokens: TokenVerifier,
+    pub metrics: PrometheusHandle,
+    pub manifest: Vec<u8>,
+    pub started: Instant,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{flag}: {message}")]
+    Config { flag: &'static str, message: String },
+    #[error("data file {path}: {source}")]
+    Store {
+        path: String,
+        source: crate::store::StoreError,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl App {
+    /// Opens the data file and prepares everything; fails with a message naming the cause.
+    pub fn open(config: Config) -> Result<App, StartError> {
+        crate::config::ensure_writable_dir(&config.data_dir).map_err(|message| {
+            StartError::Config {
+                flag: "--data-dir",
+                message,
+            }
+        })?;
+        let key = load_or_create_key(&config.encryption_key_file).map_err(|message| {
+            StartError::Config {
+                flag: "--encryption-key-file",
+                message,
+            }
+        })?;
+        let tokens = TokenVerifier::new(&config.clockify_public_key_pem, &config.addon_key)
+            .map_err(|message| StartError::Config {
+                flag: "--clockify-public-key",
+                message,
+            })?;
+        let path = config.data_file();
+        let store = Store::open(&path, &key).map_err(|source| match source {
+            crate::store::StoreError::WrongKey => StartError::Config {
+                flag: "--encryption-key-file",
+                message: format!(
+                    "{} does not decrypt the secrets in {}; use the key file that was created with this data file",
+                    config.encryption_key_file.display(),
+                    path.display()
+                ),
+            },
+            source => StartError::Store {
+                path: path.display().to_string(),
+                source,
+            },
+        })?;
+        let manifest = manifest::render(&config.base_url, &config.addon_key);
+        Ok(App(Arc::new(AppInner {
+            config,
+            store,
+            tokens,
+            metrics: ops::metrics_handle(),
+            manifest,
+            started: Instant::now(),
+        })))
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/manifest", get(manifest::serve))
+            .route("/manifest.json", get(manifest::serve))
+            .route("/lifecycle/installed", post(lifecycle::installed))
+            .route("/lifecycle/deleted", post(lifecycle::deleted))
+            .route("/lifecycle/uninstalled", post(lifecycle::deleted))
+            .route("/lifecycle/status-changed", post(lifecycle::status_changed))
+            .route(
+                "/lifecycle/settings-updated",
+                post(lifecycle::settings_updated),
+            )
+            .route("/healthz", get(ops::health))
+            .route("/health", get(ops::health))
+            .route("/readyz", get(ops::ready))
+            .route("/ready", get(ops::ready))
+            .route("/metrics", get(ops::metrics))
+            .merge(ui::routes())
+            .fallback(http::not_found)
+            .method_not_allowed_fallback(http::method_not_allowed)
+            .layer(axum::middleware::from_fn(http::request_context))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                self.config.request_timeout,
+            ))
+            .layer(CatchPanicLayer::new())
+            .with_state(self.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// (up to a deadline) and flushes the writer.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartError> {
+        let router = self.router();
+        let graceful = GracefulShutdown::new();
+        let connections = Arc::new(Semaphore::new(self.config.max_connections));
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .keep_alive(true);
+        tracing::info!(address = %listener.local_addr()?, version = ops::VERSION, "listening");
+        tokio::pin!(shutdown);
+        loop {
+            // Waiting for a permit before accepting makes excess clients queue in the backlog.
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                () = &mut shutdown => break,
+            };
+            let (stream, _peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            let connection = http1.serve_connection(TokioIo::new(stream), service);
+            let watched = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = watched.await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: draining connections");
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish in time");
+        }
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.store.shutdown())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the app and serves it on `listener` until `shutdown` resolves. Tests bind
+/// `127.0.0.1:0` and pass a oneshot; `main` binds the configured address and waits for signals.
+pub async fn launch(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let app = tokio::task::spawn_blocking(move || App::open(config))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    app.serve(listener, shutdown).await
+}

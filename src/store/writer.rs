@@ -1,0 +1,162 @@
+//! The single writer: every write of the process goes through one thread that batches
+//! whatever requests are waiting into one durable transaction (group commit). A caller's
+//! future resolves only after the transaction holding its change has been committed.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// Upper bound on jobs per transaction, so one commit never grows without limit.
+const MAX_BATCH: usize = 1024;
+
+/// Called after the commit with its outcome (`None` = committed).
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// One caller's change, waiting for a batch.
+trait Job: Send {
+    /// Runs inside the shared transaction; returns the completion and whether the job hit a
+    /// storage error that poisons the transaction.
+    fn run(self: Box<Self>, wtx: &WriteTransaction) -> (Completion, bool);
+    /// The batch could not start; report why.
+    fn fail(self: Box<Self>, err: &StoreError);
+}
+
+struct TypedJob<T, F> {
+    op: F,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, wtx: &WriteTransaction) -> (Completion, bool) {
+        let TypedJob { op, reply } = *self;
+        let result = op(wtx);
+        let poisons = matches!(result, Err(StoreError::Storage(_)));
+        let completion: Completion = Box::new(move |commit_error| {
+            let outcome = match commit_error {
+                Some(err) => Err(err.duplicate()),
+                None => result,
+            };
+            let _ = reply.send(outcome);
+        });
+        (completion, poisons)
+    }
+
+    fn fail(self: Box<Self>, err: &StoreError) {
+        let _ = self.reply.send(Err(err.duplicate()));
+    }
+}
+
+pub(crate) struct Writer {
+    sender: std::sync::Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub(crate) fn start(db: Arc<Database>) -> Writer {
+        let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(db, receiver))
+            .expect("spawn store writer thread");
+        Writer {
+            sender: std::sync::Mutex::new(Some(sender)),
+            thread: std::sync::Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Runs `op` inside the next batch and waits for the batch's durable commit.
+    ///
+    /// `op` must not write anything before returning a non-storage error: a logical error
+    /// (not found, conflict …) leaves the shared transaction untouched, while a storage error
+    /// aborts the whole batch.
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Box<dyn Job> = Box::new(TypedJob { op, reply });
+        {
+            let guard = self.sender.lock().expect("writer sender lock");
+            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(job).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops accepting jobs, commits what is queued and waits for the thread to end.
+    pub(crate) fn shutdown(&self) {
+        drop(self.sender.lock().expect("writer sender lock").take());
+        if let Some(thread) = self.thread.lock().expect("writer thread lock").take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(db: Arc<Database>, receiver: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = receiver.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&db, jobs);
+    }
+}
+
+fn commit_batch(db: &Database, jobs: Vec<Box<dyn Job>>) {
+    let started = Instant::now();
+    let batch_size = jobs.len();
+    let mut wtx = match db.begin_write() {
+        Ok(wtx) => wtx,
+        Err(err) => {
+            let err = StoreError::from(err);
+            tracing::error!(error = %err, "cannot begin a write transaction");
+            for job in jobs {
+                job.fail(&err);
+            }
+            return;
+        }
+    };
+    if let Err(err) = wtx.set_durability(Durability::Immediate) {
+        tracing::error!(error = %err, "cannot set durable commits");
+    }
+    let mut completions = Vec::with_capacity(batch_size);
+    let mut poisoned = false;
+    for job in jobs {
+        let (completion, poisons) = job.run(&wtx);
+        poisoned |= poisons;
+        completions.push(completion);
+    }
+    let outcome = if poisoned {
+        let _ = wtx.abort();
+        Err(StoreError::Storage(
+            "a write in this batch failed; nothing was committed".into(),
+        ))
+    } else {
+        wtx.commit().map_err(StoreError::from)
+    };
+    metrics::histogram!("store_commit_batch_size").record(batch_size as f64);
+    metrics::histogram!("store_commit_seconds").record(started.elapsed().as_secs_f64());
+    if outcome.is_err() {
+        metrics::counter!("store_commit_failures_total").increment(1);
+    }
+    let error = outcome.err();
+    if let Some(err) = &error {
+        tracing::error!(error = %err, batch_size, "store commit failed");
+    }
+    for completion in completions {
+        completion(error.as_ref());
+    }
+}

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the manifest JSON (with --base-url / --addon-key applied) and exit
     Manifest(ManifestArgs),
     /// Write a consistent copy of the data file; safe while the server runs
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         None if cli.print_manifest => print_manifest(&cli.serve.manifest),
         None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         Some(Command::Manifest(args)) => print_manifest(&args),
         Some(Command::Backup { to, data }) => backup(&data, &to),
         Some(Command::Check { data }) => check(&data),

@@ -22,7 +22,8 @@ use writer::Writer;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
-const MIGRATIONS: &[fn(&redb::WriteTransaction) -> Result<(), StoreError>] = &[];
+type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
+const MIGRATIONS: &[Migration] = &[];
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const INSTALLATIONS: TableDefinition<&str, &[u8]> =

@@ -1,0 +1,149 @@
+//! Health, readiness, metrics, request ids, manifest.
+
+use crate::support::*;
+
+#[test]
+fn health_and_readiness() {
+    let server = TestServer::start();
+    let r = server.get("/healthz", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+    assert_eq!(r.json()["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(server.get("/health", &[]).status, 200);
+    assert_eq!(server.get("/readyz", &[]).status, 200);
+    assert_eq!(server.get("/ready", &[]).status, 200);
+}
+
+#[test]
+fn readiness_fails_when_the_data_directory_disappears() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let server = TestServer::start_in(&dir, |_| {});
+    assert_eq!(server.get("/readyz", &[]).status, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let r = server.get("/readyz", &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("data file") || r.body.contains("missing"),
+        "{}",
+        r.body
+    );
+    // Liveness is unaffected.
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+}
+
+#[test]
+fn request_ids_are_echoed_or_generated() {
+    let server = TestServer::start();
+    let r = server.get("/healthz", &[("x-request-id", "abc-123")]);
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    let r = server.get("/healthz", &[("x-request-id", "bad id with spaces")]);
+    let generated = r.header("x-request-id").unwrap();
+    assert_ne!(generated, "bad id with spaces");
+    assert!(!generated.is_empty());
+    let r = server.get("/no-such-route", &[("x-request-id", "req-42")]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["requestId"], "req-42");
+}
+
+#[test]
+fn metrics_expose_the_promised_series_and_honour_the_token() {
+    let server = TestServer::start_in(&tempfile::tempdir().unwrap().keep(), |c| {
+        c.metrics_token = Some("s3cret".into())
+    });
+    let r = server.get("/metrics", &[]);
+    assert_eq!(r.status, 401);
+    r.error();
+    assert_eq!(
+        server
+            .get("/metrics", &[("authorization", "Bearer wrong")])
+            .status,
+        401
+    );
+    server.get("/healthz", &[]);
+    server.get("/readyz", &[]);
+    let r = server.get("/metrics", &[("authorization", "Bearer s3cret")]);
+    assert_eq!(r.status, 200);
+    for series in [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "store_commit_batch_size",
+        "store_commit_seconds",
+        "data_file_size_bytes",
+        "uptime_seconds",
+        "build_info",
+    ] {
+        assert!(r.body.contains(series), "missing {series} in\n{}", r.body);
+    }
+}
+
+#[test]
+fn manifest_is_served_with_the_configured_base_url_and_key() {
+    let server = TestServer::start_in(&tempfile::tempdir().unwrap().keep(), |c| {
+        c.base_url = "https://studio.example.com".into();
+        c.addon_key = "my-studio".into();
+    });
+    let r = server.get("/manifest", &[]);
+    assert_eq!(r.status, 200);
+    let manifest = r.json();
+    assert_eq!(manifest["baseUrl"], "https://studio.example.com");
+    assert_eq!(manifest["key"], "my-studio");
+    assert_eq!(server.get("/manifest.json", &[]).body, r.body);
+}
+
+#[test]
+fn manifest_template_is_valid_against_schema_1_3() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared("clockify/manifest-schema-1.3.json")).unwrap(),
+    )
+    .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&clockify_studio::manifest::render(
+        "https://studio.example.com",
+        "clockify-studio",
+    ))
+    .unwrap();
+    let validator = jsonschema::draft4::new(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&manifest)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "manifest errors: {errors:#?}");
+    // The platform facts the schema does not enforce.
+    let webhooks = manifest["webhooks"].as_array().unwrap();
+    assert_eq!(webhooks.len(), 10, "10 webhooks, the platform maximum");
+    for hook in webhooks {
+        assert_eq!(
+            hook["path"],
+            format!("/webhooks/clockify/{}", hook["event"].as_str().unwrap())
+        );
+    }
+    assert_eq!(manifest["scopes"].as_array().unwrap().len(), 30);
+    assert_eq!(manifest["lifecycle"].as_array().unwrap().len(), 4);
+    assert_eq!(manifest["components"][0]["type"], "sidebar");
+    assert_eq!(manifest["components"][0]["accessLevel"], "ADMINS");
+    assert_eq!(manifest["components"][0]["path"], "/ui");
+}
+
+/// A file under ../shared (beside the checkout), as CI lays it out.
+pub fn shared(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(path)
+}
+
+#[test]
+fn ui_without_a_token_explains_how_to_install() {
+    let server = TestServer::start();
+    let r = server.get("/ui", &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("/manifest"), "{}", r.body);
+    assert!(
+        r.header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors")
+    );
+    assert_eq!(
+        server.get("/assets/icon.svg", &[]).header("content-type"),
+        Some("image/svg+xml")
+    );
+}

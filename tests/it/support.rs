@@ -1,0 +1,442 @@
+//! The test harness: the real server on 127.0.0.1 (ephemeral port, temp data dir, test key),
+//! tokens signed like Clockify signs them, and a fake Clockify API that records calls.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clockify_studio::config::Config;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+pub const TEST_PRIVATE_KEY: &str = include_str!("../fixtures/test-signing-key.pem");
+pub const TEST_PUBLIC_KEY: &str = include_str!("../fixtures/test-signing-key.pub.pem");
+pub const OTHER_PRIVATE_KEY: &str = include_str!("../fixtures/other-key.pem");
+pub const ADDON_KEY: &str = "clockify-studio";
+pub const BIN: &str = env!("CARGO_BIN_EXE_clockify-studio");
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Signs `claims` with the test key, RS256, as Clockify does.
+pub fn sign(claims: &Value) -> String {
+    sign_with(claims, TEST_PRIVATE_KEY)
+}
+
+pub fn sign_with(claims: &Value, private_pem: &str) -> String {
+    let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("test key");
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).expect("sign")
+}
+
+/// An unsigned token with `alg: none`.
+pub fn unsigned_token(claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
+    format!("{header}.{payload}.")
+}
+
+/// HS256 signed with the public key as the HMAC secret (the classic key-confusion attack).
+pub fn hs256_with_public_key(claims: &Value) -> String {
+    let key = EncodingKey::from_secret(TEST_PUBLIC_KEY.as_bytes());
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("sign")
+}
+
+/// Base claims every Clockify token carries.
+pub fn base_claims(workspace_id: &str, addon_id: &str) -> Value {
+    json!({"iss": "clockify", "type": "addon", "sub": ADDON_KEY, "workspaceId": workspace_id, "addonId": addon_id})
+}
+
+/// A lifecycle token for `workspace_id` / `addon_id`.
+pub fn lifecycle_token(workspace_id: &str, addon_id: &str) -> String {
+    sign(&base_claims(workspace_id, addon_id))
+}
+
+/// An installation token whose URL claims point at `api_base` (the fake Clockify).
+pub fn installation_token(workspace_id: &str, addon_id: &str, api_base: &str) -> String {
+    let mut claims = base_claims(workspace_id, addon_id);
+    claims["user"] = json!("owner-user");
+    claims["backendUrl"] = json!(format!("{api_base}/api"));
+    claims["reportsUrl"] = json!(format!("{api_base}/reports"));
+    sign(&claims)
+}
+
+/// A 30-minute user token as the sidebar iframe receives it.
+pub fn user_token(workspace_id: &str, addon_id: &str, role: &str) -> String {
+    let mut claims = base_claims(workspace_id, addon_id);
+    claims["user"] = json!("user-1");
+    claims["workspaceRole"] = json!(role);
+    claims["exp"] = json!(now_secs() + 1800);
+    sign(&claims)
+}
+
+/// A webhook signature token (the "reduced" claim set).
+pub fn webhook_token(workspace_id: &str, addon_id: &str) -> String {
+    sign(&base_claims(workspace_id, addon_id))
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// The error text of a `{"error", "requestId"}` body, checking the shape on the way.
+    pub fn error(&self) -> String {
+        let body = self.json();
+        assert!(
+            body["requestId"].as_str().is_some_and(|s| !s.is_empty()),
+            "no requestId in {body}"
+        );
+        body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {body}"))
+            .to_string()
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    let agent = agent();
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let result = match body {
+        Some(bytes) => agent.run(builder.body(bytes.to_vec()).unwrap()),
+        None => agent.run(builder.body(()).unwrap()),
+    };
+    let mut response = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The server under test, on its own runtime thread.
+pub struct TestServer {
+    pub base: String,
+    pub data_dir: PathBuf,
+    _temp: Option<Arc<tempfile::TempDir>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let dir = temp.path().to_path_buf();
+        let mut server = TestServer::start_in(&dir, |_| {});
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts on `data_dir`, with `tweak` adjusting the test configuration first.
+    pub fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut config = Config::for_data_dir(data_dir);
+        config.listen = addr;
+        config.base_url = format!("http://{addr}");
+        config.clockify_public_key_pem = TEST_PUBLIC_KEY.to_string();
+        tweak(&mut config);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                clockify_studio::server::launch(config, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+            })
+        });
+        let server = TestServer {
+            base: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok()),
+            "server did not start"
+        );
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        request("GET", &self.url(path), headers, None)
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        request("POST", &self.url(path), &all, Some(body))
+    }
+
+    pub fn post_json(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Response {
+        self.post(path, headers, &serde_json::to_vec(body).unwrap())
+    }
+
+    /// Sends a lifecycle message signed for the body's workspace/add-on.
+    pub fn lifecycle(&self, hook: &str, body: &Value) -> Response {
+        let token = lifecycle_token(
+            body["workspaceId"].as_str().unwrap_or(""),
+            body["addonId"].as_str().unwrap_or(""),
+        );
+        self.post_json(
+            &format!("/lifecycle/{hook}"),
+            &[("x-addon-lifecycle-token", &token)],
+            body,
+        )
+    }
+
+    /// Installs the add-on on `workspace_id` with tokens pointing at `api_base`.
+    pub fn install(&self, workspace_id: &str, addon_id: &str, api_base: &str) -> Response {
+        let body = install_payload(workspace_id, addon_id, api_base);
+        let response = self.lifecycle("installed", &body);
+        assert_eq!(response.status, 200, "install failed: {}", response.body);
+        response
+    }
+
+    /// A counter or gauge value from /metrics, summed over series whose labels contain `labels`.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self.get("/metrics", &[]).body;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Graceful stop; the data dir stays (as long as the returned value lives) for a restart.
+    pub fn stop(mut self) -> DataDir {
+        self.shutdown_and_join()
+            .expect("server stopped with an error");
+        DataDir {
+            path: self.data_dir.clone(),
+            _temp: self._temp.take(),
+        }
+    }
+
+    fn shutdown_and_join(&mut self) -> Result<(), String> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| "server thread panicked".to_string())?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown_and_join();
+    }
+}
+
+/// A stopped server's data dir; a temp dir is removed when this is dropped.
+pub struct DataDir {
+    pub path: PathBuf,
+    _temp: Option<Arc<tempfile::TempDir>>,
+}
+
+impl std::ops::Deref for DataDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub fn install_payload(workspace_id: &str, addon_id: &str, api_base: &str) -> Value {
+    json!({
+        "addonId": addon_id,
+        "authToken": installation_token(workspace_id, addon_id, api_base),
+        "workspaceId": workspace_id,
+        "asUser": "owner-user",
+        "apiUrl": format!("{api_base}/api"),
+        "addonUserId": "addon-user",
+        "webhooks": [
+            {"path": "/webhooks/clockify/NEW_TIME_ENTRY", "webhookType": "ADDON",
+             "authToken": webhook_token(workspace_id, addon_id)}
+        ]
+    })
+}
+
+/// One request the fake Clockify received.
+#[derive(Clone, Debug)]
+pub struct RecordedCall {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+type Responder =
+    Arc<dyn Fn(&RecordedCall) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> + Send + Sync>;
+
+/// A fake Clockify API on 127.0.0.1 that records every call and answers with the first
+/// matching scripted response (or 200 `{}`).
+pub struct FakeClockify {
+    pub base: String,
+    pub host: String,
+    calls: Arc<Mutex<Vec<RecordedCall>>>,
+    responders: Arc<Mutex<Vec<Responder>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeClockify {
+    pub fn start() -> FakeClockify {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let calls: Arc<Mutex<Vec<RecordedCall>>> = Arc::default();
+        let responders: Arc<Mutex<Vec<Responder>>> = Arc::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (c, r) = (calls.clone(), responders.clone());
+        runtime.spawn(async move {
+            let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let (c, r) = (c.clone(), r.clone());
+                async move { fake_answer(req, c, r).await }
+            });
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeClockify {
+            base: format!("http://{addr}"),
+            host: addr.to_string(),
+            calls,
+            responders,
+            _runtime: runtime,
+        }
+    }
+
+    /// Adds a scripted answer; earlier scripts win.
+    pub fn respond(
+        &self,
+        f: impl Fn(&RecordedCall) -> Option<(u16, Vec<(String, String)>, Vec<u8>)>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        self.responders.lock().unwrap().push(Arc::new(f));
+    }
+
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+async fn fake_answer(
+    req: axum::extract::Request,
+    calls: Arc<Mutex<Vec<RecordedCall>>>,
+    responders: Arc<Mutex<Vec<Responder>>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let call = RecordedCall {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    calls.lock().unwrap().push(call.clone());
+    let scripted = responders.lock().unwrap().iter().find_map(|r| r(&call));
+    let (status, headers, body) = scripted.unwrap_or((200, vec![], b"{}".to_vec()));
+    let mut response = (axum::http::StatusCode::from_u16(status).unwrap(), body).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    for (k, v) in headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&v).unwrap(),
+        );
+    }
+    response
+}

@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// Largest webhook body accepted (bytes)
     #[arg(long, env = "CLOCKIFY_STUDIO_WEBHOOK_BODY_LIMIT_BYTES", default_value_t = 5 * 1024 * 1024, value_name = "BYTES")]
     pub webhook_body_limit_bytes: usize,
+    /// Seconds between retention passes
+    #[arg(long, env = "CLOCKIFY_STUDIO_RETENTION_INTERVAL_SECS", default_value_t = 600, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_interval_secs: u64,
     /// Largest lifecycle/API body accepted (bytes)
     #[arg(long, env = "CLOCKIFY_STUDIO_API_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub api_body_limit_bytes: usize,
@@ -160,6 +164,10 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub webhook_body_limit: usize,
     pub api_body_limit: usize,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Added to "now" by retention; only tests set it, to age stored rows.
+    pub retention_clock_skew: Duration,
 }
 
 /// A configuration problem, always naming the flag it concerns.
@@ -224,6 +232,8 @@ impl Config {
             header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
             webhook_body_limit: args.webhook_body_limit_bytes,
             api_body_limit: args.api_body_limit_bytes,
+            retention_interval: Duration::from_secs(args.retention_interval_secs),
+            retention_clock_skew: Duration::ZERO,
         })
     }
 
@@ -247,6 +257,8 @@ impl Config {
             header_read_timeout: Duration::from_secs(10),
             webhook_body_limit: 5 * 1024 * 1024,
             api_body_limit: 1024 * 1024,
+            retention_interval: Duration::from_secs(600),
+            retention_clock_skew: Duration::ZERO,
         }
     }
 

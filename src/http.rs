@@ -4,14 +4,16 @@
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::Instrument;
 
 use crate::error::ApiError;
+use crate::server::App;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -37,7 +39,7 @@ fn valid_request_id(value: &HeaderValue) -> Option<String> {
 
 /// Gives every request an id, runs it inside a span carrying that id, echoes it in
 /// `X-Request-Id`, and records request metrics by route and status.
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+pub async fn request_context(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -54,8 +56,23 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     }
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = Instant::now();
+    // The timeout covers producing the response head; streamed bodies (SSE) are not cut.
+    let timeout = app.config.request_timeout;
     let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(req))
+        .scope(id.clone(), async move {
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(response) => response,
+                Err(_) => {
+                    let mut response = ApiError::Unavailable(format!(
+                        "the request took longer than {} s",
+                        timeout.as_secs()
+                    ))
+                    .into_response();
+                    *response.status_mut() = axum::http::StatusCode::REQUEST_TIMEOUT;
+                    response
+                }
+            }
+        })
         .instrument(span.clone())
         .await;
     let elapsed = started.elapsed();
@@ -115,8 +132,17 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
+/// A handler panicked: log it and answer a plain JSON 500 (never the panic text).
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(format!("handler panicked: {message}")).into_response()
+}
+
 pub async fn method_not_allowed() -> Response {
-    use axum::response::IntoResponse;
     let mut response =
         ApiError::BadRequest("method not allowed on this route".into()).into_response();
     *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;

@@ -1,5 +1,6 @@
 //! clockify-studio: a self-hosted Clockify add-on in one binary.
 
+pub mod auth;
 pub mod clockify;
 pub mod config;
 pub mod error;
@@ -7,6 +8,8 @@ pub mod http;
 pub mod lifecycle;
 pub mod manifest;
 pub mod ops;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod ui;
+pub mod webhooks;

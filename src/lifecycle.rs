@@ -13,7 +13,7 @@ use crate::clockify::token::{Claims, Expiry};
 use crate::error::ApiError;
 use crate::http::{parse_json, read_body};
 use crate::server::App;
-use crate::store::{Installation, InstallationStatus, SettingValue};
+use crate::store::{Installation, InstallationStatus, SettingValue, WebhookToken};
 
 pub const LIFECYCLE_TOKEN_HEADER: &str = "x-addon-lifecycle-token";
 
@@ -215,7 +215,7 @@ pub async fn installed(
                 webhook_tokens: payload
                     .webhooks
                     .iter()
-                    .map(|w| (webhook_path(&w.path), secrets.seal_str(&w.auth_token)))
+                    .map(|w| WebhookToken::new(webhook_path(&w.path), &w.auth_token, &secrets))
                     .collect(),
                 installed_at: now,
                 updated_at: now,

@@ -6,21 +6,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast, watch};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
-use crate::store::{Store, load_or_create_key};
-use crate::{http, lifecycle, manifest, ops, ui};
+use crate::store::{Store, StoredEvent, load_or_create_key};
+use crate::webhooks::{api as events_api, custom};
+use crate::{http, lifecycle, manifest, ops, retention, ui, webhooks};
+
+/// Events buffered for slow live listeners before they fall back to reading the store.
+const LIVE_CHANNEL_CAPACITY: usize = 1024;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -36,6 +38,10 @@ pub struct AppInner {
     pub metrics: PrometheusHandle,
     pub manifest: Vec<u8>,
     pub started: Instant,
+    /// Committed events, for live listeners (SSE).
+    pub live: broadcast::Sender<Arc<StoredEvent>>,
+    /// Turns true when the server begins shutting down; long-lived tasks watch it.
+    pub shutdown: watch::Sender<bool>,
 }
 
 impl std::ops::Deref for App {
@@ -101,6 +107,8 @@ impl App {
             metrics: ops::metrics_handle(),
             manifest,
             started: Instant::now(),
+            live: broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
+            shutdown: watch::channel(false).0,
         })))
     }
 
@@ -121,15 +129,31 @@ impl App {
             .route("/readyz", get(ops::ready))
             .route("/ready", get(ops::ready))
             .route("/metrics", get(ops::metrics))
+            .route("/webhooks/clockify", post(webhooks::receive))
+            .route(
+                "/webhooks/clockify/{event}",
+                post(webhooks::receive_for_event),
+            )
+            .route("/webhooks/custom/{source}", post(custom::receive))
+            .route("/api/webhooks", get(events_api::list))
+            .route("/api/webhooks/stream", get(events_api::stream))
+            .route(
+                "/api/webhooks/{id}",
+                get(events_api::get).delete(events_api::delete),
+            )
+            .route("/api/webhooks/{id}/raw", get(events_api::raw))
+            .route("/api/sources", get(custom::list).post(custom::create))
+            .route("/api/sources/{id}", delete(custom::delete))
+            .route("/api/sources/{id}/rotate", post(custom::rotate))
             .merge(ui::routes())
             .fallback(http::not_found)
             .method_not_allowed_fallback(http::method_not_allowed)
-            .layer(axum::middleware::from_fn(http::request_context))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                self.config.request_timeout,
+            // Inner to outer: panics become JSON 500s inside the request's id scope.
+            .layer(CatchPanicLayer::custom(http::panic_response))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                http::request_context,
             ))
-            .layer(CatchPanicLayer::new())
             .with_state(self.clone())
     }
 
@@ -149,6 +173,7 @@ impl App {
             .header_read_timeout(self.config.header_read_timeout)
             .keep_alive(true);
         tracing::info!(address = %listener.local_addr()?, version = ops::VERSION, "listening");
+        let retention = tokio::spawn(retention::run(self.clone()));
         tokio::pin!(shutdown);
         loop {
             // Waiting for a permit before accepting makes excess clients queue in the backlog.
@@ -179,6 +204,8 @@ impl App {
         }
         drop(listener);
         tracing::info!("shutting down: draining connections");
+        self.shutdown.send_replace(true);
+        let _ = retention.await;
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
             .await
             .is_err()

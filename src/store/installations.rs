@@ -3,7 +3,7 @@
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::{INSTALLATIONS, Sealed, Store, StoreError, decode, encode};
+use super::{INSTALLATIONS, Sealed, Store, StoreError, WEBHOOK_TOKENS, decode, encode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InstallationStatus {
@@ -123,13 +123,32 @@ pub struct Installation {
     pub status: InstallationStatus,
     pub settings: WorkspaceSettings,
     /// Webhook tokens from the install payload, keyed by the path they were issued for.
-    pub webhook_tokens: Vec<(String, Sealed)>,
+    pub webhook_tokens: Vec<WebhookToken>,
     /// Unix milliseconds.
     pub installed_at: i64,
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
     /// Bumped on every (re)install, so work for an older installation can tell it is stale.
     pub generation: u64,
+}
+
+/// A token Clockify sends in `clockify-signature` for one webhook path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WebhookToken {
+    pub path: String,
+    pub token: Sealed,
+    /// SHA-256 of the token: finds the workspace of an opaque (non-JWT) signature.
+    pub digest: [u8; 32],
+}
+
+impl WebhookToken {
+    pub fn new(path: String, token: &str, secrets: &super::SecretBox) -> WebhookToken {
+        WebhookToken {
+            path,
+            token: secrets.seal_str(token),
+            digest: super::token_digest(token),
+        }
+    }
 }
 
 /// On-disk form; the variant is the record version.
@@ -152,7 +171,7 @@ impl Store {
         let workspace_id = workspace_id.to_string();
         self.read(move |rtx| {
             let table = rtx.open_table(INSTALLATIONS)?;
-            let found = table.get(workspace_id.as_str())?;
+            let found = table.get(workspace_id.as_bytes())?;
             found.map(|v| decode_installation(v.value())).transpose()
         })
         .await
@@ -188,19 +207,67 @@ impl Store {
         self.write(move |wtx| {
             let mut table = wtx.open_table(INSTALLATIONS)?;
             let current = table
-                .get(workspace_id.as_str())?
+                .get(workspace_id.as_bytes())?
                 .map(|v| decode_installation(v.value()))
                 .transpose()?;
+            let previous_digests: Vec<[u8; 32]> = current
+                .iter()
+                .flat_map(|i| i.webhook_tokens.iter().map(|t| t.digest))
+                .collect();
             match decide(current) {
                 Err(e) => Ok(Err(e)),
                 Ok((next, result)) => {
                     if let Some(next) = next {
-                        let bytes = encode(&InstallationRecord::V1(next));
-                        table.insert(workspace_id.as_str(), bytes.as_slice())?;
+                        let bytes = encode(&InstallationRecord::V1(next.clone()));
+                        table.insert(workspace_id.as_bytes(), bytes.as_slice())?;
+                        // Keep the digest → workspace index in step with the stored tokens.
+                        let mut index = wtx.open_table(WEBHOOK_TOKENS)?;
+                        for old in previous_digests {
+                            index.remove(old.as_slice())?;
+                        }
+                        for token in &next.webhook_tokens {
+                            index.insert(token.digest.as_slice(), workspace_id.as_bytes())?;
+                        }
                     }
                     Ok(Ok(result))
                 }
             }
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// The workspace a webhook token was issued for, found by the token's digest.
+    pub async fn workspace_of_webhook_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let digest = super::token_digest(token);
+        self.read(move |rtx| {
+            let index = rtx.open_table(WEBHOOK_TOKENS)?;
+            let found = index.get(digest.as_slice())?;
+            Ok(found.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+        })
+        .await
+    }
+
+    /// Removes an installation record (retention purge of a long-DELETED workspace).
+    pub async fn remove_installation(&self, workspace_id: &str) -> Result<(), StoreError> {
+        let workspace_id = workspace_id.to_string();
+        self.write(move |wtx| {
+            let mut table = wtx.open_table(INSTALLATIONS)?;
+            let removed = table
+                .remove(workspace_id.as_bytes())?
+                .map(|v| v.value().to_vec());
+            if let Some(bytes) = removed {
+                let installation = decode_installation(&bytes)?;
+                let mut index = wtx.open_table(WEBHOOK_TOKENS)?;
+                for token in installation.webhook_tokens {
+                    index.remove(token.digest.as_slice())?;
+                }
+            }
+            Ok(())
         })
         .await
     }

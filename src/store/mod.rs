@@ -1,8 +1,11 @@
 //! The only module that touches redb: tables, key encoding, versioned records, migrations,
 //! the batched writer, backups and integrity checks. Callers see domain methods only.
 
+mod events;
 mod installations;
+mod keys;
 mod secrets;
+mod sources;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -13,8 +16,15 @@ use redb::{
     TableDefinition, TableHandle,
 };
 
-pub use installations::{Installation, InstallationStatus, SettingValue, WorkspaceSettings};
+pub use events::{
+    DEDUPE_WINDOW_MS, EventId, EventPage, EventQuery, Ingested, NewEvent, StoredEvent,
+    format_event_id, parse_event_id,
+};
+pub use installations::{
+    Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
+};
 pub use secrets::{Sealed, SecretBox, load_or_create_key};
+pub use sources::{Source, SourceSecret};
 use writer::Writer;
 
 /// Schema of the data file written by this release. Bump it with a migration in
@@ -25,15 +35,34 @@ pub const SCHEMA_VERSION: u32 = 1;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 const MIGRATIONS: &[Migration] = &[];
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-pub(crate) const INSTALLATIONS: TableDefinition<&str, &[u8]> =
+const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
+pub(crate) const INSTALLATIONS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("installations");
 
-/// Every table of the file; backups copy exactly these, `check` counts them.
-const TABLES: &[TableDefinition<'static, &'static str, &'static [u8]>] = &[META, INSTALLATIONS];
+/// SHA-256 of a webhook token → workspace id.
+pub(crate) const WEBHOOK_TOKENS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("webhook_tokens");
 
-const META_SCHEMA_VERSION: &str = "schema_version";
-const META_KEY_CHECK: &str = "key_check";
+/// Every table of the file (all keyed by bytes); backups copy exactly these, `check` counts them.
+type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+const TABLES: &[Table] = &[
+    META,
+    INSTALLATIONS,
+    WEBHOOK_TOKENS,
+    events::EVENTS,
+    events::EVENTS_BY_TYPE,
+    events::EVENT_DEDUPE,
+    sources::SOURCES,
+    sources::SOURCES_BY_WORKSPACE,
+];
+
+pub(crate) fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+const META_SCHEMA_VERSION: &[u8] = b"schema_version";
+const META_KEY_CHECK: &[u8] = b"key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"clockify-studio encryption key check";
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +200,7 @@ impl Store {
             .write(|wtx| {
                 let mut meta = wtx.open_table(META)?;
                 let now = jiff::Timestamp::now().as_millisecond().to_le_bytes();
-                meta.insert("last_probe", now.as_slice())?;
+                meta.insert(b"last_probe".as_slice(), now.as_slice())?;
                 Ok(())
             })
             .await

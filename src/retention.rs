@@ -1,0 +1,94 @@
+//! Background retention: deletes events older than each workspace's retention setting in
+//! small batches (each its own short write, so ingestion is never stalled), and purges the
+//! data of installations DELETED for longer than the retention period.
+
+use std::time::Duration;
+
+use crate::server::App;
+use crate::store::{Installation, InstallationStatus, StoreError};
+
+/// Rows deleted per write transaction.
+const BATCH: usize = 256;
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Runs [`run_once`] every `config.retention_interval` until shutdown.
+pub async fn run(app: App) {
+    let mut shutdown = app.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(app.config.retention_interval) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Err(err) = run_once(&app).await {
+            tracing::warn!(error = %err, "retention pass failed");
+        }
+    }
+}
+
+fn retention_days(app: &App, installation: Option<&Installation>) -> u32 {
+    installation
+        .and_then(|i| i.settings.whole_number("webhook_retention_days"))
+        .unwrap_or(app.config.webhook_retention_days)
+}
+
+/// One pass over every workspace; returns how many events were deleted.
+pub async fn run_once(app: &App) -> Result<usize, StoreError> {
+    let now = jiff::Timestamp::now().as_millisecond()
+        + app.config.retention_clock_skew.as_millis() as i64;
+    let mut deleted = 0;
+    for ws in app.store.event_workspaces().await? {
+        let installation = app.store.installation(&ws).await?;
+        let days = retention_days(app, installation.as_ref());
+        if days == 0 {
+            continue;
+        }
+        let cutoff = now - days as i64 * DAY_MS;
+        loop {
+            let n = app.store.delete_events_before(&ws, cutoff, BATCH).await?;
+            deleted += n;
+            metrics::counter!("retention_deleted_total", "kind" => "event").increment(n as u64);
+            if n < BATCH {
+                break;
+            }
+            // Let waiting ingestion writes go first.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    for installation in app.store.installations().await? {
+        let days = retention_days(app, Some(&installation));
+        let expired = installation.status == InstallationStatus::Deleted
+            && days > 0
+            && installation
+                .deleted_at
+                .is_some_and(|at| at + days as i64 * DAY_MS < now);
+        if expired {
+            deleted += purge_workspace(app, &installation.workspace_id).await?;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes everything kept for a workspace, then its installation record.
+async fn purge_workspace(app: &App, ws: &str) -> Result<usize, StoreError> {
+    let mut deleted = 0;
+    loop {
+        let n = app.store.delete_events_before(ws, i64::MAX, BATCH).await?;
+        deleted += n;
+        if n < BATCH {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for source in app.store.sources(ws).await? {
+        app.store.delete_source(ws, &source.id).await?;
+    }
+    app.store.remove_installation(ws).await?;
+    metrics::counter!("retention_deleted_total", "kind" => "event").increment(deleted as u64);
+    metrics::counter!("retention_deleted_total", "kind" => "installation").increment(1);
+    tracing::info!(
+        workspace_id = ws,
+        events = deleted,
+        "purged a deleted installation"
+    );
+    Ok(deleted)
+}

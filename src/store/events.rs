@@ -1,0 +1,398 @@
+//! Stored events (Clockify webhooks and custom sources): the log itself, an index by event
+//! type, and the dedupe table. Ids are UUIDv7 made on the writer thread, so id order is
+//! commit order (SSE resume relies on that).
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{
+    id_floor_for_millis, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
+};
+use super::{Store, StoreError, decode, encode};
+
+/// `[ws][id]` → event record.
+pub(crate) const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
+/// `[ws][event type][id]` → empty.
+pub(crate) const EVENTS_BY_TYPE: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("events_by_type");
+/// `[ws][event type][dedupe key]` → `[id][received ms]`.
+pub(crate) const EVENT_DEDUPE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_dedupe");
+
+/// Deliveries of the same bytes within this window are one event.
+pub const DEDUPE_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+pub type EventId = [u8; 16];
+
+pub fn format_event_id(id: &EventId) -> String {
+    uuid::Uuid::from_bytes(*id).to_string()
+}
+
+pub fn parse_event_id(text: &str) -> Option<EventId> {
+    uuid::Uuid::parse_str(text).ok().map(|u| *u.as_bytes())
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub workspace_id: String,
+    pub event_type: String,
+    /// `clockify` or the custom source's name.
+    pub source: String,
+    pub source_id: Option<String>,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    /// Request headers with secrets redacted.
+    pub headers: Vec<(String, String)>,
+    /// The body exactly as received.
+    pub body: Vec<u8>,
+    pub dedupe_key: [u8; 32],
+    /// Later deliveries recognised as this one.
+    pub duplicates: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+enum EventRecord {
+    V1(StoredEvent),
+}
+
+fn decode_event(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
+    match decode::<EventRecord>(bytes)? {
+        EventRecord::V1(event) => Ok(event),
+    }
+}
+
+/// An event to store; the id and time are assigned at commit.
+pub struct NewEvent {
+    pub workspace_id: String,
+    pub event_type: String,
+    pub source: String,
+    pub source_id: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Equal keys (same workspace and event type) within [`DEDUPE_WINDOW_MS`] are duplicates.
+    pub dedupe_key: [u8; 32],
+}
+
+#[derive(Debug)]
+pub enum Ingested {
+    Stored(StoredEvent),
+    Duplicate { original: EventId },
+}
+
+/// Bounds and filters of a newest-first listing.
+pub struct EventQuery {
+    /// Only ids strictly below this (the previous page's last id).
+    pub before: Option<EventId>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub event_types: Vec<String>,
+    pub limit: usize,
+    /// Stop after examining this many rows, so a rare filter cannot scan the whole log.
+    pub scan_limit: usize,
+}
+
+pub struct EventPage {
+    pub items: Vec<StoredEvent>,
+    /// Where the next page starts, when there may be more.
+    pub next_cursor: Option<EventId>,
+}
+
+fn event_key(ws: &str, id: &EventId) -> Vec<u8> {
+    with_suffix(&workspace_prefix(ws), id)
+}
+
+fn type_key(ws: &str, event_type: &str, id: &EventId) -> Vec<u8> {
+    with_suffix(&two_part_prefix(ws, event_type), id)
+}
+
+fn dedupe_table_key(ws: &str, event_type: &str, dedupe_key: &[u8; 32]) -> Vec<u8> {
+    with_suffix(&two_part_prefix(ws, event_type), dedupe_key)
+}
+
+/// Inserts one event (or records a duplicate) inside the writer's transaction.
+pub(crate) fn insert_event(
+    wtx: &WriteTransaction,
+    new: NewEvent,
+    now_ms: i64,
+) -> Result<Ingested, StoreError> {
+    let dkey = dedupe_table_key(&new.workspace_id, &new.event_type, &new.dedupe_key);
+    let mut dedupe = wtx.open_table(EVENT_DEDUPE)?;
+    let mut events = wtx.open_table(EVENTS)?;
+    let seen = dedupe.get(dkey.as_slice())?.map(|v| v.value().to_vec());
+    if let Some(seen) = seen.filter(|v| v.len() == 24) {
+        let original: EventId = seen[..16].try_into().expect("16 bytes");
+        let received = i64::from_le_bytes(seen[16..].try_into().expect("8 bytes"));
+        let okey = event_key(&new.workspace_id, &original);
+        let existing = events.get(okey.as_slice())?.map(|v| v.value().to_vec());
+        if let Some(bytes) = existing
+            && now_ms - received < DEDUPE_WINDOW_MS
+        {
+            let mut event = decode_event(&bytes)?;
+            event.duplicates = event.duplicates.saturating_add(1);
+            events.insert(okey.as_slice(), encode(&EventRecord::V1(event)).as_slice())?;
+            return Ok(Ingested::Duplicate { original });
+        }
+    }
+    let id = *uuid::Uuid::now_v7().as_bytes();
+    let event = StoredEvent {
+        id,
+        workspace_id: new.workspace_id,
+        event_type: new.event_type,
+        source: new.source,
+        source_id: new.source_id,
+        received_at: now_ms,
+        headers: new.headers,
+        body: new.body,
+        dedupe_key: new.dedupe_key,
+        duplicates: 0,
+    };
+    let mut seen = id.to_vec();
+    seen.extend_from_slice(&now_ms.to_le_bytes());
+    dedupe.insert(dkey.as_slice(), seen.as_slice())?;
+    events.insert(
+        event_key(&event.workspace_id, &id).as_slice(),
+        encode(&EventRecord::V1(event.clone())).as_slice(),
+    )?;
+    let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
+    by_type.insert(
+        type_key(&event.workspace_id, &event.event_type, &id).as_slice(),
+        [].as_slice(),
+    )?;
+    Ok(Ingested::Stored(event))
+}
+
+/// Removes an event with its index and dedupe rows; returns whether it existed.
+fn remove_event(wtx: &WriteTransaction, ws: &str, id: &EventId) -> Result<bool, StoreError> {
+    let mut events = wtx.open_table(EVENTS)?;
+    let removed = events
+        .remove(event_key(ws, id).as_slice())?
+        .map(|v| v.value().to_vec());
+    let Some(bytes) = removed else {
+        return Ok(false);
+    };
+    let event = decode_event(&bytes)?;
+    let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
+    by_type.remove(type_key(ws, &event.event_type, id).as_slice())?;
+    let mut dedupe = wtx.open_table(EVENT_DEDUPE)?;
+    let dkey = dedupe_table_key(ws, &event.event_type, &event.dedupe_key);
+    // Only drop the dedupe row if it still points at this event.
+    let points_here = dedupe
+        .get(dkey.as_slice())?
+        .is_some_and(|v| v.value().starts_with(id));
+    if points_here {
+        dedupe.remove(dkey.as_slice())?;
+    }
+    Ok(true)
+}
+
+impl Store {
+    /// Stores an event durably (or counts a duplicate); resolves after the commit.
+    pub async fn ingest(&self, new: NewEvent) -> Result<Ingested, StoreError> {
+        self.write(move |wtx| insert_event(wtx, new, jiff::Timestamp::now().as_millisecond()))
+            .await
+    }
+
+    pub async fn event(&self, ws: &str, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
+        let key = event_key(ws, &id);
+        self.read(move |rtx| {
+            let table = rtx.open_table(EVENTS)?;
+            let found = table.get(key.as_slice())?;
+            found.map(|v| decode_event(v.value())).transpose()
+        })
+        .await
+    }
+
+    /// Newest-first page of a workspace's events. `keep` filters (source, text …); the scan
+    /// stops after `scan_limit` rows and then reports a cursor to continue from.
+    pub async fn list_events(
+        &self,
+        ws: &str,
+        query: EventQuery,
+        keep: impl Fn(&StoredEvent) -> bool + Send + 'static,
+    ) -> Result<EventPage, StoreError> {
+        let ws = ws.to_string();
+        self.read(move |rtx| {
+            let events = rtx.open_table(EVENTS)?;
+            let lower = id_floor_for_millis(query.from_ms.unwrap_or(0));
+            let mut upper = query
+                .to_ms
+                .map(|to| id_floor_for_millis(to.saturating_add(1)))
+                .unwrap_or([0xff; 16]);
+            if let Some(before) = query.before {
+                upper = upper.min(before);
+            }
+            let mut items = Vec::new();
+            let mut scanned = 0usize;
+            let mut last_seen: Option<EventId> = None;
+            let mut exhausted = true;
+            let mut consider =
+                |id: EventId, items: &mut Vec<StoredEvent>| -> Result<bool, StoreError> {
+                    scanned += 1;
+                    last_seen = Some(id);
+                    if let Some(v) = events.get(event_key(&ws, &id).as_slice())? {
+                        let event = decode_event(v.value())?;
+                        if keep(&event) {
+                            items.push(event);
+                        }
+                    }
+                    Ok(items.len() < query.limit && scanned < query.scan_limit)
+                };
+            if query.event_types.is_empty() {
+                let prefix = workspace_prefix(&ws);
+                let start = with_suffix(&prefix, &lower);
+                let end = with_suffix(&prefix, &upper);
+                for entry in events
+                    .range::<&[u8]>(start.as_slice()..end.as_slice())?
+                    .rev()
+                {
+                    let (k, _) = entry?;
+                    let id: EventId = k.value()[prefix.len()..]
+                        .try_into()
+                        .map_err(|_| bad_key())?;
+                    if !consider(id, &mut items)? {
+                        exhausted = false;
+                        break;
+                    }
+                }
+            } else {
+                // Merge the per-type indexes newest first.
+                let by_type = rtx.open_table(EVENTS_BY_TYPE)?;
+                let mut ids: Vec<EventId> = Vec::new();
+                for event_type in &query.event_types {
+                    let prefix = two_part_prefix(&ws, event_type);
+                    let start = with_suffix(&prefix, &lower);
+                    let end = with_suffix(&prefix, &upper);
+                    let mut taken = 0;
+                    for entry in by_type
+                        .range::<&[u8]>(start.as_slice()..end.as_slice())?
+                        .rev()
+                    {
+                        let (k, _) = entry?;
+                        ids.push(
+                            k.value()[prefix.len()..]
+                                .try_into()
+                                .map_err(|_| bad_key())?,
+                        );
+                        taken += 1;
+                        if taken >= query.scan_limit {
+                            break;
+                        }
+                    }
+                }
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                ids.dedup();
+                for id in ids {
+                    if !consider(id, &mut items)? {
+                        exhausted = false;
+                        break;
+                    }
+                }
+            }
+            let next_cursor = if exhausted { None } else { last_seen };
+            Ok(EventPage { items, next_cursor })
+        })
+        .await
+    }
+
+    /// Events with ids strictly after `after`, oldest first (SSE resume).
+    pub async fn events_after(
+        &self,
+        ws: &str,
+        after: EventId,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let ws = ws.to_string();
+        self.read(move |rtx| {
+            let events = rtx.open_table(EVENTS)?;
+            let prefix = workspace_prefix(&ws);
+            let start = with_suffix(&prefix, &after);
+            let end = prefix_end(&prefix);
+            let mut out = Vec::new();
+            for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+                let (k, v) = entry?;
+                if k.value() == start.as_slice() {
+                    continue;
+                }
+                out.push(decode_event(v.value())?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn delete_event(&self, ws: &str, id: EventId) -> Result<bool, StoreError> {
+        let ws = ws.to_string();
+        self.write(move |wtx| remove_event(wtx, &ws, &id)).await
+    }
+
+    /// Deletes up to `max` of the workspace's events received before `cutoff_ms` (all of
+    /// them with `i64::MAX`); returns how many were deleted.
+    pub async fn delete_events_before(
+        &self,
+        ws: &str,
+        cutoff_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let ws = ws.to_string();
+        self.write(move |wtx| {
+            let prefix = workspace_prefix(&ws);
+            let ids: Vec<EventId> = {
+                let events = wtx.open_table(EVENTS)?;
+                let start = prefix.clone();
+                let end = if cutoff_ms == i64::MAX {
+                    prefix_end(&prefix)
+                } else {
+                    with_suffix(&prefix, &id_floor_for_millis(cutoff_ms))
+                };
+                let mut ids = Vec::new();
+                for entry in events
+                    .range::<&[u8]>(start.as_slice()..end.as_slice())?
+                    .take(max)
+                {
+                    let (k, _) = entry?;
+                    ids.push(
+                        k.value()[prefix.len()..]
+                            .try_into()
+                            .map_err(|_| bad_key())?,
+                    );
+                }
+                ids
+            };
+            for id in &ids {
+                remove_event(wtx, &ws, id)?;
+            }
+            Ok(ids.len())
+        })
+        .await
+    }
+
+    /// Workspaces that have stored events (for retention).
+    pub async fn event_workspaces(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|rtx| {
+            let events = rtx.open_table(EVENTS)?;
+            let mut out = Vec::new();
+            let mut cursor: Vec<u8> = Vec::new();
+            // Skip from one workspace prefix to the next instead of visiting every row.
+            loop {
+                let next = events.range::<&[u8]>(cursor.as_slice()..)?.next();
+                let Some(entry) = next else { break };
+                let (k, _) = entry?;
+                let key = k.value();
+                let len = *key.first().ok_or_else(bad_key)? as usize;
+                let ws = std::str::from_utf8(key.get(1..1 + len).ok_or_else(bad_key)?)
+                    .map_err(|_| bad_key())?;
+                out.push(ws.to_string());
+                cursor = prefix_end(&key[..1 + len]);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn bad_key() -> StoreError {
+    StoreError::Decode("malformed event key".into())
+}

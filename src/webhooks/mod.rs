@@ -1,0 +1,320 @@
+//! Webhook ingestion: Clockify deliveries (`/webhooks/clockify[/{EVENT}]`) and custom
+//! sources (`/webhooks/custom/{source}`), verified, stored durably once, and published to
+//! live listeners. The read API and the live stream are in `api`.
+
+pub mod api;
+pub mod custom;
+
+use std::sync::LazyLock;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::clockify::token::Expiry;
+use crate::error::ApiError;
+use crate::http::{parse_json, read_body};
+use crate::server::App;
+use crate::store::{
+    Ingested, Installation, InstallationStatus, NewEvent, StoredEvent, format_event_id,
+};
+
+pub const SIGNATURE_HEADER: &str = "clockify-signature";
+pub const EVENT_TYPE_HEADER: &str = "clockify-webhook-event-type";
+
+/// The 50 event types Clockify's API accepts for webhooks.
+pub static CLOCKIFY_EVENTS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    include_str!("../webhook-events.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+pub fn is_clockify_event(name: &str) -> bool {
+    CLOCKIFY_EVENTS.contains(&name)
+}
+
+/// Headers whose values are secrets: never stored, logged or shown.
+const SECRET_HEADERS: &[&str] = &[
+    "clockify-signature",
+    "x-addon-token",
+    "x-addon-lifecycle-token",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "webhook-signature",
+];
+
+/// The headers as stored: names kept, secret values replaced. Anything that looks like a
+/// credential by name is redacted too.
+pub fn redact_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let name = name.as_str().to_ascii_lowercase();
+            let secret = SECRET_HEADERS.contains(&name.as_str())
+                || [
+                    "token",
+                    "secret",
+                    "signature",
+                    "password",
+                    "api-key",
+                    "apikey",
+                ]
+                .iter()
+                .any(|word| name.contains(word));
+            let value = if secret {
+                "[redacted]".to_string()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+fn reject(source: &'static str, reason: &'static str, error: ApiError) -> ApiError {
+    metrics::counter!("webhook_rejections_total", "source" => source, "reason" => reason)
+        .increment(1);
+    error
+}
+
+/// Stores an event and tells live listeners; the reply is sent only after the commit.
+pub(crate) async fn store_event(app: &App, new: NewEvent) -> Result<Json<Value>, ApiError> {
+    let source_label = if new.source_id.is_some() {
+        "custom"
+    } else {
+        "clockify"
+    };
+    match app.store.ingest(new).await? {
+        Ingested::Stored(event) => {
+            metrics::counter!("webhooks_received_total", "source" => source_label, "outcome" => "stored").increment(1);
+            let id = format_event_id(&event.id);
+            publish(app, event);
+            Ok(Json(
+                json!({"status": "received", "webhookId": id, "duplicate": false}),
+            ))
+        }
+        Ingested::Duplicate { original } => {
+            metrics::counter!("webhooks_received_total", "source" => source_label, "outcome" => "duplicate")
+                .increment(1);
+            Ok(Json(
+                json!({"status": "received", "webhookId": format_event_id(&original), "duplicate": true}),
+            ))
+        }
+    }
+}
+
+fn publish(app: &App, event: StoredEvent) {
+    // No receivers is normal (nobody has the page open).
+    let _ = app.live.send(std::sync::Arc::new(event));
+}
+
+pub async fn receive_for_event(
+    State(app): State<App>,
+    Path(event): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    receive_clockify(app, Some(event), headers, body).await
+}
+
+pub async fn receive(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    receive_clockify(app, None, headers, body).await
+}
+
+async fn receive_clockify(
+    app: App,
+    path_event: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    const SOURCE: &str = "clockify";
+    let header_event = headers
+        .get(EVENT_TYPE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let event_type = match (&path_event, header_event) {
+        (Some(path), Some(header)) if path != header => {
+            return Err(reject(
+                SOURCE,
+                "event_mismatch",
+                ApiError::BadRequest(format!(
+                    "the {EVENT_TYPE_HEADER} header says {header:?} but the path is for {path:?}"
+                )),
+            ));
+        }
+        (Some(path), _) => path.clone(),
+        (None, Some(header)) => header.to_string(),
+        (None, None) => {
+            return Err(reject(
+                SOURCE,
+                "missing_event",
+                ApiError::BadRequest(format!(
+                    "the {EVENT_TYPE_HEADER} header is required on /webhooks/clockify (or post to /webhooks/clockify/{{EVENT}})"
+                )),
+            ));
+        }
+    };
+    if !is_clockify_event(&event_type) {
+        return Err(reject(
+            SOURCE,
+            "unknown_event",
+            ApiError::BadRequest(format!("unknown event type {event_type:?}")),
+        ));
+    }
+    let bytes = read_body(&headers, body, app.config.webhook_body_limit)
+        .await
+        .map_err(|e| reject(SOURCE, "body", e))?;
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let route_path = format!("/webhooks/clockify/{event_type}");
+    let (installation, token_workspace) =
+        authenticate_delivery(&app, signature, &route_path).await?;
+    let payload: Value = parse_json(&bytes).map_err(|e| reject(SOURCE, "invalid_json", e))?;
+    // Not every payload has a top-level workspaceId (PLATFORM.md §5.2): check it when present.
+    if let Some(ws) = payload.get("workspaceId").and_then(Value::as_str)
+        && ws != token_workspace
+    {
+        return Err(reject(
+            SOURCE,
+            "workspace_mismatch",
+            ApiError::Forbidden(
+                "the payload's workspaceId differs from the signature's workspace".into(),
+            ),
+        ));
+    }
+    store_event(
+        &app,
+        NewEvent {
+            workspace_id: installation.workspace_id.clone(),
+            event_type,
+            source: SOURCE.to_string(),
+            source_id: None,
+            headers: redact_headers(&headers),
+            dedupe_key: Sha256::digest(&bytes).into(),
+            body: bytes.to_vec(),
+        },
+    )
+    .await
+}
+
+/// Checks `clockify-signature` (PLATFORM.md §5.2 rule 5): a webhook token stored for this
+/// path (compared in constant time), or a valid Clockify JWT of an active installation.
+/// Returns the installation and the workspace the signature vouches for.
+async fn authenticate_delivery(
+    app: &App,
+    signature: Option<&str>,
+    route_path: &str,
+) -> Result<(Installation, String), ApiError> {
+    const SOURCE: &str = "clockify";
+    let signature = signature
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            reject(
+                SOURCE,
+                "missing_signature",
+                ApiError::Unauthorized(format!("the {SIGNATURE_HEADER} header is missing")),
+            )
+        })?;
+    let active = |installation: Option<Installation>, ws: &str| -> Result<Installation, ApiError> {
+        let installation = installation.ok_or_else(|| {
+            reject(
+                SOURCE,
+                "not_installed",
+                ApiError::Forbidden(format!("workspace {ws} has not installed this add-on")),
+            )
+        })?;
+        if installation.status != InstallationStatus::Active {
+            return Err(reject(
+                SOURCE,
+                "inactive",
+                ApiError::Forbidden(format!(
+                    "the installation for workspace {ws} is {}",
+                    installation.status.as_str()
+                )),
+            ));
+        }
+        Ok(installation)
+    };
+
+    // 1. A token stored for this installation and path.
+    if let Some(ws) = app.store.workspace_of_webhook_token(signature).await? {
+        let installation = active(app.store.installation(&ws).await?, &ws)?;
+        let digest: [u8; 32] = Sha256::digest(signature.as_bytes()).into();
+        let stored = installation
+            .webhook_tokens
+            .iter()
+            .find(|t| t.digest == digest && t.path.ends_with(route_path));
+        if let Some(stored) = stored {
+            let plain = app.store.secrets().open_str(&stored.token)?;
+            if bool::from(plain.as_bytes().ct_eq(signature.as_bytes())) {
+                // A stored JWT still has to be unexpired.
+                if looks_like_jwt(signature)
+                    && let Err(e) = app
+                        .tokens
+                        .verify(Some(signature), Expiry::Optional, "webhook")
+                    && e == crate::clockify::token::TokenError::Expired
+                {
+                    return Err(reject(
+                        SOURCE,
+                        "expired",
+                        ApiError::Unauthorized(format!("{SIGNATURE_HEADER} refused: {e}")),
+                    ));
+                }
+                return Ok((installation, ws));
+            }
+        }
+    }
+
+    // 2. A valid Clockify JWT naming an active installation.
+    let claims = app
+        .tokens
+        .verify(Some(signature), Expiry::Optional, "webhook")
+        .map_err(|e| {
+            reject(
+                SOURCE,
+                "invalid_signature",
+                ApiError::Unauthorized(format!("{SIGNATURE_HEADER} refused: {e}")),
+            )
+        })?;
+    let ws = claims.workspace_id.clone().ok_or_else(|| {
+        reject(
+            SOURCE,
+            "invalid_signature",
+            ApiError::Unauthorized(format!(
+                "{SIGNATURE_HEADER} refused: the token names no workspace"
+            )),
+        )
+    })?;
+    let installation = active(app.store.installation(&ws).await?, &ws)?;
+    if claims
+        .addon_id
+        .as_deref()
+        .is_some_and(|a| a != installation.addon_id)
+    {
+        return Err(reject(
+            SOURCE,
+            "other_installation",
+            ApiError::Forbidden(
+                "the signature belongs to another installation of this add-on".into(),
+            ),
+        ));
+    }
+    Ok((installation, ws))
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}

@@ -1,7 +1,10 @@
 //! One integration-test binary (it links once); a module per area.
 
 mod cli;
+mod custom_sources;
+mod events_api;
 mod lifecycle;
 mod ops;
 mod support;
 mod tokens;
+mod webhooks;

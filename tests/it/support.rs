@@ -152,6 +152,28 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
     }
 }
 
+/// Path of a file under ../shared (beside the checkout), as CI lays it out.
+pub fn shared(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(path)
+}
+
+/// Every webhook sample: (event type, raw bytes).
+pub fn webhook_samples() -> Vec<(String, Vec<u8>)> {
+    let mut samples: Vec<(String, Vec<u8>)> = std::fs::read_dir(shared("clockify/webhook-samples"))
+        .expect("samples dir")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let event = p.file_stem().unwrap().to_string_lossy().to_string();
+            (event, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    samples.sort();
+    samples
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -255,6 +277,54 @@ impl TestServer {
             &format!("/lifecycle/{hook}"),
             &[("x-addon-lifecycle-token", &token)],
             body,
+        )
+    }
+
+    /// Delivers a Clockify webhook signed with a valid webhook JWT for `workspace_id`.
+    pub fn deliver(
+        &self,
+        workspace_id: &str,
+        addon_id: &str,
+        event: &str,
+        body: &[u8],
+    ) -> Response {
+        let token = webhook_token(workspace_id, addon_id);
+        self.post(
+            &format!("/webhooks/clockify/{event}"),
+            &[
+                ("clockify-signature", &token),
+                ("clockify-webhook-event-type", event),
+            ],
+            body,
+        )
+    }
+
+    /// GET with an admin user token of `workspace_id`.
+    pub fn admin_get(&self, workspace_id: &str, addon_id: &str, path: &str) -> Response {
+        let token = user_token(workspace_id, addon_id, "OWNER");
+        self.get(path, &[("x-addon-token", &token)])
+    }
+
+    /// Sends `method` to an `/api` route as a user with `role`.
+    pub fn api(
+        &self,
+        method: &str,
+        workspace_id: &str,
+        addon_id: &str,
+        role: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Response {
+        let token = user_token(workspace_id, addon_id, role);
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        request(
+            method,
+            &self.url(path),
+            &[
+                ("x-addon-token", &token),
+                ("content-type", "application/json"),
+            ],
+            bytes.as_deref(),
         )
     }
 

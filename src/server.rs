@@ -12,17 +12,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
-use crate::store::{Store, StoredEvent, load_or_create_key};
+use crate::store::{Store, load_or_create_key};
 use crate::webhooks::{api as events_api, custom};
 use crate::{http, lifecycle, manifest, ops, retention, ui, webhooks};
-
-/// Events buffered for slow live listeners before they fall back to reading the store.
-const LIVE_CHANNEL_CAPACITY: usize = 1024;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -38,8 +35,6 @@ pub struct AppInner {
     pub metrics: PrometheusHandle,
     pub manifest: Vec<u8>,
     pub started: Instant,
-    /// Committed events, for live listeners (SSE).
-    pub live: broadcast::Sender<Arc<StoredEvent>>,
     /// Turns true when the server begins shutting down; long-lived tasks watch it.
     pub shutdown: watch::Sender<bool>,
 }
@@ -107,7 +102,6 @@ impl App {
             metrics: ops::metrics_handle(),
             manifest,
             started: Instant::now(),
-            live: broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
             shutdown: watch::channel(false).0,
         })))
     }

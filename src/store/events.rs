@@ -188,8 +188,17 @@ fn remove_event(wtx: &WriteTransaction, ws: &str, id: &EventId) -> Result<bool, 
 impl Store {
     /// Stores an event durably (or counts a duplicate); resolves after the commit.
     pub async fn ingest(&self, new: NewEvent) -> Result<Ingested, StoreError> {
-        self.write(move |wtx| insert_event(wtx, new, jiff::Timestamp::now().as_millisecond()))
-            .await
+        let live = self.live.clone();
+        self.write_then(
+            move |wtx| insert_event(wtx, new, jiff::Timestamp::now().as_millisecond()),
+            move |ingested| {
+                if let Ingested::Stored(event) = ingested {
+                    // No receivers is normal (nobody has the page open).
+                    let _ = live.send(std::sync::Arc::new(event.clone()));
+                }
+            },
+        )
+        .await
     }
 
     pub async fn event(&self, ws: &str, id: EventId) -> Result<Option<StoredEvent>, StoreError> {

@@ -1,6 +1,9 @@
 //! Installations: one record per workspace, replaced on reinstall (with a bumped generation).
 
-use redb::ReadableTable;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{INSTALLATIONS, Sealed, Store, StoreError, WEBHOOK_TOKENS, decode, encode};
@@ -163,31 +166,76 @@ fn decode_installation(bytes: &[u8]) -> Result<Installation, StoreError> {
     }
 }
 
+/// In-memory mirror of the installations table and the webhook-token index.
+#[derive(Default)]
+pub(crate) struct InstallationCache {
+    installations: RwLock<HashMap<String, Installation>>,
+    tokens: RwLock<HashMap<[u8; 32], String>>,
+}
+
+impl InstallationCache {
+    pub(crate) fn load(db: &Database) -> Result<InstallationCache, StoreError> {
+        let cache = InstallationCache::default();
+        let rtx = db.begin_read()?;
+        let table = rtx.open_table(INSTALLATIONS)?;
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            cache.put(decode_installation(v.value())?);
+        }
+        Ok(cache)
+    }
+
+    fn put(&self, installation: Installation) {
+        let ws = installation.workspace_id.clone();
+        let mut tokens = self.tokens.write().expect("token cache lock");
+        tokens.retain(|_, owner| *owner != ws);
+        for token in &installation.webhook_tokens {
+            tokens.insert(token.digest, ws.clone());
+        }
+        drop(tokens);
+        self.installations
+            .write()
+            .expect("installation cache lock")
+            .insert(ws, installation);
+    }
+
+    fn remove(&self, ws: &str) {
+        self.tokens
+            .write()
+            .expect("token cache lock")
+            .retain(|_, owner| owner != ws);
+        self.installations
+            .write()
+            .expect("installation cache lock")
+            .remove(ws);
+    }
+}
+
 impl Store {
     pub async fn installation(
         &self,
         workspace_id: &str,
     ) -> Result<Option<Installation>, StoreError> {
-        let workspace_id = workspace_id.to_string();
-        self.read(move |rtx| {
-            let table = rtx.open_table(INSTALLATIONS)?;
-            let found = table.get(workspace_id.as_bytes())?;
-            found.map(|v| decode_installation(v.value())).transpose()
-        })
-        .await
+        Ok(self
+            .cache
+            .installations
+            .read()
+            .expect("installation cache lock")
+            .get(workspace_id)
+            .cloned())
     }
 
     pub async fn installations(&self) -> Result<Vec<Installation>, StoreError> {
-        self.read(|rtx| {
-            let table = rtx.open_table(INSTALLATIONS)?;
-            let mut all = Vec::new();
-            for entry in table.iter()? {
-                let (_, v) = entry?;
-                all.push(decode_installation(v.value())?);
-            }
-            Ok(all)
-        })
-        .await
+        let mut all: Vec<Installation> = self
+            .cache
+            .installations
+            .read()
+            .expect("installation cache lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.workspace_id.cmp(&b.workspace_id));
+        Ok(all)
     }
 
     /// Atomically reads the workspace's installation, lets `decide` compute the new one (or
@@ -204,71 +252,83 @@ impl Store {
         F: FnOnce(Option<Installation>) -> Result<(Option<Installation>, R), E> + Send + 'static,
     {
         let workspace_id = workspace_id.to_string();
-        self.write(move |wtx| {
-            let mut table = wtx.open_table(INSTALLATIONS)?;
-            let current = table
-                .get(workspace_id.as_bytes())?
-                .map(|v| decode_installation(v.value()))
-                .transpose()?;
-            let previous_digests: Vec<[u8; 32]> = current
-                .iter()
-                .flat_map(|i| i.webhook_tokens.iter().map(|t| t.digest))
-                .collect();
-            match decide(current) {
-                Err(e) => Ok(Err(e)),
-                Ok((next, result)) => {
-                    if let Some(next) = next {
-                        let bytes = encode(&InstallationRecord::V1(next.clone()));
-                        table.insert(workspace_id.as_bytes(), bytes.as_slice())?;
-                        // Keep the digest → workspace index in step with the stored tokens.
-                        let mut index = wtx.open_table(WEBHOOK_TOKENS)?;
-                        for old in previous_digests {
-                            index.remove(old.as_slice())?;
-                        }
-                        for token in &next.webhook_tokens {
-                            index.insert(token.digest.as_slice(), workspace_id.as_bytes())?;
+        let cache = self.cache.clone();
+        let (result, written) = self
+            .write_then(
+                move |wtx| {
+                    let mut table = wtx.open_table(INSTALLATIONS)?;
+                    let current = table
+                        .get(workspace_id.as_bytes())?
+                        .map(|v| decode_installation(v.value()))
+                        .transpose()?;
+                    let previous_digests: Vec<[u8; 32]> = current
+                        .iter()
+                        .flat_map(|i| i.webhook_tokens.iter().map(|t| t.digest))
+                        .collect();
+                    match decide(current) {
+                        Err(e) => Ok((Err(e), None)),
+                        Ok((None, result)) => Ok((Ok(result), None)),
+                        Ok((Some(next), result)) => {
+                            let bytes = encode(&InstallationRecord::V1(next.clone()));
+                            table.insert(workspace_id.as_bytes(), bytes.as_slice())?;
+                            // Keep the digest → workspace index in step with the stored tokens.
+                            let mut index = wtx.open_table(WEBHOOK_TOKENS)?;
+                            for old in previous_digests {
+                                index.remove(old.as_slice())?;
+                            }
+                            for token in &next.webhook_tokens {
+                                index.insert(token.digest.as_slice(), workspace_id.as_bytes())?;
+                            }
+                            Ok((Ok(result), Some(next)))
                         }
                     }
-                    Ok(Ok(result))
-                }
-            }
-        })
-        .await
+                },
+                move |(_, written): &(Result<R, E>, Option<Installation>)| {
+                    if let Some(next) = written {
+                        cache.put(next.clone());
+                    }
+                },
+            )
+            .await?;
+        drop(written);
+        Ok(result)
     }
-}
 
-impl Store {
     /// The workspace a webhook token was issued for, found by the token's digest.
     pub async fn workspace_of_webhook_token(
         &self,
         token: &str,
     ) -> Result<Option<String>, StoreError> {
         let digest = super::token_digest(token);
-        self.read(move |rtx| {
-            let index = rtx.open_table(WEBHOOK_TOKENS)?;
-            let found = index.get(digest.as_slice())?;
-            Ok(found.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
-        })
-        .await
+        Ok(self
+            .cache
+            .tokens
+            .read()
+            .expect("token cache lock")
+            .get(&digest)
+            .cloned())
     }
 
     /// Removes an installation record (retention purge of a long-DELETED workspace).
     pub async fn remove_installation(&self, workspace_id: &str) -> Result<(), StoreError> {
-        let workspace_id = workspace_id.to_string();
-        self.write(move |wtx| {
-            let mut table = wtx.open_table(INSTALLATIONS)?;
-            let removed = table
-                .remove(workspace_id.as_bytes())?
-                .map(|v| v.value().to_vec());
-            if let Some(bytes) = removed {
-                let installation = decode_installation(&bytes)?;
-                let mut index = wtx.open_table(WEBHOOK_TOKENS)?;
-                for token in installation.webhook_tokens {
-                    index.remove(token.digest.as_slice())?;
+        let ws = workspace_id.to_string();
+        let cache = self.cache.clone();
+        let removed_ws = ws.clone();
+        self.write_then(
+            move |wtx| {
+                let mut table = wtx.open_table(INSTALLATIONS)?;
+                let removed = table.remove(ws.as_bytes())?.map(|v| v.value().to_vec());
+                if let Some(bytes) = removed {
+                    let installation = decode_installation(&bytes)?;
+                    let mut index = wtx.open_table(WEBHOOK_TOKENS)?;
+                    for token in installation.webhook_tokens {
+                        index.remove(token.digest.as_slice())?;
+                    }
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+            move |_| cache.remove(&removed_ws),
+        )
         .await
     }
 }

@@ -138,7 +138,7 @@ fn builder() -> Builder {
     let mut builder = Builder::new();
     // One writer process; `backup` and `check` may read the file while the server runs.
     builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
-    builder.set_cache_size(64 * 1024 * 1024);
+    builder.set_cache_size(32 * 1024 * 1024);
     builder
 }
 
@@ -148,7 +148,15 @@ pub struct Store {
     writer: Writer,
     secrets: SecretBox,
     path: PathBuf,
+    /// Installations and the webhook-token index, mirrored in memory: every delivery needs
+    /// them, and they change only through the writer (kept in step after each commit).
+    cache: Arc<installations::InstallationCache>,
+    /// Committed events, announced in commit order.
+    live: tokio::sync::broadcast::Sender<Arc<StoredEvent>>,
 }
+
+/// Committed events buffered for slow live listeners before they fall back to the store.
+const LIVE_CHANNEL_CAPACITY: usize = 1024;
 
 impl Store {
     /// Opens (or creates) the data file, migrates it forward and checks the encryption key.
@@ -156,6 +164,7 @@ impl Store {
         let db = builder().create(path)?;
         let secrets = SecretBox::new(key);
         prepare(&db, &secrets)?;
+        let cache = Arc::new(installations::InstallationCache::load(&db)?);
         let db = Arc::new(db);
         let writer = Writer::start(db.clone());
         Ok(Store {
@@ -163,7 +172,14 @@ impl Store {
             writer,
             secrets,
             path: path.to_path_buf(),
+            cache,
+            live: tokio::sync::broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
         })
+    }
+
+    /// Receives every event committed from now on, in commit order.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StoredEvent>> {
+        self.live.subscribe()
     }
 
     pub fn secrets(&self) -> &SecretBox {
@@ -197,12 +213,15 @@ impl Store {
         .map_err(|e| format!("read check panicked: {e}"))?
         .map_err(|e| format!("read transaction failed: {e}"))?;
         self.writer
-            .write(|wtx| {
-                let mut meta = wtx.open_table(META)?;
-                let now = jiff::Timestamp::now().as_millisecond().to_le_bytes();
-                meta.insert(b"last_probe".as_slice(), now.as_slice())?;
-                Ok(())
-            })
+            .write(
+                |wtx| {
+                    let mut meta = wtx.open_table(META)?;
+                    let now = jiff::Timestamp::now().as_millisecond().to_le_bytes();
+                    meta.insert(b"last_probe".as_slice(), now.as_slice())?;
+                    Ok(())
+                },
+                None,
+            )
             .await
             .map_err(|e| format!("write transaction failed: {e}"))?;
         match std::fs::metadata(&self.path) {
@@ -219,7 +238,21 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writer.write(op).await
+        self.writer.write(op, None).await
+    }
+
+    /// Like [`Store::write`], then runs `after_commit` on the writer thread once the change is
+    /// durable, in commit order (before the caller's future resolves).
+    pub(crate) async fn write_then<T, F>(
+        &self,
+        op: F,
+        after_commit: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write(op, Some(Box::new(after_commit))).await
     }
 
     /// Runs a read on the blocking pool inside its own read transaction.

@@ -26,8 +26,13 @@ trait Job: Send {
     fn fail(self: Box<Self>, err: &StoreError);
 }
 
+/// Runs on the writer thread right after a successful commit, in commit order: the place
+/// to update in-memory views of the file and to announce what was committed.
+pub(crate) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 struct TypedJob<T, F> {
     op: F,
+    after_commit: Option<AfterCommit<T>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -37,7 +42,11 @@ where
     F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
 {
     fn run(self: Box<Self>, wtx: &WriteTransaction) -> (Completion, bool) {
-        let TypedJob { op, reply } = *self;
+        let TypedJob {
+            op,
+            after_commit,
+            reply,
+        } = *self;
         let result = op(wtx);
         let poisons = matches!(result, Err(StoreError::Storage(_)));
         let completion: Completion = Box::new(move |commit_error| {
@@ -45,6 +54,9 @@ where
                 Some(err) => Err(err.duplicate()),
                 None => result,
             };
+            if let (Ok(value), Some(after_commit)) = (&outcome, after_commit) {
+                after_commit(value);
+            }
             let _ = reply.send(outcome);
         });
         (completion, poisons)
@@ -78,13 +90,21 @@ impl Writer {
     /// `op` must not write anything before returning a non-storage error: a logical error
     /// (not found, conflict …) leaves the shared transaction untouched, while a storage error
     /// aborts the whole batch.
-    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(
+        &self,
+        op: F,
+        after_commit: Option<AfterCommit<T>>,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel::<Result<T, StoreError>>();
-        let job: Box<dyn Job> = Box::new(TypedJob { op, reply });
+        let job: Box<dyn Job> = Box::new(TypedJob {
+            op,
+            after_commit,
+            reply,
+        });
         {
             let guard = self.sender.lock().expect("writer sender lock");
             let sender = guard.as_ref().ok_or(StoreError::Closed)?;

@@ -317,7 +317,7 @@ pub async fn stream(
         .or(query_last)
         .and_then(|v| parse_event_id(v.trim()));
     // Subscribe before reading the backlog so nothing committed in between is missed.
-    let receiver = app.live.subscribe();
+    let receiver = app.store.subscribe();
     let backlog = match last {
         Some(after) => {
             app.store

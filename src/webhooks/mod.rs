@@ -19,9 +19,7 @@ use crate::clockify::token::Expiry;
 use crate::error::ApiError;
 use crate::http::{parse_json, read_body};
 use crate::server::App;
-use crate::store::{
-    Ingested, Installation, InstallationStatus, NewEvent, StoredEvent, format_event_id,
-};
+use crate::store::{Ingested, Installation, InstallationStatus, NewEvent, format_event_id};
 
 pub const SIGNATURE_HEADER: &str = "clockify-signature";
 pub const EVENT_TYPE_HEADER: &str = "clockify-webhook-event-type";
@@ -86,7 +84,8 @@ fn reject(source: &'static str, reason: &'static str, error: ApiError) -> ApiErr
     error
 }
 
-/// Stores an event and tells live listeners; the reply is sent only after the commit.
+/// Stores an event (the store announces it to live listeners); the reply is sent only
+/// after the commit.
 pub(crate) async fn store_event(app: &App, new: NewEvent) -> Result<Json<Value>, ApiError> {
     let source_label = if new.source_id.is_some() {
         "custom"
@@ -97,7 +96,6 @@ pub(crate) async fn store_event(app: &App, new: NewEvent) -> Result<Json<Value>,
         Ingested::Stored(event) => {
             metrics::counter!("webhooks_received_total", "source" => source_label, "outcome" => "stored").increment(1);
             let id = format_event_id(&event.id);
-            publish(app, event);
             Ok(Json(
                 json!({"status": "received", "webhookId": id, "duplicate": false}),
             ))
@@ -110,11 +108,6 @@ pub(crate) async fn store_event(app: &App, new: NewEvent) -> Result<Json<Value>,
             ))
         }
     }
-}
-
-fn publish(app: &App, event: StoredEvent) {
-    // No receivers is normal (nobody has the page open).
-    let _ = app.live.send(std::sync::Arc::new(event));
 }
 
 pub async fn receive_for_event(
@@ -181,9 +174,10 @@ async fn receive_clockify(
     let route_path = format!("/webhooks/clockify/{event_type}");
     let (installation, token_workspace) =
         authenticate_delivery(&app, signature, &route_path).await?;
-    let payload: Value = parse_json(&bytes).map_err(|e| reject(SOURCE, "invalid_json", e))?;
+    let payload_workspace =
+        payload_workspace(&bytes).map_err(|e| reject(SOURCE, "invalid_json", e))?;
     // Not every payload has a top-level workspaceId (PLATFORM.md §5.2): check it when present.
-    if let Some(ws) = payload.get("workspaceId").and_then(Value::as_str)
+    if let Some(ws) = payload_workspace
         && ws != token_workspace
     {
         return Err(reject(
@@ -313,6 +307,24 @@ async fn authenticate_delivery(
         ));
     }
     Ok((installation, ws))
+}
+
+/// Validates the JSON and returns its top-level `workspaceId`, without building the whole
+/// document (deliveries are parsed on every request).
+fn payload_workspace(bytes: &[u8]) -> Result<Option<String>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "workspaceId", default)]
+        workspace_id: Option<Value>,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(probe) => Ok(probe
+            .workspace_id
+            .and_then(|v| v.as_str().map(str::to_string))),
+        // Valid JSON that is not an object has no workspaceId.
+        Err(e) if e.is_data() => parse_json::<serde::de::IgnoredAny>(bytes).map(|_| None),
+        Err(e) => Err(ApiError::BadRequest(format!("invalid JSON body: {e}"))),
+    }
 }
 
 fn looks_like_jwt(token: &str) -> bool {

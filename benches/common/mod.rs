@@ -1,0 +1,189 @@
+//! Shared by the benchmark programs: start the release binary with the test key, sign
+//! tokens, read the server's RSS, percentiles.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+pub const PRIVATE_KEY: &str = include_str!("../../tests/fixtures/test-signing-key.pem");
+pub const PUBLIC_KEY_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/test-signing-key.pub.pem"
+);
+pub const BIN: &str = env!("CARGO_BIN_EXE_clockify-studio");
+
+pub fn sign(claims: &Value) -> String {
+    let key = EncodingKey::from_rsa_pem(PRIVATE_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
+}
+
+pub fn claims(ws: &str, addon: &str) -> Value {
+    json!({"iss": "clockify", "type": "addon", "sub": "clockify-studio", "workspaceId": ws, "addonId": addon})
+}
+
+pub fn user_token(ws: &str, addon: &str) -> String {
+    let mut c = claims(ws, addon);
+    c["workspaceRole"] = json!("OWNER");
+    c["exp"] = json!(jiff::Timestamp::now().as_second() + 3600);
+    sign(&c)
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-level",
+                "warn",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--clockify-public-key")
+            .arg(PUBLIC_KEY_FILE)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start server");
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Server { child, base }
+    }
+
+    pub fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// SIGTERM and wait: the writer flushes before exit.
+    pub fn stop(mut self) {
+        unsafe_kill_term(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill_term(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections_per_host(512)
+        .build()
+        .into()
+}
+
+pub fn install(base: &str, ws: &str, addon: &str) {
+    let installation = sign(
+        &json!({"iss": "clockify", "type": "addon", "sub": "clockify-studio",
+        "workspaceId": ws, "addonId": addon, "backendUrl": "https://api.clockify.me/api"}),
+    );
+    let body = json!({"addonId": addon, "authToken": installation, "workspaceId": ws,
+        "apiUrl": "https://api.clockify.me/api", "webhooks": []});
+    let r = agent()
+        .post(&format!("{base}/lifecycle/installed"))
+        .header("x-addon-lifecycle-token", &sign(&claims(ws, addon)))
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "install failed");
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+/// `events` rows of the `check` output.
+pub fn stored_events(data_dir: &Path) -> u64 {
+    let out = Command::new(BIN)
+        .args(["check", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("table events: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A minimal keep-alive HTTP/1.1 client on one connection: the load generator must cost far
+/// less CPU than the server it measures on the same two cores.
+pub struct RawConnection {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+}
+
+impl RawConnection {
+    pub async fn connect(addr: &str) -> RawConnection {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        RawConnection {
+            stream: tokio::io::BufStream::new(stream),
+        }
+    }
+
+    /// Sends one request and returns the status code (the body is read and dropped).
+    pub async fn send(&mut self, head: &str, body: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream
+            .write_all(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes())
+            .await?;
+        self.stream.write_all(body).await?;
+        self.stream.flush().await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut sink = vec![0u8; length];
+        self.stream.read_exact(&mut sink).await?;
+        Ok(status)
+    }
+}

@@ -1,0 +1,112 @@
+//! `cargo bench --bench ingest`: signed NEW_TIME_ENTRY deliveries (the shared sample body,
+//! made unique per delivery) over real HTTP at several concurrencies against the release
+//! binary; every 2xx is durable. Prints one line per level and checks stored == acked.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const WS: &str = "65b7a1f0c0ffee0000000bench";
+const ADDON: &str = "addon-bench";
+
+fn main() {
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/clockify/webhook-samples/NEW_TIME_ENTRY.json"
+    ))
+    .expect("NEW_TIME_ENTRY sample in ../shared");
+    let mut sample_json: serde_json::Value = serde_json::from_str(&sample).unwrap();
+    sample_json["workspaceId"] = serde_json::json!(WS);
+    let template = serde_json::to_string(&sample_json).unwrap();
+    let levels: Vec<usize> = std::env::var("INGEST_LEVELS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16, 64, 256]);
+    let seconds: u64 = std::env::var("INGEST_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    install(&server.base, WS, ADDON);
+    let signature = sign(&claims(WS, ADDON));
+    let counter = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut total_acked = 0u64;
+    // The client runs on one thread so the server keeps most of the machine.
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.base.trim_start_matches("http://").to_string();
+    for &concurrency in &levels {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let started = Instant::now();
+        let mut latencies: Vec<f64> = client.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..concurrency {
+                let (addr, signature, template, counter, failures) =
+                    (addr.clone(), signature.clone(), template.clone(), counter.clone(), failures.clone());
+                tasks.spawn(async move {
+                    let mut connection = RawConnection::connect(&addr).await;
+                    let head = format!(
+                        "POST /webhooks/clockify/NEW_TIME_ENTRY HTTP/1.1\r\nHost: {addr}\r\n\
+                         clockify-signature: {signature}\r\nclockify-webhook-event-type: NEW_TIME_ENTRY\r\n\
+                         Content-Type: application/json\r\n"
+                    );
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                        // A distinct field per delivery: no two are duplicates.
+                        let body = template.replacen('{', &format!("{{\"benchSeq\":{n},"), 1);
+                        let t = Instant::now();
+                        match connection.send(&head, body.as_bytes()).await {
+                            Ok(200) => latencies.push(t.elapsed().as_secs_f64() * 1000.0),
+                            Ok(_) => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                                connection = RawConnection::connect(&addr).await;
+                            }
+                        }
+                    }
+                    latencies
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                all.extend(done.unwrap());
+            }
+            all
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let acked = latencies.len() as u64;
+        total_acked += acked;
+        println!(
+            "ingest c={concurrency} rps={:.0} p50_ms={:.2} p99_ms={:.2} acked={acked} rss_mb={:.1}",
+            acked as f64 / elapsed,
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.99),
+            server.rss_mb(),
+        );
+    }
+    let rss = server.rss_mb();
+    server.stop();
+    let stored = stored_events(dir.path());
+    let failed = failures.load(Ordering::Relaxed);
+    println!(
+        "ingest total acked={total_acked} failed={failed} stored={stored} peak_rss_mb={rss:.1}"
+    );
+    // A failed request may still have been stored; an acknowledged one must be.
+    assert!(stored >= total_acked, "acknowledged events are missing");
+    if failed == 0 {
+        assert_eq!(stored, total_acked);
+    }
+}

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::clockify::client::ApiClient;
 use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::store::{Store, load_or_create_key};
@@ -32,6 +33,8 @@ pub struct AppInner {
     pub config: Config,
     pub store: Store,
     pub tokens: TokenVerifier,
+    /// Every call to Clockify goes through this client (rate limit, retries, allowlist).
+    pub clockify: ApiClient,
     pub metrics: PrometheusHandle,
     pub manifest: Vec<u8>,
     pub started: Instant,
@@ -95,10 +98,12 @@ impl App {
             },
         })?;
         let manifest = manifest::render(&config.base_url, &config.addon_key);
+        let clockify = ApiClient::new(&config);
         Ok(App(Arc::new(AppInner {
             config,
             store,
             tokens,
+            clockify,
             metrics: ops::metrics_handle(),
             manifest,
             started: Instant::now(),

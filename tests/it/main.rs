@@ -1,6 +1,7 @@
 //! One integration-test binary (it links once); a module per area.
 
 mod cli;
+mod client;
 mod custom_sources;
 mod events_api;
 mod lifecycle;

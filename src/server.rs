@@ -20,7 +20,7 @@ use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::store::{Store, load_or_create_key};
 use crate::webhooks::{api as events_api, custom};
-use crate::{http, lifecycle, manifest, ops, retention, ui, webhooks};
+use crate::{flows, http, lifecycle, manifest, ops, retention, ui, webhooks};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -144,6 +144,7 @@ impl App {
             .route("/api/sources", get(custom::list).post(custom::create))
             .route("/api/sources/{id}", delete(custom::delete))
             .route("/api/sources/{id}/rotate", post(custom::rotate))
+            .merge(flows::api::routes())
             .merge(ui::routes())
             .fallback(http::not_found)
             .method_not_allowed_fallback(http::method_not_allowed)
@@ -173,6 +174,7 @@ impl App {
             .keep_alive(true);
         tracing::info!(address = %listener.local_addr()?, version = ops::VERSION, "listening");
         let retention = tokio::spawn(retention::run(self.clone()));
+        let flow_engine = flows::engine::start(self.clone());
         tokio::pin!(shutdown);
         loop {
             // Waiting for a permit before accepting makes excess clients queue in the backlog.
@@ -205,10 +207,12 @@ impl App {
         tracing::info!("shutting down: draining connections");
         self.shutdown.send_replace(true);
         let _ = retention.await;
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        // In-flight flow actions finish (bounded) while connections drain, before the writer stops.
+        let (_, drained) = tokio::join!(
+            flow_engine,
+            tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        );
+        if drained.is_err() {
             tracing::warn!("some connections did not finish in time");
         }
         let app = self.clone();

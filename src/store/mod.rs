@@ -2,6 +2,7 @@
 //! the batched writer, backups and integrity checks. Callers see domain methods only.
 
 mod events;
+mod flows;
 mod installations;
 mod keys;
 mod secrets;
@@ -19,6 +20,11 @@ use redb::{
 pub use events::{
     DEDUPE_WINDOW_MS, EventId, EventPage, EventQuery, Ingested, NewEvent, StoredEvent,
     format_event_id, parse_event_id,
+};
+pub use flows::{
+    ActionRun, ActionStatus, CLOCKIFY_SOURCE, Conditions, Finished, Flow, FlowAction, FlowId,
+    FlowRetry, FlowStats, Json, Op, QueuedRun, Rule, Run, RunId, RunOrigin, RunPage, RunStatus,
+    Trigger, format_id, new_id, parse_id,
 };
 pub use installations::{
     Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
@@ -54,6 +60,12 @@ const TABLES: &[Table] = &[
     events::EVENT_DEDUPE,
     sources::SOURCES,
     sources::SOURCES_BY_WORKSPACE,
+    flows::FLOWS,
+    flows::FLOW_STATS,
+    flows::FLOW_RUNS,
+    flows::FLOW_RUNS_BY_FLOW,
+    flows::FLOW_RUNS_BY_EVENT,
+    flows::FLOW_RUN_QUEUE,
 ];
 
 pub(crate) fn token_digest(token: &str) -> [u8; 32] {
@@ -153,6 +165,10 @@ pub struct Store {
     cache: Arc<installations::InstallationCache>,
     /// Committed events, announced in commit order.
     live: tokio::sync::broadcast::Sender<Arc<StoredEvent>>,
+    /// Every flow, and the enabled ones by trigger: ingestion queues runs without a read.
+    flow_index: Arc<flows::FlowIndex>,
+    /// Committed runs on their way to the flow engine.
+    run_dispatch: Arc<flows::RunDispatch>,
 }
 
 /// Committed events buffered for slow live listeners before they fall back to the store.
@@ -165,6 +181,7 @@ impl Store {
         let secrets = SecretBox::new(key);
         prepare(&db, &secrets)?;
         let cache = Arc::new(installations::InstallationCache::load(&db)?);
+        let flow_index = Arc::new(flows::FlowIndex::load(&db)?);
         let db = Arc::new(db);
         let writer = Writer::start(db.clone());
         Ok(Store {
@@ -174,6 +191,8 @@ impl Store {
             path: path.to_path_buf(),
             cache,
             live: tokio::sync::broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
+            flow_index,
+            run_dispatch: Arc::new(flows::RunDispatch::new()),
         })
     }
 

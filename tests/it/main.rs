@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod custom_sources;
 mod events_api;
+mod flows;
 mod lifecycle;
 mod ops;
 mod support;

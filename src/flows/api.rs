@@ -422,7 +422,7 @@ pub async fn test(
             ));
         }
     };
-    let trigger_matched = flow.trigger.events.iter().any(|e| *e == event_type);
+    let trigger_matched = flow.trigger.events.contains(&event_type);
     let (conditions_passed, conditions) = engine::conditions_json(&flow, &event);
     let mut context = context_for(&user.installation, &event, &event_type);
     let retry = crate::clockify::client::RetryPolicy::default();

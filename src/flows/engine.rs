@@ -39,7 +39,7 @@ pub fn idempotent(method: &str) -> bool {
 
 enum Job {
     /// Just committed: the run (and usually its event) is in memory.
-    Live(QueuedRun),
+    Live(Box<QueuedRun>),
     /// Found on the queue at start.
     Stored { id: RunId, workspace_id: String },
 }
@@ -85,7 +85,7 @@ async fn dispatch(app: App) {
                         continue;
                     }
                     let limit = limiter(&app, &mut limits, &queued.run.workspace_id);
-                    tasks.spawn(run_job(app.clone(), limit, Job::Live(queued)));
+                    tasks.spawn(run_job(app.clone(), limit, Job::Live(Box::new(queued))));
                 }
                 None => break,
             },
@@ -272,7 +272,10 @@ fn action_result_body(record: &ActionRun) -> Value {
 
 async fn execute(app: &App, job: Job) -> Result<(), StoreError> {
     let (mut run, event, committed) = match job {
-        Job::Live(queued) => (queued.run, queued.event, queued.committed),
+        Job::Live(queued) => {
+            let queued = *queued;
+            (queued.run, queued.event, queued.committed)
+        }
         Job::Stored { id, workspace_id } => match app.store.run(&workspace_id, id).await? {
             Some(run) if !run.status.is_final() => (run, None, None),
             Some(_) => return Ok(()),

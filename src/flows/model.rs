@@ -425,21 +425,20 @@ fn check_against_operation(
     };
     for param in &op.parameters {
         match param.location {
-            ParamLocation::Path if !AUTOMATIC_PATH_PARAMS.contains(&param.name.as_str()) => {
-                if !mapped(path_params, &param.name) {
-                    problems.push(format!(
-                        "{at}.pathParams.{}: required by {} but not mapped",
-                        param.name, op.id
-                    ));
-                }
+            ParamLocation::Path
+                if !AUTOMATIC_PATH_PARAMS.contains(&param.name.as_str())
+                    && !mapped(path_params, &param.name) =>
+            {
+                problems.push(format!(
+                    "{at}.pathParams.{}: required by {} but not mapped",
+                    param.name, op.id
+                ));
             }
-            ParamLocation::Query if param.required => {
-                if !mapped(query, &param.name) {
-                    problems.push(format!(
-                        "{at}.query.{}: required by {} but not mapped",
-                        param.name, op.id
-                    ));
-                }
+            ParamLocation::Query if param.required && !mapped(query, &param.name) => {
+                problems.push(format!(
+                    "{at}.query.{}: required by {} but not mapped",
+                    param.name, op.id
+                ));
             }
             _ => {}
         }

@@ -11,5 +11,6 @@ pub mod ops;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod subscriptions;
 pub mod ui;
 pub mod webhooks;

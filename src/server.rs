@@ -20,7 +20,7 @@ use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::store::{Store, load_or_create_key};
 use crate::webhooks::{api as events_api, custom};
-use crate::{http, lifecycle, manifest, ops, retention, ui, webhooks};
+use crate::{http, lifecycle, manifest, ops, retention, subscriptions, ui, webhooks};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -38,6 +38,8 @@ pub struct AppInner {
     pub metrics: PrometheusHandle,
     pub manifest: Vec<u8>,
     pub started: Instant,
+    /// One subscription sync per workspace at a time.
+    pub sync_locks: crate::subscriptions::SyncLocks,
     /// Turns true when the server begins shutting down; long-lived tasks watch it.
     pub shutdown: watch::Sender<bool>,
 }
@@ -107,6 +109,7 @@ impl App {
             metrics: ops::metrics_handle(),
             manifest,
             started: Instant::now(),
+            sync_locks: Default::default(),
             shutdown: watch::channel(false).0,
         })))
     }
@@ -141,6 +144,8 @@ impl App {
                 get(events_api::get).delete(events_api::delete),
             )
             .route("/api/webhooks/{id}/raw", get(events_api::raw))
+            .route("/api/subscriptions", get(subscriptions::get))
+            .route("/api/subscriptions/sync", post(subscriptions::post_sync))
             .route("/api/sources", get(custom::list).post(custom::create))
             .route("/api/sources/{id}", delete(custom::delete))
             .route("/api/sources/{id}/rotate", post(custom::rotate))
@@ -173,6 +178,7 @@ impl App {
             .keep_alive(true);
         tracing::info!(address = %listener.local_addr()?, version = ops::VERSION, "listening");
         let retention = tokio::spawn(retention::run(self.clone()));
+        let periodic_sync = tokio::spawn(subscriptions::run_periodic(self.clone()));
         tokio::pin!(shutdown);
         loop {
             // Waiting for a permit before accepting makes excess clients queue in the backlog.
@@ -205,6 +211,7 @@ impl App {
         tracing::info!("shutting down: draining connections");
         self.shutdown.send_replace(true);
         let _ = retention.await;
+        let _ = periodic_sync.await;
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
             .await
             .is_err()

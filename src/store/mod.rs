@@ -6,6 +6,7 @@ mod installations;
 mod keys;
 mod secrets;
 mod sources;
+mod subscriptions;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub use installations::{
 };
 pub use secrets::{Sealed, SecretBox, load_or_create_key};
 pub use sources::{Source, SourceSecret};
+pub use subscriptions::{SubscriptionReport, SubscriptionState};
 use writer::Writer;
 
 /// Schema of the data file written by this release. Bump it with a migration in
@@ -54,6 +56,7 @@ const TABLES: &[Table] = &[
     events::EVENT_DEDUPE,
     sources::SOURCES,
     sources::SOURCES_BY_WORKSPACE,
+    subscriptions::SUBSCRIPTIONS,
 ];
 
 pub(crate) fn token_digest(token: &str) -> [u8; 32] {

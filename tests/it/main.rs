@@ -6,6 +6,7 @@ mod custom_sources;
 mod events_api;
 mod lifecycle;
 mod ops;
+mod subscriptions;
 mod support;
 mod tokens;
 mod webhooks;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod lifecycle;
+pub mod locks;
 pub mod manifest;
 pub mod ops;
 pub mod retention;

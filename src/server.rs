@@ -39,7 +39,9 @@ pub struct AppInner {
     pub manifest: Vec<u8>,
     pub started: Instant,
     /// One subscription sync per workspace at a time.
-    pub sync_locks: crate::subscriptions::SyncLocks,
+    pub sync_locks: crate::locks::WorkspaceLocks,
+    /// One bootstrap per workspace at a time.
+    pub bootstrap_locks: crate::locks::WorkspaceLocks,
     /// Turns true when the server begins shutting down; long-lived tasks watch it.
     pub shutdown: watch::Sender<bool>,
 }
@@ -110,6 +112,7 @@ impl App {
             manifest,
             started: Instant::now(),
             sync_locks: Default::default(),
+            bootstrap_locks: Default::default(),
             shutdown: watch::channel(false).0,
         })))
     }

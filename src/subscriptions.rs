@@ -5,7 +5,6 @@
 //! registered webhook's token is stored with the installation so deliveries verify.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -24,23 +23,6 @@ use crate::webhooks::CLOCKIFY_EVENTS;
 /// Clockify's documented cap of webhooks per workspace (PLATFORM.md §9).
 const WORKSPACE_WEBHOOK_CAP: u32 = 100;
 const SETTING: &str = "subscribed_events";
-
-/// Serialises syncs per workspace so two triggers cannot both create the same webhook.
-#[derive(Default)]
-pub struct SyncLocks {
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl SyncLocks {
-    fn lock_for(&self, ws: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .expect("sync locks")
-            .entry(ws.to_string())
-            .or_default()
-            .clone()
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

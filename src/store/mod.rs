@@ -1,6 +1,7 @@
 //! The only module that touches redb: tables, key encoding, versioned records, migrations,
 //! the batched writer, backups and integrity checks. Callers see domain methods only.
 
+mod cache;
 mod events;
 mod installations;
 mod keys;
@@ -25,6 +26,7 @@ pub use installations::{
     Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
 };
 pub use secrets::{Sealed, SecretBox, load_or_create_key};
+pub use cache::{BootstrapProgress, BootstrapStep, Entity, Execution, StepStatus};
 pub use sources::{Source, SourceSecret};
 pub use subscriptions::{SubscriptionReport, SubscriptionState};
 use writer::Writer;
@@ -57,6 +59,9 @@ const TABLES: &[Table] = &[
     sources::SOURCES,
     sources::SOURCES_BY_WORKSPACE,
     subscriptions::SUBSCRIPTIONS,
+    cache::ENTITIES,
+    cache::BOOTSTRAP,
+    cache::EXECUTIONS,
 ];
 
 pub(crate) fn token_digest(token: &str) -> [u8; 32] {

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod clockify;
 pub mod config;
 pub mod error;
+pub mod explorer;
 pub mod http;
 pub mod lifecycle;
 pub mod locks;

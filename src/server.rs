@@ -152,6 +152,8 @@ impl App {
             .route("/api/sources", get(custom::list).post(custom::create))
             .route("/api/sources/{id}", delete(custom::delete))
             .route("/api/sources/{id}/rotate", post(custom::rotate))
+            .route("/api/operations", get(crate::explorer::list))
+            .route("/api/operations/{operation_id}", get(crate::explorer::get))
             .merge(ui::routes())
             .fallback(http::not_found)
             .method_not_allowed_fallback(http::method_not_allowed)

@@ -1,5 +1,6 @@
 //! One integration-test binary (it links once); a module per area.
 
+mod catalog;
 mod cli;
 mod client;
 mod custom_sources;

@@ -1,9 +1,11 @@
 //! clockify-studio: a self-hosted Clockify add-on in one binary.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod clockify;
 pub mod config;
 pub mod error;
+pub mod execute;
 pub mod explorer;
 pub mod http;
 pub mod lifecycle;

@@ -229,6 +229,15 @@ pub async fn installed(
     count(KIND, "ok");
     tracing::info!(workspace_id = %workspace_id, generation, "installed");
     crate::subscriptions::spawn_sync(&app, &workspace_id);
+    if let Some(installation) = app.store.installation(&workspace_id).await?
+        && installation
+            .settings
+            .flag("bootstrap_on_install")
+            .unwrap_or(true)
+        && let Err(err) = crate::bootstrap::start(&app, &installation, false).await
+    {
+        tracing::warn!(workspace_id = %workspace_id, error = %err, "bootstrap did not start");
+    }
     Ok(Json(
         json!({"status": "installed", "workspaceId": workspace_id, "generation": generation}),
     ))

@@ -147,6 +147,13 @@ impl App {
                 get(events_api::get).delete(events_api::delete),
             )
             .route("/api/webhooks/{id}/raw", get(events_api::raw))
+            .route("/api/execute", post(crate::execute::execute))
+            .route("/api/executions", get(crate::execute::history))
+            .route(
+                "/api/bootstrap",
+                get(crate::bootstrap::get).post(crate::bootstrap::post),
+            )
+            .route("/api/entities", get(crate::bootstrap::entities))
             .route("/api/subscriptions", get(subscriptions::get))
             .route("/api/subscriptions/sync", post(subscriptions::post_sync))
             .route("/api/sources", get(custom::list).post(custom::create))
@@ -184,6 +191,7 @@ impl App {
         tracing::info!(address = %listener.local_addr()?, version = ops::VERSION, "listening");
         let retention = tokio::spawn(retention::run(self.clone()));
         let periodic_sync = tokio::spawn(subscriptions::run_periodic(self.clone()));
+        tokio::spawn(crate::bootstrap::resume_all(self.clone()));
         tokio::pin!(shutdown);
         loop {
             // Waiting for a permit before accepting makes excess clients queue in the backlog.

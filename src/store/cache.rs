@@ -99,17 +99,26 @@ impl Store {
         self.write(move |wtx| {
             let mut table = wtx.open_table(ENTITIES)?;
             for entity in entities {
-                let key = with_suffix(&two_part_prefix(&ws, &entity.entity_type), entity.id.as_bytes());
+                let key = with_suffix(
+                    &two_part_prefix(&ws, &entity.entity_type),
+                    entity.id.as_bytes(),
+                );
                 table.insert(key.as_slice(), encode(&EntityRecord::V1(entity)).as_slice())?;
             }
             let mut state = wtx.open_table(BOOTSTRAP)?;
-            state.insert(ws.as_bytes(), encode(&BootstrapRecord::V1(progress)).as_slice())?;
+            state.insert(
+                ws.as_bytes(),
+                encode(&BootstrapRecord::V1(progress)).as_slice(),
+            )?;
             Ok(())
         })
         .await
     }
 
-    pub async fn bootstrap_progress(&self, ws: &str) -> Result<Option<BootstrapProgress>, StoreError> {
+    pub async fn bootstrap_progress(
+        &self,
+        ws: &str,
+    ) -> Result<Option<BootstrapProgress>, StoreError> {
         let ws = ws.to_string();
         self.read(move |rtx| {
             let table = rtx.open_table(BOOTSTRAP)?;
@@ -192,7 +201,10 @@ impl Store {
         let key = with_suffix(&workspace_prefix(ws), &execution.id);
         self.write(move |wtx| {
             let mut table = wtx.open_table(EXECUTIONS)?;
-            table.insert(key.as_slice(), encode(&ExecutionRecord::V1(execution)).as_slice())?;
+            table.insert(
+                key.as_slice(),
+                encode(&ExecutionRecord::V1(execution)).as_slice(),
+            )?;
             Ok(())
         })
         .await
@@ -205,7 +217,11 @@ impl Store {
             let table = rtx.open_table(EXECUTIONS)?;
             let end = prefix_end(&prefix);
             let mut out = Vec::new();
-            for entry in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())?.rev().take(limit) {
+            for entry in table
+                .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
+                .rev()
+                .take(limit)
+            {
                 let (_, v) = entry?;
                 let ExecutionRecord::V1(execution) = decode::<ExecutionRecord>(v.value())?;
                 out.push(execution);
@@ -217,7 +233,12 @@ impl Store {
 
     /// Deletes up to `max` executions older than `cutoff_ms` (ids are UUIDv7, so key order
     /// is time order); returns how many.
-    pub async fn delete_executions_before(&self, ws: &str, cutoff_ms: i64, max: usize) -> Result<usize, StoreError> {
+    pub async fn delete_executions_before(
+        &self,
+        ws: &str,
+        cutoff_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
         let prefix = workspace_prefix(ws);
         self.write(move |wtx| {
             let mut table = wtx.open_table(EXECUTIONS)?;

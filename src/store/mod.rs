@@ -18,6 +18,7 @@ use redb::{
     TableDefinition, TableHandle,
 };
 
+pub use cache::{BootstrapProgress, BootstrapStep, Entity, Execution, StepStatus};
 pub use events::{
     DEDUPE_WINDOW_MS, EventId, EventPage, EventQuery, Ingested, NewEvent, StoredEvent,
     format_event_id, parse_event_id,
@@ -26,7 +27,6 @@ pub use installations::{
     Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
 };
 pub use secrets::{Sealed, SecretBox, load_or_create_key};
-pub use cache::{BootstrapProgress, BootstrapStep, Entity, Execution, StepStatus};
 pub use sources::{Source, SourceSecret};
 pub use subscriptions::{SubscriptionReport, SubscriptionState};
 use writer::Writer;

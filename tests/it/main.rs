@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod custom_sources;
 mod events_api;
+mod explorer;
 mod lifecycle;
 mod ops;
 mod subscriptions;

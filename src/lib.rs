@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod ops;
 pub mod retention;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod subscriptions;
 pub mod ui;

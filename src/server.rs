@@ -20,7 +20,7 @@ use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::store::{Store, load_or_create_key};
 use crate::webhooks::{api as events_api, custom};
-use crate::{flows, http, lifecycle, manifest, ops, retention, ui, webhooks};
+use crate::{flows, http, lifecycle, manifest, ops, retention, subscriptions, ui, webhooks};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -38,6 +38,10 @@ pub struct AppInner {
     pub metrics: PrometheusHandle,
     pub manifest: Vec<u8>,
     pub started: Instant,
+    /// One subscription sync per workspace at a time.
+    pub sync_locks: crate::locks::WorkspaceLocks,
+    /// One bootstrap per workspace at a time.
+    pub bootstrap_locks: crate::locks::WorkspaceLocks,
     /// Turns true when the server begins shutting down; long-lived tasks watch it.
     pub shutdown: watch::Sender<bool>,
 }
@@ -107,6 +111,8 @@ impl App {
             metrics: ops::metrics_handle(),
             manifest,
             started: Instant::now(),
+            sync_locks: Default::default(),
+            bootstrap_locks: Default::default(),
             shutdown: watch::channel(false).0,
         })))
     }
@@ -141,9 +147,24 @@ impl App {
                 get(events_api::get).delete(events_api::delete),
             )
             .route("/api/webhooks/{id}/raw", get(events_api::raw))
+            .route("/api/execute", post(crate::execute::execute))
+            .route("/api/executions", get(crate::execute::history))
+            .route(
+                "/api/bootstrap",
+                get(crate::bootstrap::get).post(crate::bootstrap::post),
+            )
+            .route("/api/entities", get(crate::bootstrap::entities))
+            .route(
+                "/api/settings",
+                get(crate::settings::get).patch(crate::settings::patch),
+            )
+            .route("/api/subscriptions", get(subscriptions::get))
+            .route("/api/subscriptions/sync", post(subscriptions::post_sync))
             .route("/api/sources", get(custom::list).post(custom::create))
             .route("/api/sources/{id}", delete(custom::delete))
             .route("/api/sources/{id}/rotate", post(custom::rotate))
+            .route("/api/operations", get(crate::explorer::list))
+            .route("/api/operations/{operation_id}", get(crate::explorer::get))
             .merge(flows::api::routes())
             .merge(ui::routes())
             .fallback(http::not_found)
@@ -174,6 +195,8 @@ impl App {
             .keep_alive(true);
         tracing::info!(address = %listener.local_addr()?, version = ops::VERSION, "listening");
         let retention = tokio::spawn(retention::run(self.clone()));
+        let periodic_sync = tokio::spawn(subscriptions::run_periodic(self.clone()));
+        tokio::spawn(crate::bootstrap::resume_all(self.clone()));
         let flow_engine = flows::engine::start(self.clone());
         tokio::pin!(shutdown);
         loop {
@@ -207,6 +230,7 @@ impl App {
         tracing::info!("shutting down: draining connections");
         self.shutdown.send_replace(true);
         let _ = retention.await;
+        let _ = periodic_sync.await;
         // In-flight flow actions finish (bounded) while connections drain, before the writer stops.
         let (_, drained) = tokio::join!(
             flow_engine,

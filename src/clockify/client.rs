@@ -36,7 +36,7 @@ const REGIONAL_PREFIXES: &[&str] = &["euc1", "use2", "euw2", "apse2"];
 
 /// Which installation URL an operation is served from (the spec gives each path its own
 /// server, PLATFORM.md §9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ServerFamily {
     /// `…/api` paths: the installation's `backendUrl` (or the install payload's `apiUrl`).
     Backend,

@@ -18,7 +18,7 @@ use super::catalog;
 use super::conditions::{self, RuleOutcome};
 use super::model::AUTOMATIC_PATH_PARAMS;
 use super::template::Context;
-use crate::clockify::client::{Acting, ApiClient, ApiRequest, RetryPolicy, ServerFamily};
+use crate::clockify::client::{Acting, ApiClient, ApiRequest, RetryPolicy};
 use crate::server::App;
 use crate::store::{
     ActionRun, ActionStatus, Flow, FlowAction, Installation, InstallationStatus, QueuedRun, Run,
@@ -177,14 +177,6 @@ pub struct Rendered {
     pub body_text: Option<String>,
 }
 
-fn server_family(server: catalog::ServerFamily) -> ServerFamily {
-    match server {
-        catalog::ServerFamily::Backend => ServerFamily::Backend,
-        catalog::ServerFamily::Reports => ServerFamily::Reports,
-        catalog::ServerFamily::Pto => ServerFamily::Pto,
-    }
-}
-
 /// Renders an action's templates and builds its request for `installation`.
 pub fn render_action(
     action: &FlowAction,
@@ -227,7 +219,7 @@ pub fn render_action(
     let body_text = body.as_ref().map(|b| b.to_string());
     let request = ApiRequest {
         operation_id: operation.id.clone(),
-        server: server_family(operation.server),
+        server: operation.server,
         method: operation.method.clone(),
         path: built.path,
         query: built.query,

@@ -8,7 +8,4 @@ pub mod engine;
 pub mod model;
 pub mod template;
 
-// TEMPORARY: the OpenAPI catalog lands from another branch; until then a minimal stand-in
-// with the same API. Swap this line for `use crate::clockify::catalog;` when it does.
-mod catalog_shim;
-use catalog_shim as catalog;
+use crate::clockify::catalog;

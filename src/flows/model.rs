@@ -455,11 +455,17 @@ fn check_against_operation(
             ));
         }
     }
+    if !op.addon_token {
+        problems.push(format!(
+            "{at}.operationId: {} does not accept add-on tokens",
+            op.id
+        ));
+    }
     match (&op.body, body) {
         (None, Some(_)) => problems.push(format!("{at}.body: {} takes no request body", op.id)),
-        (Some(spec), _) if spec.content_type.starts_with("multipart/") => problems.push(format!(
-            "{at}.operationId: {} uploads files ({}), which flows cannot send",
-            op.id, spec.content_type
+        (Some(_), _) if op.multipart() => problems.push(format!(
+            "{at}.operationId: {} uploads files (multipart), which flows cannot send",
+            op.id
         )),
         (Some(spec), None) if spec.required => {
             problems.push(format!("{at}.body: {} needs a request body", op.id))

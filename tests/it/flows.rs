@@ -2,8 +2,8 @@
 //! API that records what the flows send.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -366,7 +366,7 @@ fn every_operator() {
             &json!({"name": "ops", "enabled": false,
                     "trigger": {"events": ["NEW_TIME_ENTRY"]},
                     "conditions": {"mode": "any", "rules": rules.clone()},
-                    "actions": [{"name": "get", "operationId": "getTags"}]}),
+                    "actions": [{"name": "get", "operationId": "getTimeEntry", "pathParams": {"id": "x"}}]}),
         );
         let results = rule_result(&env, &flow, &event);
         assert_eq!(results.len(), 15);
@@ -374,7 +374,10 @@ fn every_operator() {
             assert_eq!(*passed, expected, "rule {i} of {rules}", rules = rules[i]);
         }
     }
-    assert!(env.fake.calls().is_empty(), "dry runs call nothing");
+    assert!(
+        calls_to(&env.fake, "GET", "/time-entries/").is_empty(),
+        "dry runs call nothing"
+    );
 }
 
 #[test]
@@ -449,7 +452,7 @@ fn a_missing_value_fails_the_run_and_names_it() {
     assert!(error.contains("body.description"), "{error}");
     assert_eq!(runs[0]["actions"][0]["status"], "failed");
     assert!(
-        env.fake.calls().is_empty(),
+        calls_to(&env.fake, "PUT", "/time-entries/").is_empty(),
         "nothing is sent for a run that cannot render"
     );
 }
@@ -671,7 +674,10 @@ fn retries_a_429_after_retry_after() {
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     env.fake.respond(move |call| {
-        (call.method == "POST" && counter.fetch_add(1, Ordering::SeqCst) == 0).then(|| {
+        let first = call.method == "POST"
+            && call.path.ends_with("/tags")
+            && counter.fetch_add(1, Ordering::SeqCst) == 0;
+        first.then(|| {
             (
                 429,
                 vec![("retry-after".into(), "1".into())],
@@ -707,7 +713,7 @@ fn retries_a_429_after_retry_after() {
 fn repeated_failures_disable_the_flow() {
     let env = start(&[WS]);
     env.fake.respond(|call| {
-        (call.method == "POST").then(|| {
+        (call.method == "POST" && call.path.ends_with("/tags")).then(|| {
             (
                 400,
                 vec![],
@@ -870,7 +876,11 @@ fn a_dry_run_sends_nothing_and_execute_really_runs() {
         body["userName"],
         "<actions.getUser.body.name (unavailable in a dry run)>"
     );
-    assert!(env.fake.calls().is_empty(), "a dry run calls nothing");
+    assert!(
+        calls_to(&env.fake, "GET", "/member-profile/").is_empty()
+            && calls_to(&env.fake, "PUT", "/time-entries/").is_empty(),
+        "a dry run calls nothing"
+    );
     // execute: admins only, then a real run recorded as a test run.
     let r = test(
         json!({"event": event, "eventType": "NEW_TIME_ENTRY", "execute": true}),
@@ -1080,24 +1090,9 @@ fn child_api(base: &str, method: &str, path: &str, body: Option<&Value>) -> Resp
 #[test]
 fn a_killed_server_resumes_runs_without_repeating_finished_actions() {
     let fake = FakeClockify::start();
-    // The first PUT and the first POST are held until the server is dead.
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let held = Mutex::new(held);
-    let (put_seen, post_seen) = (AtomicBool::new(false), AtomicBool::new(false));
-    fake.respond(move |call| {
-        let first = match call.method.as_str() {
-            "PUT" => !put_seen.swap(true, Ordering::SeqCst),
-            "POST" => !post_seen.swap(true, Ordering::SeqCst),
-            _ => false,
-        };
-        if first {
-            // Keep the fake's runtime serving other connections while this one waits.
-            tokio::task::block_in_place(|| {
-                let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(60));
-            });
-        }
-        None
-    });
+    // The first PUT and the first POST are answered only once the server is dead.
+    let release_put = fake.hold_first(|c| c.method == "PUT" && c.path.contains("/time-entries/"));
+    let release_post = fake.hold_first(|c| c.method == "POST" && c.path.ends_with("/tags"));
     let dir = tempfile::tempdir().unwrap();
     let server = spawn_server(dir.path(), &fake.host);
     let r = request(
@@ -1140,17 +1135,16 @@ fn a_killed_server_resumes_runs_without_repeating_finished_actions() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(
         wait_until(DEADLINE, || {
-            let calls = fake.calls();
-            let has = |m: &str| calls.iter().any(|c| c.method == m);
-            has("GET") && has("PUT") && has("POST")
+            let has = |m: &str, p: &str| !calls_to(&fake, m, p).is_empty();
+            has("GET", "/member-profile/") && has("PUT", "/time-entries/") && has("POST", "/tags")
         }),
-        "the actions were not sent: {:?}",
-        fake.calls()
+        "the actions were not sent"
     );
     let mut server = server;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    drop(release); // the held calls now answer a dead connection
+    // The held calls now answer a dead connection.
+    drop((release_put, release_post));
     let server = spawn_server(dir.path(), &fake.host);
     let runs_of = |flow: &str| -> Vec<Value> {
         let mut items = Vec::new();
@@ -1191,16 +1185,20 @@ fn a_killed_server_resumes_runs_without_repeating_finished_actions() {
             .contains("outcome unknown after restart")
     );
     assert_eq!(unknown[0]["actions"][0]["status"], "failed");
-    let count = |m: &str| fake.calls().iter().filter(|c| c.method == m).count();
+    let count = |m: &str, p: &str| calls_to(&fake, m, p).len();
     assert_eq!(
-        count("GET"),
+        count("GET", "/member-profile/"),
         1,
         "the GET had succeeded: it is not sent again"
     );
     assert_eq!(
-        count("PUT"),
+        count("PUT", "/time-entries/"),
         2,
         "the interrupted PUT is idempotent: sent again once"
     );
-    assert_eq!(count("POST"), 1, "the interrupted POST is not repeated");
+    assert_eq!(
+        count("POST", "/tags"),
+        1,
+        "the interrupted POST is not repeated"
+    );
 }

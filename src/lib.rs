@@ -8,6 +8,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod manifest;
 pub mod ops;
+pub mod overview;
 pub mod retention;
 pub mod server;
 pub mod store;

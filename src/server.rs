@@ -19,7 +19,7 @@ use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::store::{Store, load_or_create_key};
 use crate::webhooks::{api as events_api, custom};
-use crate::{http, lifecycle, manifest, ops, retention, ui, webhooks};
+use crate::{http, lifecycle, manifest, ops, overview, retention, ui, webhooks};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -139,6 +139,7 @@ impl App {
             .route("/api/sources", get(custom::list).post(custom::create))
             .route("/api/sources/{id}", delete(custom::delete))
             .route("/api/sources/{id}/rotate", post(custom::rotate))
+            .route("/api/overview", get(overview::get))
             .merge(ui::routes())
             .fallback(http::not_found)
             .method_not_allowed_fallback(http::method_not_allowed)

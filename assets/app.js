@@ -70,6 +70,7 @@ function showExpired(reason) {
     h('h1', {}, 'Your session has expired'),
     h('p', {}, 'For your security Clockify signs you in to add-ons for 30 minutes at a time, and no new sign-in arrived. Close Clockify Studio and open it again from Clockify\'s sidebar to continue.'),
     h('p', { class: 'muted small' }, `Reason: ${reason}.`)));
+  view.setAttribute('aria-busy', 'false');
   view.focus();
 }
 

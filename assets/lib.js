@@ -364,6 +364,10 @@ export function reportError(error, what = 'That did not work') {
 /** Copies text; reports the outcome through `notify`. */
 export async function copyText(text, label = 'Copied') {
   try {
+    // Inside Clockify's iframe the Clipboard API may be withheld (permissions policy);
+    // asking anyway logs an error, so check first and use the older copy command instead.
+    const policy = document.permissionsPolicy || document.featurePolicy;
+    if (!navigator.clipboard || (policy && !policy.allowsFeature('clipboard-write'))) throw new Error('no clipboard API');
     await navigator.clipboard.writeText(text);
     notify('success', label);
   } catch {

@@ -261,7 +261,8 @@ export function mount(root, ctx) {
     state.loading = true;
     const generation = state.generation;
     const first = state.items.length === 0;
-    const skeletons = skeletonRows(first ? 8 : 2);
+    // The first skeleton fills the screen, so the rows that replace it push nothing visible.
+    const skeletons = skeletonRows(first ? Math.ceil(window.innerHeight / 62) + 1 : 2);
     list.append(...skeletons);
     updateFoot();
     try {

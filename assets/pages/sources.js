@@ -112,7 +112,7 @@ export function mount(root) {
   }
 
   const nameInput = h('input', { type: 'text', name: 'name', maxLength: 100, placeholder: 'e.g. Shop orders', autocomplete: 'off' });
-  const createForm = session.isAdmin ? h('form', { class: 'card row', 'aria-label': 'New source', onsubmit: async (event) => {
+  const createForm = session.isAdmin ? h('form', { class: 'card row create-source', 'aria-label': 'New source', onsubmit: async (event) => {
     event.preventDefault();
     const name = nameInput.value.trim();
     if (!name) {
@@ -128,14 +128,14 @@ export function mount(root) {
     } catch (error) {
       reportError(error, 'Creating the source failed');
     }
-  } }, h('div', { class: 'field grow' }, field('New source name', nameInput, { required: true })), h('button', { type: 'submit', class: 'primary' }, 'Create source')) : null;
+  } }, field('New source name', nameInput, { required: true }), h('button', { type: 'submit', class: 'primary' }, 'Create source')) : null;
 
-  clear(root,
+  clear(root, h('div', { class: 'stack' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Sources')),
     h('p', { class: 'muted' }, 'Besides Clockify, other systems can send events here. Each source has its own URL and secret; requests are signed the Standard Webhooks way (or send the secret as a bearer token).'),
     createForm,
     secretBox,
-    listBox);
+    listBox));
   load();
   return () => controller.abort();
 }

@@ -1,5 +1,6 @@
 //! One integration-test binary (it links once); a module per area.
 
+mod browser;
 mod cli;
 mod custom_sources;
 mod events_api;

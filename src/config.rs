@@ -326,7 +326,8 @@ fn parse_host(value: &str) -> Result<String, String> {
 /// Anything else is refused, since the value is copied into a response header.
 fn parse_frame_ancestor(value: &str) -> Result<String, String> {
     let value = value.trim().trim_end_matches('/');
-    let bad = || "must be an origin like https://app.example.com (host may start with *.)".to_string();
+    let bad =
+        || "must be an origin like https://app.example.com (host may start with *.)".to_string();
     let (scheme, rest) = value.split_once("://").ok_or_else(bad)?;
     if !matches!(scheme, "http" | "https") || rest.is_empty() {
         return Err(bad());

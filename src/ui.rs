@@ -131,7 +131,9 @@ async fn asset(
     // In debug builds rust-embed reads from disk: never let a path climb out of assets/.
     let safe = !file_path.starts_with(TEMPLATE_DIR)
         && !file_path.contains('\\')
-        && file_path.split('/').all(|part| !part.is_empty() && part != "..");
+        && file_path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "..");
     let file = safe
         .then(|| Assets::get(file_path))
         .flatten()
@@ -259,7 +261,10 @@ async fn page(State(app): State<App>, uri: Uri) -> Response {
         .language
         .as_deref()
         .filter(|l| {
-            !l.is_empty() && l.len() <= 12 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !l.is_empty()
+                && l.len() <= 12
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(|l| l.replace('_', "-").to_ascii_lowercase())
         .unwrap_or_else(|| "en".to_string());

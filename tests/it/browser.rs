@@ -115,7 +115,8 @@ fn the_ui_works_in_headless_chromium() {
         .iter()
         .enumerate()
     {
-        let body = json!({"id": format!("seed-{i}"), "name": format!("Seed {event}"), "workspaceId": WS});
+        let body =
+            json!({"id": format!("seed-{i}"), "name": format!("Seed {event}"), "workspaceId": WS});
         let r = server.deliver(WS, ADDON, event, body.to_string().as_bytes());
         assert_eq!(r.status, 200, "{}", r.body);
     }
@@ -143,10 +144,16 @@ fn the_ui_works_in_headless_chromium() {
         .env("DARK_TOKEN", sidebar_token(WS, "OWNER", "DARK", 1800))
         .env("EXPIRED_TOKEN", sidebar_token(WS, "OWNER", "DEFAULT", -60))
         // For tokens whose time left matters, minted by the script when it needs them.
-        .env("SIGNING_KEY", root.join("tests/fixtures/test-signing-key.pem"))
+        .env(
+            "SIGNING_KEY",
+            root.join("tests/fixtures/test-signing-key.pem"),
+        )
         .env("ADDON_ID", ADDON)
         .env("WEBHOOK_TOKEN", webhook_token(WS, ADDON))
-        .env("PERF_TOKEN", sidebar_token(PERF_WS, "OWNER", "DEFAULT", 1800))
+        .env(
+            "PERF_TOKEN",
+            sidebar_token(PERF_WS, "OWNER", "DEFAULT", 1800),
+        )
         .env("SCREENSHOT_DIR", &screenshots)
         .env("FRAME_ANCESTOR", FRAME_ANCESTOR)
         .output()

@@ -8,4 +8,5 @@ mod lifecycle;
 mod ops;
 mod support;
 mod tokens;
+mod ui;
 mod webhooks;

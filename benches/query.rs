@@ -38,7 +38,8 @@ fn fill(dir: &std::path::Path, total: usize) {
             }
             let store = store.clone();
             tasks.spawn(async move {
-                let event_type = EVENT_TYPES[n % EVENT_TYPES.len()];
+                // Vary the type within each workspace, not across them.
+                let event_type = EVENT_TYPES[(n / WORKSPACES) % EVENT_TYPES.len()];
                 let body = format!(
                     "{{\"id\":\"{n:024x}\",\"description\":\"entry {n}\",\"workspaceId\":\"{}\",\"userId\":\"5a0ab5acb07987125438b60f\",\"billable\":true}}",
                     ws(n % WORKSPACES)

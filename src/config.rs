@@ -140,6 +140,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOCKIFY_STUDIO_RETENTION_INTERVAL_SECS", default_value_t = 600, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval_secs: u64,
+    /// Seconds between reconciliations of every workspace's webhook subscriptions
+    #[arg(long, env = "CLOCKIFY_STUDIO_SUBSCRIPTION_SYNC_INTERVAL_SECS", default_value_t = 21600, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub subscription_sync_interval_secs: u64,
     /// Largest lifecycle/API body accepted (bytes)
     #[arg(long, env = "CLOCKIFY_STUDIO_API_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub api_body_limit_bytes: usize,
@@ -170,6 +174,8 @@ pub struct Config {
     pub api_body_limit: usize,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// How often every workspace's webhook subscriptions are reconciled.
+    pub subscription_sync_interval: Duration,
     /// Added to "now" by retention; only tests set it, to age stored rows.
     pub retention_clock_skew: Duration,
     /// Origins allowed to frame `/ui` besides `https://*.clockify.me` (CSP frame-ancestors).
@@ -239,6 +245,7 @@ impl Config {
             webhook_body_limit: args.webhook_body_limit_bytes,
             api_body_limit: args.api_body_limit_bytes,
             retention_interval: Duration::from_secs(args.retention_interval_secs),
+            subscription_sync_interval: Duration::from_secs(args.subscription_sync_interval_secs),
             retention_clock_skew: Duration::ZERO,
             ui_frame_ancestors: args.ui_frame_ancestor.clone(),
         })
@@ -265,6 +272,7 @@ impl Config {
             webhook_body_limit: 5 * 1024 * 1024,
             api_body_limit: 1024 * 1024,
             retention_interval: Duration::from_secs(600),
+            subscription_sync_interval: Duration::from_secs(6 * 3600),
             retention_clock_skew: Duration::ZERO,
             ui_frame_ancestors: Vec::new(),
         }

@@ -228,6 +228,16 @@ pub async fn installed(
         .map_err(ApiError::from)?;
     count(KIND, "ok");
     tracing::info!(workspace_id = %workspace_id, generation, "installed");
+    crate::subscriptions::spawn_sync(&app, &workspace_id);
+    if let Some(installation) = app.store.installation(&workspace_id).await?
+        && installation
+            .settings
+            .flag("bootstrap_on_install")
+            .unwrap_or(true)
+        && let Err(err) = crate::bootstrap::start(&app, &installation, false).await
+    {
+        tracing::warn!(workspace_id = %workspace_id, error = %err, "bootstrap did not start");
+    }
     Ok(Json(
         json!({"status": "installed", "workspaceId": workspace_id, "generation": generation}),
     ))
@@ -336,6 +346,7 @@ pub async fn settings_updated(
     .inspect_err(|_| count(KIND, "refused"))?;
     count(KIND, "ok");
     tracing::info!(workspace_id = %installation.workspace_id, "settings updated");
+    crate::subscriptions::spawn_sync(&app, &installation.workspace_id);
     Ok(Json(
         json!({"status": "settings-updated", "workspaceId": installation.workspace_id}),
     ))
@@ -354,27 +365,33 @@ pub async fn deleted(
     let ws = payload.workspace_id.clone();
     let addon_id = payload.addon_id.clone();
     let now = now_ms();
-    app.store
+    let before = app
+        .store
         .update_installation(&payload.workspace_id, move |current| {
             let mut installation = current.ok_or_else(|| Refusal::Unknown(ws.clone()))?;
             if installation.addon_id != addon_id {
                 return Err(Refusal::OtherInstallation(ws));
             }
             if installation.status == InstallationStatus::Deleted {
-                return Ok((None, ())); // a repeated DELETED is harmless
+                return Ok((None, None)); // a repeated DELETED is harmless
             }
+            let before = installation.clone();
             // Tokens die with the installation: erase them now, not at retention time.
             installation.status = InstallationStatus::Deleted;
             installation.auth_token = None;
             installation.webhook_tokens.clear();
             installation.deleted_at = Some(now);
             installation.updated_at = now;
-            Ok((Some(installation), ()))
+            Ok((Some(installation), Some(before)))
         })
         .await?
         .map_err(ApiError::from)
         .inspect_err(|_| count(KIND, "refused"))?;
     count(KIND, "ok");
+    // Best effort, with the token as it was (only in memory, only for this cleanup).
+    if let Some(before) = before {
+        crate::subscriptions::spawn_cleanup(&app, before);
+    }
     tracing::info!(workspace_id = %payload.workspace_id, "deleted");
     Ok(Json(
         json!({"status": "deleted", "workspaceId": payload.workspace_id}),

@@ -15,11 +15,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::clockify::client::ApiClient;
 use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::store::{Store, load_or_create_key};
 use crate::webhooks::{api as events_api, custom};
-use crate::{http, lifecycle, manifest, ops, overview, retention, ui, webhooks};
+use crate::{http, lifecycle, manifest, ops, overview, retention, subscriptions, ui, webhooks};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -32,9 +33,15 @@ pub struct AppInner {
     pub config: Config,
     pub store: Store,
     pub tokens: TokenVerifier,
+    /// Every call to Clockify goes through this client (rate limit, retries, allowlist).
+    pub clockify: ApiClient,
     pub metrics: PrometheusHandle,
     pub manifest: Vec<u8>,
     pub started: Instant,
+    /// One subscription sync per workspace at a time.
+    pub sync_locks: crate::locks::WorkspaceLocks,
+    /// One bootstrap per workspace at a time.
+    pub bootstrap_locks: crate::locks::WorkspaceLocks,
     /// Turns true when the server begins shutting down; long-lived tasks watch it.
     pub shutdown: watch::Sender<bool>,
 }
@@ -95,13 +102,17 @@ impl App {
             },
         })?;
         let manifest = manifest::render(&config.base_url, &config.addon_key);
+        let clockify = ApiClient::new(&config);
         Ok(App(Arc::new(AppInner {
             config,
             store,
             tokens,
+            clockify,
             metrics: ops::metrics_handle(),
             manifest,
             started: Instant::now(),
+            sync_locks: Default::default(),
+            bootstrap_locks: Default::default(),
             shutdown: watch::channel(false).0,
         })))
     }
@@ -136,9 +147,20 @@ impl App {
                 get(events_api::get).delete(events_api::delete),
             )
             .route("/api/webhooks/{id}/raw", get(events_api::raw))
+            .route("/api/execute", post(crate::execute::execute))
+            .route("/api/executions", get(crate::execute::history))
+            .route(
+                "/api/bootstrap",
+                get(crate::bootstrap::get).post(crate::bootstrap::post),
+            )
+            .route("/api/entities", get(crate::bootstrap::entities))
+            .route("/api/subscriptions", get(subscriptions::get))
+            .route("/api/subscriptions/sync", post(subscriptions::post_sync))
             .route("/api/sources", get(custom::list).post(custom::create))
             .route("/api/sources/{id}", delete(custom::delete))
             .route("/api/sources/{id}/rotate", post(custom::rotate))
+            .route("/api/operations", get(crate::explorer::list))
+            .route("/api/operations/{operation_id}", get(crate::explorer::get))
             .route("/api/overview", get(overview::get))
             .merge(ui::routes())
             .fallback(http::not_found)
@@ -169,6 +191,8 @@ impl App {
             .keep_alive(true);
         tracing::info!(address = %listener.local_addr()?, version = ops::VERSION, "listening");
         let retention = tokio::spawn(retention::run(self.clone()));
+        let periodic_sync = tokio::spawn(subscriptions::run_periodic(self.clone()));
+        tokio::spawn(crate::bootstrap::resume_all(self.clone()));
         tokio::pin!(shutdown);
         loop {
             // Waiting for a permit before accepting makes excess clients queue in the backlog.
@@ -201,6 +225,7 @@ impl App {
         tracing::info!("shutting down: draining connections");
         self.shutdown.send_replace(true);
         let _ = retention.await;
+        let _ = periodic_sync.await;
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
             .await
             .is_err()

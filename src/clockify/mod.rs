@@ -1,3 +1,5 @@
-//! Talking to Clockify: token verification (and later the API client and OpenAPI catalog).
+//! Talking to Clockify: token verification, the OpenAPI catalog, and the API client.
 
+pub mod catalog;
+pub mod client;
 pub mod token;

@@ -142,6 +142,8 @@ pub struct WebhookToken {
     pub token: Sealed,
     /// SHA-256 of the token: finds the workspace of an opaque (non-JWT) signature.
     pub digest: [u8; 32],
+    /// Set for webhooks the add-on registered through the API (None: from the install payload).
+    pub webhook_id: Option<String>,
 }
 
 impl WebhookToken {
@@ -150,6 +152,19 @@ impl WebhookToken {
             path,
             token: secrets.seal_str(token),
             digest: super::token_digest(token),
+            webhook_id: None,
+        }
+    }
+
+    pub fn registered(
+        path: String,
+        token: &str,
+        webhook_id: String,
+        secrets: &super::SecretBox,
+    ) -> WebhookToken {
+        WebhookToken {
+            webhook_id: Some(webhook_id),
+            ..WebhookToken::new(path, token, secrets)
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The only module that touches redb: tables, key encoding, versioned records, migrations,
 //! the batched writer, backups and integrity checks. Callers see domain methods only.
 
+mod cache;
 mod events;
 mod installations;
 mod keys;
 mod secrets;
 mod sources;
+mod subscriptions;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use redb::{
     TableDefinition, TableHandle,
 };
 
+pub use cache::{BootstrapProgress, BootstrapStep, Entity, Execution, StepStatus};
 pub use events::{
     DEDUPE_WINDOW_MS, EventId, EventPage, EventQuery, Ingested, NewEvent, StoredEvent,
     format_event_id, parse_event_id,
@@ -25,6 +28,7 @@ pub use installations::{
 };
 pub use secrets::{Sealed, SecretBox, load_or_create_key};
 pub use sources::{Source, SourceSecret};
+pub use subscriptions::{SubscriptionReport, SubscriptionState};
 use writer::Writer;
 
 /// Schema of the data file written by this release. Bump it with a migration in
@@ -54,6 +58,10 @@ const TABLES: &[Table] = &[
     events::EVENT_DEDUPE,
     sources::SOURCES,
     sources::SOURCES_BY_WORKSPACE,
+    subscriptions::SUBSCRIPTIONS,
+    cache::ENTITIES,
+    cache::BOOTSTRAP,
+    cache::EXECUTIONS,
 ];
 
 pub(crate) fn token_digest(token: &str) -> [u8; 32] {

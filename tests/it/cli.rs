@@ -112,7 +112,7 @@ fn invalid_flags_stop_with_exit_code_2_naming_the_flag() {
 fn a_wrong_encryption_key_fails_the_start_clearly() {
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(temp.path(), |_| {});
-    server.install("ws-key", "addon", "https://api.clockify.me");
+    server.install("ws-key", "addon", UNREACHABLE_API);
     server.stop();
     let other_key = temp.path().join("other.key");
     std::fs::write(&other_key, format!("{}\n", "ab".repeat(32))).unwrap();
@@ -140,19 +140,14 @@ fn backup_while_running_then_check_the_copy() {
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(temp.path(), |_| {});
     for i in 0..20 {
-        server.install(
-            &format!("ws-backup-{i}"),
-            "addon",
-            "https://api.clockify.me",
-        );
+        server.install(&format!("ws-backup-{i}"), "addon", UNREACHABLE_API);
     }
     // Writes keep going while the backup runs.
     let writer = {
         let base = server.base.clone();
         std::thread::spawn(move || {
             for i in 0..30 {
-                let body =
-                    install_payload(&format!("ws-live-{i}"), "addon", "https://api.clockify.me");
+                let body = install_payload(&format!("ws-live-{i}"), "addon", UNREACHABLE_API);
                 let token = lifecycle_token(&format!("ws-live-{i}"), "addon");
                 let r = request(
                     "POST",

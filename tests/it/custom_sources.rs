@@ -69,7 +69,7 @@ fn create_source(server: &TestServer) -> (String, String, String) {
 #[test]
 fn signed_and_bearer_deliveries_are_stored_with_the_source_name() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let (id, path, secret) = create_source(&server);
     // The secret is shown once: the list never includes it.
     let list = server.admin_get(WS, ADDON, "/api/sources");
@@ -132,7 +132,7 @@ fn signed_and_bearer_deliveries_are_stored_with_the_source_name() {
 #[test]
 fn bad_signatures_and_unknown_sources_are_refused() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let (_, path, secret) = create_source(&server);
     let body = br#"{"type":"x"}"#;
     let wrong = format!("whsec_{}", STANDARD.encode([7u8; 32]));
@@ -185,7 +185,7 @@ fn bad_signatures_and_unknown_sources_are_refused() {
 #[test]
 fn rotation_keeps_the_old_secret_working_for_a_grace_period() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let (id, path, old) = create_source(&server);
     let r = server.api(
         "POST",
@@ -234,7 +234,7 @@ fn rotation_keeps_the_old_secret_working_for_a_grace_period() {
 #[test]
 fn only_admins_manage_sources_and_deleting_stops_ingestion() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let r = server.api(
         "POST",
         WS,

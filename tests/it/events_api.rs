@@ -20,7 +20,7 @@ fn items(r: &Response) -> Vec<Value> {
 #[test]
 fn pages_newest_first_with_filters() {
     let server = TestServer::start();
-    server.install(A, ADDON, "https://api.clockify.me");
+    server.install(A, ADDON, UNREACHABLE_API);
     for i in 0..7 {
         let body = format!(
             "{{\"id\":\"p{i}\",\"description\":\"Task {i}\",\"project\":{{\"name\":\"Apollo\"}}}}"
@@ -82,7 +82,7 @@ fn pages_newest_first_with_filters() {
 #[test]
 fn api_needs_a_valid_user_token() {
     let server = TestServer::start();
-    server.install(A, ADDON, "https://api.clockify.me");
+    server.install(A, ADDON, UNREACHABLE_API);
     assert_eq!(server.get("/api/webhooks", &[]).status, 401);
     let no_exp = sign(&base_claims(A, ADDON));
     let r = server.get("/api/webhooks", &[("x-addon-token", &no_exp)]);
@@ -110,8 +110,8 @@ fn api_needs_a_valid_user_token() {
 #[test]
 fn a_workspace_never_sees_another_workspaces_data() {
     let server = TestServer::start();
-    server.install(A, ADDON, "https://api.clockify.me");
-    server.install(B, ADDON, "https://api.clockify.me");
+    server.install(A, ADDON, UNREACHABLE_API);
+    server.install(B, ADDON, UNREACHABLE_API);
     let id = server
         .deliver(A, ADDON, "NEW_TAG", br#"{"id":"secret-of-a"}"#)
         .json()["webhookId"]
@@ -203,7 +203,7 @@ fn a_workspace_never_sees_another_workspaces_data() {
 #[test]
 fn erasing_needs_an_admin() {
     let server = TestServer::start();
-    server.install(A, ADDON, "https://api.clockify.me");
+    server.install(A, ADDON, UNREACHABLE_API);
     let id = server.deliver(A, ADDON, "NEW_TAG", br#"{"id":"x"}"#).json()["webhookId"]
         .as_str()
         .unwrap()
@@ -292,8 +292,8 @@ fn open_stream(
 #[test]
 fn the_live_stream_delivers_new_events_and_resumes() {
     let server = TestServer::start();
-    server.install(A, ADDON, "https://api.clockify.me");
-    server.install(B, ADDON, "https://api.clockify.me");
+    server.install(A, ADDON, UNREACHABLE_API);
+    server.install(B, ADDON, UNREACHABLE_API);
     let token = user_token(A, ADDON, "OWNER");
     let stream = open_stream(&server, &token, None);
     // The subscription starts with the response; deliver until the first one shows up.
@@ -366,7 +366,7 @@ fn retention_deletes_only_what_is_older_than_each_workspaces_setting() {
         ("ws-ret-keep", Some(0)),
         ("ws-ret-long", Some(100)),
     ] {
-        server.install(ws, ADDON, "https://api.clockify.me");
+        server.install(ws, ADDON, UNREACHABLE_API);
         if let Some(days) = days {
             let r = server.lifecycle(
                 "settings-updated",
@@ -383,7 +383,7 @@ fn retention_deletes_only_what_is_older_than_each_workspaces_setting() {
             );
         }
     }
-    server.install("ws-ret-gone", ADDON, "https://api.clockify.me");
+    server.install("ws-ret-gone", ADDON, UNREACHABLE_API);
     server.deliver("ws-ret-gone", ADDON, "NEW_TAG", b"{}");
     server.lifecycle(
         "deleted",

@@ -8,7 +8,7 @@ const ADDON: &str = "addon-1";
 #[test]
 fn install_status_settings_delete_round_trip() {
     let server = TestServer::start();
-    let body = server.install(WS, ADDON, "https://api.clockify.me").json();
+    let body = server.install(WS, ADDON, UNREACHABLE_API).json();
     assert_eq!(body["status"], "installed");
     assert_eq!(body["generation"], 1);
 
@@ -108,7 +108,7 @@ fn read_installation(dir: &std::path::Path, ws: &str) -> serde_json::Value {
 #[test]
 fn reinstall_bumps_generation_and_repeat_is_idempotent() {
     let server = TestServer::start();
-    let payload = install_payload(WS, ADDON, "https://api.clockify.me");
+    let payload = install_payload(WS, ADDON, UNREACHABLE_API);
     let first = server.lifecycle("installed", &payload);
     assert_eq!(first.json()["generation"], 1);
     // The very same message again changes nothing.
@@ -116,7 +116,7 @@ fn reinstall_bumps_generation_and_repeat_is_idempotent() {
     assert_eq!(again.status, 200);
     assert_eq!(again.json()["generation"], 1);
     // A reinstall (new installation id and token) replaces it.
-    let second = server.install(WS, "addon-2", "https://api.clockify.me");
+    let second = server.install(WS, "addon-2", UNREACHABLE_API);
     assert_eq!(second.json()["generation"], 2);
     // A late message for the old installation cannot touch the new one.
     let late = server.lifecycle(
@@ -126,14 +126,14 @@ fn reinstall_bumps_generation_and_repeat_is_idempotent() {
     assert_eq!(late.status, 403, "{}", late.body);
     // After DELETED, a reinstall gets a clean installation.
     server.lifecycle("deleted", &json!({"addonId": "addon-2", "workspaceId": WS}));
-    let third = server.install(WS, "addon-3", "https://api.clockify.me");
+    let third = server.install(WS, "addon-3", UNREACHABLE_API);
     assert_eq!(third.json()["generation"], 3);
     let dir = server.stop();
     let stored = read_installation(&dir, WS);
     assert_eq!(stored["status"], "Active");
     assert_eq!(stored["addon_id"], "addon-3");
     assert_eq!(stored["webhook_tokens"], 1);
-    assert_eq!(stored["backend_url"], "https://api.clockify.me/api");
+    assert_eq!(stored["backend_url"], "http://127.0.0.1:9/api");
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn bad_bodies_are_refused_clearly() {
     );
     assert_eq!(r.status, 400, "missing field: {}", r.body);
 
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let r = server.post_json(
         "/lifecycle/status-changed",
         &auth,
@@ -215,7 +215,7 @@ fn bad_bodies_are_refused_clearly() {
 #[test]
 fn the_installation_token_never_leaves_the_server() {
     let server = TestServer::start();
-    let payload = install_payload(WS, ADDON, "https://api.clockify.me");
+    let payload = install_payload(WS, ADDON, UNREACHABLE_API);
     let secret = payload["authToken"].as_str().unwrap().to_string();
     let r = server.lifecycle("installed", &payload);
     assert!(!r.body.contains(&secret));
@@ -244,8 +244,8 @@ fn the_installation_token_never_leaves_the_server() {
 fn data_survives_a_restart() {
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(temp.path(), |_| {});
-    server.install(WS, ADDON, "https://api.clockify.me");
-    server.install("ws-2", ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
+    server.install("ws-2", ADDON, UNREACHABLE_API);
     server.stop();
     let server = TestServer::start_in(temp.path(), |_| {});
     // The stored installation is there: a status change for it succeeds.

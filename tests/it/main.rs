@@ -1,11 +1,15 @@
 //! One integration-test binary (it links once); a module per area.
 
 mod browser;
+mod catalog;
 mod cli;
+mod client;
 mod custom_sources;
 mod events_api;
+mod explorer;
 mod lifecycle;
 mod ops;
+mod subscriptions;
 mod support;
 mod tokens;
 mod ui;

@@ -19,6 +19,9 @@ pub const TEST_PUBLIC_KEY: &str = include_str!("../fixtures/test-signing-key.pub
 pub const OTHER_PRIVATE_KEY: &str = include_str!("../fixtures/other-key.pem");
 pub const ADDON_KEY: &str = "clockify-studio";
 pub const BIN: &str = env!("CARGO_BIN_EXE_clockify-studio");
+/// An API base for tests that make no Clockify calls: loopback, and not on the allowlist,
+/// so the client refuses it before connecting (nothing ever leaves the machine).
+pub const UNREACHABLE_API: &str = "http://127.0.0.1:9";
 
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()

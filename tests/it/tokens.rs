@@ -27,7 +27,7 @@ fn with(mut claims: Value, key: &str, value: Value) -> Value {
 #[test]
 fn every_bad_token_is_refused_with_401_and_a_reason() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let good = base_claims(WS, ADDON);
     let cases: Vec<(&str, Option<String>, &str)> = vec![
         ("missing", None, "missing"),
@@ -87,8 +87,8 @@ fn every_bad_token_is_refused_with_401_and_a_reason() {
 #[test]
 fn a_valid_token_for_another_workspace_or_installation_is_403() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
-    server.install("ws-other", ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
+    server.install("ws-other", ADDON, UNREACHABLE_API);
     let r = send(&server, Some(&lifecycle_token("ws-other", ADDON)));
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.error().contains("another workspace"));
@@ -96,12 +96,8 @@ fn a_valid_token_for_another_workspace_or_installation_is_403() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.error().contains("another installation"));
     // An install whose embedded installation token names another workspace is refused too.
-    let mut payload = install_payload("ws-3", ADDON, "https://api.clockify.me");
-    payload["authToken"] = json!(installation_token(
-        "ws-other",
-        ADDON,
-        "https://api.clockify.me"
-    ));
+    let mut payload = install_payload("ws-3", ADDON, UNREACHABLE_API);
+    payload["authToken"] = json!(installation_token("ws-other", ADDON, UNREACHABLE_API));
     let r = server.lifecycle("installed", &payload);
     assert_eq!(r.status, 403, "{}", r.body);
 }
@@ -109,7 +105,7 @@ fn a_valid_token_for_another_workspace_or_installation_is_403() {
 #[test]
 fn an_unexpired_token_is_accepted() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let token = sign(&with(
         base_claims(WS, ADDON),
         "exp",

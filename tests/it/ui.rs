@@ -29,7 +29,7 @@ fn asset_path(page: &str, file: &str) -> String {
 #[test]
 fn the_page_depends_on_the_token() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
 
     let page = server.get(&format!("/ui?auth_token={}", user("OWNER", "DARK")), &[]);
     assert_eq!(page.status, 200);
@@ -87,7 +87,7 @@ fn the_page_depends_on_the_token() {
 #[test]
 fn assets_are_immutable_by_hash_and_revalidate_by_etag() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let page = server
         .get(&format!("/ui?auth_token={}", user("OWNER", "DEFAULT")), &[])
         .body;
@@ -169,7 +169,7 @@ fn extra_frame_ancestors_come_from_the_flag() {
 #[test]
 fn overview_counts_events_by_hour_and_day() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let empty = server.api("GET", WS, ADDON, "TEAM_MANAGER", "/api/overview", None);
     assert_eq!(empty.status, 200, "{}", empty.body);
     let body = empty.json();

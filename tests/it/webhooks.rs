@@ -24,7 +24,7 @@ fn every_sample_is_accepted_and_read_back_byte_identical() {
         // A payload's own workspaceId must match the signature's, so sign for it.
         let ws = payload["workspaceId"].as_str().unwrap_or(WS).to_string();
         if installed.insert(ws.clone()) {
-            server.install(&ws, ADDON, "https://api.clockify.me");
+            server.install(&ws, ADDON, UNREACHABLE_API);
         }
         let r = server.deliver(&ws, ADDON, event, bytes);
         assert_eq!(r.status, 200, "{event}: {}", r.body);
@@ -51,7 +51,7 @@ fn every_sample_is_accepted_and_read_back_byte_identical() {
 #[test]
 fn the_bare_path_needs_the_event_header_and_the_header_must_match_the_path() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let token = webhook_token(WS, ADDON);
     let body = br#"{"id":"t1","workspaceId":"65b7a1f0c0ffee0000000001"}"#;
     let r = server.post(
@@ -90,13 +90,13 @@ fn the_bare_path_needs_the_event_header_and_the_header_must_match_the_path() {
 fn rejected_deliveries_store_nothing_and_are_counted() {
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(temp.path(), |c| c.webhook_body_limit = 64 * 1024);
-    server.install(WS, ADDON, "https://api.clockify.me");
-    server.install("ws-inactive", ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
+    server.install("ws-inactive", ADDON, UNREACHABLE_API);
     server.lifecycle(
         "status-changed",
         &json!({"addonId": ADDON, "workspaceId": "ws-inactive", "status": "INACTIVE"}),
     );
-    server.install("ws-deleted", ADDON, "https://api.clockify.me");
+    server.install("ws-deleted", ADDON, UNREACHABLE_API);
     server.lifecycle(
         "deleted",
         &json!({"addonId": ADDON, "workspaceId": "ws-deleted"}),
@@ -203,7 +203,7 @@ fn rejected_deliveries_store_nothing_and_are_counted() {
 #[test]
 fn a_stored_opaque_token_is_accepted_on_its_own_path_only() {
     let server = TestServer::start();
-    let mut payload = install_payload(WS, ADDON, "https://api.clockify.me");
+    let mut payload = install_payload(WS, ADDON, UNREACHABLE_API);
     payload["webhooks"] = json!([{"path": "https://studio.example.com/webhooks/clockify/NEW_CLIENT", "authToken": "opaque-0123456789abcdef"}]);
     assert_eq!(server.lifecycle("installed", &payload).status, 200);
     let body = br#"{"id":"c1","workspaceId":"65b7a1f0c0ffee0000000001"}"#;
@@ -238,7 +238,7 @@ fn a_stored_opaque_token_is_accepted_on_its_own_path_only() {
 #[test]
 fn duplicates_are_stored_once_and_counted_but_edits_are_distinct() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let edit1 = br#"{"id":"te-1","description":"first","workspaceId":"65b7a1f0c0ffee0000000001"}"#;
     let edit2 = br#"{"id":"te-1","description":"second","workspaceId":"65b7a1f0c0ffee0000000001"}"#;
     let a = server
@@ -272,7 +272,7 @@ fn duplicates_are_stored_once_and_counted_but_edits_are_distinct() {
 #[test]
 fn stored_headers_are_redacted() {
     let server = TestServer::start();
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let token = webhook_token(WS, ADDON);
     let r = server.post(
         "/webhooks/clockify/NEW_TAG",
@@ -318,7 +318,7 @@ fn stored_headers_are_redacted() {
 fn everything_acknowledged_survives_a_restart() {
     let temp = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(temp.path(), |_| {});
-    server.install(WS, ADDON, "https://api.clockify.me");
+    server.install(WS, ADDON, UNREACHABLE_API);
     let mut ids = Vec::new();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)

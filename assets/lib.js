@@ -426,7 +426,7 @@ export function errorState(error, what) {
 }
 
 export function badgeFor(status) {
-  const map = { succeeded: 'ok', ACTIVE: 'ok', done: 'ok', registered: 'ok', manifest: 'ok', failed: 'bad', DELETED: 'bad', running: 'info', queued: 'info', pending: 'warn', INACTIVE: 'warn', skipped: '', idle: '' };
+  const map = { succeeded: 'ok', ACTIVE: 'ok', done: 'ok', 'done-with-errors': 'warn', 'not-subscribed': '', registered: 'ok', manifest: 'ok', failed: 'bad', DELETED: 'bad', running: 'info', queued: 'info', pending: 'warn', INACTIVE: 'warn', skipped: '', idle: '' };
   return h('span', { class: `badge ${map[status] ?? ''}` }, status ?? '—');
 }
 

@@ -1,5 +1,5 @@
 //! `GET /api/overview`: the workspace at a glance for the UI's first page. Figures of
-//! features that have not landed yet (subscriptions, flows, bootstrap) are `null`.
+//! features that have not landed yet (flow runs) are `null`.
 
 use std::sync::{Arc, Mutex};
 
@@ -112,6 +112,8 @@ pub async fn get(State(app): State<App>, user: User) -> Result<Json<Value>, ApiE
             json!({"day": rfc3339(start + i as i64 * DAY_MS), "count": day.iter().sum::<u64>()})
         })
         .collect();
+    let subscriptions = subscription_summary(&app, &user).await?;
+    let bootstrap = bootstrap_summary(&app, &user).await?;
     let installation = &user.installation;
     let claims = &user.claims;
     Ok(Json(json!({
@@ -130,9 +132,9 @@ pub async fn get(State(app): State<App>, user: User) -> Result<Json<Value>, ApiE
             // The counts stop at MAX_SCAN rows; then they are lower bounds.
             "truncated": truncated,
         },
-        "subscriptions": Value::Null,
+        "subscriptions": subscriptions,
         "flowRuns": Value::Null,
-        "bootstrap": Value::Null,
+        "bootstrap": bootstrap,
         "dataFileBytes": app.store.file_size(),
         "version": VERSION,
         "user": {
@@ -142,4 +144,30 @@ pub async fn get(State(app): State<App>, user: User) -> Result<Json<Value>, ApiE
             "theme": claims.theme,
         },
     })))
+}
+
+/// The same user again, for asking another module's handler (they take it by value).
+fn same_user(user: &User) -> User {
+    User {
+        claims: user.claims.clone(),
+        workspace_id: user.workspace_id.clone(),
+        installation: user.installation.clone(),
+    }
+}
+
+/// Counts per subscription state, as `GET /api/subscriptions` reports them.
+async fn subscription_summary(app: &App, user: &User) -> Result<Value, ApiError> {
+    let Json(report) = crate::subscriptions::get(State(app.clone()), same_user(user)).await?;
+    Ok(report.get("summary").cloned().unwrap_or(Value::Null))
+}
+
+/// Status and progress of the entity bootstrap, as `GET /api/bootstrap` reports them.
+async fn bootstrap_summary(app: &App, user: &User) -> Result<Value, ApiError> {
+    let Json(status) = crate::bootstrap::get(State(app.clone()), same_user(user)).await?;
+    Ok(json!({
+        "status": status["status"],
+        "done": status["done"],
+        "total": status["total"],
+        "items": status["items"],
+    }))
 }

@@ -71,7 +71,10 @@ export function mount(root, ctx) {
 
   function operationForm(op, prefill = {}) {
     const isWrite = !(op.readOnly ?? op.method === 'GET');
-    const canRun = session.isAdmin || !isWrite;
+    // Some operations refuse add-on tokens or upload files: say so instead of offering Run.
+    const blocked = op.addonToken === false ? 'Clockify does not accept add-on tokens for this operation, so it cannot be called from here.'
+      : op.multipart ? 'This operation uploads files, which the explorer cannot send.' : '';
+    const canRun = !blocked && (session.isAdmin || !isWrite);
     const params = (op.parameters || []).filter((p) => p.in === 'path' || p.in === 'query');
     const fields = params.map((p) => paramField(p, { value: (p.in === 'path' ? prefill.pathParams : prefill.query)?.[p.name] }));
     const bodyArea = op.hasBody || op.requestBody ? h('textarea', { name: 'body', spellcheck: false, rows: 12 }) : null;
@@ -143,7 +146,7 @@ export function mount(root, ctx) {
       h('label', { class: 'inline-label' }, asUser, 'me')) : null,
     problems,
     h('div', { class: 'row' },
-      canRun ? h('button', { type: 'submit', class: 'primary' }, 'Run') : h('p', { class: 'muted small' }, 'This operation changes data: only workspace owners and admins can run it.'),
+      canRun ? h('button', { type: 'submit', class: 'primary' }, 'Run') : h('p', { class: 'muted small' }, blocked || 'This operation changes data: only workspace owners and admins can run it.'),
       session.isAdmin ? h('button', { type: 'button', onclick: () => {
         const call = collect();
         if (!call) return;
@@ -185,7 +188,7 @@ export function mount(root, ctx) {
           }
         },
       }, methodBadge(item.method), h('span', { class: 'ellipsis' }, item.operationId),
-      h('span', { class: `badge ${item.status < 300 ? 'ok' : 'bad'}` }, String(item.status)),
+      h('span', { class: `badge ${item.status && item.status < 300 ? 'ok' : 'bad'}`, title: item.error || '' }, item.status ? String(item.status) : 'error'),
       h('span', { class: 'small muted' }, timeEl(item.at)))))) : h('p', { class: 'muted' }, 'No calls yet.'));
     } catch (error) {
       if (error.name !== 'AbortError') clear(historyBox, h('h2', {}, 'Recent calls'), errorState(error, 'Recent calls'));

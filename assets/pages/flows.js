@@ -112,7 +112,8 @@ function builder(root, ctx, flowId, signal) {
     h('div', { class: 'page-head' }, h('a', { href: '#/flows' }, '← Flows'), h('h1', {}, flowId ? 'Flow' : 'New flow')),
     body);
 
-  const load = flowId ? api(`/api/flows/${encodeURIComponent(flowId)}`, { signal }) : Promise.resolve(null);
+  // A new flow still needs the flows API to exist: probe it so a missing one says so.
+  const load = flowId ? api(`/api/flows/${encodeURIComponent(flowId)}`, { signal }) : api('/api/flows', { signal }).then(() => null);
   Promise.all([load, api('/api/sources', { signal }).catch(() => ({ sources: [] })), api('/api/operations', { signal }).catch((e) => (e.notAvailable ? { unavailable: true } : { operations: [] }))])
     .then(([loaded, sources, ops]) => {
       operations = ops.unavailable ? false : ops.operations || [];

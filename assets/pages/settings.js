@@ -110,7 +110,9 @@ export function mount(root) {
     return h('div', { class: 'stack' },
       h('div', { class: 'row' },
         usage ? h('span', { class: 'small muted' }, `Webhooks in this workspace: ${fmt.number(usage.workspaceWebhooks)} of ${fmt.number(usage.cap)}`) : null,
+        data.syncedAt ? h('span', { class: 'small muted' }, '· last synchronised ', timeEl(data.syncedAt)) : null,
         h('span', { class: 'spacer' }), sync),
+      data.error ? h('p', { class: 'problem' }, `The last synchronisation failed: ${data.error}`) : null,
       h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Event'), h('th', { scope: 'col' }, 'State'), h('th', { scope: 'col' }, 'Why'))),
         h('tbody', {}, events.map((e) => h('tr', {}, h('td', { class: 'mono' }, e.event), h('td', {}, badgeFor(e.state)), h('td', { class: 'small' }, e.reason || '')))))));

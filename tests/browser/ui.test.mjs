@@ -289,22 +289,59 @@ await check('a new source shows its secret once with a curl example that really 
 });
 
 // ------------------------------------------------------------------------- explorer / flows
-await check('API explorer (when the server has it)', async () => {
+await check('API explorer: a generated form runs a call, keeps it in the history, and offers it to flows', async () => {
   if (await apiStatus('/api/operations') === 404) return 'skipped: /api/operations answers 404, explorer steps not run';
   const p = await openPage();
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer`);
   await waitForApp(p.page);
-  await p.page.fill('input[type=search]', 'tag');
-  await p.page.locator('.op-link').first().click();
+  await p.page.fill('input[type=search]', 'getTags');
+  await p.page.locator('.op-link[title="GET /v1/workspaces/{workspaceId}/tags"]').click();
   await p.page.waitForSelector('form h2');
+  assert(p.page.url().includes('op=getTags'), `operation not in the URL: ${p.page.url()}`);
   const locked = p.page.locator('input[name=workspaceId]');
-  if (await locked.count()) {
-    assert(await locked.inputValue() === WS, 'workspaceId not filled');
-    assert(await locked.getAttribute('readonly') !== null, 'workspaceId not locked');
-  }
+  assert(await locked.inputValue() === WS, 'workspaceId not filled');
+  assert(await locked.getAttribute('readonly') !== null, 'workspaceId not locked');
+  // Enums become selects and defaults are filled in, as the spec says.
+  assert(await p.page.locator('select[name=archived], input[name=archived]').count() === 1, 'no archived field');
+  assert(await p.page.inputValue('input[name=page]') === '1', 'page default not filled');
+  await p.page.click('button:text("Run")');
+  await p.page.waitForSelector('text=Response');
+  const response = await p.page.locator('form').innerText();
+  assert(response.includes('Billable') && /\b200\b/.test(response), `response not shown: ${response.slice(0, 400)}`);
+  await p.page.waitForSelector('section[aria-label="Recent calls"] .op-link');
+  assert((await p.page.locator('section[aria-label="Recent calls"]').innerText()).includes('getTags'), 'call not in the history');
+  // A write operation with a JSON body: invalid JSON is caught before sending.
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer?op=createNewTag`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('textarea[name=body]');
+  const skeleton = await p.page.inputValue('textarea[name=body]');
+  JSON.parse(skeleton);
+  await p.page.fill('textarea[name=body]', '{"name": ');
+  const before = (await p.page.locator('section[aria-label="Recent calls"] .op-link').count());
+  await p.page.click('button:text("Run")');
+  await p.page.waitForSelector('text=The body is not valid JSON');
+  assert((await p.page.locator('section[aria-label="Recent calls"] .op-link').count()) === before, 'invalid JSON was sent');
+  // A member may read but not run writes: the Run button is absent.
+  const member = await openPage();
+  await member.page.goto(`${BASE}/ui?auth_token=${T.member}#/explorer?op=createNewTag`);
+  await waitForApp(member.page);
+  await member.page.waitForSelector('form h2');
+  assert(await member.page.locator('button:text("Run")').count() === 0, 'Run offered to a member for a write');
+  assert(await member.page.locator('button:text("Turn into a flow action")').count() === 0, 'flow action offered to a member');
+  await member.close();
+  // "Turn this call into a flow action" opens the flow builder.
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer?op=getTags`);
+  await waitForApp(p.page);
+  await p.page.click('button:text("Turn into a flow action")');
+  await p.page.waitForFunction(() => location.hash.startsWith('#/flows/new'));
+  await waitForApp(p.page);
+  const flowsText = await p.page.locator('main').innerText();
+  const flowsLanded = await apiStatus('/api/flows') !== 404;
+  if (flowsLanded) assert(await p.page.locator('.action-card input[value="getTags"]').count() > 0, 'action not prefilled');
+  else assert(/not available yet/.test(flowsText), flowsText);
   assert(p.errors().length === 0, p.errors().join('\n'));
   await p.close();
-  return 'explorer form opened';
+  return flowsLanded ? 'flow builder opened with the action' : 'flow builder says flows are not available yet';
 });
 
 await check('flows (when the server has them)', async () => {

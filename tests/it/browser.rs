@@ -105,12 +105,25 @@ fn the_ui_works_in_headless_chromium() {
         return;
     }
 
-    let temp = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start_in(temp.path(), |c| {
-        c.ui_frame_ancestors = vec![FRAME_ANCESTOR.to_string()];
+    // The explorer's calls (and the install's bootstrap) go to a fake Clockify.
+    let fake = FakeClockify::start();
+    fake.respond(|call| {
+        (call.method == "GET" && call.path == format!("/api/v1/workspaces/{WS}/tags")).then(|| {
+            (
+                200,
+                vec![],
+                br#"[{"id":"tag-1","name":"Billable","archived":false}]"#.to_vec(),
+            )
+        })
     });
-    server.install(WS, ADDON, "https://api.clockify.me");
-    server.install(PERF_WS, ADDON, "https://api.clockify.me");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let host = fake.host.clone();
+    let server = TestServer::start_in(temp.path(), move |c| {
+        c.ui_frame_ancestors = vec![FRAME_ANCESTOR.to_string()];
+        c.allow_api_hosts = vec![host];
+    });
+    server.install(WS, ADDON, &fake.base);
+    server.install(PERF_WS, ADDON, UNREACHABLE_API);
     for (i, event) in ["NEW_PROJECT", "NEW_CLIENT", "TIMER_STOPPED"]
         .iter()
         .enumerate()

@@ -150,7 +150,7 @@ function builder(root, ctx, flowId, signal) {
           loadSample();
         }
       } }, 'Add')),
-      h('details', { class: 'multi', open: !chosen.size }, h('summary', {}, 'Event types', h('span', { id: 'chosen-count' })), h('div', { class: 'panel' }, eventBoxes)),
+      h('details', { class: 'multi inline', open: !chosen.size }, h('summary', {}, 'Event types', h('span', { id: 'chosen-count' })), h('div', { class: 'panel' }, eventBoxes)),
       sampleNote);
 
     function renderEvents() {
@@ -353,7 +353,11 @@ function builder(root, ctx, flowId, signal) {
           const f = paramField(p, { templates: true, value: keepValues ? source?.[p.name] : undefined });
           f.control.disabled = readOnly || f.control.readOnly;
           f.element.dataset.problemKey = `actions[${index()}].${p.in === 'path' ? 'pathParams' : 'query'}.${p.name}`;
-          if (!readOnly) f.element.replaceChild(withInsert(f.control, index), f.control);
+          if (!readOnly && !f.control.readOnly) {
+            // withInsert moves the control into its wrapper; put the wrapper where it was.
+            const next = f.control.nextSibling;
+            f.element.insertBefore(withInsert(f.control, index), next);
+          }
           return f;
         });
         entry.bodyArea = null;
@@ -493,7 +497,8 @@ function builder(root, ctx, flowId, signal) {
       }
     });
 
-    const form = h('form', { class: 'stack', 'aria-label': 'Flow', onsubmit: (e) => { e.preventDefault(); save(); } },
+    // The server's validation is the authority; its problems are shown beside the fields.
+    const form = h('form', { class: 'stack', 'aria-label': 'Flow', noValidate: true, onsubmit: (e) => { e.preventDefault(); save(); } },
       flow.disabledReason ? h('div', { class: 'notice warn' }, h('h2', {}, 'This flow was turned off automatically'), h('p', {}, flow.disabledReason)) : null,
       generalProblems,
       h('section', { class: 'card' },

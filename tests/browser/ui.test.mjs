@@ -359,6 +359,84 @@ await check('flows (when the server has them)', async () => {
   return 'builder opened with field suggestions';
 });
 
+await check('flow builder against the documented flows API (answered by the test where the server has none)', async () => {
+  const mocked = await apiStatus('/api/flows') === 404;
+  // The first save is refused with 400 on purpose: the browser logs that request.
+  const p = await openPage({ allowStatus: [400] });
+  const sent = [];
+  let saved = null;
+  if (mocked) {
+    const json = (route, status, body) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(body) });
+    const run = { id: 'run-1', flowId: 'flow-1', webhookId: liveEventId, status: 'failed', replay: false, test: false, createdAt: new Date().toISOString(), finishedAt: new Date().toISOString(), error: 'getTags answered 500' };
+    await p.page.route(`${BASE}/api/flows**`, async (route) => {
+      const request = route.request();
+      const url = new URL(request.url());
+      const body = request.postData() ? JSON.parse(request.postData()) : null;
+      sent.push({ method: request.method(), path: url.pathname, body });
+      if (url.pathname === '/api/flows' && request.method() === 'GET') {
+        return json(route, 200, { flows: saved ? [{ ...saved, lastRun: run, counts: { succeeded: 3, failed: 1 } }] : [] });
+      }
+      if ((url.pathname === '/api/flows' && request.method() === 'POST') || (url.pathname === '/api/flows/flow-1' && request.method() === 'PUT')) {
+        if (!body.name) return json(route, 400, { error: 'the flow is not valid', problems: ['name: give the flow a name', 'trigger.events: choose at least one event'], requestId: 'r' });
+        saved = { ...body, id: 'flow-1', enabled: false, disabledReason: null, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString() };
+        return json(route, request.method() === 'POST' ? 201 : 200, saved);
+      }
+      if (url.pathname === '/api/flows/flow-1') return json(route, 200, saved);
+      if (url.pathname === '/api/flows/flow-1/test') {
+        return json(route, 200, { matched: true, conditions: [{ path: 'name', op: 'contains', value: 'studio', actual: marker, passed: true }], actions: [{ name: 'getTags', request: { method: 'GET', url: `https://api.clockify.me/api/v1/workspaces/${WS}/tags`, query: { name: marker } }, error: null }], run: null });
+      }
+      if (url.pathname === '/api/flows/flow-1/runs') return json(route, 200, { items: [run], nextCursor: null });
+      return json(route, 404, { error: 'no such route', requestId: 'r' });
+    });
+    await p.page.route(`${BASE}/api/runs/**`, (route) => json(route, 200, { ...run, actions: [{ name: 'getTags', operationId: 'getTags', status: 'failed', request: { method: 'GET', url: 'https://api.clockify.me/api/v1/x', query: {}, body: null }, response: { status: 500, body: { message: 'boom' } }, durationMs: 120, attempts: 3, error: 'answered 500' }] }));
+  }
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows/new`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('button:text("Add condition")');
+  // Problems from a 400 appear beside the fields they name.
+  await p.page.click('button:text("Save")');
+  await p.page.waitForSelector('[data-problem-key="name"] .problem');
+  await p.page.waitForSelector('[data-problem-key="trigger.events"] .problem');
+  await p.page.fill('input[placeholder^="e.g. Tag"]', 'Tag new tags');
+  await p.page.check('input[value="NEW_TAG"]');
+  await p.page.waitForSelector('text=Field suggestions come from the newest stored NEW_TAG event');
+  await p.page.click('button:text("Add condition")');
+  await p.page.fill('.rule input[aria-label="Condition 1 field"]', 'name');
+  await p.page.selectOption('.rule select', 'contains');
+  await p.page.fill('.rule input[aria-label="Condition 1 value"]', 'studio');
+  await p.page.click('button:text("Add action")');
+  await p.page.fill('.action-card input[type=search]', 'getTags');
+  await p.page.click('.action-card .op-link');
+  await p.page.waitForSelector('.action-card input[name=name]');
+  await p.page.locator('.action-card [data-problem-key="actions[0].query.name"] button[aria-label="Insert a field"]').click();
+  await p.page.click('.insert-menu button:text-is("event.name")');
+  assert(await p.page.inputValue('.action-card input[name=name]') === '{{ event.name }}', 'template not inserted');
+  await p.page.click('button:text("Save")');
+  await p.page.waitForFunction(() => /^#\/flows\/[^n]/.test(location.hash), null, { timeout: 10_000 });
+  if (mocked) {
+    const post = sent.find((r) => r.method === 'POST' && r.path === '/api/flows' && r.body.name);
+    assert(JSON.stringify(post.body.trigger) === JSON.stringify({ source: 'clockify', events: ['NEW_TAG'] }), JSON.stringify(post.body.trigger));
+    assert(JSON.stringify(post.body.conditions) === JSON.stringify({ mode: 'all', rules: [{ path: 'name', op: 'contains', value: 'studio' }] }), JSON.stringify(post.body.conditions));
+    const action = post.body.actions[0];
+    assert(action.operationId === 'getTags' && action.name === 'getTags' && action.query.name === '{{ event.name }}' && action.query.page === '1', JSON.stringify(action));
+  }
+  await waitForApp(p.page);
+  await p.page.waitForSelector('text=Dry run against a stored event');
+  await p.page.waitForFunction(() => document.querySelector('section[aria-label="Dry run"] select').options[0].value !== '');
+  await p.page.click('button:text("Save and dry run")');
+  await p.page.waitForSelector('text=the flow would run');
+  await p.page.waitForSelector('section[aria-label="Run history"] .op-link');
+  await p.page.click('section[aria-label="Run history"] .op-link');
+  await p.page.waitForSelector('text=3 attempt(s)');
+  await p.page.screenshot({ path: path.join(SCREENSHOT_DIR, 'flow-builder-light-1280.png'), fullPage: true });
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('text=Tag new tags');
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+  return mocked ? 'flows API answered by the test from docs/API.md' : 'against the real flows API';
+});
+
 await check('pages whose API is not built yet show a calm "not available yet" state', async () => {
   const p = await openPage({ width: 400 });
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/settings`);

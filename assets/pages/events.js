@@ -232,8 +232,8 @@ export function mount(root, ctx) {
       onclick: () => select(item.id),
     },
     h('span', { class: 'type ellipsis' }, item.eventType,
-      item.source && item.source !== 'clockify' ? h('span', { class: 'badge info' }, ` ${item.source}`) : null,
-      item.duplicates ? h('span', { class: 'badge warn', title: 'Deliveries of the same event recognised as duplicates' }, ` ×${item.duplicates + 1}`) : null),
+      item.source && item.source !== 'clockify' ? h('span', { class: 'badge info' }, item.source) : null,
+      item.duplicates ? h('span', { class: 'badge warn', title: 'Deliveries of the same event recognised as duplicates' }, `×${item.duplicates + 1}`) : null),
     h('span', { class: 'when' }, timeEl(item.receivedAt)),
     h('span', { class: 'preview ellipsis' }, item.preview));
     return h('li', {}, button);

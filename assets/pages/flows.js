@@ -511,7 +511,7 @@ function builder(root, ctx, flowId, signal) {
         h('div', { class: 'row' }, field('Run when', modeSelect, { problemKey: 'conditions.mode' })),
         rulesBox,
         readOnly ? null : h('button', { type: 'button', onclick: () => addRule() }, 'Add condition'),
-        h('p', { class: 'small muted' }, 'No conditions: every matching event runs the flow.')),
+        h('p', { class: 'small muted' }, 'With no conditions, every matching event runs the flow.')),
       h('section', { class: 'card' }, h('h2', {}, '3. Then'),
         actionsBox,
         readOnly ? null : h('button', { type: 'button', onclick: () => addAction() }, 'Add action'),

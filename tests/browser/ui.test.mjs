@@ -307,6 +307,7 @@ await check('API explorer: a generated form runs a call, keeps it in the history
   await p.page.click('button:text("Run")');
   await p.page.waitForSelector('text=Response');
   const response = await p.page.locator('form').innerText();
+  await p.page.screenshot({ path: path.join(SCREENSHOT_DIR, 'explorer-run-light-1280.png'), fullPage: true });
   assert(response.includes('Billable') && /\b200\b/.test(response), `response not shown: ${response.slice(0, 400)}`);
   await p.page.waitForSelector('section[aria-label="Recent calls"] .op-link');
   assert((await p.page.locator('section[aria-label="Recent calls"]').innerText()).includes('getTags'), 'call not in the history');
@@ -335,6 +336,7 @@ await check('API explorer: a generated form runs a call, keeps it in the history
   await p.page.click('button:text("Turn into a flow action")');
   await p.page.waitForFunction(() => location.hash.startsWith('#/flows/new'));
   await waitForApp(p.page);
+  await p.page.waitForSelector('.action-card, main .notice');
   const flowsText = await p.page.locator('main').innerText();
   const flowsLanded = await apiStatus('/api/flows') !== 404;
   if (flowsLanded) assert(await p.page.locator('.action-card input[value="getTags"]').count() > 0, 'action not prefilled');
@@ -577,6 +579,15 @@ await check('every page renders light and dark at 1280 and 400 px without consol
         await p.close();
       }
     }
+  }
+  // Clockify's sidebar can be as narrow as 360 px: nothing may overflow there either.
+  for (const name of PAGES) {
+    const p = await openPage({ width: 360 });
+    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/${name}`);
+    await waitForApp(p.page);
+    const overflow = await p.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert(overflow <= 0, `${name} at 360px overflows by ${overflow}px`);
+    await p.close();
   }
   for (const s of sizes) metrics.push(`page ${s.name}: ${(s.bytes / 1024).toFixed(1)} KiB transferred, ${s.requests} requests (${s.api} API)`);
   const largest = sizes.reduce((a, b) => (b.bytes > a.bytes ? b : a));

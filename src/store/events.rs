@@ -140,7 +140,10 @@ pub(crate) fn insert_event(
         {
             let mut event = decode_event(&bytes)?;
             event.duplicates = event.duplicates.saturating_add(1);
-            events.insert(okey.as_slice(), encode(&EventRecordRef::V1(&event)).as_slice())?;
+            events.insert(
+                okey.as_slice(),
+                encode(&EventRecordRef::V1(&event)).as_slice(),
+            )?;
             return Ok(Ingested::Duplicate { original });
         }
     }

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod overview;
 pub mod retention;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod subscriptions;
 pub mod ui;

@@ -54,6 +54,28 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+    // Explorer executions are kept like flow runs.
+    for installation in app.store.installations().await? {
+        let days = installation
+            .settings
+            .whole_number("flow_run_retention_days")
+            .unwrap_or(app.config.flow_run_retention_days);
+        if days == 0 {
+            continue;
+        }
+        let cutoff = now - days as i64 * DAY_MS;
+        loop {
+            let n = app
+                .store
+                .delete_executions_before(&installation.workspace_id, cutoff, BATCH)
+                .await?;
+            metrics::counter!("retention_deleted_total", "kind" => "execution").increment(n as u64);
+            if n < BATCH {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
     for installation in app.store.installations().await? {
         let days = retention_days(app, Some(&installation));
         let expired = installation.status == InstallationStatus::Deleted

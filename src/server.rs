@@ -154,6 +154,10 @@ impl App {
                 get(crate::bootstrap::get).post(crate::bootstrap::post),
             )
             .route("/api/entities", get(crate::bootstrap::entities))
+            .route(
+                "/api/settings",
+                get(crate::settings::get).patch(crate::settings::patch),
+            )
             .route("/api/subscriptions", get(subscriptions::get))
             .route("/api/subscriptions/sync", post(subscriptions::post_sync))
             .route("/api/sources", get(custom::list).post(custom::create))

@@ -355,3 +355,62 @@ fn bootstrap_resumes_after_a_restart_without_refetching_finished_operations() {
     let ops = status_before["operations"].as_array().unwrap();
     assert!(ops.iter().all(|o| o["status"] == "done"), "{status_before}");
 }
+
+#[test]
+fn settings_are_written_through_clockify_and_stored() {
+    let (server, fake, _t) = start_with_fake();
+    install_quiet(&server, WS, &fake.base);
+    let r = server.admin_get(WS, ADDON, "/api/settings");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["settings"]["max_rps"], 25);
+    assert_eq!(r.json()["defaults"]["webhook_retention_days"], 90);
+    let r = server.api(
+        "PATCH",
+        WS,
+        ADDON,
+        "OWNER",
+        "/api/settings",
+        Some(&json!({"max_rps": 99, "nope": 1})),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["problems"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        server
+            .api(
+                "PATCH",
+                WS,
+                ADDON,
+                "TEAM_MANAGER",
+                "/api/settings",
+                Some(&json!({"max_rps": 10}))
+            )
+            .status,
+        403
+    );
+    let r = server.api(
+        "PATCH",
+        WS,
+        ADDON,
+        "OWNER",
+        "/api/settings",
+        Some(&json!({"max_rps": 10, "webhook_retention_days": 7})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["settings"]["max_rps"], 10.0);
+    let call = fake
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "PATCH" && c.path == format!("/api/addon/workspaces/{WS}/settings"))
+        .expect("written through Clockify's settings API");
+    let sent: Value = serde_json::from_slice(&call.body).unwrap();
+    assert!(
+        sent.as_array()
+            .unwrap()
+            .contains(&json!({"id": "max_rps", "value": 10})),
+        "{sent}"
+    );
+    assert_eq!(
+        server.admin_get(WS, ADDON, "/api/settings").json()["settings"]["webhook_retention_days"],
+        7.0
+    );
+}

@@ -147,3 +147,66 @@ fn ui_without_a_token_explains_how_to_install() {
         Some("image/svg+xml")
     );
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let server = TestServer::start_in(&tempfile::tempdir().unwrap().keep(), |c| {
+        c.header_read_timeout = std::time::Duration::from_secs(1)
+    });
+    let mut stream =
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    // The server closes the connection (possibly after a 408) instead of waiting forever.
+    let _ = stream.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "held for {:?}",
+        started.elapsed()
+    );
+    // Other clients are served meanwhile and after.
+    assert_eq!(server.get("/healthz", &[]).status, 200);
+}
+
+#[test]
+fn a_data_file_from_a_newer_release_is_refused_clearly() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        // What a future release would have written: a higher schema version.
+        let db = redb::Database::create(temp.path().join("clockify-studio.redb")).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut meta = wtx
+                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("meta"))
+                .unwrap();
+            meta.insert(b"schema_version".as_slice(), 99u32.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(temp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("newer release") && stderr.contains("99"),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--data-dir"])
+        .arg(temp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("newer release"));
+}

@@ -1,0 +1,176 @@
+//! The add-on's structured settings as the UI reads and writes them. Clockify stores the
+//! values (its own settings form edits the same ones); writes go through Clockify's settings
+//! API and then into the stored snapshot, so the two never disagree.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{Map, Value, json};
+
+use crate::auth::{Admin, User};
+use crate::clockify::client::{Acting, ApiRequest, RetryPolicy, ServerFamily};
+use crate::error::ApiError;
+use crate::http::{parse_json, read_body};
+use crate::server::App;
+use crate::store::SettingValue;
+use crate::webhooks::is_clockify_event;
+
+/// Setting ids and defaults from the manifest's structured settings.
+fn manifest_defaults() -> Map<String, Value> {
+    let manifest: Value = serde_json::from_slice(&crate::manifest::render("http://localhost", "x"))
+        .expect("manifest JSON");
+    let mut defaults = Map::new();
+    for tab in manifest["settings"]["tabs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let groups = tab["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["settings"].as_array().into_iter().flatten());
+        for setting in tab["settings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(groups)
+        {
+            if let Some(id) = setting["id"].as_str() {
+                defaults.insert(id.to_string(), setting["value"].clone());
+            }
+        }
+    }
+    defaults
+}
+
+/// Checks one value against what the setting means; returns the problem, if any.
+fn check(id: &str, value: &Value) -> Option<String> {
+    let whole = |min: u64, max: u64| match value.as_u64() {
+        Some(n) if (min..=max).contains(&n) => None,
+        _ => Some(format!("{id} must be a whole number from {min} to {max}")),
+    };
+    match id {
+        "max_rps" => whole(1, crate::config::MAX_RPS_CAP as u64),
+        "webhook_retention_days" | "flow_run_retention_days" => whole(0, 3650),
+        "bootstrap_time_entry_days" => whole(1, 365),
+        "bootstrap_on_install" | "bootstrap_time_entries" | "bootstrap_heavy_endpoints" => {
+            (!value.is_boolean()).then(|| format!("{id} must be true or false"))
+        }
+        "subscribed_events" => match value.as_array() {
+            Some(items) if !items.is_empty() => items
+                .iter()
+                .find(|e| !e.as_str().is_some_and(is_clockify_event))
+                .map(|e| format!("subscribed_events: {e} is not a Clockify event type")),
+            _ => Some("subscribed_events must be a non-empty list of event types".into()),
+        },
+        _ => None,
+    }
+}
+
+pub async fn get(State(_app): State<App>, user: User) -> Result<Json<Value>, ApiError> {
+    let defaults = manifest_defaults();
+    let mut current = defaults.clone();
+    for (id, value) in &user.installation.settings.values {
+        current.insert(id.clone(), value.to_json());
+    }
+    Ok(Json(json!({"settings": current, "defaults": defaults})))
+}
+
+pub async fn patch(
+    State(app): State<App>,
+    Admin(user): Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read_body(&headers, body, app.config.api_body_limit).await?;
+    let changes: Map<String, Value> = parse_json(&bytes)?;
+    let defaults = manifest_defaults();
+    let mut problems = Vec::new();
+    for (id, value) in &changes {
+        if !defaults.contains_key(id) {
+            problems.push(format!("{id} is not a setting of this add-on"));
+        } else if let Some(problem) = check(id, value) {
+            problems.push(problem);
+        }
+    }
+    if changes.is_empty() {
+        problems.push("nothing to change".into());
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid {
+            summary: "invalid settings".into(),
+            problems,
+        });
+    }
+    let ws = user.workspace_id.clone();
+    let payload: Vec<Value> = changes
+        .iter()
+        .map(|(id, value)| json!({"id": id, "value": value}))
+        .collect();
+    let request = ApiRequest {
+        operation_id: "updateAddonSettings".into(),
+        server: ServerFamily::Backend,
+        method: "PATCH".into(),
+        path: format!("/addon/workspaces/{ws}/settings"),
+        query: Vec::new(),
+        body: Some(serde_json::to_vec(&payload).expect("JSON")),
+        acting: Acting::Addon,
+        retry: RetryPolicy::default(),
+    };
+    let response = app
+        .clockify
+        .send(&user.installation, app.store.secrets(), request)
+        .await
+        .map_err(|e| {
+            ApiError::Unavailable(format!("Clockify's settings API could not be reached: {e}"))
+        })?;
+    if !(200..300).contains(&response.status) {
+        return Err(ApiError::Unavailable(format!(
+            "Clockify refused the settings (HTTP {}): {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        )));
+    }
+    let values: Vec<(String, SettingValue)> = changes
+        .iter()
+        .filter_map(|(id, v)| SettingValue::from_json(v).map(|v| (id.clone(), v)))
+        .collect();
+    let generation = user.installation.generation;
+    app.store
+        .update_installation(&ws, move |current| {
+            let mut installation = current.filter(|c| c.generation == generation).ok_or(())?;
+            for (id, value) in values {
+                match installation
+                    .settings
+                    .values
+                    .iter_mut()
+                    .find(|(k, _)| *k == id)
+                {
+                    Some(slot) => slot.1 = value,
+                    None => installation.settings.values.push((id, value)),
+                }
+            }
+            Ok((Some(installation), ()))
+        })
+        .await?
+        .map_err(|()| ApiError::Unavailable("the installation changed meanwhile; reload".into()))?;
+    if changes.contains_key("subscribed_events") {
+        crate::subscriptions::spawn_sync(&app, &ws);
+    }
+    let refreshed = app
+        .store
+        .installation(&ws)
+        .await?
+        .map(|i| i.settings)
+        .unwrap_or_default();
+    let mut current = defaults.clone();
+    for (id, value) in &refreshed.values {
+        current.insert(id.clone(), value.to_json());
+    }
+    Ok(Json(json!({"settings": current, "defaults": defaults})))
+}

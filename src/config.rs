@@ -117,6 +117,21 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub flow_run_retention_days: u32,
+    /// Largest response body kept per flow action (bytes); longer ones are cut
+    #[arg(long, env = "CLOCKIFY_STUDIO_FLOW_RESPONSE_LIMIT_BYTES", default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub flow_response_limit_bytes: usize,
+    /// A flow is disabled after this many failed runs in a row (0 = never)
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_FLOW_AUTO_DISABLE_AFTER",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub flow_auto_disable_after: u32,
+    /// Flow runs executed at once per workspace
+    #[arg(long, env = "CLOCKIFY_STUDIO_FLOW_WORKSPACE_CONCURRENCY", default_value_t = 4, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub flow_workspace_concurrency: u32,
     /// Requests per second to Clockify per workspace (1..=50); workspaces may override
     #[arg(long, env = "CLOCKIFY_STUDIO_MAX_RPS", default_value_t = 25, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=MAX_RPS_CAP as i64))]
@@ -166,6 +181,9 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub webhook_retention_days: u32,
     pub flow_run_retention_days: u32,
+    pub flow_response_limit: usize,
+    pub flow_auto_disable_after: u32,
+    pub flow_workspace_concurrency: usize,
     pub max_rps: u32,
     pub max_connections: usize,
     pub request_timeout: Duration,
@@ -238,6 +256,9 @@ impl Config {
             metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
             webhook_retention_days: args.webhook_retention_days,
             flow_run_retention_days: args.flow_run_retention_days,
+            flow_response_limit: args.flow_response_limit_bytes,
+            flow_auto_disable_after: args.flow_auto_disable_after,
+            flow_workspace_concurrency: args.flow_workspace_concurrency as usize,
             max_rps: args.max_rps,
             max_connections: args.max_connections as usize,
             request_timeout: Duration::from_secs(args.request_timeout_secs),
@@ -265,6 +286,9 @@ impl Config {
             metrics_token: None,
             webhook_retention_days: 90,
             flow_run_retention_days: 30,
+            flow_response_limit: 64 * 1024,
+            flow_auto_disable_after: 5,
+            flow_workspace_concurrency: 4,
             max_rps: 25,
             max_connections: 1024,
             request_timeout: Duration::from_secs(30),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod execute;
 pub mod explorer;
+pub mod flows;
 pub mod http;
 pub mod lifecycle;
 pub mod locks;

@@ -1,6 +1,6 @@
-//! Background retention: deletes events older than each workspace's retention setting in
-//! small batches (each its own short write, so ingestion is never stalled), and purges the
-//! data of installations DELETED for longer than the retention period.
+//! Background retention: deletes events and flow runs older than each workspace's retention
+//! settings in small batches (each its own short write, so ingestion is never stalled), and
+//! purges the data of installations DELETED for longer than the retention period.
 
 use std::time::Duration;
 
@@ -31,6 +31,35 @@ fn retention_days(app: &App, installation: Option<&Installation>) -> u32 {
         .unwrap_or(app.config.webhook_retention_days)
 }
 
+fn run_retention_days(app: &App, installation: Option<&Installation>) -> u32 {
+    installation
+        .and_then(|i| i.settings.whole_number("flow_run_retention_days"))
+        .unwrap_or(app.config.flow_run_retention_days)
+}
+
+/// Deletes flow runs older than each workspace's run retention; returns how many.
+async fn delete_old_runs(app: &App, now: i64) -> Result<usize, StoreError> {
+    let mut deleted = 0;
+    for ws in app.store.run_workspaces().await? {
+        let installation = app.store.installation(&ws).await?;
+        let days = run_retention_days(app, installation.as_ref());
+        if days == 0 {
+            continue;
+        }
+        let cutoff = now - days as i64 * DAY_MS;
+        loop {
+            let n = app.store.delete_runs_before(&ws, cutoff, BATCH).await?;
+            deleted += n;
+            metrics::counter!("retention_deleted_total", "kind" => "flow_run").increment(n as u64);
+            if n < BATCH {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(deleted)
+}
+
 /// One pass over every workspace; returns how many events were deleted.
 pub async fn run_once(app: &App) -> Result<usize, StoreError> {
     let now = jiff::Timestamp::now().as_millisecond()
@@ -54,6 +83,7 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+    delete_old_runs(app, now).await?;
     // Explorer executions are kept like flow runs.
     for installation in app.store.installations().await? {
         let days = installation
@@ -104,6 +134,15 @@ async fn purge_workspace(app: &App, ws: &str) -> Result<usize, StoreError> {
     for source in app.store.sources(ws).await? {
         app.store.delete_source(ws, &source.id).await?;
     }
+    loop {
+        let n = app.store.delete_runs_before(ws, i64::MAX, BATCH).await?;
+        metrics::counter!("retention_deleted_total", "kind" => "flow_run").increment(n as u64);
+        if n < BATCH {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    app.store.delete_workspace_flows(ws).await?;
     app.store.remove_installation(ws).await?;
     metrics::counter!("retention_deleted_total", "kind" => "event").increment(deleted as u64);
     metrics::counter!("retention_deleted_total", "kind" => "installation").increment(1);

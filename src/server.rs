@@ -20,7 +20,9 @@ use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::store::{Store, load_or_create_key};
 use crate::webhooks::{api as events_api, custom};
-use crate::{http, lifecycle, manifest, ops, overview, retention, subscriptions, ui, webhooks};
+use crate::{
+    flows, http, lifecycle, manifest, ops, overview, retention, subscriptions, ui, webhooks,
+};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -165,6 +167,7 @@ impl App {
             .route("/api/sources/{id}/rotate", post(custom::rotate))
             .route("/api/operations", get(crate::explorer::list))
             .route("/api/operations/{operation_id}", get(crate::explorer::get))
+            .merge(flows::api::routes())
             .route("/api/overview", get(overview::get))
             .merge(ui::routes())
             .fallback(http::not_found)
@@ -197,6 +200,7 @@ impl App {
         let retention = tokio::spawn(retention::run(self.clone()));
         let periodic_sync = tokio::spawn(subscriptions::run_periodic(self.clone()));
         tokio::spawn(crate::bootstrap::resume_all(self.clone()));
+        let flow_engine = flows::engine::start(self.clone());
         tokio::pin!(shutdown);
         loop {
             // Waiting for a permit before accepting makes excess clients queue in the backlog.
@@ -230,10 +234,12 @@ impl App {
         self.shutdown.send_replace(true);
         let _ = retention.await;
         let _ = periodic_sync.await;
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        // In-flight flow actions finish (bounded) while connections drain, before the writer stops.
+        let (_, drained) = tokio::join!(
+            flow_engine,
+            tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        );
+        if drained.is_err() {
             tracing::warn!("some connections did not finish in time");
         }
         let app = self.clone();

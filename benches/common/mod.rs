@@ -40,6 +40,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with_args(data_dir, &[])
+    }
+
+    /// Like [`Server::start`], with extra `serve` flags.
+    pub fn start_with_args(data_dir: &Path, extra: &[&str]) -> Server {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -56,6 +61,7 @@ impl Server {
             .arg(data_dir)
             .arg("--clockify-public-key")
             .arg(PUBLIC_KEY_FILE)
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("start server");

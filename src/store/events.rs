@@ -5,6 +5,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::flows::{FlowIndex, QueuedRun};
 use super::keys::{
     id_floor_for_millis, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
 };
@@ -116,11 +117,14 @@ fn dedupe_table_key(ws: &str, event_type: &str, dedupe_key: &[u8; 32]) -> Vec<u8
     with_suffix(&two_part_prefix(ws, event_type), dedupe_key)
 }
 
-/// Inserts one event (or records a duplicate) inside the writer's transaction.
+/// Inserts one event (or records a duplicate) inside the writer's transaction, and queues
+/// a run for every enabled flow it triggers (into `runs`) in the same transaction.
 pub(crate) fn insert_event(
     wtx: &WriteTransaction,
     new: NewEvent,
     now_ms: i64,
+    flows: &FlowIndex,
+    runs: &mut Vec<QueuedRun>,
 ) -> Result<Ingested, StoreError> {
     let dkey = dedupe_table_key(&new.workspace_id, &new.event_type, &new.dedupe_key);
     let mut dedupe = wtx.open_table(EVENT_DEDUPE)?;
@@ -136,7 +140,10 @@ pub(crate) fn insert_event(
         {
             let mut event = decode_event(&bytes)?;
             event.duplicates = event.duplicates.saturating_add(1);
-            events.insert(okey.as_slice(), encode(&EventRecordRef::V1(&event)).as_slice())?;
+            events.insert(
+                okey.as_slice(),
+                encode(&EventRecordRef::V1(&event)).as_slice(),
+            )?;
             return Ok(Ingested::Duplicate { original });
         }
     }
@@ -165,6 +172,7 @@ pub(crate) fn insert_event(
         type_key(&event.workspace_id, &event.event_type, &id).as_slice(),
         [].as_slice(),
     )?;
+    super::flows::enqueue_for_event(wtx, flows, &event, runs)?;
     Ok(Ingested::Stored(event))
 }
 
@@ -196,16 +204,25 @@ impl Store {
     /// Stores an event durably (or counts a duplicate); resolves after the commit.
     pub async fn ingest(&self, new: NewEvent) -> Result<Ingested, StoreError> {
         let live = self.live.clone();
+        let (flows, dispatch) = (self.flow_index.clone(), self.run_dispatch.clone());
         self.write_then(
-            move |wtx| insert_event(wtx, new, jiff::Timestamp::now().as_millisecond()),
-            move |ingested| {
+            move |wtx| {
+                let mut runs = Vec::new();
+                let now = jiff::Timestamp::now().as_millisecond();
+                let ingested = insert_event(wtx, new, now, &flows, &mut runs)?;
+                Ok((ingested, runs))
+            },
+            move |(ingested, runs)| {
                 if let Ingested::Stored(event) = ingested {
+                    let event = std::sync::Arc::new(event.clone());
+                    dispatch.committed(runs, Some(&event));
                     // No receivers is normal (nobody has the page open).
-                    let _ = live.send(std::sync::Arc::new(event.clone()));
+                    let _ = live.send(event);
                 }
             },
         )
         .await
+        .map(|(ingested, _)| ingested)
     }
 
     pub async fn event(&self, ws: &str, id: EventId) -> Result<Option<StoredEvent>, StoreError> {

@@ -3,6 +3,7 @@
 
 mod cache;
 mod events;
+mod flows;
 mod installations;
 mod keys;
 mod secrets;
@@ -22,6 +23,11 @@ pub use cache::{BootstrapProgress, BootstrapStep, Entity, Execution, StepStatus}
 pub use events::{
     DEDUPE_WINDOW_MS, EventId, EventPage, EventQuery, Ingested, NewEvent, StoredEvent,
     format_event_id, parse_event_id,
+};
+pub use flows::{
+    ActionRun, ActionStatus, CLOCKIFY_SOURCE, Conditions, Finished, Flow, FlowAction, FlowId,
+    FlowRetry, FlowStats, Json, Op, QueuedRun, Rule, Run, RunId, RunOrigin, RunPage, RunStatus,
+    Trigger, format_id, new_id, parse_id,
 };
 pub use installations::{
     Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
@@ -62,6 +68,12 @@ const TABLES: &[Table] = &[
     cache::ENTITIES,
     cache::BOOTSTRAP,
     cache::EXECUTIONS,
+    flows::FLOWS,
+    flows::FLOW_STATS,
+    flows::FLOW_RUNS,
+    flows::FLOW_RUNS_BY_FLOW,
+    flows::FLOW_RUNS_BY_EVENT,
+    flows::FLOW_RUN_QUEUE,
 ];
 
 pub(crate) fn token_digest(token: &str) -> [u8; 32] {
@@ -161,6 +173,10 @@ pub struct Store {
     cache: Arc<installations::InstallationCache>,
     /// Committed events, announced in commit order.
     live: tokio::sync::broadcast::Sender<Arc<StoredEvent>>,
+    /// Every flow, and the enabled ones by trigger: ingestion queues runs without a read.
+    flow_index: Arc<flows::FlowIndex>,
+    /// Committed runs on their way to the flow engine.
+    run_dispatch: Arc<flows::RunDispatch>,
 }
 
 /// Committed events buffered for slow live listeners before they fall back to the store.
@@ -173,6 +189,7 @@ impl Store {
         let secrets = SecretBox::new(key);
         prepare(&db, &secrets)?;
         let cache = Arc::new(installations::InstallationCache::load(&db)?);
+        let flow_index = Arc::new(flows::FlowIndex::load(&db)?);
         let db = Arc::new(db);
         let writer = Writer::start(db.clone());
         Ok(Store {
@@ -182,6 +199,8 @@ impl Store {
             path: path.to_path_buf(),
             cache,
             live: tokio::sync::broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
+            flow_index,
+            run_dispatch: Arc::new(flows::RunDispatch::new()),
         })
     }
 

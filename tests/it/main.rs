@@ -7,6 +7,7 @@ mod client;
 mod custom_sources;
 mod events_api;
 mod explorer;
+mod flows;
 mod lifecycle;
 mod ops;
 mod subscriptions;

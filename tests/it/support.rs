@@ -427,7 +427,15 @@ pub struct FakeClockify {
     pub host: String,
     calls: Arc<Mutex<Vec<RecordedCall>>>,
     responders: Arc<Mutex<Vec<Responder>>>,
+    holds: Arc<Mutex<Vec<Hold>>>,
     _runtime: tokio::runtime::Runtime,
+}
+
+/// Keeps the first call matching `matches` waiting (without blocking the fake) until released.
+struct Hold {
+    matches: Box<dyn Fn(&RecordedCall) -> bool + Send + Sync>,
+    used: bool,
+    release: tokio::sync::watch::Receiver<bool>,
 }
 
 impl FakeClockify {
@@ -439,14 +447,15 @@ impl FakeClockify {
             .unwrap();
         let calls: Arc<Mutex<Vec<RecordedCall>>> = Arc::default();
         let responders: Arc<Mutex<Vec<Responder>>> = Arc::default();
+        let holds: Arc<Mutex<Vec<Hold>>> = Arc::default();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let (c, r) = (calls.clone(), responders.clone());
+        let (c, r, h) = (calls.clone(), responders.clone(), holds.clone());
         runtime.spawn(async move {
             let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-                let (c, r) = (c.clone(), r.clone());
-                async move { fake_answer(req, c, r).await }
+                let (c, r, h) = (c.clone(), r.clone(), h.clone());
+                async move { fake_answer(req, c, r, h).await }
             });
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -456,6 +465,7 @@ impl FakeClockify {
             host: addr.to_string(),
             calls,
             responders,
+            holds,
             _runtime: runtime,
         }
     }
@@ -471,6 +481,21 @@ impl FakeClockify {
         self.responders.lock().unwrap().push(Arc::new(f));
     }
 
+    /// Holds the answer to the first call matching `matches` (it is recorded at once) until
+    /// the returned sender sends `true` or is dropped.
+    pub fn hold_first(
+        &self,
+        matches: impl Fn(&RecordedCall) -> bool + Send + Sync + 'static,
+    ) -> tokio::sync::watch::Sender<bool> {
+        let (release, receiver) = tokio::sync::watch::channel(false);
+        self.holds.lock().unwrap().push(Hold {
+            matches: Box::new(matches),
+            used: false,
+            release: receiver,
+        });
+        release
+    }
+
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.calls.lock().unwrap().clone()
     }
@@ -480,6 +505,7 @@ async fn fake_answer(
     req: axum::extract::Request,
     calls: Arc<Mutex<Vec<RecordedCall>>>,
     responders: Arc<Mutex<Vec<Responder>>>,
+    holds: Arc<Mutex<Vec<Hold>>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (parts, body) = req.into_parts();
@@ -498,6 +524,18 @@ async fn fake_answer(
         body: body.to_vec(),
     };
     calls.lock().unwrap().push(call.clone());
+    let held = holds
+        .lock()
+        .unwrap()
+        .iter_mut()
+        .find(|h| !h.used && (h.matches)(&call))
+        .map(|h| {
+            h.used = true;
+            h.release.clone()
+        });
+    if let Some(mut release) = held {
+        let _ = release.wait_for(|go| *go).await;
+    }
     let scripted = responders.lock().unwrap().iter().find_map(|r| r(&call));
     let (status, headers, body) = scripted.unwrap_or((200, vec![], b"{}".to_vec()));
     let mut response = (axum::http::StatusCode::from_u16(status).unwrap(), body).into_response();

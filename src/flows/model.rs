@@ -1,0 +1,475 @@
+//! A flow as the API reads and writes it, and the checks that run before one is saved: every
+//! problem found is reported at once, with where it is (`actions[1].pathParams.id: …`).
+
+use serde_json::{Map, Value, json};
+
+use super::catalog::{self, Operation, ParamLocation};
+use super::{conditions, template};
+use crate::store::{
+    CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, Json, Op, Rule, Trigger, format_id,
+};
+
+pub const DEFAULT_RETRY: FlowRetry = FlowRetry {
+    max_attempts: 3,
+    backoff_ms: 500,
+};
+const MAX_ATTEMPTS: u32 = 10;
+const MAX_BACKOFF_MS: u64 = 60_000;
+const MAX_ACTIONS: usize = 20;
+const MAX_RULES: usize = 50;
+const MAX_EVENTS: usize = 60;
+const MAX_NAME_CHARS: usize = 100;
+const MAX_EVENT_TYPE_LEN: usize = 100;
+/// Path parameters filled from the installation; a flow never needs to map them.
+pub const AUTOMATIC_PATH_PARAMS: [&str; 1] = ["workspaceId"];
+
+/// The parts of a flow a user edits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowSpec {
+    pub name: String,
+    /// `None` when the body does not say (new flows start enabled; an update keeps it).
+    pub enabled: Option<bool>,
+    pub trigger: Trigger,
+    pub conditions: Conditions,
+    pub actions: Vec<FlowAction>,
+    pub retry: FlowRetry,
+}
+
+/// What the checks need to know about the workspace.
+pub struct Known {
+    /// Whether a custom source with this id exists in the workspace.
+    pub custom_source: Option<bool>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+pub fn flow_json(flow: &Flow) -> Value {
+    json!({
+        "id": format_id(&flow.id),
+        "name": flow.name,
+        "enabled": flow.enabled,
+        "disabledReason": flow.disabled_reason,
+        "trigger": {"source": flow.trigger.source, "events": flow.trigger.events},
+        "conditions": {
+            "mode": if flow.conditions.any { "any" } else { "all" },
+            "rules": flow.conditions.rules.iter().map(|r| json!({
+                "path": r.path, "op": r.op.as_str(), "value": r.value.0,
+            })).collect::<Vec<_>>(),
+        },
+        "actions": flow.actions.iter().map(action_json).collect::<Vec<_>>(),
+        "retry": {"maxAttempts": flow.retry.max_attempts, "backoffMs": flow.retry.backoff_ms},
+        "createdAt": rfc3339(flow.created_at),
+        "updatedAt": rfc3339(flow.updated_at),
+    })
+}
+
+fn pairs_json(pairs: &[(String, Json)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+fn action_json(action: &FlowAction) -> Value {
+    json!({
+        "name": action.name,
+        "operationId": action.operation_id,
+        "pathParams": pairs_json(&action.path_params),
+        "query": pairs_json(&action.query),
+        "body": action.body.as_ref().map(|b| b.0.clone()),
+    })
+}
+
+/// The trigger source named by a flow body, so the caller can look it up before [`parse`].
+pub fn trigger_source(input: &Value) -> Option<&str> {
+    input["trigger"]["source"].as_str()
+}
+
+/// Reads and checks a flow body. `Err` lists every problem.
+pub fn parse(input: &Value, known: &Known) -> Result<FlowSpec, Vec<String>> {
+    let mut problems = Vec::new();
+    let Some(object) = input.as_object() else {
+        return Err(vec!["the body must be a JSON object".into()]);
+    };
+    for key in object.keys() {
+        if !matches!(
+            key.as_str(),
+            "id" | "name"
+                | "enabled"
+                | "disabledReason"
+                | "trigger"
+                | "conditions"
+                | "actions"
+                | "retry"
+                | "createdAt"
+                | "updatedAt"
+                | "lastRun"
+                | "counts"
+        ) {
+            problems.push(format!("{key}: unknown field"));
+        }
+    }
+
+    let name = match &input["name"] {
+        Value::String(s) if !s.trim().is_empty() && s.trim().chars().count() <= MAX_NAME_CHARS => {
+            s.trim().to_string()
+        }
+        _ => {
+            problems.push(format!("name: required, 1 to {MAX_NAME_CHARS} characters"));
+            String::new()
+        }
+    };
+    let enabled = match &input["enabled"] {
+        Value::Null => None,
+        Value::Bool(b) => Some(*b),
+        _ => {
+            problems.push("enabled: must be true or false".into());
+            None
+        }
+    };
+    let trigger = parse_trigger(&input["trigger"], known, &mut problems);
+    let conditions = parse_conditions(&input["conditions"], &mut problems);
+    let actions = parse_actions(&input["actions"], &mut problems);
+    let retry = parse_retry(&input["retry"], &mut problems);
+    if problems.is_empty() {
+        Ok(FlowSpec {
+            name,
+            enabled,
+            trigger,
+            conditions,
+            actions,
+            retry,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+fn parse_trigger(value: &Value, known: &Known, problems: &mut Vec<String>) -> Trigger {
+    let mut trigger = Trigger {
+        source: CLOCKIFY_SOURCE.to_string(),
+        events: Vec::new(),
+    };
+    if !value.is_object() {
+        problems.push("trigger: required, {\"source\": \"clockify\", \"events\": [...]}".into());
+        return trigger;
+    }
+    match &value["source"] {
+        Value::Null => {}
+        Value::String(s) if !s.is_empty() => trigger.source = s.clone(),
+        _ => problems.push("trigger.source: must be \"clockify\" or a custom source id".into()),
+    }
+    let custom = trigger.source != CLOCKIFY_SOURCE;
+    if custom && known.custom_source != Some(true) {
+        problems.push(format!(
+            "trigger.source: no custom source {:?} in this workspace",
+            trigger.source
+        ));
+    }
+    match value["events"].as_array() {
+        Some(events) if !events.is_empty() && events.len() <= MAX_EVENTS => {
+            for (i, event) in events.iter().enumerate() {
+                let Some(event) = event.as_str() else {
+                    problems.push(format!("trigger.events[{i}]: must be an event type name"));
+                    continue;
+                };
+                if !custom && !crate::webhooks::is_clockify_event(event) {
+                    problems.push(format!(
+                        "trigger.events[{i}]: unknown Clockify event type {event:?}"
+                    ));
+                } else if custom && (event.is_empty() || event.len() > MAX_EVENT_TYPE_LEN) {
+                    problems.push(format!(
+                        "trigger.events[{i}]: event types are 1 to {MAX_EVENT_TYPE_LEN} characters"
+                    ));
+                } else if !trigger.events.iter().any(|e| e == event) {
+                    trigger.events.push(event.to_string());
+                }
+            }
+        }
+        _ => problems.push(format!(
+            "trigger.events: required, a list of 1 to {MAX_EVENTS} event types"
+        )),
+    }
+    trigger
+}
+
+fn parse_conditions(value: &Value, problems: &mut Vec<String>) -> Conditions {
+    let mut conditions = Conditions {
+        any: false,
+        rules: Vec::new(),
+    };
+    if value.is_null() {
+        return conditions;
+    }
+    if !value.is_object() {
+        problems.push("conditions: must be {\"mode\": \"all\"|\"any\", \"rules\": [...]}".into());
+        return conditions;
+    }
+    match value["mode"].as_str() {
+        None if value["mode"].is_null() => {}
+        Some("all") => {}
+        Some("any") => conditions.any = true,
+        _ => problems.push("conditions.mode: must be \"all\" or \"any\"".into()),
+    }
+    let rules = match &value["rules"] {
+        Value::Null => return conditions,
+        Value::Array(rules) if rules.len() <= MAX_RULES => rules,
+        _ => {
+            problems.push(format!(
+                "conditions.rules: must be a list of at most {MAX_RULES} rules"
+            ));
+            return conditions;
+        }
+    };
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("conditions.rules[{i}]");
+        let Some(path) = rule["path"].as_str() else {
+            problems.push(format!(
+                "{at}.path: required, a JSONPath such as $.projectId"
+            ));
+            continue;
+        };
+        let op = match rule["op"].as_str().and_then(Op::parse) {
+            Some(op) => op,
+            None => {
+                let all: Vec<&str> = Op::ALL.iter().map(|o| o.as_str()).collect();
+                problems.push(format!("{at}.op: must be one of {}", all.join(", ")));
+                continue;
+            }
+        };
+        let value = if op.takes_value() {
+            rule["value"].clone()
+        } else {
+            Value::Null
+        };
+        let rule = Rule {
+            path: path.to_string(),
+            op,
+            value: Json(value),
+        };
+        conditions::check_rule(&rule, &at, problems);
+        conditions.rules.push(rule);
+    }
+    conditions
+}
+
+fn parse_retry(value: &Value, problems: &mut Vec<String>) -> FlowRetry {
+    let mut retry = DEFAULT_RETRY;
+    if value.is_null() {
+        return retry;
+    }
+    match &value["maxAttempts"] {
+        Value::Null => {}
+        v => match v.as_u64() {
+            Some(n) if (1..=MAX_ATTEMPTS as u64).contains(&n) => retry.max_attempts = n as u32,
+            _ => problems.push(format!("retry.maxAttempts: must be 1 to {MAX_ATTEMPTS}")),
+        },
+    }
+    match &value["backoffMs"] {
+        Value::Null => {}
+        v => match v.as_u64() {
+            Some(n) if n <= MAX_BACKOFF_MS => retry.backoff_ms = n,
+            _ => problems.push(format!("retry.backoffMs: must be 0 to {MAX_BACKOFF_MS}")),
+        },
+    }
+    retry
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64
+}
+
+fn parse_actions(value: &Value, problems: &mut Vec<String>) -> Vec<FlowAction> {
+    let Some(items) = value
+        .as_array()
+        .filter(|a| !a.is_empty() && a.len() <= MAX_ACTIONS)
+    else {
+        problems.push(format!(
+            "actions: required, a list of 1 to {MAX_ACTIONS} actions"
+        ));
+        return Vec::new();
+    };
+    let names: Vec<Option<&str>> = items.iter().map(|a| a["name"].as_str()).collect();
+    let mut actions = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("actions[{i}]");
+        let name = match names[i] {
+            Some(name) if is_identifier(name) => {
+                if names[..i].contains(&Some(name)) {
+                    problems.push(format!("{at}.name: {name:?} is used by an earlier action"));
+                }
+                name.to_string()
+            }
+            _ => {
+                problems.push(format!(
+                    "{at}.name: required, letters, digits and _ (it is how later actions refer to this one: actions.<name>)"
+                ));
+                format!("action{i}")
+            }
+        };
+        let operation = match item["operationId"].as_str() {
+            Some(id) => match catalog::catalog().operation(id) {
+                Some(op) => Some(op),
+                None => {
+                    problems.push(format!("{at}.operationId: unknown operation {id:?}"));
+                    None
+                }
+            },
+            None => {
+                problems.push(format!("{at}.operationId: required"));
+                None
+            }
+        };
+        let path_params = object_pairs(&item["pathParams"], &format!("{at}.pathParams"), problems);
+        let query = object_pairs(&item["query"], &format!("{at}.query"), problems);
+        let body = match &item["body"] {
+            Value::Null => None,
+            other => Some(other.clone()),
+        };
+        if let Some(op) = operation {
+            check_against_operation(op, &at, &path_params, &query, body.as_ref(), problems);
+        }
+        // Templates: each must parse and read only known variables and earlier actions.
+        let mut template_problems = Vec::new();
+        let mut variables = template::check(
+            &pairs_json(&path_params),
+            &format!("{at}.pathParams"),
+            &mut template_problems,
+        );
+        variables.extend(template::check(
+            &pairs_json(&query),
+            &format!("{at}.query"),
+            &mut template_problems,
+        ));
+        if let Some(body) = &body {
+            variables.extend(template::check(
+                body,
+                &format!("{at}.body"),
+                &mut template_problems,
+            ));
+        }
+        problems.extend(template_problems.iter().map(ToString::to_string));
+        for variable in &variables {
+            let mut parts = variable.split('.');
+            let root = parts.next().unwrap_or_default();
+            if !template::CONTEXT_VARIABLES.contains(&root) {
+                problems.push(format!(
+                    "{at}: unknown template variable {root:?} (use {})",
+                    template::CONTEXT_VARIABLES.join(", ")
+                ));
+                continue;
+            }
+            if root != "actions" {
+                continue;
+            }
+            let Some(target) = parts.next() else { continue };
+            match names.iter().position(|n| *n == Some(target)) {
+                Some(j) if j < i => {}
+                Some(j) if j == i => {
+                    problems.push(format!("{at}: refers to its own result (actions.{target})"))
+                }
+                Some(_) => problems.push(format!(
+                    "{at}: refers to action {target:?}, which runs later"
+                )),
+                None => problems.push(format!("{at}: refers to unknown action {target:?}")),
+            }
+        }
+        actions.push(FlowAction {
+            name,
+            operation_id: item["operationId"].as_str().unwrap_or_default().to_string(),
+            path_params,
+            query,
+            body: body.map(Json),
+        });
+    }
+    actions
+}
+
+fn object_pairs(value: &Value, at: &str, problems: &mut Vec<String>) -> Vec<(String, Json)> {
+    match value {
+        Value::Null => Vec::new(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), Json(v.clone())))
+            .collect(),
+        _ => {
+            problems.push(format!("{at}: must be an object of name: value"));
+            Vec::new()
+        }
+    }
+}
+
+fn check_against_operation(
+    op: &Operation,
+    at: &str,
+    path_params: &[(String, Json)],
+    query: &[(String, Json)],
+    body: Option<&Value>,
+    problems: &mut Vec<String>,
+) {
+    let mapped = |pairs: &[(String, Json)], name: &str| {
+        pairs
+            .iter()
+            .any(|(k, v)| k == name && !v.0.is_null() && v.0 != Value::String(String::new()))
+    };
+    for param in &op.parameters {
+        match param.location {
+            ParamLocation::Path
+                if !AUTOMATIC_PATH_PARAMS.contains(&param.name.as_str())
+                    && !mapped(path_params, &param.name) =>
+            {
+                problems.push(format!(
+                    "{at}.pathParams.{}: required by {} but not mapped",
+                    param.name, op.id
+                ));
+            }
+            ParamLocation::Query if param.required && !mapped(query, &param.name) => {
+                problems.push(format!(
+                    "{at}.query.{}: required by {} but not mapped",
+                    param.name, op.id
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (name, _) in path_params {
+        let known = op
+            .parameters
+            .iter()
+            .any(|p| p.location == ParamLocation::Path && p.name == *name);
+        if !known {
+            problems.push(format!(
+                "{at}.pathParams.{name}: {} has no path parameter {name}",
+                op.id
+            ));
+        }
+    }
+    if !op.addon_token {
+        problems.push(format!(
+            "{at}.operationId: {} does not accept add-on tokens",
+            op.id
+        ));
+    }
+    match (&op.body, body) {
+        (None, Some(_)) => problems.push(format!("{at}.body: {} takes no request body", op.id)),
+        (Some(_), _) if op.multipart() => problems.push(format!(
+            "{at}.operationId: {} uploads files (multipart), which flows cannot send",
+            op.id
+        )),
+        (Some(spec), None) if spec.required => {
+            problems.push(format!("{at}.body: {} needs a request body", op.id))
+        }
+        _ => {}
+    }
+}

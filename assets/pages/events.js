@@ -4,7 +4,7 @@
 
 import {
   h, clear, api, qs, fmt, timeEl, session, notify, reportError, confirmDialog, copyButton,
-  errorState, field, debounce, EVENT_TYPES,
+  errorState, field, debounce, badgeFor, EVENT_TYPES,
 } from '../lib.js';
 import { jsonView } from '../json-view.js';
 
@@ -442,16 +442,18 @@ export function mount(root, ctx) {
     const actions = [];
     if (canReplay) {
       actions.push(h('button', { type: 'button', onclick: async (e) => {
-        e.currentTarget.disabled = true;
+        // currentTarget is gone once the handler awaits.
+        const button = e.currentTarget;
+        button.disabled = true;
         try {
           const result = await api(`/api/webhooks/${encodeURIComponent(event.id)}/replay`, { method: 'POST' });
           const runs = result.runs || [];
           notify('success', runs.length ? `Replayed through ${runs.length} flow${runs.length === 1 ? '' : 's'}` : 'Replayed: no enabled flow matches this event');
-          clear(runsBox, h('h3', {}, 'Flow runs from the replay'), runs.length ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowId), ' ', h('span', { class: 'badge' }, r.status)))) : h('p', { class: 'muted' }, 'No flow matched.'));
+          clear(runsBox, h('h3', {}, 'Flow runs from the replay'), runs.length ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowName || r.flowId), ' ', badgeFor(r.status)))) : h('p', { class: 'muted' }, 'No flow matched.'));
         } catch (error) {
           reportError(error, 'Replay failed');
         } finally {
-          e.currentTarget.disabled = false;
+          button.disabled = false;
         }
       } }, 'Replay through flows'));
     }

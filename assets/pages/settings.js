@@ -116,14 +116,16 @@ export function mount(root) {
     const events = data.events || [];
     const usage = data.usage;
     const sync = session.isAdmin ? h('button', { type: 'button', onclick: async (e) => {
-      e.currentTarget.disabled = true;
+      // currentTarget is gone once the handler awaits.
+      const button = e.currentTarget;
+      button.disabled = true;
       try {
         const synced = await api('/api/subscriptions/sync', { method: 'POST' });
         notify('success', 'Subscriptions synchronised with Clockify');
         clear(subsBox, h('h2', {}, 'Subscriptions'), subscriptionsView(synced));
       } catch (error) {
         reportError(error, 'Synchronising failed');
-        e.currentTarget.disabled = false;
+        button.disabled = false;
       }
     } }, 'Sync with Clockify') : null;
     return h('div', { class: 'stack' },

@@ -361,7 +361,7 @@ await check('flows (when the server has them)', async () => {
   return 'builder opened with field suggestions';
 });
 
-await check('flow builder against the documented flows API (answered by the test where the server has none)', async () => {
+await check('flow builder: problems beside fields, field suggestions, templates, dry run, real run, history, replay', async () => {
   const mocked = await apiStatus('/api/flows') === 404;
   // The first save is refused with 400 on purpose: the browser logs that request.
   const p = await openPage({ allowStatus: [400] });
@@ -427,16 +427,32 @@ await check('flow builder against the documented flows API (answered by the test
   await p.page.waitForFunction(() => document.querySelector('section[aria-label="Dry run"] select').options[0].value !== '');
   await p.page.click('button:text("Save and dry run")');
   await p.page.waitForSelector('text=the flow would run');
+  if (!mocked) {
+    // A real run through the engine: the action calls the fake Clockify.
+    await p.page.check('text=Run the actions for real');
+    await p.page.click('button:text("Save and dry run")');
+    await p.page.waitForSelector('text=The real run', { timeout: 30_000 });
+  }
   await p.page.waitForSelector('section[aria-label="Run history"] .op-link');
   await p.page.click('section[aria-label="Run history"] .op-link');
-  await p.page.waitForSelector('text=3 attempt(s)');
+  await p.page.waitForSelector('section[aria-label="Run history"] >> text=attempt(s)');
   await p.page.screenshot({ path: path.join(SCREENSHOT_DIR, 'flow-builder-light-1280.png'), fullPage: true });
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows`);
   await waitForApp(p.page);
   await p.page.waitForSelector('text=Tag new tags');
+  if (!mocked) {
+    // Enabled, the flow runs on replay from the event's detail pane.
+    await p.page.locator('section[aria-label="Tag new tags"] input[role=switch]').check();
+    await p.page.waitForSelector('.toast.success:text("enabled")');
+    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?id=${liveEventId}`);
+    await waitForApp(p.page);
+    await p.page.click('button:text("Replay through flows")');
+    await p.page.waitForSelector('text=Flow runs from the replay');
+    await p.page.waitForSelector('a:text("Tag new tags")');
+  }
   assert(p.errors().length === 0, p.errors().join('\n'));
   await p.close();
-  return mocked ? 'flows API answered by the test from docs/API.md' : 'against the real flows API';
+  return mocked ? 'flows API answered by the test from docs/API.md (server has none)' : 'against the real flows API';
 });
 
 await check('pages whose API is not built yet show a calm "not available yet" state', async () => {

@@ -426,14 +426,38 @@ export function mount(root, ctx) {
     clear(detail, h('div', { class: 'sk sk-title' }), h('div', { 'aria-hidden': 'true' }, Array.from({ length: 10 }, () => h('div', { class: 'sk sk-line' }))));
     try {
       const event = await api(`/api/webhooks/${encodeURIComponent(id)}`, { signal: detailController.signal });
-      const canReplay = session.isAdmin && await probeFlows();
-      clear(detail, renderDetail(event, canReplay));
+      const hasFlows = await probeFlows();
+      clear(detail, renderDetail(event, hasFlows && session.isAdmin));
+      if (hasFlows) loadTriggeredRuns(event);
       detail.focus({ preventScroll: true });
       if (window.matchMedia('(max-width: 899px)').matches) detail.scrollIntoView({ block: 'start' });
     } catch (error) {
       if (error.name === 'AbortError') return;
       clear(detail, h('div', { class: 'detail-head' }, h('h2', {}, 'Event'), h('button', { type: 'button', onclick: closeDetail }, 'Close')),
         errorState(error.status === 404 ? new Error('This event no longer exists (erased or past retention).') : error, 'The event'));
+    }
+  }
+
+  /**
+   * Runs this event started. There is no runs-by-event route, so ask each flow that this
+   * event's type and source trigger for its recent runs and keep this event's.
+   */
+  async function loadTriggeredRuns(event) {
+    const box = detail.querySelector('#triggered-runs');
+    if (!box) return;
+    try {
+      const { flows = [] } = await api('/api/flows', { signal: detailController.signal });
+      const triggered = flows.filter((f) => (f.trigger?.events || []).includes(event.eventType)
+        && (f.trigger?.source === 'clockify' ? event.source === 'clockify' : f.trigger?.source === event.sourceId));
+      const pages = await Promise.all(triggered.map((f) => api(`/api/flows/${encodeURIComponent(f.id)}/runs${qs({ limit: 50 })}`, { signal: detailController.signal })
+        .then((page) => (page.items || []).filter((r) => r.webhookId === event.id).map((r) => ({ ...r, flowName: r.flowName || f.name })))
+        .catch(() => [])));
+      const runs = pages.flat();
+      clear(box, h('h3', {}, 'Flow runs it started'), runs.length
+        ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowName), ' ', badgeFor(r.status), r.replay ? h('span', { class: 'small muted' }, ' replay') : null, ' ', timeEl(r.createdAt))))
+        : h('p', { class: 'small muted' }, triggered.length ? 'None among the recent runs of the flows this event triggers.' : 'No flow is triggered by this event type.'));
+    } catch (error) {
+      if (error.name !== 'AbortError') clear(box);
     }
   }
 
@@ -486,6 +510,7 @@ export function mount(root, ctx) {
         h('dt', {}, 'Duplicates'), h('dd', {}, event.duplicates ? `${fmt.number(event.duplicates)} later deliver${event.duplicates === 1 ? 'y was' : 'ies were'} recognised as this event` : 'none')),
       actions.length ? h('div', { class: 'row', role: 'group', 'aria-label': 'Event actions' }, actions) : null,
       runsBox,
+      h('div', { id: 'triggered-runs' }),
       h('h3', {}, 'Body'),
       jsonView(event.body, { label: 'Event body' }),
       h('h3', {}, 'Headers'),

@@ -446,6 +446,8 @@ await check('flow builder: problems beside fields, field suggestions, templates,
     await p.page.waitForSelector('.toast.success:text("enabled")');
     await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?id=${liveEventId}`);
     await waitForApp(p.page);
+    // The real test run above was made from this event: the detail lists it.
+    await p.page.waitForSelector('#triggered-runs a:text("Tag new tags")');
     await p.page.click('button:text("Replay through flows")');
     await p.page.waitForSelector('text=Flow runs from the replay');
     await p.page.waitForSelector('a:text("Tag new tags")');

@@ -104,7 +104,7 @@ export function mount(root, ctx) {
   const typeSearch = h('input', { type: 'search', placeholder: 'Filter types', 'aria-label': 'Filter the event type list', class: 'wide' });
   const typeOptions = h('div', { class: 'options', role: 'group', 'aria-label': 'Event types' });
   const typeDetails = h('details', { class: 'multi' },
-    h('summary', { 'aria-label': 'Event types filter' }, 'Event types', typeCount),
+    h('summary', {}, 'Event types', typeCount),
     h('div', { class: 'panel' }, typeSearch, typeOptions,
       h('div', { class: 'row' }, h('button', { type: 'button', class: 'small', onclick: () => setTypes([]) }, 'Clear'))));
   const sourceSelect = h('select', { name: 'source' });

@@ -4,7 +4,7 @@
 
 import {
   h, clear, api, qs, fmt, timeEl, session, notify, reportError, confirmDialog, copyButton,
-  errorState, field, debounce, EVENT_TYPES,
+  errorState, field, debounce, badgeFor, EVENT_TYPES,
 } from '../lib.js';
 import { jsonView } from '../json-view.js';
 
@@ -104,7 +104,7 @@ export function mount(root, ctx) {
   const typeSearch = h('input', { type: 'search', placeholder: 'Filter types', 'aria-label': 'Filter the event type list', class: 'wide' });
   const typeOptions = h('div', { class: 'options', role: 'group', 'aria-label': 'Event types' });
   const typeDetails = h('details', { class: 'multi' },
-    h('summary', { 'aria-label': 'Event types filter' }, 'Event types', typeCount),
+    h('summary', {}, 'Event types', typeCount),
     h('div', { class: 'panel' }, typeSearch, typeOptions,
       h('div', { class: 'row' }, h('button', { type: 'button', class: 'small', onclick: () => setTypes([]) }, 'Clear'))));
   const sourceSelect = h('select', { name: 'source' });
@@ -426,8 +426,9 @@ export function mount(root, ctx) {
     clear(detail, h('div', { class: 'sk sk-title' }), h('div', { 'aria-hidden': 'true' }, Array.from({ length: 10 }, () => h('div', { class: 'sk sk-line' }))));
     try {
       const event = await api(`/api/webhooks/${encodeURIComponent(id)}`, { signal: detailController.signal });
-      const canReplay = session.isAdmin && await probeFlows();
-      clear(detail, renderDetail(event, canReplay));
+      const hasFlows = await probeFlows();
+      clear(detail, renderDetail(event, hasFlows && session.isAdmin));
+      if (hasFlows) loadTriggeredRuns(event);
       detail.focus({ preventScroll: true });
       if (window.matchMedia('(max-width: 899px)').matches) detail.scrollIntoView({ block: 'start' });
     } catch (error) {
@@ -437,21 +438,46 @@ export function mount(root, ctx) {
     }
   }
 
+  /**
+   * Runs this event started. There is no runs-by-event route, so ask each flow that this
+   * event's type and source trigger for its recent runs and keep this event's.
+   */
+  async function loadTriggeredRuns(event) {
+    const box = detail.querySelector('#triggered-runs');
+    if (!box) return;
+    try {
+      const { flows = [] } = await api('/api/flows', { signal: detailController.signal });
+      const triggered = flows.filter((f) => (f.trigger?.events || []).includes(event.eventType)
+        && (f.trigger?.source === 'clockify' ? event.source === 'clockify' : f.trigger?.source === event.sourceId));
+      const pages = await Promise.all(triggered.map((f) => api(`/api/flows/${encodeURIComponent(f.id)}/runs${qs({ limit: 50 })}`, { signal: detailController.signal })
+        .then((page) => (page.items || []).filter((r) => r.webhookId === event.id).map((r) => ({ ...r, flowName: r.flowName || f.name })))
+        .catch(() => [])));
+      const runs = pages.flat();
+      clear(box, h('h3', {}, 'Flow runs it started'), runs.length
+        ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowName), ' ', badgeFor(r.status), r.replay ? h('span', { class: 'small muted' }, ' replay') : null, ' ', timeEl(r.createdAt))))
+        : h('p', { class: 'small muted' }, triggered.length ? 'None among the recent runs of the flows this event triggers.' : 'No flow is triggered by this event type.'));
+    } catch (error) {
+      if (error.name !== 'AbortError') clear(box);
+    }
+  }
+
   function renderDetail(event, canReplay) {
     const runsBox = h('div');
     const actions = [];
     if (canReplay) {
       actions.push(h('button', { type: 'button', onclick: async (e) => {
-        e.currentTarget.disabled = true;
+        // currentTarget is gone once the handler awaits.
+        const button = e.currentTarget;
+        button.disabled = true;
         try {
           const result = await api(`/api/webhooks/${encodeURIComponent(event.id)}/replay`, { method: 'POST' });
           const runs = result.runs || [];
           notify('success', runs.length ? `Replayed through ${runs.length} flow${runs.length === 1 ? '' : 's'}` : 'Replayed: no enabled flow matches this event');
-          clear(runsBox, h('h3', {}, 'Flow runs from the replay'), runs.length ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowId), ' ', h('span', { class: 'badge' }, r.status)))) : h('p', { class: 'muted' }, 'No flow matched.'));
+          clear(runsBox, h('h3', {}, 'Flow runs from the replay'), runs.length ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowName || r.flowId), ' ', badgeFor(r.status)))) : h('p', { class: 'muted' }, 'No flow matched.'));
         } catch (error) {
           reportError(error, 'Replay failed');
         } finally {
-          e.currentTarget.disabled = false;
+          button.disabled = false;
         }
       } }, 'Replay through flows'));
     }
@@ -484,6 +510,7 @@ export function mount(root, ctx) {
         h('dt', {}, 'Duplicates'), h('dd', {}, event.duplicates ? `${fmt.number(event.duplicates)} later deliver${event.duplicates === 1 ? 'y was' : 'ies were'} recognised as this event` : 'none')),
       actions.length ? h('div', { class: 'row', role: 'group', 'aria-label': 'Event actions' }, actions) : null,
       runsBox,
+      h('div', { id: 'triggered-runs' }),
       h('h3', {}, 'Body'),
       jsonView(event.body, { label: 'Event body' }),
       h('h3', {}, 'Headers'),

@@ -74,7 +74,8 @@ function flowList(root, ctx, signal) {
         'Last run: ', last ? [badgeFor(last.status), timeEl(last.createdAt)] : h('span', { class: 'muted' }, 'never'),
         h('span', { class: 'spacer' }),
         h('span', { class: 'status-ok' }, `${fmt.number(flow.counts?.succeeded ?? 0)} succeeded`),
-        h('span', { class: 'status-bad' }, `${fmt.number(flow.counts?.failed ?? 0)} failed`)));
+        h('span', { class: 'status-bad' }, `${fmt.number(flow.counts?.failed ?? 0)} failed`),
+        flow.counts?.skipped ? h('span', { class: 'muted' }, `${fmt.number(flow.counts.skipped)} skipped`) : null));
   }
 }
 
@@ -87,8 +88,22 @@ function emptyFlow() {
     trigger: { source: 'clockify', events: [] },
     conditions: { mode: 'all', rules: [] },
     actions: [],
-    retry: { maxAttempts: 3, backoffMs: 2000 },
+    retry: { maxAttempts: 3, backoffMs: 500 },
   };
+}
+
+/** A condition path as the server wants it (RFC 9535 JSONPath on the event body); a dotted
+ * path such as `project.name` or `tags.0.name` is accepted and converted. */
+export function toJsonPath(path) {
+  const text = String(path || '').trim();
+  if (!text || text.startsWith('$')) return text;
+  return `$${text.split('.').map((part) => (/^\d+$/.test(part) ? `[${part}]` : /^[A-Za-z_][A-Za-z0-9_]*$/.test(part) ? `.${part}` : `[${JSON.stringify(part)}]`)).join('')}`;
+}
+
+/** A template reference to a dotted path under `root` (`event`, `actions.x.body`). */
+function templateRef(root, dotted) {
+  const tail = dotted.split('.').map((part) => (/^\d+$/.test(part) ? `[${part}]` : /^[A-Za-z_][A-Za-z0-9_]*$/.test(part) ? `.${part}` : `[${JSON.stringify(part)}]`)).join('');
+  return `${root}${tail}`;
 }
 
 /** Typed condition value: numbers/booleans when the sample says so, lists for in/not_in. */
@@ -202,12 +217,12 @@ function builder(root, ctx, flowId, signal) {
         }
       }
       sampleFields = sample && typeof sample === 'object' ? leafPaths(sample) : [];
-      sampleNote.textContent = sampleFields.length ? `Field suggestions come from ${from}.` : 'No sample of this event type: type field paths by hand (dotted, e.g. project.name).';
+      sampleNote.textContent = sampleFields.length ? `Field suggestions come from ${from}.` : 'No sample of this event type: type field paths by hand (e.g. project.name or $.project.name).';
       updateFieldList();
     }
 
     function updateFieldList() {
-      clear(fieldsList, sampleFields.map((f) => h('option', { value: f.path }, typeof f.sample === 'object' ? '' : String(f.sample).slice(0, 40))));
+      clear(fieldsList, sampleFields.map((f) => h('option', { value: toJsonPath(f.path) }, typeof f.sample === 'object' ? '' : String(f.sample).slice(0, 40))));
       for (const refresh of insertMenus) refresh();
     }
 
@@ -218,7 +233,7 @@ function builder(root, ctx, flowId, signal) {
     const rules = [];
     function addRule(rule = { path: '', op: 'eq', value: '' }) {
       const index = rules.length;
-      const path = h('input', { type: 'text', list: fieldsList.id, value: rule.path || '', placeholder: 'field, e.g. project.name', 'aria-label': `Condition ${index + 1} field`, disabled: readOnly });
+      const path = h('input', { type: 'text', list: fieldsList.id, value: rule.path || '', placeholder: 'field, e.g. $.project.name', 'aria-label': `Condition ${index + 1} field`, disabled: readOnly });
       const op = h('select', { 'aria-label': `Condition ${index + 1} operator`, disabled: readOnly }, OPS.map(([v, l]) => h('option', { value: v }, l)));
       op.value = rule.op || 'eq';
       const shown = Array.isArray(rule.value) ? rule.value.join(', ') : rule.value ?? '';
@@ -247,14 +262,14 @@ function builder(root, ctx, flowId, signal) {
 
     /** Template references offered for insertion in action `index`. */
     function references(index) {
-      const out = sampleFields.map((f) => ({ text: `{{ event.${f.path} }}`, label: `event.${f.path}` }));
+      const out = sampleFields.map((f) => ({ text: `{{ ${templateRef('event', f.path)} }}`, label: templateRef('event', f.path) }));
       actions.slice(0, index).forEach((a) => {
         const name = a.nameInput.value.trim();
         if (!name) return;
         out.push({ text: `{{ actions.${name}.status }}`, label: `actions.${name}.status` });
         const schema = a.op?.responses?.['200']?.schema;
         const paths = schema ? leafPaths(schemaSkeleton(schema)) : [];
-        if (paths.length) paths.slice(0, 60).forEach((p) => out.push({ text: `{{ actions.${name}.body.${p.path} }}`, label: `actions.${name}.body.${p.path}` }));
+        if (paths.length) paths.slice(0, 60).forEach((p) => out.push({ text: `{{ ${templateRef(`actions.${name}.body`, p.path)} }}`, label: templateRef(`actions.${name}.body`, p.path) }));
         else out.push({ text: `{{ actions.${name}.body }}`, label: `actions.${name}.body` });
       });
       return out;
@@ -400,7 +415,7 @@ function builder(root, ctx, flowId, signal) {
 
     // -------- retry
     const attempts = h('input', { type: 'number', min: '1', max: '10', step: '1', value: String(flow.retry?.maxAttempts ?? 3), disabled: readOnly });
-    const backoff = h('input', { type: 'number', min: '0', step: '100', value: String(flow.retry?.backoffMs ?? 2000), disabled: readOnly });
+    const backoff = h('input', { type: 'number', min: '0', step: '100', value: String(flow.retry?.backoffMs ?? 500), disabled: readOnly });
 
     // -------- collect and save
     function collect() {
@@ -412,8 +427,9 @@ function builder(root, ctx, flowId, signal) {
         conditions: {
           mode: modeSelect.value,
           rules: rules.map((r) => {
-            const sample = sampleFields.find((f) => f.path === r.path.value.trim())?.sample;
-            return { path: r.path.value.trim(), op: r.op.value, value: typedValue(r.op.value, r.value.value, sample) };
+            const path = toJsonPath(r.path.value);
+            const sample = sampleFields.find((f) => toJsonPath(f.path) === path)?.sample;
+            return { path, op: r.op.value, value: typedValue(r.op.value, r.value.value, sample) };
           }),
         },
         actions: actions.map((a, i) => {
@@ -530,16 +546,18 @@ function builder(root, ctx, flowId, signal) {
           }
         } }, 'Delete') : null));
 
+    const history = flowId ? runHistory(flowId, ctx) : null;
     clear(body, fieldsList, form,
-      flowId && !readOnly ? dryRun(flowId, () => [...chosen], save) : null,
-      flowId ? runHistory(flowId, ctx) : null);
+      flowId && !readOnly ? dryRun(flowId, () => [...chosen], save, () => history && history.reload()) : null,
+      history);
     renderEvents();
     loadSample();
   }
 
   // ---------------------------------------------------------------- dry run
-  function dryRun(id, eventTypes, save) {
+  function dryRun(id, eventTypes, save, onRun) {
     const select = h('select', {}, h('option', { value: '' }, 'Loading stored events…'));
+    const execute = h('input', { type: 'checkbox' });
     const out = h('div', { 'aria-live': 'polite' });
     const refresh = async () => {
       try {
@@ -552,15 +570,18 @@ function builder(root, ctx, flowId, signal) {
     refresh();
     return h('section', { class: 'card stack', 'aria-label': 'Dry run' },
       h('h2', {}, 'Dry run against a stored event'),
-      h('p', { class: 'small muted' }, 'Shows which conditions pass and the requests the actions would send. Nothing is called.'),
+      h('p', { class: 'small muted' }, 'Shows which conditions pass and the requests the actions would send. Nothing is called unless you ask for a real run.'),
       h('div', { class: 'row' }, field('Event', select), h('button', { type: 'button', onclick: refresh }, 'Reload list'),
+        h('label', { class: 'inline-label' }, execute, 'Run the actions for real (calls Clockify)'),
         h('button', { type: 'button', class: 'primary', onclick: async () => {
           if (!select.value) return;
           if (!(await save())) return;
           clear(out, skeletonLines(4));
           try {
-            const result = await api(`/api/flows/${encodeURIComponent(id)}/test`, { method: 'POST', body: { webhookId: select.value } });
+            const body = execute.checked ? { webhookId: select.value, execute: true } : { webhookId: select.value };
+            const result = await api(`/api/flows/${encodeURIComponent(id)}/test`, { method: 'POST', body });
             clear(out, testResult(result));
+            if (result.run) onRun();
           } catch (error) {
             clear(out, errorState(error, 'The dry run'));
           }
@@ -579,7 +600,21 @@ function builder(root, ctx, flowId, signal) {
       (result.actions || []).map((a) => h('div', { class: 'action-card' },
         h('h3', {}, a.name),
         a.error ? h('p', { class: 'problem' }, a.error) : null,
-        a.request ? [h('code', {}, `${a.request.method} ${a.request.url}`), a.request.body !== undefined ? jsonView(a.request.body, { label: `${a.name} request body` }) : null] : null)));
+        a.request ? [h('code', {}, `${a.request.method} ${a.request.url}`), a.request.body !== undefined && a.request.body !== null ? jsonView(a.request.body, { label: `${a.name} request body` }) : null] : null)),
+      result.run ? h('div', { class: 'stack' }, h('h3', {}, 'The real run'), renderRun(result.run)) : null);
+  }
+
+  /** One run with its steps: request and response of every action. */
+  function renderRun(run) {
+    return h('div', { class: 'stack' },
+      h('h3', {}, 'Run ', badgeFor(run.status), ' ', timeEl(run.createdAt)),
+      run.error ? h('p', { class: 'problem' }, run.error) : null,
+      run.webhookId ? h('p', { class: 'small' }, h('a', { href: `#/events?id=${encodeURIComponent(run.webhookId)}` }, 'The event that started it')) : null,
+      (run.actions || []).map((step) => h('div', { class: 'action-card stack' },
+        h('div', { class: 'row' }, h('strong', {}, step.name), badgeFor(step.status), h('span', { class: 'small muted' }, `${fmt.duration(step.durationMs)} · ${step.attempts ?? 1} attempt(s)`)),
+        step.error ? h('p', { class: 'problem' }, step.error) : null,
+        step.request ? h('details', {}, h('summary', {}, `Request: ${step.request.method} ${step.request.url}`), jsonView(step.request, { label: 'Request' })) : null,
+        step.response ? h('details', {}, h('summary', {}, `Response: ${step.response.status}${step.response.truncated ? ' (truncated)' : ''}`), jsonView(step.response.body, { label: 'Response body' })) : null)));
   }
 
   // ---------------------------------------------------------------- run history
@@ -589,29 +624,23 @@ function builder(root, ctx, flowId, signal) {
     const showRun = async (runId) => {
       clear(detail, skeletonLines(4));
       try {
-        const run = await api(`/api/runs/${encodeURIComponent(runId)}`, { signal });
-        clear(detail, h('div', { class: 'stack' },
-          h('h3', {}, 'Run ', badgeFor(run.status), ' ', timeEl(run.createdAt)),
-          run.error ? h('p', { class: 'problem' }, run.error) : null,
-          run.webhookId ? h('p', { class: 'small' }, h('a', { href: `#/events?id=${encodeURIComponent(run.webhookId)}` }, 'The event that started it')) : null,
-          (run.actions || []).map((step) => h('div', { class: 'action-card stack' },
-            h('div', { class: 'row' }, h('strong', {}, step.name), badgeFor(step.status), h('span', { class: 'small muted' }, `${fmt.duration(step.durationMs)} · ${step.attempts ?? 1} attempt(s)`)),
-            step.error ? h('p', { class: 'problem' }, step.error) : null,
-            step.request ? h('details', {}, h('summary', {}, `Request: ${step.request.method} ${step.request.url}`), jsonView(step.request, { label: 'Request' })) : null,
-            step.response ? h('details', {}, h('summary', {}, `Response: ${step.response.status}`), jsonView(step.response.body, { label: 'Response body' })) : null))));
+        clear(detail, renderRun(await api(`/api/runs/${encodeURIComponent(runId)}`, { signal })));
       } catch (error) {
         if (error.name !== 'AbortError') clear(detail, errorState(error, 'The run'));
       }
     };
-    api(`/api/flows/${encodeURIComponent(id)}/runs${qs({ limit: 25 })}`, { signal }).then((data) => {
+    const load = () => api(`/api/flows/${encodeURIComponent(id)}/runs${qs({ limit: 25 })}`, { signal }).then((data) => {
       const items = data.items || [];
+      const why = (r) => r.error || [r.eventType, r.replay ? 'replay' : r.test ? 'test run' : ''].filter(Boolean).join(' · ') || 'event';
       clear(box, h('h2', {}, 'Run history'), items.length ? h('ul', { class: 'list' }, items.map((r) => h('li', {}, h('button', { type: 'button', class: 'op-link', onclick: () => showRun(r.id) },
-        badgeFor(r.status), h('span', { class: 'ellipsis' }, r.error || (r.replay ? 'replay' : r.test ? 'test' : 'event')), h('span', { class: 'small muted' }, timeEl(r.createdAt)))))) : h('p', { class: 'muted' }, 'No runs yet.'), detail);
+        badgeFor(r.status), h('span', { class: 'ellipsis' }, why(r)), h('span', { class: 'small muted' }, timeEl(r.createdAt)))))) : h('p', { class: 'muted' }, 'No runs yet.'), detail);
       const wanted = routeCtx.params.get('run');
       if (wanted) showRun(wanted);
     }).catch((error) => {
       if (error.name !== 'AbortError') clear(box, h('h2', {}, 'Run history'), errorState(error, 'Run history'));
     });
+    load();
+    box.reload = load;
     return box;
   }
 }

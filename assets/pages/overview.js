@@ -86,7 +86,8 @@ function render(data) {
       card('Flow runs, last 24 h',
         runs ? h('div', { class: 'stat-pair' },
           h('div', {}, h('div', { class: 'big status-ok' }, fmt.number(runs.succeeded24h)), h('div', { class: 'muted small' }, 'succeeded')),
-          h('div', {}, h('div', { class: 'big status-bad' }, fmt.number(runs.failed24h)), h('div', { class: 'muted small' }, 'failed')))
+          h('div', {}, h('div', { class: 'big status-bad' }, fmt.number(runs.failed24h)), h('div', { class: 'muted small' }, 'failed')),
+          runs.pending ? h('div', {}, h('div', { class: 'big' }, fmt.number(runs.pending)), h('div', { class: 'muted small' }, 'waiting')) : null)
           : pending()),
       card('Entity cache (bootstrap)',
         boot ? h('div', {}, badgeFor(boot.status), bar, h('p', { class: 'small muted' }, `${fmt.number(boot.done)} / ${fmt.number(boot.total)}`)) : pending()),

@@ -46,8 +46,10 @@ export function mount(root) {
   function settingsForm(values, defaults) {
     const ids = [...new Set([...Object.keys(defaults), ...Object.keys(values)])];
     const readers = [];
+    const initial = {};
     const controls = ids.map((id) => {
       const value = values[id] ?? defaults[id];
+      initial[id] = JSON.stringify(value);
       const [label, hint] = LABELS[id] || [id, ''];
       const def = defaults[id] !== undefined ? `Default: ${Array.isArray(defaults[id]) ? `${defaults[id].length} selected` : defaults[id]}` : '';
       const fullHint = [hint, def].filter(Boolean).join(' ');
@@ -75,21 +77,38 @@ export function mount(root) {
     });
     if (!ids.length) return h('p', { class: 'muted' }, 'Clockify has not reported any settings for this workspace yet.');
     const problems = h('div', { role: 'alert' });
-    return h('form', { class: 'stack', onsubmit: async (event) => {
+    const form = h('form', { class: 'stack', noValidate: true, onsubmit: async (event) => {
       event.preventDefault();
-      const patch = Object.fromEntries(readers.map((read) => read()));
+      // Only what changed: Clockify gets fewer writes, and the subscriptions are resynced
+      // only when the event list really changed.
+      const patch = Object.fromEntries(readers.map((read) => read()).filter(([id, value]) => JSON.stringify(value) !== initial[id]));
+      form.querySelectorAll('.problem.placed').forEach((p) => p.remove());
+      clear(problems);
+      if (!Object.keys(patch).length) {
+        notify('info', 'Nothing changed');
+        return;
+      }
       try {
-        await api('/api/settings', { method: 'PATCH', body: patch });
-        clear(problems);
+        const saved = await api('/api/settings', { method: 'PATCH', body: patch });
+        for (const [id, value] of Object.entries(saved.settings || patch)) initial[id] = JSON.stringify(value);
         notify('success', 'Settings saved');
       } catch (error) {
-        if (error.problems.length) clear(problems, h('div', { class: 'notice bad' }, h('ul', {}, error.problems.map((p) => h('li', {}, p)))));
-        else reportError(error, 'Saving the settings failed');
+        const general = [];
+        for (const problem of error.problems) {
+          // Problems start with the setting's id ("max_rps must be …"): show them beside it.
+          const id = String(problem).split(/[\s:]/)[0];
+          const target = form.querySelector(`[data-problem-key="${CSS.escape(id)}"]`);
+          if (target) target.append(h('div', { class: 'problem placed', role: 'alert' }, problem));
+          else general.push(problem);
+        }
+        if (general.length) clear(problems, h('div', { class: 'notice bad' }, h('ul', {}, general.map((p) => h('li', {}, p)))));
+        if (!error.problems.length) reportError(error, 'Saving the settings failed');
       }
     } },
     h('div', { class: 'form-grid' }, controls),
     problems,
     session.isAdmin ? h('div', { class: 'row' }, h('button', { type: 'submit', class: 'primary' }, 'Save settings'), h('span', { class: 'small muted' }, 'Saved through Clockify, so the add-on settings page in Clockify shows the same values.')) : h('p', { class: 'muted small' }, 'Only workspace owners and admins can change settings.'));
+    return form;
   }
 
   // ---------------------------------------------------------------- subscriptions
@@ -97,14 +116,16 @@ export function mount(root) {
     const events = data.events || [];
     const usage = data.usage;
     const sync = session.isAdmin ? h('button', { type: 'button', onclick: async (e) => {
-      e.currentTarget.disabled = true;
+      // currentTarget is gone once the handler awaits.
+      const button = e.currentTarget;
+      button.disabled = true;
       try {
         const synced = await api('/api/subscriptions/sync', { method: 'POST' });
         notify('success', 'Subscriptions synchronised with Clockify');
         clear(subsBox, h('h2', {}, 'Subscriptions'), subscriptionsView(synced));
       } catch (error) {
         reportError(error, 'Synchronising failed');
-        e.currentTarget.disabled = false;
+        button.disabled = false;
       }
     } }, 'Sync with Clockify') : null;
     return h('div', { class: 'stack' },

@@ -361,7 +361,7 @@ await check('flows (when the server has them)', async () => {
   return 'builder opened with field suggestions';
 });
 
-await check('flow builder against the documented flows API (answered by the test where the server has none)', async () => {
+await check('flow builder: problems beside fields, field suggestions, templates, dry run, real run, history, replay', async () => {
   const mocked = await apiStatus('/api/flows') === 404;
   // The first save is refused with 400 on purpose: the browser logs that request.
   const p = await openPage({ allowStatus: [400] });
@@ -427,28 +427,81 @@ await check('flow builder against the documented flows API (answered by the test
   await p.page.waitForFunction(() => document.querySelector('section[aria-label="Dry run"] select').options[0].value !== '');
   await p.page.click('button:text("Save and dry run")');
   await p.page.waitForSelector('text=the flow would run');
+  if (!mocked) {
+    // A real run through the engine: the action calls the fake Clockify.
+    await p.page.check('text=Run the actions for real');
+    await p.page.click('button:text("Save and dry run")');
+    await p.page.waitForSelector('text=The real run', { timeout: 30_000 });
+  }
   await p.page.waitForSelector('section[aria-label="Run history"] .op-link');
   await p.page.click('section[aria-label="Run history"] .op-link');
-  await p.page.waitForSelector('text=3 attempt(s)');
+  await p.page.waitForSelector('section[aria-label="Run history"] >> text=attempt(s)');
   await p.page.screenshot({ path: path.join(SCREENSHOT_DIR, 'flow-builder-light-1280.png'), fullPage: true });
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows`);
   await waitForApp(p.page);
   await p.page.waitForSelector('text=Tag new tags');
+  if (!mocked) {
+    // Enabled, the flow runs on replay from the event's detail pane.
+    await p.page.locator('section[aria-label="Tag new tags"] input[role=switch]').check();
+    await p.page.waitForSelector('.toast.success:text("enabled")');
+    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?id=${liveEventId}`);
+    await waitForApp(p.page);
+    // The real test run above was made from this event: the detail lists it.
+    await p.page.waitForSelector('#triggered-runs a:text("Tag new tags")');
+    await p.page.click('button:text("Replay through flows")');
+    await p.page.waitForSelector('text=Flow runs from the replay');
+    await p.page.waitForSelector('a:text("Tag new tags")');
+  }
   assert(p.errors().length === 0, p.errors().join('\n'));
   await p.close();
-  return mocked ? 'flows API answered by the test from docs/API.md' : 'against the real flows API';
+  return mocked ? 'flows API answered by the test from docs/API.md (server has none)' : 'against the real flows API';
 });
 
 await check('pages whose API is not built yet show a calm "not available yet" state', async () => {
-  const p = await openPage({ width: 400 });
+  const missing = [];
+  for (const [page, routes] of [['settings', ['/api/settings', '/api/subscriptions', '/api/bootstrap']], ['flows', ['/api/flows']]]) {
+    const statuses = await Promise.all(routes.map(apiStatus));
+    if (!statuses.includes(404)) continue;
+    missing.push(page);
+    const p = await openPage({ width: 400 });
+    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/${page}`);
+    await waitForApp(p.page);
+    await p.page.waitForSelector('text=not available yet');
+    const text = await p.page.locator('main').innerText();
+    assert(!/could not be loaded/.test(text), text);
+    assert(p.errors().length === 0, p.errors().join('\n'));
+    await p.close();
+  }
+  return missing.length ? `checked on ${missing.join(', ')}` : 'every API is there';
+});
+
+await check('settings are saved through the API; problems appear beside their field', async () => {
+  if (await apiStatus('/api/settings') === 404) return 'skipped: /api/settings answers 404';
+  const p = await openPage({ allowStatus: [400] });
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/settings`);
   await waitForApp(p.page);
-  const text = await p.page.locator('main').innerText();
-  const statuses = await Promise.all(['/api/settings', '/api/subscriptions', '/api/bootstrap'].map(apiStatus));
-  if (statuses.includes(404)) assert(/not available yet/.test(text), text);
-  assert(!/could not be loaded/.test(text), text);
-  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.page.waitForSelector('button:text("Save settings")');
+  await p.page.fill('input#' + await p.page.locator('label:text("Webhook log retention (days)")').getAttribute('for'), '30');
+  await p.page.click('button:text("Save settings")');
+  await p.page.waitForSelector('.toast.success:text("Settings saved")');
+  // A reload would lose the token (it lives in memory only): open the page afresh.
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/settings`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('button:text("Save settings")');
+  const retention = await p.page.locator('label:text("Webhook log retention (days)")').getAttribute('for');
+  assert(await p.page.inputValue(`#${retention}`) === '30', 'the saved value did not come back');
+  const rps = await p.page.locator('label:text("Max API requests per second")').getAttribute('for');
+  await p.page.fill(`#${rps}`, '99');
+  await p.page.click('button:text("Save settings")');
+  await p.page.waitForSelector('[data-problem-key="max_rps"] .problem');
+  const member = await openPage();
+  await member.page.goto(`${BASE}/ui?auth_token=${T.member}#/settings`);
+  await waitForApp(member.page);
+  await member.page.waitForSelector('text=Only workspace owners and admins can change settings');
+  assert(await member.page.locator('button:text("Save settings"), button:text("Sync with Clockify"), button:text("Fetch entities now")').count() === 0, 'write controls shown to a member');
+  assert(p.errors().length === 0 && member.errors().length === 0, [...p.errors(), ...member.errors()].join('\n'));
   await p.close();
+  await member.close();
 });
 
 // ------------------------------------------------------------------------- roles and theme

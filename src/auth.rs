@@ -57,7 +57,11 @@ async fn authenticate(parts: &Parts, app: &App, allow_query: bool) -> Result<Use
     } else {
         None
     };
-    let token = header.or(query_token.as_deref());
+    user_from_token(app, header.or(query_token.as_deref())).await
+}
+
+/// Verifies a user token and its workspace's installation (also used by the `/ui` page).
+pub async fn user_from_token(app: &App, token: Option<&str>) -> Result<User, ApiError> {
     let claims = app
         .tokens
         .verify(token, Expiry::Required, "user")

@@ -162,6 +162,10 @@ pub struct ServeArgs {
     /// Largest lifecycle/API body accepted (bytes)
     #[arg(long, env = "CLOCKIFY_STUDIO_API_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub api_body_limit_bytes: usize,
+    /// Extra origin allowed to frame /ui besides https://*.clockify.me (repeatable)
+    #[arg(long, env = "CLOCKIFY_STUDIO_UI_FRAME_ANCESTOR", value_delimiter = ',',
+          value_name = "ORIGIN", value_parser = parse_frame_ancestor)]
+    pub ui_frame_ancestor: Vec<String>,
 }
 
 /// The validated configuration of a running server.
@@ -192,6 +196,8 @@ pub struct Config {
     pub subscription_sync_interval: Duration,
     /// Added to "now" by retention; only tests set it, to age stored rows.
     pub retention_clock_skew: Duration,
+    /// Origins allowed to frame `/ui` besides `https://*.clockify.me` (CSP frame-ancestors).
+    pub ui_frame_ancestors: Vec<String>,
 }
 
 /// A configuration problem, always naming the flag it concerns.
@@ -262,6 +268,7 @@ impl Config {
             retention_interval: Duration::from_secs(args.retention_interval_secs),
             subscription_sync_interval: Duration::from_secs(args.subscription_sync_interval_secs),
             retention_clock_skew: Duration::ZERO,
+            ui_frame_ancestors: args.ui_frame_ancestor.clone(),
         })
     }
 
@@ -291,6 +298,7 @@ impl Config {
             retention_interval: Duration::from_secs(600),
             subscription_sync_interval: Duration::from_secs(6 * 3600),
             retention_clock_skew: Duration::ZERO,
+            ui_frame_ancestors: Vec::new(),
         }
     }
 
@@ -344,6 +352,36 @@ fn parse_host(value: &str) -> Result<String, String> {
         return Err("not a HOST or HOST:PORT".into());
     }
     Ok(authority.as_str().to_ascii_lowercase())
+}
+
+/// A CSP source for frame-ancestors: `scheme://host[:port]`, the host may start with `*.`.
+/// Anything else is refused, since the value is copied into a response header.
+fn parse_frame_ancestor(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('/');
+    let bad =
+        || "must be an origin like https://app.example.com (host may start with *.)".to_string();
+    let (scheme, rest) = value.split_once("://").ok_or_else(bad)?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() {
+        return Err(bad());
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, Some(port))
+        }
+        Some(_) => return Err(bad()),
+        None => (rest, None),
+    };
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    let host_ok = !bare.is_empty()
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !bare.starts_with('.')
+        && !bare.ends_with('.');
+    if !host_ok || port.is_some_and(|p| p.len() > 5) {
+        return Err(bad());
+    }
+    Ok(value.to_ascii_lowercase())
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {

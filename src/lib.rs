@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod locks;
 pub mod manifest;
 pub mod ops;
+pub mod overview;
 pub mod retention;
 pub mod server;
 pub mod settings;

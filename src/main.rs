@@ -47,7 +47,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version print as usual; a bad flag is one line naming it (exit code 2).
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let rendered = err.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{first}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         None if cli.print_manifest => print_manifest(&cli.serve.manifest),
         None => serve(cli.serve),

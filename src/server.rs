@@ -20,7 +20,9 @@ use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::store::{Store, load_or_create_key};
 use crate::webhooks::{api as events_api, custom};
-use crate::{flows, http, lifecycle, manifest, ops, retention, subscriptions, ui, webhooks};
+use crate::{
+    flows, http, lifecycle, manifest, ops, overview, retention, subscriptions, ui, webhooks,
+};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -166,6 +168,7 @@ impl App {
             .route("/api/operations", get(crate::explorer::list))
             .route("/api/operations/{operation_id}", get(crate::explorer::get))
             .merge(flows::api::routes())
+            .route("/api/overview", get(overview::get))
             .merge(ui::routes())
             .fallback(http::not_found)
             .method_not_allowed_fallback(http::method_not_allowed)

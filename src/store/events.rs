@@ -44,7 +44,8 @@ pub struct StoredEvent {
     pub received_at: i64,
     /// Request headers with secrets redacted.
     pub headers: Vec<(String, String)>,
-    /// The body exactly as received.
+    /// The body exactly as received (stored as one byte string, not a sequence of numbers).
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     pub dedupe_key: [u8; 32],
     /// Later deliveries recognised as this one.
@@ -54,6 +55,12 @@ pub struct StoredEvent {
 #[derive(Serialize, Deserialize)]
 enum EventRecord {
     V1(StoredEvent),
+}
+
+/// The same encoding as [`EventRecord`], from a borrow (no copy of the body to write it).
+#[derive(Serialize)]
+enum EventRecordRef<'a> {
+    V1(&'a StoredEvent),
 }
 
 fn decode_event(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
@@ -133,7 +140,10 @@ pub(crate) fn insert_event(
         {
             let mut event = decode_event(&bytes)?;
             event.duplicates = event.duplicates.saturating_add(1);
-            events.insert(okey.as_slice(), encode(&EventRecord::V1(event)).as_slice())?;
+            events.insert(
+                okey.as_slice(),
+                encode(&EventRecordRef::V1(&event)).as_slice(),
+            )?;
             return Ok(Ingested::Duplicate { original });
         }
     }
@@ -155,7 +165,7 @@ pub(crate) fn insert_event(
     dedupe.insert(dkey.as_slice(), seen.as_slice())?;
     events.insert(
         event_key(&event.workspace_id, &id).as_slice(),
-        encode(&EventRecord::V1(event.clone())).as_slice(),
+        encode(&EventRecordRef::V1(&event)).as_slice(),
     )?;
     let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
     by_type.insert(

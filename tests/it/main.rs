@@ -1,5 +1,6 @@
 //! One integration-test binary (it links once); a module per area.
 
+mod browser;
 mod catalog;
 mod cli;
 mod client;
@@ -12,4 +13,5 @@ mod ops;
 mod subscriptions;
 mod support;
 mod tokens;
+mod ui;
 mod webhooks;

@@ -1,0 +1,543 @@
+// Events: the stored webhook log, newest first. Filters live in the URL; pages load on
+// scroll through the cursor API; live mode prepends events from the SSE stream; a detail
+// pane shows the body, redacted headers and actions (replay through flows, erase).
+
+import {
+  h, clear, api, qs, fmt, timeEl, session, notify, reportError, confirmDialog, copyButton,
+  errorState, field, debounce, badgeFor, EVENT_TYPES,
+} from '../lib.js';
+import { jsonView } from '../json-view.js';
+
+const PAGE_SIZE = 50;
+const RANGES = [
+  ['', 'Any time'],
+  ['1h', 'Last hour'],
+  ['24h', 'Last 24 hours'],
+  ['7d', 'Last 7 days'],
+  ['30d', 'Last 30 days'],
+  ['custom', 'Custom…'],
+];
+const RANGE_MS = { '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3, '30d': 30 * 86400e3 };
+
+/** Whether the flows feature (and with it replay) exists on this server; probed once. */
+let flowsAvailable = null;
+async function probeFlows() {
+  if (flowsAvailable !== null) return flowsAvailable;
+  try {
+    await api('/api/flows');
+    flowsAvailable = true;
+  } catch (error) {
+    flowsAvailable = !error.notAvailable;
+  }
+  return flowsAvailable;
+}
+
+function readFilters(params) {
+  return {
+    event: params.getAll('event').filter(Boolean),
+    source: params.get('source') || '',
+    range: params.get('range') || '',
+    from: params.get('from') || '',
+    to: params.get('to') || '',
+    q: params.get('q') || '',
+    id: params.get('id') || '',
+    live: params.get('live') !== '0',
+  };
+}
+
+function toLocalInput(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+export function mount(root, ctx) {
+  const state = {
+    filters: readFilters(ctx.params),
+    items: [],
+    ids: new Set(),
+    cursor: null,
+    done: false,
+    loading: false,
+    generation: 0,
+    sources: [],
+    pendingNew: 0,
+  };
+  const controller = new AbortController();
+  let stream = null;
+  let reconnectTimer = null;
+  let lastEventId = null;
+
+  // ------------------------------------------------------------ URL state
+  function saveParams() {
+    const f = state.filters;
+    const params = new URLSearchParams();
+    f.event.forEach((e) => params.append('event', e));
+    if (f.source) params.set('source', f.source);
+    if (f.range) params.set('range', f.range);
+    if (f.range === 'custom') {
+      if (f.from) params.set('from', f.from);
+      if (f.to) params.set('to', f.to);
+    }
+    if (f.q) params.set('q', f.q);
+    if (!f.live) params.set('live', '0');
+    if (f.id) params.set('id', f.id);
+    ctx.setParams(params);
+  }
+
+  function apiQuery(cursor) {
+    const f = state.filters;
+    let from = '';
+    let to = '';
+    if (RANGE_MS[f.range]) from = new Date(Date.now() - RANGE_MS[f.range]).toISOString();
+    if (f.range === 'custom') {
+      from = f.from;
+      to = f.to;
+    }
+    return qs({ limit: PAGE_SIZE, cursor, event: f.event, source: f.source, from, to, q: f.q });
+  }
+
+  // ------------------------------------------------------------ layout
+  const typeCount = h('span');
+  const typeSearch = h('input', { type: 'search', placeholder: 'Filter types', 'aria-label': 'Filter the event type list', class: 'wide' });
+  const typeOptions = h('div', { class: 'options', role: 'group', 'aria-label': 'Event types' });
+  const typeDetails = h('details', { class: 'multi' },
+    h('summary', {}, 'Event types', typeCount),
+    h('div', { class: 'panel' }, typeSearch, typeOptions,
+      h('div', { class: 'row' }, h('button', { type: 'button', class: 'small', onclick: () => setTypes([]) }, 'Clear'))));
+  const sourceSelect = h('select', { name: 'source' });
+  const rangeSelect = h('select', { name: 'range' }, RANGES.map(([v, l]) => h('option', { value: v }, l)));
+  const fromInput = h('input', { type: 'datetime-local', name: 'from' });
+  const toInput = h('input', { type: 'datetime-local', name: 'to' });
+  const customRange = h('div', { class: 'row' }, field('From', fromInput), field('To', toInput));
+  const searchInput = h('input', { type: 'search', name: 'q', placeholder: 'text, field=value or field:value', autocomplete: 'off' });
+  const liveToggle = h('input', { type: 'checkbox', role: 'switch', checked: state.filters.live });
+  const liveDot = h('span', { class: 'live-dot', 'aria-hidden': 'true' });
+  const liveStatus = h('span', { class: 'small muted', id: 'live-status' }, 'offline');
+  const newBanner = h('button', { type: 'button', class: 'small', hidden: true, onclick: () => reload() });
+  const list = h('ul', { class: 'list', id: 'event-list', 'aria-label': 'Events, newest first' });
+  const foot = h('div', { class: 'list-foot', 'aria-live': 'polite' });
+  const listCol = h('section', { class: 'list-col', 'aria-label': 'Event list' }, newBanner, list, foot);
+  const detail = h('section', { class: 'detail card', 'aria-label': 'Event detail', hidden: true, tabindex: '-1' });
+  const split = h('div', { class: 'split' }, listCol, detail);
+
+  clear(root,
+    h('div', { class: 'page-head' },
+      h('h1', {}, 'Events'),
+      h('span', { class: 'spacer' }),
+      liveDot,
+      h('label', { class: 'switch' }, liveToggle, 'Live'),
+      liveStatus),
+    h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter events', onsubmit: (e) => e.preventDefault() },
+      h('div', { class: 'field' }, h('span', { class: 'hint' }, 'Type'), typeDetails),
+      field('Source', sourceSelect),
+      field('Time', rangeSelect),
+      customRange,
+      h('div', { class: 'grow' }, field('Search', searchInput, {})),
+      h('button', { type: 'button', onclick: () => resetFilters() }, 'Clear filters')),
+    split);
+
+  // ------------------------------------------------------------ filter controls
+  function renderTypeOptions() {
+    const needle = typeSearch.value.trim().toUpperCase();
+    const known = [...new Set([...EVENT_TYPES, ...state.filters.event])].sort();
+    clear(typeOptions, known.filter((t) => !needle || t.includes(needle)).map((t) => {
+      const box = h('input', { type: 'checkbox', value: t, checked: state.filters.event.includes(t) });
+      box.addEventListener('change', () => {
+        const chosen = new Set(state.filters.event);
+        if (box.checked) chosen.add(t);
+        else chosen.delete(t);
+        setTypes([...chosen]);
+      });
+      return h('label', {}, box, t);
+    }));
+    typeCount.textContent = state.filters.event.length ? ` (${state.filters.event.length})` : ': all';
+  }
+
+  function setTypes(types) {
+    state.filters.event = types;
+    renderTypeOptions();
+    applyFilters();
+  }
+
+  function renderSources() {
+    const current = state.filters.source;
+    clear(sourceSelect,
+      h('option', { value: '' }, 'All sources'),
+      h('option', { value: 'clockify' }, 'Clockify'),
+      state.sources.map((s) => h('option', { value: s.id }, s.name)));
+    if (current && ![...sourceSelect.options].some((o) => o.value === current)) {
+      sourceSelect.append(h('option', { value: current }, current));
+    }
+    sourceSelect.value = current;
+  }
+
+  function syncControls() {
+    const f = state.filters;
+    renderTypeOptions();
+    renderSources();
+    rangeSelect.value = f.range;
+    customRange.hidden = f.range !== 'custom';
+    fromInput.value = toLocalInput(f.from);
+    toInput.value = toLocalInput(f.to);
+    searchInput.value = f.q;
+    liveToggle.checked = f.live;
+  }
+
+  function applyFilters() {
+    saveParams();
+    reload();
+  }
+
+  function resetFilters() {
+    Object.assign(state.filters, { event: [], source: '', range: '', from: '', to: '', q: '' });
+    syncControls();
+    applyFilters();
+  }
+
+  typeSearch.addEventListener('input', renderTypeOptions);
+  sourceSelect.addEventListener('change', () => { state.filters.source = sourceSelect.value; applyFilters(); });
+  rangeSelect.addEventListener('change', () => {
+    state.filters.range = rangeSelect.value;
+    customRange.hidden = state.filters.range !== 'custom';
+    applyFilters();
+  });
+  const onCustom = () => {
+    state.filters.from = fromInput.value ? new Date(fromInput.value).toISOString() : '';
+    state.filters.to = toInput.value ? new Date(toInput.value).toISOString() : '';
+    applyFilters();
+  };
+  fromInput.addEventListener('change', onCustom);
+  toInput.addEventListener('change', onCustom);
+  searchInput.addEventListener('input', debounce(() => {
+    state.filters.q = searchInput.value.trim();
+    applyFilters();
+  }, 300));
+  liveToggle.addEventListener('change', () => {
+    state.filters.live = liveToggle.checked;
+    saveParams();
+    if (state.filters.live) connect();
+    else disconnect();
+  });
+
+  // ------------------------------------------------------------ list
+  function row(item, isNew = false) {
+    const button = h('button', {
+      type: 'button',
+      class: `event-row${isNew ? ' new' : ''}`,
+      dataset: { id: item.id },
+      'aria-current': item.id === state.filters.id ? 'true' : 'false',
+      onclick: () => select(item.id),
+    },
+    h('span', { class: 'type ellipsis' }, item.eventType,
+      item.source && item.source !== 'clockify' ? h('span', { class: 'badge info' }, item.source) : null,
+      item.duplicates ? h('span', { class: 'badge warn', title: 'Deliveries of the same event recognised as duplicates' }, `×${item.duplicates + 1}`) : null),
+    h('span', { class: 'when' }, timeEl(item.receivedAt)),
+    h('span', { class: 'preview ellipsis' }, item.preview));
+    return h('li', {}, button);
+  }
+
+  function skeletonRows(n) {
+    return Array.from({ length: n }, () => h('li', { 'aria-hidden': 'true' }, h('div', { class: 'sk sk-row' })));
+  }
+
+  function updateFoot() {
+    if (state.loading) {
+      clear(foot, h('span', {}, 'Loading…'));
+    } else if (!state.items.length) {
+      const filtered = state.filters.event.length || state.filters.source || state.filters.range || state.filters.q;
+      clear(foot, h('p', {}, filtered ? 'No events match these filters.' : 'No events yet. They appear here the moment Clockify (or a custom source) sends one.'));
+    } else if (state.done) {
+      clear(foot, h('span', {}, `${fmt.number(state.items.length)} events — that is all.`));
+    } else {
+      clear(foot, h('button', { type: 'button', onclick: () => loadMore() }, 'Load more'));
+    }
+  }
+
+  async function loadMore() {
+    if (state.loading || state.done) return;
+    state.loading = true;
+    const generation = state.generation;
+    const first = state.items.length === 0;
+    // The first skeleton fills the screen, so the rows that replace it push nothing visible.
+    const skeletons = skeletonRows(first ? Math.ceil(window.innerHeight / 62) + 1 : 2);
+    list.append(...skeletons);
+    updateFoot();
+    try {
+      const page = await api(`/api/webhooks${apiQuery(state.cursor)}`, { signal: controller.signal });
+      if (generation !== state.generation) return;
+      skeletons.forEach((s) => s.remove());
+      const fresh = page.items.filter((item) => !state.ids.has(item.id));
+      fresh.forEach((item) => state.ids.add(item.id));
+      state.items.push(...fresh);
+      list.append(...fresh.map((item) => row(item)));
+      state.cursor = page.nextCursor;
+      state.done = !page.nextCursor;
+      if (first) performance.mark('events-rendered');
+    } catch (error) {
+      if (error.name === 'AbortError' || generation !== state.generation) return;
+      skeletons.forEach((s) => s.remove());
+      state.done = true;
+      clear(list, h('li', {}, errorState(error, 'Events')));
+    } finally {
+      if (generation === state.generation) {
+        state.loading = false;
+        updateFoot();
+        // A scan-limited page can be short: keep filling while the foot is visible.
+        if (!state.done && footVisible) loadMore();
+      }
+    }
+  }
+
+  function reload() {
+    state.generation += 1;
+    state.items = [];
+    state.ids = new Set();
+    state.cursor = null;
+    state.done = false;
+    state.loading = false;
+    state.pendingNew = 0;
+    newBanner.hidden = true;
+    clear(list);
+    loadMore();
+  }
+
+  let footVisible = false;
+  const observer = new IntersectionObserver((entries) => {
+    footVisible = entries.some((e) => e.isIntersecting);
+    if (footVisible) loadMore();
+  }, { rootMargin: '200px' });
+  observer.observe(foot);
+
+  // Arrow keys move between rows.
+  list.addEventListener('keydown', (event) => {
+    if (event.key !== 'ArrowDown' && event.key !== 'ArrowUp') return;
+    const rows = [...list.querySelectorAll('.event-row')];
+    const index = rows.indexOf(document.activeElement);
+    if (index < 0) return;
+    const next = rows[index + (event.key === 'ArrowDown' ? 1 : -1)];
+    if (next) {
+      event.preventDefault();
+      next.focus();
+    }
+  });
+
+  // ------------------------------------------------------------ live stream
+  function matchesFilters(item) {
+    const f = state.filters;
+    if (f.event.length && !f.event.includes(item.eventType)) return 'no';
+    if (f.source && item.source !== f.source && item.sourceId !== f.source) return 'no';
+    // Text and upper time bounds are judged by the server: offer a refresh instead.
+    if (f.q || f.range === 'custom') return 'maybe';
+    return 'yes';
+  }
+
+  function onLive(item) {
+    lastEventId = item.id;
+    if (state.ids.has(item.id)) return;
+    const verdict = matchesFilters(item);
+    if (verdict === 'no') return;
+    if (verdict === 'maybe') {
+      state.pendingNew += 1;
+      newBanner.textContent = `${fmt.number(state.pendingNew)} new event${state.pendingNew === 1 ? '' : 's'} — refresh the list`;
+      newBanner.hidden = false;
+      return;
+    }
+    state.ids.add(item.id);
+    state.items.unshift(item);
+    list.prepend(row(item, true));
+    updateFoot();
+  }
+
+  function setLive(status, on) {
+    liveStatus.textContent = status;
+    liveDot.classList.toggle('on', on);
+  }
+
+  function connect() {
+    disconnect();
+    if (!state.filters.live || session.expired) return;
+    const params = { auth_token: session.token };
+    if (lastEventId) params.lastEventId = lastEventId;
+    // EventSource cannot send headers: the one place the token goes into a URL.
+    stream = new EventSource(`/api/webhooks/stream${qs(params)}`);
+    setLive('connecting…', false);
+    stream.addEventListener('open', () => setLive('live', true));
+    stream.addEventListener('webhook', (message) => {
+      try {
+        onLive(JSON.parse(message.data));
+      } catch {
+        // A malformed message is skipped; the next one carries on.
+      }
+    });
+    stream.addEventListener('error', () => {
+      if (!stream || stream.readyState !== EventSource.CLOSED) {
+        setLive('reconnecting…', false);
+        return;
+      }
+      // Closed for good (e.g. the token expired): reopen with the current token.
+      setLive('offline', false);
+      clearTimeout(reconnectTimer);
+      reconnectTimer = setTimeout(connect, 3000);
+    });
+  }
+
+  function disconnect() {
+    clearTimeout(reconnectTimer);
+    if (stream) stream.close();
+    stream = null;
+    setLive('off', false);
+  }
+
+  const offToken = session.onToken(() => {
+    if (stream) connect();
+  });
+
+  // ------------------------------------------------------------ detail
+  let detailController = null;
+
+  function markSelected() {
+    for (const button of list.querySelectorAll('.event-row')) {
+      button.setAttribute('aria-current', button.dataset.id === state.filters.id ? 'true' : 'false');
+    }
+  }
+
+  function closeDetail() {
+    const previous = state.filters.id;
+    state.filters.id = '';
+    saveParams();
+    detail.hidden = true;
+    split.classList.remove('has-detail');
+    markSelected();
+    const back = list.querySelector(`.event-row[data-id="${CSS.escape(previous)}"]`);
+    if (back) back.focus();
+  }
+
+  async function select(id) {
+    state.filters.id = id;
+    saveParams();
+    markSelected();
+    split.classList.add('has-detail');
+    detail.hidden = false;
+    if (detailController) detailController.abort();
+    detailController = new AbortController();
+    clear(detail, h('div', { class: 'sk sk-title' }), h('div', { 'aria-hidden': 'true' }, Array.from({ length: 10 }, () => h('div', { class: 'sk sk-line' }))));
+    try {
+      const event = await api(`/api/webhooks/${encodeURIComponent(id)}`, { signal: detailController.signal });
+      const hasFlows = await probeFlows();
+      clear(detail, renderDetail(event, hasFlows && session.isAdmin));
+      if (hasFlows) loadTriggeredRuns(event);
+      detail.focus({ preventScroll: true });
+      if (window.matchMedia('(max-width: 899px)').matches) detail.scrollIntoView({ block: 'start' });
+    } catch (error) {
+      if (error.name === 'AbortError') return;
+      clear(detail, h('div', { class: 'detail-head' }, h('h2', {}, 'Event'), h('button', { type: 'button', onclick: closeDetail }, 'Close')),
+        errorState(error.status === 404 ? new Error('This event no longer exists (erased or past retention).') : error, 'The event'));
+    }
+  }
+
+  /**
+   * Runs this event started. There is no runs-by-event route, so ask each flow that this
+   * event's type and source trigger for its recent runs and keep this event's.
+   */
+  async function loadTriggeredRuns(event) {
+    const box = detail.querySelector('#triggered-runs');
+    if (!box) return;
+    try {
+      const { flows = [] } = await api('/api/flows', { signal: detailController.signal });
+      const triggered = flows.filter((f) => (f.trigger?.events || []).includes(event.eventType)
+        && (f.trigger?.source === 'clockify' ? event.source === 'clockify' : f.trigger?.source === event.sourceId));
+      const pages = await Promise.all(triggered.map((f) => api(`/api/flows/${encodeURIComponent(f.id)}/runs${qs({ limit: 50 })}`, { signal: detailController.signal })
+        .then((page) => (page.items || []).filter((r) => r.webhookId === event.id).map((r) => ({ ...r, flowName: r.flowName || f.name })))
+        .catch(() => [])));
+      const runs = pages.flat();
+      clear(box, h('h3', {}, 'Flow runs it started'), runs.length
+        ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowName), ' ', badgeFor(r.status), r.replay ? h('span', { class: 'small muted' }, ' replay') : null, ' ', timeEl(r.createdAt))))
+        : h('p', { class: 'small muted' }, triggered.length ? 'None among the recent runs of the flows this event triggers.' : 'No flow is triggered by this event type.'));
+    } catch (error) {
+      if (error.name !== 'AbortError') clear(box);
+    }
+  }
+
+  function renderDetail(event, canReplay) {
+    const runsBox = h('div');
+    const actions = [];
+    if (canReplay) {
+      actions.push(h('button', { type: 'button', onclick: async (e) => {
+        // currentTarget is gone once the handler awaits.
+        const button = e.currentTarget;
+        button.disabled = true;
+        try {
+          const result = await api(`/api/webhooks/${encodeURIComponent(event.id)}/replay`, { method: 'POST' });
+          const runs = result.runs || [];
+          notify('success', runs.length ? `Replayed through ${runs.length} flow${runs.length === 1 ? '' : 's'}` : 'Replayed: no enabled flow matches this event');
+          clear(runsBox, h('h3', {}, 'Flow runs from the replay'), runs.length ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowName || r.flowId), ' ', badgeFor(r.status)))) : h('p', { class: 'muted' }, 'No flow matched.'));
+        } catch (error) {
+          reportError(error, 'Replay failed');
+        } finally {
+          button.disabled = false;
+        }
+      } }, 'Replay through flows'));
+    }
+    if (session.isAdmin) {
+      actions.push(h('button', { type: 'button', class: 'danger', onclick: async () => {
+        const ok = await confirmDialog({ title: 'Erase this event?', message: `The ${event.eventType} event received ${fmt.dateTime(event.receivedAt)} is deleted for good. Flows will not see it again.`, confirmLabel: 'Erase', danger: true });
+        if (!ok) return;
+        try {
+          await api(`/api/webhooks/${encodeURIComponent(event.id)}`, { method: 'DELETE' });
+          notify('success', 'Event erased');
+          const li = list.querySelector(`.event-row[data-id="${CSS.escape(event.id)}"]`);
+          if (li) li.parentElement.remove();
+          state.items = state.items.filter((i) => i.id !== event.id);
+          closeDetail();
+        } catch (error) {
+          reportError(error, 'Erasing failed');
+        }
+      } }, 'Erase'));
+    }
+    const headers = event.headers || [];
+    return [
+      h('div', { class: 'detail-head' },
+        h('h2', { id: 'detail-title' }, event.eventType),
+        h('button', { type: 'button', onclick: closeDetail, 'aria-label': 'Close the event detail' }, 'Close')),
+      h('dl', { class: 'kv' },
+        h('dt', {}, 'Id'), h('dd', { class: 'mono' }, event.id, ' ', copyButton(event.id, 'Copy id', 'Event id copied')),
+        h('dt', {}, 'Source'), h('dd', {}, event.source, event.sourceId ? h('span', { class: 'muted small' }, ` (${event.sourceId})`) : null),
+        h('dt', {}, 'Received'), h('dd', {}, fmt.dateTime(event.receivedAt), ' ', h('span', { class: 'muted' }, `(${fmt.relative(event.receivedAt)})`)),
+        h('dt', {}, 'Size'), h('dd', {}, fmt.bytes(event.size)),
+        h('dt', {}, 'Duplicates'), h('dd', {}, event.duplicates ? `${fmt.number(event.duplicates)} later deliver${event.duplicates === 1 ? 'y was' : 'ies were'} recognised as this event` : 'none')),
+      actions.length ? h('div', { class: 'row', role: 'group', 'aria-label': 'Event actions' }, actions) : null,
+      runsBox,
+      h('div', { id: 'triggered-runs' }),
+      h('h3', {}, 'Body'),
+      jsonView(event.body, { label: 'Event body' }),
+      h('h3', {}, 'Headers'),
+      h('p', { class: 'small muted' }, 'Signatures and tokens were redacted before the event was stored.'),
+      h('div', { class: 'table-wrap' }, h('table', {},
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Value'))),
+        h('tbody', {}, headers.map(([name, value]) => h('tr', {}, h('td', { class: 'mono' }, name), h('td', { class: `mono${value === '[redacted]' ? ' muted' : ''}` }, value)))))),
+    ];
+  }
+
+  // ------------------------------------------------------------ start
+  syncControls();
+  api('/api/sources', { signal: controller.signal })
+    .then((data) => {
+      state.sources = data.sources || [];
+      renderSources();
+    })
+    .catch(() => {});
+  loadMore();
+  if (state.filters.live) connect();
+  if (state.filters.id) select(state.filters.id);
+
+  return () => {
+    controller.abort();
+    if (detailController) detailController.abort();
+    observer.disconnect();
+    offToken();
+    disconnect();
+  };
+}

@@ -98,47 +98,6 @@ fn create_flow(base: &str, ws: &str) {
     assert_eq!(r.status().as_u16(), 201, "flow create failed");
 }
 
-/// `q`-quantile of a Prometheus histogram, interpolated within its bucket, in ms.
-fn histogram_quantile(metrics: &str, name: &str, q: f64) -> f64 {
-    let mut buckets: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            let count = l.rsplit(' ').next()?.parse().ok()?;
-            Some((le, count))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    if total == 0.0 {
-        return 0.0;
-    }
-    let rank = q * total;
-    let (mut lower, mut below) = (0.0, 0.0);
-    for (le, count) in buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return lower * 1000.0;
-            }
-            let within = if count > below {
-                (rank - below) / (count - below)
-            } else {
-                1.0
-            };
-            return (lower + (le - lower) * within) * 1000.0;
-        }
-        lower = le;
-        below = count;
-    }
-    lower * 1000.0
-}
-
 fn main() {
     let seconds: u64 = std::env::var("FLOWS_SECONDS")
         .ok()
@@ -281,25 +240,11 @@ fn main() {
         histogram_quantile(&metrics, name, 0.50),
         histogram_quantile(&metrics, name, 0.99),
     );
-    let mean = |name: &str| {
-        let value = |suffix: &str| {
-            metrics
-                .lines()
-                .find(|l| l.starts_with(&format!("{name}_{suffix} ")))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        value("sum") / value("count").max(1.0)
-    };
     println!(
         "flows store: commits={:.0} mean_batch={:.1} mean_commit_ms={:.2} commit_p99_ms={:.2}",
-        metrics
-            .lines()
-            .find(|l| l.starts_with("store_commit_seconds_count "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0),
-        mean("store_commit_batch_size"),
-        mean("store_commit_seconds") * 1000.0,
+        metric_value(&metrics, "store_commit_seconds_count"),
+        metric_mean(&metrics, "store_commit_batch_size"),
+        metric_mean(&metrics, "store_commit_seconds") * 1000.0,
         histogram_quantile(&metrics, "store_commit_seconds", 0.99),
     );
     println!(

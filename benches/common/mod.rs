@@ -85,6 +85,42 @@ impl Server {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
+    /// CPU time (user + system) the server has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        Self::cpu_seconds_in(&format!("/proc/{}/stat", self.child.id()))
+    }
+
+    /// CPU seconds of the server's thread with this name (e.g. `store-writer`).
+    pub fn thread_cpu_seconds(&self, name: &str) -> f64 {
+        let dir = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim() == name)
+            })
+            .map(|task| Self::cpu_seconds_in(&task.path().join("stat").to_string_lossy()))
+            .sum()
+    }
+
+    fn cpu_seconds_in(stat_file: &str) -> f64 {
+        let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // Linux reports clock ticks of 1/100 s (USER_HZ).
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// SIGTERM and wait: the writer flushes before exit.
     pub fn stop(mut self) {
         unsafe_kill_term(self.child.id());
@@ -192,4 +228,71 @@ impl RawConnection {
         self.stream.read_exact(&mut sink).await?;
         Ok(status)
     }
+}
+
+/// `q`-quantile of a Prometheus histogram, interpolated within its bucket, in ms.
+pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> f64 {
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        return 0.0;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower * 1000.0;
+            }
+            let within = if count > below {
+                (rank - below) / (count - below)
+            } else {
+                1.0
+            };
+            return (lower + (le - lower) * within) * 1000.0;
+        }
+        lower = le;
+        below = count;
+    }
+    lower * 1000.0
+}
+
+/// The value of an unlabelled series in Prometheus text.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{series} ")))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Mean of a Prometheus histogram (sum / count).
+pub fn metric_mean(metrics: &str, name: &str) -> f64 {
+    metric_value(metrics, &format!("{name}_sum"))
+        / metric_value(metrics, &format!("{name}_count")).max(1.0)
+}
+
+/// The server's `/metrics` text.
+pub fn scrape(base: &str) -> String {
+    agent()
+        .get(&format!("{base}/metrics"))
+        .call()
+        .expect("scrape metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text")
 }

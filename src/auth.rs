@@ -17,7 +17,7 @@ pub const USER_TOKEN_HEADER: &str = "x-addon-token";
 pub struct User {
     pub claims: Arc<Claims>,
     pub workspace_id: String,
-    pub installation: Installation,
+    pub installation: std::sync::Arc<Installation>,
 }
 
 impl User {

@@ -42,7 +42,7 @@ async fn delete_old_runs(app: &App, now: i64) -> Result<usize, StoreError> {
     let mut deleted = 0;
     for ws in app.store.run_workspaces().await? {
         let installation = app.store.installation(&ws).await?;
-        let days = run_retention_days(app, installation.as_ref());
+        let days = run_retention_days(app, installation.as_deref());
         if days == 0 {
             continue;
         }
@@ -67,7 +67,7 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
     let mut deleted = 0;
     for ws in app.store.event_workspaces().await? {
         let installation = app.store.installation(&ws).await?;
-        let days = retention_days(app, installation.as_ref());
+        let days = retention_days(app, installation.as_deref());
         if days == 0 {
             continue;
         }

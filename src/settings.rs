@@ -166,7 +166,7 @@ pub async fn patch(
         .store
         .installation(&ws)
         .await?
-        .map(|i| i.settings)
+        .map(|i| i.settings.clone())
         .unwrap_or_default();
     let mut current = defaults.clone();
     for (id, value) in &refreshed.values {

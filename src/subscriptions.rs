@@ -131,6 +131,7 @@ pub async fn sync(app: &App, ws: &str) -> Result<SubscriptionReport, ApiError> {
         .installation(ws)
         .await?
         .filter(|i| i.status == InstallationStatus::Active && i.auth_token.is_some())
+        .map(|i| Installation::clone(&i))
         .ok_or_else(|| ApiError::Forbidden(format!("workspace {ws} has no active installation")))?;
     let mut report = initial_report(&installation);
     let secrets = app.store.secrets().clone();

@@ -83,8 +83,11 @@ pub struct NewEvent {
 
 #[derive(Debug)]
 pub enum Ingested {
-    Stored(StoredEvent),
-    Duplicate { original: EventId },
+    /// Shared with the live stream and the flow engine without copying the body.
+    Stored(std::sync::Arc<StoredEvent>),
+    Duplicate {
+        original: EventId,
+    },
 }
 
 /// Bounds and filters of a newest-first listing.
@@ -173,7 +176,7 @@ pub(crate) fn insert_event(
         [].as_slice(),
     )?;
     super::flows::enqueue_for_event(wtx, flows, &event, runs)?;
-    Ok(Ingested::Stored(event))
+    Ok(Ingested::Stored(std::sync::Arc::new(event)))
 }
 
 /// Removes an event with its index and dedupe rows; returns whether it existed.
@@ -214,10 +217,9 @@ impl Store {
             },
             move |(ingested, runs)| {
                 if let Ingested::Stored(event) = ingested {
-                    let event = std::sync::Arc::new(event.clone());
-                    dispatch.committed(runs, Some(&event));
+                    dispatch.committed(runs, Some(event));
                     // No receivers is normal (nobody has the page open).
-                    let _ = live.send(event);
+                    let _ = live.send(event.clone());
                 }
             },
         )

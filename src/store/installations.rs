@@ -1,7 +1,7 @@
 //! Installations: one record per workspace, replaced on reinstall (with a bumped generation).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -184,7 +184,8 @@ fn decode_installation(bytes: &[u8]) -> Result<Installation, StoreError> {
 /// In-memory mirror of the installations table and the webhook-token index.
 #[derive(Default)]
 pub(crate) struct InstallationCache {
-    installations: RwLock<HashMap<String, Installation>>,
+    /// Shared, not copied, per request: every delivery and API call looks one up.
+    installations: RwLock<HashMap<String, Arc<Installation>>>,
     tokens: RwLock<HashMap<[u8; 32], String>>,
 }
 
@@ -211,7 +212,7 @@ impl InstallationCache {
         self.installations
             .write()
             .expect("installation cache lock")
-            .insert(ws, installation);
+            .insert(ws, Arc::new(installation));
     }
 
     fn remove(&self, ws: &str) {
@@ -230,7 +231,7 @@ impl Store {
     pub async fn installation(
         &self,
         workspace_id: &str,
-    ) -> Result<Option<Installation>, StoreError> {
+    ) -> Result<Option<Arc<Installation>>, StoreError> {
         Ok(self
             .cache
             .installations
@@ -247,7 +248,7 @@ impl Store {
             .read()
             .expect("installation cache lock")
             .values()
-            .cloned()
+            .map(|installation| Installation::clone(installation))
             .collect();
         all.sort_by(|a, b| a.workspace_id.cmp(&b.workspace_id));
         Ok(all)
@@ -309,18 +310,18 @@ impl Store {
         Ok(result)
     }
 
-    /// The workspace a webhook token was issued for, found by the token's digest.
+    /// The workspace a webhook token was issued for, found by the token's SHA-256
+    /// ([`super::token_digest`]).
     pub async fn workspace_of_webhook_token(
         &self,
-        token: &str,
+        digest: &[u8; 32],
     ) -> Result<Option<String>, StoreError> {
-        let digest = super::token_digest(token);
         Ok(self
             .cache
             .tokens
             .read()
             .expect("token cache lock")
-            .get(&digest)
+            .get(digest)
             .cloned())
     }
 

@@ -155,7 +155,7 @@ pub async fn receive(
     Path(source_id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::Received>, ApiError> {
     const SOURCE: &str = "custom";
     let source = app.store.source(&source_id).await?.ok_or_else(|| {
         reject(

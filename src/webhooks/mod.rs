@@ -5,13 +5,13 @@
 pub mod api;
 pub mod custom;
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -84,9 +84,18 @@ fn reject(source: &'static str, reason: &'static str, error: ApiError) -> ApiErr
     error
 }
 
+/// The reply to an accepted delivery.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Received {
+    status: &'static str,
+    webhook_id: String,
+    duplicate: bool,
+}
+
 /// Stores an event (the store announces it to live listeners); the reply is sent only
 /// after the commit.
-pub(crate) async fn store_event(app: &App, new: NewEvent) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn store_event(app: &App, new: NewEvent) -> Result<Json<Received>, ApiError> {
     let source_label = if new.source_id.is_some() {
         "custom"
     } else {
@@ -95,36 +104,37 @@ pub(crate) async fn store_event(app: &App, new: NewEvent) -> Result<Json<Value>,
     match app.store.ingest(new).await? {
         Ingested::Stored(event) => {
             metrics::counter!("webhooks_received_total", "source" => source_label, "outcome" => "stored").increment(1);
-            let id = format_event_id(&event.id);
-            Ok(Json(
-                json!({"status": "received", "webhookId": id, "duplicate": false}),
-            ))
+            Ok(Json(Received {
+                status: "received",
+                webhook_id: format_event_id(&event.id),
+                duplicate: false,
+            }))
         }
         Ingested::Duplicate { original } => {
             metrics::counter!("webhooks_received_total", "source" => source_label, "outcome" => "duplicate")
                 .increment(1);
-            Ok(Json(
-                json!({"status": "received", "webhookId": format_event_id(&original), "duplicate": true}),
-            ))
+            Ok(Json(Received {
+                status: "received",
+                webhook_id: format_event_id(&original),
+                duplicate: true,
+            }))
         }
     }
 }
 
+// The whole request is taken (not `HeaderMap` + `Body`) so the headers are moved, not copied.
 pub async fn receive_for_event(
     State(app): State<App>,
     Path(event): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    receive_clockify(app, Some(event), headers, body).await
+    request: Request,
+) -> Result<Json<Received>, ApiError> {
+    let (parts, body) = request.into_parts();
+    receive_clockify(app, Some(event), parts.headers, body).await
 }
 
-pub async fn receive(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    receive_clockify(app, None, headers, body).await
+pub async fn receive(State(app): State<App>, request: Request) -> Result<Json<Received>, ApiError> {
+    let (parts, body) = request.into_parts();
+    receive_clockify(app, None, parts.headers, body).await
 }
 
 async fn receive_clockify(
@@ -132,7 +142,7 @@ async fn receive_clockify(
     path_event: Option<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Received>, ApiError> {
     const SOURCE: &str = "clockify";
     let header_event = headers
         .get(EVENT_TYPE_HEADER)
@@ -210,7 +220,7 @@ async fn authenticate_delivery(
     app: &App,
     signature: Option<&str>,
     route_path: &str,
-) -> Result<(Installation, String), ApiError> {
+) -> Result<(Arc<Installation>, String), ApiError> {
     const SOURCE: &str = "clockify";
     let signature = signature
         .map(str::trim)
@@ -222,7 +232,9 @@ async fn authenticate_delivery(
                 ApiError::Unauthorized(format!("the {SIGNATURE_HEADER} header is missing")),
             )
         })?;
-    let active = |installation: Option<Installation>, ws: &str| -> Result<Installation, ApiError> {
+    let active = |installation: Option<Arc<Installation>>,
+                  ws: &str|
+     -> Result<Arc<Installation>, ApiError> {
         let installation = installation.ok_or_else(|| {
             reject(
                 SOURCE,
@@ -244,9 +256,9 @@ async fn authenticate_delivery(
     };
 
     // 1. A token stored for this installation and path.
-    if let Some(ws) = app.store.workspace_of_webhook_token(signature).await? {
+    let digest = crate::store::token_digest(signature);
+    if let Some(ws) = app.store.workspace_of_webhook_token(&digest).await? {
         let installation = active(app.store.installation(&ws).await?, &ws)?;
-        let digest: [u8; 32] = Sha256::digest(signature.as_bytes()).into();
         let stored = installation
             .webhook_tokens
             .iter()

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -30,14 +30,30 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// An `exp` claim at least `secs` from now, rounded up to the next minute: tokens made within
+/// the same minute then have equal claims, so [`sign`] makes each of them once.
+pub fn expiry_in(secs: u64) -> u64 {
+    (now_secs() / 60 + 1) * 60 + secs
+}
+
 /// Signs `claims` with the test key, RS256, as Clockify does.
 pub fn sign(claims: &Value) -> String {
     sign_with(claims, TEST_PRIVATE_KEY)
 }
 
+/// RS256 signing takes ~0.1 s in a debug build and gives the same token for the same key
+/// and claims, so each distinct pair is signed once per test run.
 pub fn sign_with(claims: &Value, private_pem: &str) -> String {
+    static SIGNED: LazyLock<Mutex<HashMap<(String, String), String>>> =
+        LazyLock::new(Mutex::default);
+    let cache_key = (private_pem.to_string(), claims.to_string());
+    if let Some(token) = SIGNED.lock().unwrap().get(&cache_key) {
+        return token.clone();
+    }
     let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("test key");
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).expect("sign")
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).expect("sign");
+    SIGNED.lock().unwrap().insert(cache_key, token.clone());
+    token
 }
 
 /// An unsigned token with `alg: none`.
@@ -77,7 +93,7 @@ pub fn user_token(workspace_id: &str, addon_id: &str, role: &str) -> String {
     let mut claims = base_claims(workspace_id, addon_id);
     claims["user"] = json!("user-1");
     claims["workspaceRole"] = json!(role);
-    claims["exp"] = json!(now_secs() + 1800);
+    claims["exp"] = json!(expiry_in(1800));
     sign(&claims)
 }
 

@@ -207,65 +207,18 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
-/// The server under test, on its own runtime thread.
-pub struct TestServer {
+/// Requests to a server under test by its base URL. [`TestServer`] derefs to one; a clone
+/// goes where the server cannot (another thread), and a server run as a child process has one.
+#[derive(Clone)]
+pub struct TestClient {
     pub base: String,
-    pub data_dir: PathBuf,
-    _temp: Option<Arc<tempfile::TempDir>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
-impl TestServer {
-    pub fn start() -> TestServer {
-        let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let dir = temp.path().to_path_buf();
-        let mut server = TestServer::start_in(&dir, |_| {});
-        server._temp = Some(temp);
-        server
-    }
-
-    /// Starts on `data_dir`, with `tweak` adjusting the test configuration first.
-    pub fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let mut config = Config::for_data_dir(data_dir);
-        config.listen = addr;
-        config.base_url = format!("http://{addr}");
-        config.clockify_public_key_pem = TEST_PUBLIC_KEY.to_string();
-        tweak(&mut config);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                clockify_studio::server::launch(config, listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .map_err(|e| e.to_string())
-            })
-        });
-        let server = TestServer {
-            base: format!("http://{addr}"),
-            data_dir: data_dir.to_path_buf(),
-            _temp: None,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        };
-        assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
-                addr
-            )
-            .is_ok()),
-            "server did not start"
-        );
-        server
+impl TestClient {
+    pub fn new(base: &str) -> TestClient {
+        TestClient {
+            base: base.to_string(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -365,6 +318,68 @@ impl TestServer {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// The server under test, on its own runtime thread.
+pub struct TestServer {
+    client: TestClient,
+    pub data_dir: PathBuf,
+    _temp: Option<Arc<tempfile::TempDir>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let dir = temp.path().to_path_buf();
+        let mut server = TestServer::start_in(&dir, |_| {});
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts on `data_dir`, with `tweak` adjusting the test configuration first.
+    pub fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut config = Config::for_data_dir(data_dir);
+        config.listen = addr;
+        config.base_url = format!("http://{addr}");
+        config.clockify_public_key_pem = TEST_PUBLIC_KEY.to_string();
+        tweak(&mut config);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                clockify_studio::server::launch(config, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+            })
+        });
+        let server = TestServer {
+            client: TestClient::new(&format!("http://{addr}")),
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok()),
+            "server did not start"
+        );
+        server
+    }
 
     /// Graceful stop; the data dir stays (as long as the returned value lives) for a restart.
     pub fn stop(mut self) -> DataDir {
@@ -386,6 +401,13 @@ impl TestServer {
                 .map_err(|_| "server thread panicked".to_string())?,
             None => Ok(()),
         }
+    }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = TestClient;
+    fn deref(&self) -> &TestClient {
+        &self.client
     }
 }
 

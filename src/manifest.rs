@@ -9,10 +9,14 @@ use crate::server::App;
 
 const TEMPLATE: &str = include_str!("../manifest.json");
 
+/// The template as JSON, without the run-time base URL and key.
+pub fn template() -> serde_json::Value {
+    serde_json::from_str(TEMPLATE).expect("manifest.json is valid JSON (checked by tests)")
+}
+
 /// The manifest as served, pretty-printed with a trailing newline.
 pub fn render(base_url: &str, addon_key: &str) -> Vec<u8> {
-    let mut manifest: serde_json::Value =
-        serde_json::from_str(TEMPLATE).expect("manifest.json is valid JSON (checked by tests)");
+    let mut manifest = template();
     let object = manifest
         .as_object_mut()
         .expect("manifest.json is an object");
@@ -35,9 +39,7 @@ pub async fn serve(State(app): State<App>) -> impl IntoResponse {
 
 /// Event types the manifest subscribes to directly (the rest are registered via the API).
 pub fn manifest_events() -> Vec<String> {
-    let manifest: serde_json::Value =
-        serde_json::from_str(TEMPLATE).expect("manifest.json is valid JSON");
-    manifest["webhooks"]
+    template()["webhooks"]
         .as_array()
         .map(|hooks| {
             hooks

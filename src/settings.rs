@@ -2,6 +2,8 @@
 //! values (its own settings form edits the same ones); writes go through Clockify's settings
 //! API and then into the stored snapshot, so the two never disagree.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -16,10 +18,15 @@ use crate::server::App;
 use crate::store::SettingValue;
 use crate::webhooks::is_clockify_event;
 
-/// Setting ids and defaults from the manifest's structured settings.
-fn manifest_defaults() -> Map<String, Value> {
-    let manifest: Value = serde_json::from_slice(&crate::manifest::render("http://localhost", "x"))
-        .expect("manifest JSON");
+/// Setting ids and defaults from the manifest's structured settings. They come from the
+/// template alone (the base URL and key are not involved), so they are read once.
+fn manifest_defaults() -> &'static Map<String, Value> {
+    static DEFAULTS: LazyLock<Map<String, Value>> = LazyLock::new(read_defaults);
+    &DEFAULTS
+}
+
+fn read_defaults() -> Map<String, Value> {
+    let manifest = crate::manifest::template();
     let mut defaults = Map::new();
     for tab in manifest["settings"]["tabs"]
         .as_array()

@@ -4,7 +4,7 @@
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{prefix_end, two_part_prefix, with_suffix, workspace_prefix};
+use super::keys::{ids_before, prefix_end, two_part_prefix, with_suffix, workspace_prefix};
 use super::{Store, StoreError, decode, encode};
 
 /// `[ws][type][id]` → entity record.
@@ -242,16 +242,13 @@ impl Store {
         let prefix = workspace_prefix(ws);
         self.write(move |wtx| {
             let mut table = wtx.open_table(EXECUTIONS)?;
-            let end = with_suffix(&prefix, &super::keys::id_floor_for_millis(cutoff_ms));
-            let keys: Vec<Vec<u8>> = table
-                .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
-                .take(max)
-                .map(|e| e.map(|(k, _)| k.value().to_vec()))
-                .collect::<Result<_, _>>()?;
-            for key in &keys {
-                table.remove(key.as_slice())?;
+            let ids = ids_before(&table, &prefix, cutoff_ms, max, || {
+                StoreError::Decode("malformed execution key".into())
+            })?;
+            for id in &ids {
+                table.remove(with_suffix(&prefix, id).as_slice())?;
             }
-            Ok(keys.len())
+            Ok(ids.len())
         })
         .await
     }

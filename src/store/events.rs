@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::flows::{FlowIndex, QueuedRun};
 use super::keys::{
-    id_floor_for_millis, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
+    id_floor_for_millis, ids_before, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
+    workspaces_of,
 };
 use super::{Store, StoreError, decode, encode};
 
@@ -374,28 +375,7 @@ impl Store {
         let ws = ws.to_string();
         self.write(move |wtx| {
             let prefix = workspace_prefix(&ws);
-            let ids: Vec<EventId> = {
-                let events = wtx.open_table(EVENTS)?;
-                let start = prefix.clone();
-                let end = if cutoff_ms == i64::MAX {
-                    prefix_end(&prefix)
-                } else {
-                    with_suffix(&prefix, &id_floor_for_millis(cutoff_ms))
-                };
-                let mut ids = Vec::new();
-                for entry in events
-                    .range::<&[u8]>(start.as_slice()..end.as_slice())?
-                    .take(max)
-                {
-                    let (k, _) = entry?;
-                    ids.push(
-                        k.value()[prefix.len()..]
-                            .try_into()
-                            .map_err(|_| bad_key())?,
-                    );
-                }
-                ids
-            };
+            let ids = ids_before(&wtx.open_table(EVENTS)?, &prefix, cutoff_ms, max, bad_key)?;
             for id in &ids {
                 remove_event(wtx, &ws, id)?;
             }
@@ -406,25 +386,8 @@ impl Store {
 
     /// Workspaces that have stored events (for retention).
     pub async fn event_workspaces(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|rtx| {
-            let events = rtx.open_table(EVENTS)?;
-            let mut out = Vec::new();
-            let mut cursor: Vec<u8> = Vec::new();
-            // Skip from one workspace prefix to the next instead of visiting every row.
-            loop {
-                let next = events.range::<&[u8]>(cursor.as_slice()..)?.next();
-                let Some(entry) = next else { break };
-                let (k, _) = entry?;
-                let key = k.value();
-                let len = *key.first().ok_or_else(bad_key)? as usize;
-                let ws = std::str::from_utf8(key.get(1..1 + len).ok_or_else(bad_key)?)
-                    .map_err(|_| bad_key())?;
-                out.push(ws.to_string());
-                cursor = prefix_end(&key[..1 + len]);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(|rtx| workspaces_of(&rtx.open_table(EVENTS)?, bad_key))
+            .await
     }
 }
 

@@ -11,7 +11,9 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::events::{EventId, StoredEvent};
-use super::keys::{id_floor_for_millis, prefix_end, with_suffix, workspace_prefix};
+use super::keys::{
+    id_floor_for_millis, ids_before, prefix_end, with_suffix, workspace_prefix, workspaces_of,
+};
 use super::{Store, StoreError, decode, encode};
 
 /// `[ws][flow id]` → flow record.
@@ -1040,27 +1042,13 @@ impl Store {
         let ws = ws.to_string();
         self.write(move |wtx| {
             let prefix = workspace_prefix(&ws);
-            let ids: Vec<RunId> = {
-                let runs = wtx.open_table(FLOW_RUNS)?;
-                let end = if cutoff_ms == i64::MAX {
-                    prefix_end(&prefix)
-                } else {
-                    with_suffix(&prefix, &id_floor_for_millis(cutoff_ms))
-                };
-                let mut ids = Vec::new();
-                for entry in runs
-                    .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
-                    .take(max)
-                {
-                    let (k, _) = entry?;
-                    ids.push(
-                        k.value()[prefix.len()..]
-                            .try_into()
-                            .map_err(|_| StoreError::Decode("malformed run key".into()))?,
-                    );
-                }
-                ids
-            };
+            let ids = ids_before(
+                &wtx.open_table(FLOW_RUNS)?,
+                &prefix,
+                cutoff_ms,
+                max,
+                bad_key,
+            )?;
             for id in &ids {
                 remove_run(wtx, &ws, id)?;
             }
@@ -1071,24 +1059,8 @@ impl Store {
 
     /// Workspaces that have stored runs (for retention).
     pub async fn run_workspaces(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|rtx| {
-            let runs = rtx.open_table(FLOW_RUNS)?;
-            let mut out = Vec::new();
-            let mut cursor: Vec<u8> = Vec::new();
-            loop {
-                let next = runs.range::<&[u8]>(cursor.as_slice()..)?.next();
-                let Some(entry) = next else { break };
-                let (k, _) = entry?;
-                let key = k.value();
-                let len = *key.first().ok_or_else(bad_key)? as usize;
-                let ws = std::str::from_utf8(key.get(1..1 + len).ok_or_else(bad_key)?)
-                    .map_err(|_| bad_key())?;
-                out.push(ws.to_string());
-                cursor = prefix_end(&key[..1 + len]);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(|rtx| workspaces_of(&rtx.open_table(FLOW_RUNS)?, bad_key))
+            .await
     }
 
     /// Deletes every flow of a workspace (purge of an uninstalled workspace).

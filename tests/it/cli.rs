@@ -1,17 +1,57 @@
 //! The binary itself: manifest printing, flag validation, backup while running, check.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::json;
 
 use crate::support::*;
 
-fn run(args: &[&str]) -> std::process::Output {
+/// Runs the binary with `args` and an empty environment.
+fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env_clear()
         .output()
         .expect("run binary")
+}
+
+/// Runs the binary with `args` then `--data-dir dir`.
+fn run_on(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("run binary")
+}
+
+/// A path as an argument (temp paths are UTF-8).
+fn text(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// The stdout of a run that must have succeeded.
+fn succeeded(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The manifest printed by `manifest` with `args`, with the add-on key also set in the
+/// environment.
+fn manifest_with_env_key(args: &[&str], env_key: &str) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("manifest")
+        .args(args)
+        .env("CLOCKIFY_STUDIO_ADDON_KEY", env_key)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -37,20 +77,9 @@ fn manifest_cli_prints_the_same_bytes_as_http() {
         assert_eq!(String::from_utf8(out.stdout).unwrap(), http, "{args:?}");
     }
     // Environment fallback, and flags beat env.
-    let out = Command::new(BIN)
-        .args(["manifest"])
-        .env("CLOCKIFY_STUDIO_ADDON_KEY", "from-env")
-        .output()
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(manifest["key"], "from-env");
-    let out = Command::new(BIN)
-        .args(["manifest", "--addon-key", "from-flag"])
-        .env("CLOCKIFY_STUDIO_ADDON_KEY", "from-env")
-        .output()
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(manifest["key"], "from-flag");
+    assert_eq!(manifest_with_env_key(&[], "from-env")["key"], "from-env");
+    let flagged = manifest_with_env_key(&["--addon-key", "from-flag"], "from-env");
+    assert_eq!(flagged["key"], "from-flag");
 }
 
 #[test]
@@ -73,33 +102,25 @@ fn invalid_flags_stop_with_exit_code_2_naming_the_flag() {
     std::fs::write(&file, "x").unwrap();
     let bad_key = temp.path().join("bad.pem");
     std::fs::write(&bad_key, "not a key").unwrap();
-    let cases: Vec<(Vec<String>, &str)> = vec![
+    let (under_file, other_dir) = (file.join("sub"), temp.path().join("d"));
+    let cases: &[(&[&str], &str)] = &[
+        (&["--base-url", "ftp://example.com"], "--base-url"),
+        (&["--max-rps", "51"], "--max-rps"),
+        (&["--listen", "nowhere"], "--listen"),
+        (&["--log-format", "xml"], "--log-format"),
+        (&["--data-dir", text(&under_file)], "--data-dir"),
         (
-            vec!["--base-url".into(), "ftp://example.com".into()],
-            "--base-url",
-        ),
-        (vec!["--max-rps".into(), "51".into()], "--max-rps"),
-        (vec!["--listen".into(), "nowhere".into()], "--listen"),
-        (vec!["--log-format".into(), "xml".into()], "--log-format"),
-        (
-            vec!["--data-dir".into(), file.join("sub").display().to_string()],
-            "--data-dir",
-        ),
-        (
-            vec![
-                "--clockify-public-key".into(),
-                bad_key.display().to_string(),
-                "--data-dir".into(),
-                temp.path().join("d").display().to_string(),
+            &[
+                "--clockify-public-key",
+                text(&bad_key),
+                "--data-dir",
+                text(&other_dir),
             ],
             "--clockify-public-key",
         ),
     ];
     for (args, flag) in cases {
-        let mut full = vec!["serve".to_string()];
-        full.extend(args.clone());
-        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let out = run(&refs);
+        let out = run(&[&["serve"], *args].concat());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
@@ -117,13 +138,16 @@ fn a_wrong_encryption_key_fails_the_start_clearly() {
     server.stop();
     let other_key = temp.path().join("other.key");
     std::fs::write(&other_key, format!("{}\n", "ab".repeat(32))).unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(temp.path())
-        .arg("--encryption-key-file")
-        .arg(&other_key)
-        .output()
-        .unwrap();
+    let out = run_on(
+        temp.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--encryption-key-file",
+            text(&other_key),
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--encryption-key-file"), "{stderr}");
@@ -145,67 +169,26 @@ fn backup_while_running_then_check_the_copy() {
     }
     // Writes keep going while the backup runs.
     let writer = {
-        let base = server.base.clone();
+        let client = TestClient::new(&server.base);
         std::thread::spawn(move || {
             for i in 0..30 {
-                let body = install_payload(&format!("ws-live-{i}"), "addon", UNREACHABLE_API);
-                let token = lifecycle_token(&format!("ws-live-{i}"), "addon");
-                let r = request(
-                    "POST",
-                    &format!("{base}/lifecycle/installed"),
-                    &[
-                        ("x-addon-lifecycle-token", &token),
-                        ("content-type", "application/json"),
-                    ],
-                    Some(&serde_json::to_vec(&body).unwrap()),
-                );
-                assert_eq!(r.status, 200);
+                client.install(&format!("ws-live-{i}"), "addon", UNREACHABLE_API);
             }
         })
     };
     let copy = temp.path().join("backup.redb");
-    let out = Command::new(BIN)
-        .args(["backup", "--to"])
-        .arg(&copy)
-        .arg("--data-dir")
-        .arg(temp.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(run_on(temp.path(), &["backup", "--to", text(&copy)]));
     writer.join().unwrap();
 
     // `check` on the live file works too (read-only while the server holds it).
-    let out = Command::new(BIN)
-        .args(["check", "--data-dir"])
-        .arg(temp.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(run_on(temp.path(), &["check"]));
     server.stop();
 
     // The copy opens with the same binary and holds at least the 20 installations made before.
     let restore = temp.path().join("restore");
     std::fs::create_dir_all(&restore).unwrap();
     std::fs::copy(&copy, restore.join("clockify-studio.redb")).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--data-dir"])
-        .arg(&restore)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(run_on(&restore, &["check"]));
     assert!(stdout.contains("integrity: ok"), "{stdout}");
     let count: u64 = stdout
         .lines()
@@ -228,18 +211,10 @@ fn backup_while_running_then_check_the_copy() {
 #[test]
 fn check_fails_on_a_missing_or_damaged_file() {
     let temp = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--data-dir"])
-        .arg(temp.path())
-        .output()
-        .unwrap();
+    let out = run_on(temp.path(), &["check"]);
     assert!(!out.status.success());
     std::fs::write(temp.path().join("clockify-studio.redb"), vec![7u8; 8192]).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--data-dir"])
-        .arg(temp.path())
-        .output()
-        .unwrap();
+    let out = run_on(temp.path(), &["check"]);
     assert!(
         !out.status.success(),
         "{}",

@@ -21,6 +21,28 @@ fn standard_signature(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> St
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// Posts `body` with the Standard Webhooks headers, whatever `signature` signs.
+fn post_with_signature(
+    server: &TestServer,
+    url_path: &str,
+    id: &str,
+    timestamp: u64,
+    signature: &str,
+    body: &[u8],
+) -> Response {
+    let ts = timestamp.to_string();
+    server.post(
+        url_path,
+        &[
+            ("webhook-id", id),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", signature),
+        ],
+        body,
+    )
+}
+
+/// Delivers `body` signed with `secret` the Standard Webhooks way.
 fn send_signed(
     server: &TestServer,
     url_path: &str,
@@ -30,23 +52,56 @@ fn send_signed(
     body: &[u8],
 ) -> Response {
     let signature = standard_signature(secret, id, timestamp, body);
-    let ts = timestamp.to_string();
+    post_with_signature(server, url_path, id, timestamp, &signature, body)
+}
+
+/// [`send_signed`] with the current time.
+fn send_signed_now(
+    server: &TestServer,
+    url_path: &str,
+    secret: &str,
+    id: &str,
+    body: &[u8],
+) -> Response {
+    send_signed(server, url_path, secret, id, now_secs(), body)
+}
+
+/// Delivers `body` with the source secret as a bearer token.
+fn send_bearer(server: &TestServer, url_path: &str, secret: &str, body: &[u8]) -> Response {
     server.post(
         url_path,
-        &[
-            ("webhook-id", id),
-            ("webhook-timestamp", &ts),
-            ("webhook-signature", &signature),
-        ],
+        &[("authorization", &format!("Bearer {secret}"))],
         body,
     )
 }
 
-fn create_source(server: &TestServer) -> (String, String, String) {
-    let r = server.api(
+/// Sends `method` to an `/api` route of WS as a user with `role`.
+fn api(
+    server: &TestServer,
+    method: &str,
+    role: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Response {
+    server.api(method, WS, ADDON, role, path, body)
+}
+
+/// Rotates the source's secret (as the owner).
+fn rotate(server: &TestServer, id: &str) -> Response {
+    api(
+        server,
         "POST",
-        WS,
-        ADDON,
+        "OWNER",
+        &format!("/api/sources/{id}/rotate"),
+        None,
+    )
+}
+
+/// Creates a source as the owner; returns its id, ingest path and secret.
+fn create_source(server: &TestServer) -> (String, String, String) {
+    let r = api(
+        server,
+        "POST",
         "OWNER",
         "/api/sources",
         Some(&json!({"name": "Billing system"})),
@@ -77,11 +132,11 @@ fn signed_and_bearer_deliveries_are_stored_with_the_source_name() {
     assert_eq!(list.json()["sources"][0]["id"], id.as_str());
 
     let body = br#"{"type":"invoice.paid","amount":12}"#;
-    let r = send_signed(&server, &path, &secret, "msg_1", now_secs(), body);
+    let r = send_signed_now(&server, &path, &secret, "msg_1", body);
     assert_eq!(r.status, 200, "{}", r.body);
     let event_id = r.json()["webhookId"].as_str().unwrap().to_string();
     // A redelivery with the same webhook-id is a duplicate, even re-signed later.
-    let again = send_signed(&server, &path, &secret, "msg_1", now_secs(), body).json();
+    let again = send_signed_now(&server, &path, &secret, "msg_1", body).json();
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["webhookId"], event_id.as_str());
 
@@ -94,17 +149,9 @@ fn signed_and_bearer_deliveries_are_stored_with_the_source_name() {
         br#"{"n":1}"#,
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = server.post(
-        &path,
-        &[("authorization", &format!("Bearer {secret}"))],
-        br#"{"eventType":"lead.new"}"#,
-    );
+    let r = send_bearer(&server, &path, &secret, br#"{"eventType":"lead.new"}"#);
     assert_eq!(r.status, 200);
-    let r = server.post(
-        &path,
-        &[("authorization", &format!("Bearer {secret}"))],
-        br#"{"plain":true}"#,
-    );
+    let r = send_bearer(&server, &path, &secret, br#"{"plain":true}"#);
     assert_eq!(r.status, 200);
 
     let items = server.admin_get(WS, ADDON, "/api/webhooks?limit=10").json()["items"]
@@ -137,7 +184,7 @@ fn bad_signatures_and_unknown_sources_are_refused() {
     let body = br#"{"type":"x"}"#;
     let wrong = format!("whsec_{}", STANDARD.encode([7u8; 32]));
     assert_eq!(
-        send_signed(&server, &path, &wrong, "m1", now_secs(), body).status,
+        send_signed_now(&server, &path, &wrong, "m1", body).status,
         401
     );
     let r = send_signed(&server, &path, &secret, "m2", now_secs() - 301, body);
@@ -148,30 +195,13 @@ fn bad_signatures_and_unknown_sources_are_refused() {
         401
     );
     // The signature covers the body.
-    let sig = standard_signature(&secret, "m4", now_secs(), body);
-    let ts = now_secs().to_string();
-    let r = server.post(
-        &path,
-        &[
-            ("webhook-id", "m4"),
-            ("webhook-timestamp", &ts),
-            ("webhook-signature", &sig),
-        ],
-        br#"{"type":"y"}"#,
-    );
+    let now = now_secs();
+    let sig = standard_signature(&secret, "m4", now, body);
+    let r = post_with_signature(&server, &path, "m4", now, &sig, br#"{"type":"y"}"#);
     assert_eq!(r.status, 401);
-    assert_eq!(
-        server
-            .post(&path, &[("authorization", "Bearer nope")], body)
-            .status,
-        401
-    );
+    assert_eq!(send_bearer(&server, &path, "nope", body).status, 401);
     assert_eq!(server.post(&path, &[], body).status, 401);
-    let r = server.post(
-        "/webhooks/custom/no-such-source",
-        &[("authorization", &format!("Bearer {secret}"))],
-        body,
-    );
+    let r = send_bearer(&server, "/webhooks/custom/no-such-source", &secret, body);
     assert_eq!(r.status, 404);
     r.error();
     assert!(
@@ -187,107 +217,46 @@ fn rotation_keeps_the_old_secret_working_for_a_grace_period() {
     let server = TestServer::start();
     server.install(WS, ADDON, UNREACHABLE_API);
     let (id, path, old) = create_source(&server);
-    let r = server.api(
-        "POST",
-        WS,
-        ADDON,
-        "OWNER",
-        &format!("/api/sources/{id}/rotate"),
-        None,
-    );
+    let r = rotate(&server, &id);
     assert_eq!(r.status, 200, "{}", r.body);
     let new = r.json()["secret"].as_str().unwrap().to_string();
     assert_ne!(new, old);
     assert!(r.json()["previousSecretValidUntil"].is_string());
-    assert_eq!(
-        send_signed(&server, &path, &old, "r1", now_secs(), br#"{"a":1}"#).status,
-        200
-    );
-    assert_eq!(
-        send_signed(&server, &path, &new, "r2", now_secs(), br#"{"a":2}"#).status,
-        200
-    );
+    let status = |secret: &str, id: &str, body: &[u8]| {
+        send_signed_now(&server, &path, secret, id, body).status
+    };
+    assert_eq!(status(&old, "r1", br#"{"a":1}"#), 200);
+    assert_eq!(status(&new, "r2", br#"{"a":2}"#), 200);
     // A second rotation ends the oldest secret at once.
-    let r = server.api(
-        "POST",
-        WS,
-        ADDON,
-        "OWNER",
-        &format!("/api/sources/{id}/rotate"),
-        None,
-    );
-    let newest = r.json()["secret"].as_str().unwrap().to_string();
-    assert_eq!(
-        send_signed(&server, &path, &old, "r3", now_secs(), br#"{"a":3}"#).status,
-        401
-    );
-    assert_eq!(
-        send_signed(&server, &path, &new, "r4", now_secs(), br#"{"a":4}"#).status,
-        200
-    );
-    assert_eq!(
-        send_signed(&server, &path, &newest, "r5", now_secs(), br#"{"a":5}"#).status,
-        200
-    );
+    let newest = rotate(&server, &id).json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(status(&old, "r3", br#"{"a":3}"#), 401);
+    assert_eq!(status(&new, "r4", br#"{"a":4}"#), 200);
+    assert_eq!(status(&newest, "r5", br#"{"a":5}"#), 200);
 }
 
 #[test]
 fn only_admins_manage_sources_and_deleting_stops_ingestion() {
     let server = TestServer::start();
     server.install(WS, ADDON, UNREACHABLE_API);
-    let r = server.api(
-        "POST",
-        WS,
-        ADDON,
-        "TEAM_MANAGER",
-        "/api/sources",
-        Some(&json!({"name": "x"})),
-    );
-    assert_eq!(r.status, 403);
-    let r = server.api(
-        "POST",
-        WS,
-        ADDON,
-        "OWNER",
-        "/api/sources",
-        Some(&json!({"name": ""})),
-    );
-    assert_eq!(r.status, 400);
+    let create = |role: &str, name: &str| {
+        api(
+            &server,
+            "POST",
+            role,
+            "/api/sources",
+            Some(&json!({"name": name})),
+        )
+        .status
+    };
+    assert_eq!(create("TEAM_MANAGER", "x"), 403);
+    assert_eq!(create("OWNER", ""), 400);
     let (id, path, secret) = create_source(&server);
-    assert_eq!(
-        server
-            .api(
-                "DELETE",
-                WS,
-                ADDON,
-                "TEAM_MANAGER",
-                &format!("/api/sources/{id}"),
-                None
-            )
-            .status,
-        403
-    );
-    assert_eq!(
-        server
-            .api(
-                "DELETE",
-                WS,
-                ADDON,
-                "OWNER",
-                &format!("/api/sources/{id}"),
-                None
-            )
-            .status,
-        200
-    );
-    assert_eq!(
-        server
-            .post(
-                &path,
-                &[("authorization", &format!("Bearer {secret}"))],
-                b"{}"
-            )
-            .status,
-        404
-    );
+    let delete =
+        |role: &str| api(&server, "DELETE", role, &format!("/api/sources/{id}"), None).status;
+    assert_eq!(delete("TEAM_MANAGER"), 403);
+    assert_eq!(delete("OWNER"), 200);
+    assert_eq!(send_bearer(&server, &path, &secret, b"{}").status, 404);
 }

@@ -56,19 +56,35 @@ fn time_entry(ws: &str, id: &str, project: &str, description: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn create_flow(server: &TestServer, ws: &str, flow: &Value) -> String {
+fn create_flow(server: &TestClient, ws: &str, flow: &Value) -> String {
     let r = server.api("POST", ws, ADDON, "OWNER", "/api/flows", Some(flow));
     assert_eq!(r.status, 201, "{}", r.body);
     r.json()["id"].as_str().unwrap().to_string()
 }
 
-fn deliver(server: &TestServer, ws: &str, event: &str, body: &[u8]) -> String {
+fn deliver(server: &TestClient, ws: &str, event: &str, body: &[u8]) -> String {
     let r = server.deliver(ws, ADDON, event, body);
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["webhookId"].as_str().unwrap().to_string()
 }
 
-fn get(server: &TestServer, ws: &str, path: &str) -> Value {
+/// Delivers NEW_TIME_ENTRY for a time entry of WS; returns the webhook id.
+fn deliver_new_entry(server: &TestClient, id: &str, project: &str, description: &str) -> String {
+    let body = time_entry(WS, id, project, description);
+    deliver(server, WS, "NEW_TIME_ENTRY", &body)
+}
+
+/// POSTs to an `/api` route of WS as a user with `role`.
+fn post_as(server: &TestClient, role: &str, path: &str, body: Option<&Value>) -> Response {
+    server.api("POST", WS, ADDON, role, path, body)
+}
+
+/// Tries a flow of WS (`POST /api/flows/{flow}/test`) as a user with `role`.
+fn test_flow(server: &TestClient, role: &str, flow: &str, body: &Value) -> Response {
+    post_as(server, role, &format!("/api/flows/{flow}/test"), Some(body))
+}
+
+fn get(server: &TestClient, ws: &str, path: &str) -> Value {
     let r = server.api("GET", ws, ADDON, "OWNER", path, None);
     assert_eq!(r.status, 200, "{path}: {}", r.body);
     r.json()
@@ -79,7 +95,7 @@ fn is_final(status: &Value) -> bool {
 }
 
 /// Waits until the flow has `n` finished runs; returns them in full, oldest first.
-fn finished_runs(server: &TestServer, ws: &str, flow: &str, n: usize) -> Vec<Value> {
+fn finished_runs(server: &TestClient, ws: &str, flow: &str, n: usize) -> Vec<Value> {
     let mut items = Vec::new();
     let done = wait_until(DEADLINE, || {
         items = get(server, ws, &format!("/api/flows/{flow}/runs?limit=200"))["items"]
@@ -116,9 +132,28 @@ fn body_of(call: &RecordedCall) -> Value {
     serde_json::from_slice(&call.body).unwrap()
 }
 
+/// A flow on new time entries whose one action reads the workspace's tags.
+fn read_tags_flow() -> Value {
+    json!({"name": "t", "trigger": {"events": ["NEW_TIME_ENTRY"]},
+           "actions": [{"name": "tags", "operationId": "getTags"}]})
+}
+
 fn update_entry_action(name: &str, body: Value) -> Value {
     json!({"name": name, "operationId": "updateTimeEntry",
            "pathParams": {"id": "{{ event.id }}"}, "body": body})
+}
+
+/// Runs a flow that updates each new time entry with the `body` template on one delivered
+/// entry, `entry_id`; returns the finished run.
+fn run_entry_update(env: &Env, entry_id: &str, body: Value) -> Value {
+    let flow = create_flow(
+        &env.server,
+        WS,
+        &json!({"name": "update", "trigger": {"events": ["NEW_TIME_ENTRY"]},
+                "actions": [update_entry_action("update", body)]}),
+    );
+    deliver_new_entry(&env.server, entry_id, "p1", "x");
+    finished_runs(&env.server, WS, &flow, 1).remove(0)
 }
 
 #[test]
@@ -139,18 +174,8 @@ fn tag_entries_of_one_project() {
             }))],
         }),
     );
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-1", "proj-x", "Work"),
-    );
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-2", "proj-y", "Other"),
-    );
+    deliver_new_entry(&env.server, "te-1", "proj-x", "Work");
+    deliver_new_entry(&env.server, "te-2", "proj-y", "Other");
     let runs = finished_runs(&env.server, WS, &flow, 2);
     assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
     assert_eq!(runs[1]["status"], "skipped", "{}", runs[1]);
@@ -208,12 +233,7 @@ fn default_description_for_empty_entries() {
             }))],
         }),
     );
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-1", "p1", ""),
-    );
+    deliver_new_entry(&env.server, "te-1", "p1", "");
     deliver(
         &env.server,
         WS,
@@ -279,12 +299,7 @@ fn two_steps_use_the_first_response() {
             ],
         }),
     );
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-9", "p1", "Design"),
-    );
+    deliver_new_entry(&env.server, "te-9", "p1", "Design");
     let runs = finished_runs(&env.server, WS, &flow, 1);
     assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
     assert_eq!(runs[0]["actions"][0]["response"]["body"]["name"], "Ann Lee");
@@ -301,14 +316,8 @@ fn two_steps_use_the_first_response() {
 
 /// A flow whose one rule must hold, checked with a dry run.
 fn rule_result(env: &Env, flow: &str, event: &Value) -> Vec<bool> {
-    let r = env.server.api(
-        "POST",
-        WS,
-        ADDON,
-        "OWNER",
-        &format!("/api/flows/{flow}/test"),
-        Some(&json!({"event": event, "eventType": "NEW_TIME_ENTRY"})),
-    );
+    let body = json!({"event": event, "eventType": "NEW_TIME_ENTRY"});
+    let r = test_flow(&env.server, "OWNER", flow, &body);
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["conditions"]
         .as_array()
@@ -383,31 +392,20 @@ fn every_operator() {
 #[test]
 fn lone_expressions_keep_their_json_type() {
     let env = start(&[WS]);
-    let flow = create_flow(
-        &env.server,
-        WS,
-        &json!({
-            "name": "types",
-            "trigger": {"events": ["NEW_TIME_ENTRY"]},
-            "actions": [update_entry_action("typed", json!({
-                "start": "{{ event.timeInterval.start }}",
-                "billable": "{{ event.billable }}",
-                "tagIds": "{{ event.tagIds }}",
-                "customFields": [{"customFieldId": "cf", "value": "{{ event.timeInterval }}"}],
-                "description": "{{ event.id }} took {{ event.timeInterval.duration }}",
-                "projectId": "{{ event.missingProject | default(none) }}",
-                "taskId": "{{ event.taskId | default('no-task') }}",
-            }))],
+    let run = run_entry_update(
+        &env,
+        "te-t",
+        json!({
+            "start": "{{ event.timeInterval.start }}",
+            "billable": "{{ event.billable }}",
+            "tagIds": "{{ event.tagIds }}",
+            "customFields": [{"customFieldId": "cf", "value": "{{ event.timeInterval }}"}],
+            "description": "{{ event.id }} took {{ event.timeInterval.duration }}",
+            "projectId": "{{ event.missingProject | default(none) }}",
+            "taskId": "{{ event.taskId | default('no-task') }}",
         }),
     );
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-t", "p1", "x"),
-    );
-    let runs = finished_runs(&env.server, WS, &flow, 1);
-    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+    assert_eq!(run["status"], "succeeded", "{run}");
     let put = &calls_to(&env.fake, "PUT", "/time-entries/te-t")[0];
     assert_eq!(
         body_of(put),
@@ -427,30 +425,19 @@ fn lone_expressions_keep_their_json_type() {
 #[test]
 fn a_missing_value_fails_the_run_and_names_it() {
     let env = start(&[WS]);
-    let flow = create_flow(
-        &env.server,
-        WS,
-        &json!({
-            "name": "missing",
-            "trigger": {"events": ["NEW_TIME_ENTRY"]},
-            "actions": [update_entry_action("m", json!({
-                "start": "{{ event.timeInterval.start }}",
-                "description": "Client: {{ event.client.name }}",
-            }))],
+    let run = run_entry_update(
+        &env,
+        "te-m",
+        json!({
+            "start": "{{ event.timeInterval.start }}",
+            "description": "Client: {{ event.client.name }}",
         }),
     );
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-m", "p1", "x"),
-    );
-    let runs = finished_runs(&env.server, WS, &flow, 1);
-    assert_eq!(runs[0]["status"], "failed");
-    let error = runs[0]["error"].as_str().unwrap();
+    assert_eq!(run["status"], "failed");
+    let error = run["error"].as_str().unwrap();
     assert!(error.contains("event.client"), "{error}");
     assert!(error.contains("body.description"), "{error}");
-    assert_eq!(runs[0]["actions"][0]["status"], "failed");
+    assert_eq!(run["actions"][0]["status"], "failed");
     assert!(
         calls_to(&env.fake, "PUT", "/time-entries/").is_empty(),
         "nothing is sent for a run that cannot render"
@@ -480,9 +467,7 @@ fn saving_checks_everything_and_lists_the_problems() {
         ],
         "retry": {"maxAttempts": 0},
     });
-    let r = env
-        .server
-        .api("POST", WS, ADDON, "OWNER", "/api/flows", Some(&bad));
+    let r = post_as(&env.server, "OWNER", "/api/flows", Some(&bad));
     assert_eq!(r.status, 400, "{}", r.body);
     let body = r.json();
     assert!(body["requestId"].is_string());
@@ -524,15 +509,11 @@ fn saving_checks_everything_and_lists_the_problems() {
     // A custom source must exist in this workspace.
     let custom = json!({"name": "custom", "trigger": {"source": "no-such-source", "events": ["order.paid"]},
                         "actions": [{"name": "tags", "operationId": "getTags"}]});
-    let r = env
-        .server
-        .api("POST", WS, ADDON, "OWNER", "/api/flows", Some(&custom));
+    let r = post_as(&env.server, "OWNER", "/api/flows", Some(&custom));
     assert_eq!(r.status, 400);
     assert!(r.body.contains("no custom source"), "{}", r.body);
-    let source = env.server.api(
-        "POST",
-        WS,
-        ADDON,
+    let source = post_as(
+        &env.server,
         "OWNER",
         "/api/sources",
         Some(&json!({"name": "shop"})),
@@ -541,9 +522,7 @@ fn saving_checks_everything_and_lists_the_problems() {
     custom["trigger"]["source"] = source.json()["id"].clone();
     create_flow(&env.server, WS, &custom);
     // Writes need an admin.
-    let r = env
-        .server
-        .api("POST", WS, ADDON, "USER", "/api/flows", Some(&ok));
+    let r = post_as(&env.server, "USER", "/api/flows", Some(&ok));
     assert_eq!(r.status, 403);
     assert_eq!(
         get(&env.server, WS, "/api/flows")["flows"]
@@ -623,12 +602,7 @@ fn workspaces_stay_isolated() {
     };
     let f1 = create_flow(&env.server, WS, &flow("one"));
     let f2 = create_flow(&env.server, WS2, &flow("two"));
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-1", "p", "x"),
-    );
+    deliver_new_entry(&env.server, "te-1", "p", "x");
     let runs = finished_runs(&env.server, WS, &f1, 1);
     assert_eq!(runs[0]["status"], "succeeded");
     let tags = calls_to(&env.fake, "POST", "/tags");
@@ -693,12 +667,7 @@ fn retries_a_429_after_retry_after() {
                 "actions": [{"name": "tag", "operationId": "createNewTag", "body": {"name": "t"}}]}),
     );
     let started = Instant::now();
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-1", "p", "x"),
-    );
+    deliver_new_entry(&env.server, "te-1", "p", "x");
     let runs = finished_runs(&env.server, WS, &flow, 1);
     assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
     assert_eq!(runs[0]["actions"][0]["attempts"], 2);
@@ -728,12 +697,7 @@ fn repeated_failures_disable_the_flow() {
                 "actions": [{"name": "tag", "operationId": "createNewTag", "body": {"name": "t"}}]}),
     );
     for i in 0..5 {
-        deliver(
-            &env.server,
-            WS,
-            "NEW_TIME_ENTRY",
-            &time_entry(WS, &format!("te-{i}"), "p", "x"),
-        );
+        deliver_new_entry(&env.server, &format!("te-{i}"), "p", "x");
         finished_runs(&env.server, WS, &flow, i + 1);
     }
     let runs = finished_runs(&env.server, WS, &flow, 5);
@@ -757,20 +721,9 @@ fn repeated_failures_disable_the_flow() {
     assert_eq!(state["enabled"], false);
     let reason = state["disabledReason"].as_str().unwrap();
     assert!(reason.contains("last 5 runs failed"), "{reason}");
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-9", "p", "x"),
-    );
-    let r = env.server.api(
-        "POST",
-        WS,
-        ADDON,
-        "OWNER",
-        &format!("/api/flows/{flow}/test"),
-        Some(&json!({"event": {}, "eventType": "NEW_TIME_ENTRY"})),
-    );
+    deliver_new_entry(&env.server, "te-9", "p", "x");
+    let empty_event = json!({"event": {}, "eventType": "NEW_TIME_ENTRY"});
+    let r = test_flow(&env.server, "OWNER", &flow, &empty_event);
     assert_eq!(r.status, 200);
     assert_eq!(
         get(&env.server, WS, &format!("/api/flows/{flow}/runs"))["items"]
@@ -780,10 +733,8 @@ fn repeated_failures_disable_the_flow() {
         5
     );
     // Enabling clears the reason and the streak.
-    let r = env.server.api(
-        "POST",
-        WS,
-        ADDON,
+    let r = post_as(
+        &env.server,
         "OWNER",
         &format!("/api/flows/{flow}/enable"),
         None,
@@ -791,12 +742,7 @@ fn repeated_failures_disable_the_flow() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["enabled"], true);
     assert_eq!(r.json()["disabledReason"], Value::Null);
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-10", "p", "x"),
-    );
+    deliver_new_entry(&env.server, "te-10", "p", "x");
     finished_runs(&env.server, WS, &flow, 6);
     assert_eq!(
         get(&env.server, WS, &format!("/api/flows/{flow}"))["enabled"],
@@ -825,26 +771,12 @@ fn a_dry_run_sends_nothing_and_execute_really_runs() {
                 "userName": "{{ actions.getUser.body.name }}"})),
         ]}),
     );
-    let webhook = deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-1", "p9", "x"),
-    );
+    let webhook = deliver_new_entry(&env.server, "te-1", "p9", "x");
     assert_eq!(
         finished_runs(&env.server, WS, &flow, 1)[0]["status"],
         "skipped"
     );
-    let test = |body: Value, role: &str| {
-        env.server.api(
-            "POST",
-            WS,
-            ADDON,
-            role,
-            &format!("/api/flows/{flow}/test"),
-            Some(&body),
-        )
-    };
+    let test = |body: Value, role: &str| test_flow(&env.server, role, &flow, &body);
     let r = test(json!({"webhookId": webhook}), "USER");
     assert_eq!(r.status, 200, "{}", r.body);
     let dry = r.json();
@@ -920,21 +852,11 @@ fn replay_runs_the_matching_flows_again() {
         &json!({"name": "other", "trigger": {"events": ["NEW_PROJECT"]},
                 "actions": [{"name": "tag", "operationId": "getTags"}]}),
     );
-    let webhook = deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-r", "p", "x"),
-    );
+    let webhook = deliver_new_entry(&env.server, "te-r", "p", "x");
     finished_runs(&env.server, WS, &flow, 1);
     let path = format!("/api/webhooks/{webhook}/replay");
-    assert_eq!(
-        env.server
-            .api("POST", WS, ADDON, "USER", &path, None)
-            .status,
-        403
-    );
-    let r = env.server.api("POST", WS, ADDON, "OWNER", &path, None);
+    assert_eq!(post_as(&env.server, "USER", &path, None).status, 403);
+    let r = post_as(&env.server, "OWNER", &path, None);
     assert_eq!(r.status, 200, "{}", r.body);
     let replayed = r.json()["runs"].as_array().unwrap().clone();
     assert_eq!(replayed.len(), 1);
@@ -958,28 +880,18 @@ fn replay_runs_the_matching_flows_again() {
 
 #[test]
 fn runs_are_deleted_by_retention() {
-    let fake = FakeClockify::start();
-    let dir = tempfile::tempdir().unwrap();
-    let host = fake.host.clone();
-    let server = TestServer::start_in(dir.path(), |c| c.allow_api_hosts = vec![host.clone()]);
-    server.install(WS, ADDON, &fake.base);
-    let flow = create_flow(
-        &server,
-        WS,
-        &json!({"name": "t", "trigger": {"events": ["NEW_TIME_ENTRY"]},
-                "actions": [{"name": "tags", "operationId": "getTags"}]}),
-    );
-    deliver(
-        &server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-1", "p", "x"),
-    );
+    let Env {
+        fake,
+        server,
+        _dir: dir,
+    } = start(&[WS]);
+    let flow = create_flow(&server, WS, &read_tags_flow());
+    deliver_new_entry(&server, "te-1", "p", "x");
     finished_runs(&server, WS, &flow, 1);
     drop(server);
     // 31 days later, by the retention clock (runs are kept 30 days by default).
     let server = TestServer::start_in(dir.path(), |c| {
-        c.allow_api_hosts = vec![host];
+        c.allow_api_hosts = vec![fake.host.clone()];
         c.retention_clock_skew = Duration::from_secs(31 * 24 * 3600);
         c.retention_interval = Duration::from_millis(50);
     });
@@ -994,18 +906,8 @@ fn runs_are_deleted_by_retention() {
 #[test]
 fn metrics_count_runs_actions_and_queue() {
     let env = start(&[WS]);
-    let flow = create_flow(
-        &env.server,
-        WS,
-        &json!({"name": "t", "trigger": {"events": ["NEW_TIME_ENTRY"]},
-                "actions": [{"name": "tags", "operationId": "getTags"}]}),
-    );
-    deliver(
-        &env.server,
-        WS,
-        "NEW_TIME_ENTRY",
-        &time_entry(WS, "te-1", "p", "x"),
-    );
+    let flow = create_flow(&env.server, WS, &read_tags_flow());
+    deliver_new_entry(&env.server, "te-1", "p", "x");
     finished_runs(&env.server, WS, &flow, 1);
     let m = |name: &str, labels: &[&str]| env.server.metric(name, labels);
     assert!(m("flow_runs_total", &["status=\"succeeded\""]) >= 1.0);
@@ -1027,7 +929,7 @@ fn metrics_count_runs_actions_and_queue() {
 
 struct ServerProcess {
     child: Child,
-    base: String,
+    client: TestClient,
 }
 
 impl Drop for ServerProcess {
@@ -1060,8 +962,8 @@ fn spawn_server(data_dir: &std::path::Path, fake_host: &str) -> ServerProcess {
         .stdout(Stdio::null())
         .spawn()
         .expect("start the server binary");
-    let base = format!("http://127.0.0.1:{port}");
-    let child = ServerProcess { child, base };
+    let client = TestClient::new(&format!("http://127.0.0.1:{port}"));
+    let child = ServerProcess { child, client };
     assert!(
         wait_until(DEADLINE, || std::net::TcpStream::connect((
             "127.0.0.1",
@@ -1073,20 +975,6 @@ fn spawn_server(data_dir: &std::path::Path, fake_host: &str) -> ServerProcess {
     child
 }
 
-fn child_api(base: &str, method: &str, path: &str, body: Option<&Value>) -> Response {
-    let token = user_token(WS, ADDON, "OWNER");
-    let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
-    request(
-        method,
-        &format!("{base}{path}"),
-        &[
-            ("x-addon-token", &token),
-            ("content-type", "application/json"),
-        ],
-        bytes.as_deref(),
-    )
-}
-
 #[test]
 fn a_killed_server_resumes_runs_without_repeating_finished_actions() {
     let fake = FakeClockify::start();
@@ -1095,44 +983,24 @@ fn a_killed_server_resumes_runs_without_repeating_finished_actions() {
     let release_post = fake.hold_first(|c| c.method == "POST" && c.path.ends_with("/tags"));
     let dir = tempfile::tempdir().unwrap();
     let server = spawn_server(dir.path(), &fake.host);
-    let r = request(
-        "POST",
-        &format!("{}/lifecycle/installed", server.base),
-        &[
-            ("x-addon-lifecycle-token", &lifecycle_token(WS, ADDON)),
-            ("content-type", "application/json"),
-        ],
-        Some(&serde_json::to_vec(&install_payload(WS, ADDON, &fake.base)).unwrap()),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let create = |flow: Value| {
-        let r = child_api(&server.base, "POST", "/api/flows", Some(&flow));
-        assert_eq!(r.status, 201, "{}", r.body);
-        r.json()["id"].as_str().unwrap().to_string()
-    };
+    server.client.install(WS, ADDON, &fake.base);
     // GET then PUT (idempotent: may be resent), and a POST (must not be).
-    let two_steps = create(
-        json!({"name": "two steps", "trigger": {"events": ["NEW_TIME_ENTRY"]},
+    let two_steps = create_flow(
+        &server.client,
+        WS,
+        &json!({"name": "two steps", "trigger": {"events": ["NEW_TIME_ENTRY"]},
         "actions": [
             {"name": "getUser", "operationId": "getMemberProfile", "pathParams": {"userId": "{{ event.userId }}"}},
             update_entry_action("sign", json!({"start": "{{ event.timeInterval.start }}", "description": "signed"})),
         ]}),
     );
-    let post = create(
-        json!({"name": "post", "trigger": {"events": ["NEW_TIME_ENTRY"]},
+    let post = create_flow(
+        &server.client,
+        WS,
+        &json!({"name": "post", "trigger": {"events": ["NEW_TIME_ENTRY"]},
         "actions": [{"name": "tag", "operationId": "createNewTag", "body": {"name": "x"}}]}),
     );
-    let token = webhook_token(WS, ADDON);
-    let r = request(
-        "POST",
-        &format!("{}/webhooks/clockify/NEW_TIME_ENTRY", server.base),
-        &[
-            ("clockify-signature", &token),
-            ("content-type", "application/json"),
-        ],
-        Some(&time_entry(WS, "te-k", "p", "x")),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    deliver_new_entry(&server.client, "te-k", "p", "x");
     assert!(
         wait_until(DEADLINE, || {
             let has = |m: &str, p: &str| !calls_to(&fake, m, p).is_empty();
@@ -1146,36 +1014,10 @@ fn a_killed_server_resumes_runs_without_repeating_finished_actions() {
     // The held calls now answer a dead connection.
     drop((release_put, release_post));
     let server = spawn_server(dir.path(), &fake.host);
-    let runs_of = |flow: &str| -> Vec<Value> {
-        let mut items = Vec::new();
-        let done = wait_until(DEADLINE, || {
-            let r = child_api(
-                &server.base,
-                "GET",
-                &format!("/api/flows/{flow}/runs"),
-                None,
-            );
-            items = r.json()["items"].as_array().cloned().unwrap_or_default();
-            !items.is_empty() && items.iter().all(|r| is_final(&r["status"]))
-        });
-        assert!(done, "runs of {flow} did not finish: {items:?}");
-        items
-            .iter()
-            .map(|r| {
-                child_api(
-                    &server.base,
-                    "GET",
-                    &format!("/api/runs/{}", r["id"].as_str().unwrap()),
-                    None,
-                )
-                .json()
-            })
-            .collect()
-    };
-    let resumed = runs_of(&two_steps);
+    let resumed = finished_runs(&server.client, WS, &two_steps, 1);
     assert_eq!(resumed.len(), 1);
     assert_eq!(resumed[0]["status"], "succeeded", "{}", resumed[0]);
-    let unknown = runs_of(&post);
+    let unknown = finished_runs(&server.client, WS, &post, 1);
     assert_eq!(unknown.len(), 1);
     assert_eq!(unknown[0]["status"], "failed");
     assert!(

@@ -210,9 +210,12 @@ fn unwanted_events_are_removed_and_uninstall_deletes_ours() {
         ]}),
     );
     assert_eq!(r.status, 200);
+    // The sync stores its report after its last call to Clockify: wait for both.
     assert!(
-        wait_until(Duration::from_secs(30), || hooks.events()
-            == ["EXPENSE_CREATED", "TIME_ENTRY_SPLIT"]),
+        wait_until(Duration::from_secs(30), || {
+            hooks.events() == ["EXPENSE_CREATED", "TIME_ENTRY_SPLIT"]
+                && summary(&server)["summary"]["registered"] == 2
+        }),
         "{:?}",
         hooks.events()
     );

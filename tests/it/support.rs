@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -30,14 +30,30 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// An `exp` claim at least `secs` from now, rounded up to the next minute: tokens made within
+/// the same minute then have equal claims, so [`sign`] makes each of them once.
+pub fn expiry_in(secs: u64) -> u64 {
+    (now_secs() / 60 + 1) * 60 + secs
+}
+
 /// Signs `claims` with the test key, RS256, as Clockify does.
 pub fn sign(claims: &Value) -> String {
     sign_with(claims, TEST_PRIVATE_KEY)
 }
 
+/// RS256 signing takes ~0.1 s in a debug build and gives the same token for the same key
+/// and claims, so each distinct pair is signed once per test run.
 pub fn sign_with(claims: &Value, private_pem: &str) -> String {
+    static SIGNED: LazyLock<Mutex<HashMap<(String, String), String>>> =
+        LazyLock::new(Mutex::default);
+    let cache_key = (private_pem.to_string(), claims.to_string());
+    if let Some(token) = SIGNED.lock().unwrap().get(&cache_key) {
+        return token.clone();
+    }
     let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("test key");
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).expect("sign")
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).expect("sign");
+    SIGNED.lock().unwrap().insert(cache_key, token.clone());
+    token
 }
 
 /// An unsigned token with `alg: none`.
@@ -77,7 +93,7 @@ pub fn user_token(workspace_id: &str, addon_id: &str, role: &str) -> String {
     let mut claims = base_claims(workspace_id, addon_id);
     claims["user"] = json!("user-1");
     claims["workspaceRole"] = json!(role);
-    claims["exp"] = json!(now_secs() + 1800);
+    claims["exp"] = json!(expiry_in(1800));
     sign(&claims)
 }
 
@@ -191,65 +207,18 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
-/// The server under test, on its own runtime thread.
-pub struct TestServer {
+/// Requests to a server under test by its base URL. [`TestServer`] derefs to one; a clone
+/// goes where the server cannot (another thread), and a server run as a child process has one.
+#[derive(Clone)]
+pub struct TestClient {
     pub base: String,
-    pub data_dir: PathBuf,
-    _temp: Option<Arc<tempfile::TempDir>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
-impl TestServer {
-    pub fn start() -> TestServer {
-        let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let dir = temp.path().to_path_buf();
-        let mut server = TestServer::start_in(&dir, |_| {});
-        server._temp = Some(temp);
-        server
-    }
-
-    /// Starts on `data_dir`, with `tweak` adjusting the test configuration first.
-    pub fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let mut config = Config::for_data_dir(data_dir);
-        config.listen = addr;
-        config.base_url = format!("http://{addr}");
-        config.clockify_public_key_pem = TEST_PUBLIC_KEY.to_string();
-        tweak(&mut config);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                clockify_studio::server::launch(config, listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .map_err(|e| e.to_string())
-            })
-        });
-        let server = TestServer {
-            base: format!("http://{addr}"),
-            data_dir: data_dir.to_path_buf(),
-            _temp: None,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        };
-        assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
-                addr
-            )
-            .is_ok()),
-            "server did not start"
-        );
-        server
+impl TestClient {
+    pub fn new(base: &str) -> TestClient {
+        TestClient {
+            base: base.to_string(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -349,6 +318,68 @@ impl TestServer {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// The server under test, on its own runtime thread.
+pub struct TestServer {
+    client: TestClient,
+    pub data_dir: PathBuf,
+    _temp: Option<Arc<tempfile::TempDir>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let dir = temp.path().to_path_buf();
+        let mut server = TestServer::start_in(&dir, |_| {});
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts on `data_dir`, with `tweak` adjusting the test configuration first.
+    pub fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut config = Config::for_data_dir(data_dir);
+        config.listen = addr;
+        config.base_url = format!("http://{addr}");
+        config.clockify_public_key_pem = TEST_PUBLIC_KEY.to_string();
+        tweak(&mut config);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                clockify_studio::server::launch(config, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+            })
+        });
+        let server = TestServer {
+            client: TestClient::new(&format!("http://{addr}")),
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok()),
+            "server did not start"
+        );
+        server
+    }
 
     /// Graceful stop; the data dir stays (as long as the returned value lives) for a restart.
     pub fn stop(mut self) -> DataDir {
@@ -370,6 +401,13 @@ impl TestServer {
                 .map_err(|_| "server thread panicked".to_string())?,
             None => Ok(()),
         }
+    }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = TestClient;
+    fn deref(&self) -> &TestClient {
+        &self.client
     }
 }
 

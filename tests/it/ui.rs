@@ -15,7 +15,7 @@ fn user(role: &str, theme: &str) -> String {
     claims["workspaceRole"] = json!(role);
     claims["theme"] = json!(theme);
     claims["language"] = json!("DE");
-    claims["exp"] = json!(now_secs() + 1800);
+    claims["exp"] = json!(expiry_in(1800));
     sign(&claims)
 }
 

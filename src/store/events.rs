@@ -5,6 +5,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::dedupe::{self, PendingDedupe};
 use super::flows::{FlowIndex, QueuedRun};
 use super::keys::{
     id_floor_for_millis, ids_before, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
@@ -64,7 +65,7 @@ enum EventRecordRef<'a> {
     V1(&'a StoredEvent),
 }
 
-fn decode_event(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
     match decode::<EventRecord>(bytes)? {
         EventRecord::V1(event) => Ok(event),
     }
@@ -117,10 +118,6 @@ fn type_key(ws: &str, event_type: &str, id: &EventId) -> Vec<u8> {
     with_suffix(&two_part_prefix(ws, event_type), id)
 }
 
-fn dedupe_table_key(ws: &str, event_type: &str, dedupe_key: &[u8; 32]) -> Vec<u8> {
-    with_suffix(&two_part_prefix(ws, event_type), dedupe_key)
-}
-
 /// Inserts one event (or records a duplicate) inside the writer's transaction, and queues
 /// a run for every enabled flow it triggers (into `runs`) in the same transaction.
 pub(crate) fn insert_event(
@@ -129,14 +126,12 @@ pub(crate) fn insert_event(
     now_ms: i64,
     flows: &FlowIndex,
     runs: &mut Vec<QueuedRun>,
+    dedupe: &PendingDedupe,
 ) -> Result<Ingested, StoreError> {
-    let dkey = dedupe_table_key(&new.workspace_id, &new.event_type, &new.dedupe_key);
-    let mut dedupe = wtx.open_table(EVENT_DEDUPE)?;
+    let dkey = dedupe::table_key(&new.workspace_id, &new.event_type, &new.dedupe_key);
     let mut events = wtx.open_table(EVENTS)?;
-    let seen = dedupe.get(dkey.as_slice())?.map(|v| v.value().to_vec());
-    if let Some(seen) = seen.filter(|v| v.len() == 24) {
-        let original: EventId = seen[..16].try_into().expect("16 bytes");
-        let received = i64::from_le_bytes(seen[16..].try_into().expect("8 bytes"));
+    if let Some(seen) = dedupe.get(wtx, &dkey)? {
+        let (original, received) = dedupe::row_parts(&seen);
         let okey = event_key(&new.workspace_id, &original);
         let existing = events.get(okey.as_slice())?.map(|v| v.value().to_vec());
         if let Some(bytes) = existing
@@ -164,9 +159,7 @@ pub(crate) fn insert_event(
         dedupe_key: new.dedupe_key,
         duplicates: 0,
     };
-    let mut seen = id.to_vec();
-    seen.extend_from_slice(&now_ms.to_le_bytes());
-    dedupe.insert(dkey.as_slice(), seen.as_slice())?;
+    dedupe.insert(dkey, dedupe::row(&id, now_ms));
     events.insert(
         event_key(&event.workspace_id, &id).as_slice(),
         encode(&EventRecordRef::V1(&event)).as_slice(),
@@ -181,7 +174,12 @@ pub(crate) fn insert_event(
 }
 
 /// Removes an event with its index and dedupe rows; returns whether it existed.
-fn remove_event(wtx: &WriteTransaction, ws: &str, id: &EventId) -> Result<bool, StoreError> {
+fn remove_event(
+    wtx: &WriteTransaction,
+    ws: &str,
+    id: &EventId,
+    dedupe: &PendingDedupe,
+) -> Result<bool, StoreError> {
     let mut events = wtx.open_table(EVENTS)?;
     let removed = events
         .remove(event_key(ws, id).as_slice())?
@@ -192,15 +190,9 @@ fn remove_event(wtx: &WriteTransaction, ws: &str, id: &EventId) -> Result<bool, 
     let event = decode_event(&bytes)?;
     let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
     by_type.remove(type_key(ws, &event.event_type, id).as_slice())?;
-    let mut dedupe = wtx.open_table(EVENT_DEDUPE)?;
-    let dkey = dedupe_table_key(ws, &event.event_type, &event.dedupe_key);
     // Only drop the dedupe row if it still points at this event.
-    let points_here = dedupe
-        .get(dkey.as_slice())?
-        .is_some_and(|v| v.value().starts_with(id));
-    if points_here {
-        dedupe.remove(dkey.as_slice())?;
-    }
+    let dkey = dedupe::table_key(ws, &event.event_type, &event.dedupe_key);
+    dedupe.remove_if_points_at(wtx, &dkey, id)?;
     Ok(true)
 }
 
@@ -209,14 +201,19 @@ impl Store {
     pub async fn ingest(&self, new: NewEvent) -> Result<Ingested, StoreError> {
         let live = self.live.clone();
         let (flows, dispatch) = (self.flow_index.clone(), self.run_dispatch.clone());
+        let dedupe = self.dedupe.clone();
         self.write_then(
             move |wtx| {
                 let mut runs = Vec::new();
                 let now = jiff::Timestamp::now().as_millisecond();
-                let ingested = insert_event(wtx, new, now, &flows, &mut runs)?;
-                Ok((ingested, runs))
+                let ingested = insert_event(wtx, new, now, &flows, &mut runs, &dedupe)?;
+                let flushed = dedupe.flush_if_full(wtx, now)?;
+                Ok((ingested, runs, flushed))
             },
-            move |(ingested, runs)| {
+            move |(ingested, runs, flushed)| {
+                if let Some(flushed) = flushed {
+                    flushed.committed();
+                }
                 if let Ingested::Stored(event) = ingested {
                     dispatch.committed(runs, Some(event));
                     // No receivers is normal (nobody has the page open).
@@ -225,7 +222,7 @@ impl Store {
             },
         )
         .await
-        .map(|(ingested, _)| ingested)
+        .map(|(ingested, _, _)| ingested)
     }
 
     pub async fn event(&self, ws: &str, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
@@ -361,7 +358,9 @@ impl Store {
 
     pub async fn delete_event(&self, ws: &str, id: EventId) -> Result<bool, StoreError> {
         let ws = ws.to_string();
-        self.write(move |wtx| remove_event(wtx, &ws, &id)).await
+        let dedupe = self.dedupe.clone();
+        self.write(move |wtx| remove_event(wtx, &ws, &id, &dedupe))
+            .await
     }
 
     /// Deletes up to `max` of the workspace's events received before `cutoff_ms` (all of
@@ -373,11 +372,12 @@ impl Store {
         max: usize,
     ) -> Result<usize, StoreError> {
         let ws = ws.to_string();
+        let dedupe = self.dedupe.clone();
         self.write(move |wtx| {
             let prefix = workspace_prefix(&ws);
             let ids = ids_before(&wtx.open_table(EVENTS)?, &prefix, cutoff_ms, max, bad_key)?;
             for id in &ids {
-                remove_event(wtx, &ws, id)?;
+                remove_event(wtx, &ws, id, &dedupe)?;
             }
             Ok(ids.len())
         })

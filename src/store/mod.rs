@@ -2,6 +2,7 @@
 //! the batched writer, backups and integrity checks. Callers see domain methods only.
 
 mod cache;
+mod dedupe;
 mod events;
 mod flows;
 mod installations;
@@ -177,6 +178,8 @@ pub struct Store {
     flow_index: Arc<flows::FlowIndex>,
     /// Committed runs on their way to the flow engine.
     run_dispatch: Arc<flows::RunDispatch>,
+    /// Dedupe rows not yet written to their table.
+    dedupe: Arc<dedupe::PendingDedupe>,
 }
 
 /// Committed events buffered for slow live listeners before they fall back to the store.
@@ -190,6 +193,8 @@ impl Store {
         prepare(&db, &secrets)?;
         let cache = Arc::new(installations::InstallationCache::load(&db)?);
         let flow_index = Arc::new(flows::FlowIndex::load(&db)?);
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let dedupe = Arc::new(dedupe::PendingDedupe::load(&db, now_ms)?);
         let db = Arc::new(db);
         let writer = Writer::start(db.clone());
         Ok(Store {
@@ -201,6 +206,7 @@ impl Store {
             live: tokio::sync::broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
             flow_index,
             run_dispatch: Arc::new(flows::RunDispatch::new()),
+            dedupe,
         })
     }
 
@@ -336,6 +342,15 @@ fn prepare(db: &Database, secrets: &SecretBox) -> Result<(), StoreError> {
                 let mut meta = wtx.open_table(META)?;
                 meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice())?;
             }
+        }
+    }
+    {
+        // A file without the watermark was written with every dedupe row in place (new, or
+        // from a release that wrote them with their events).
+        let mut meta = wtx.open_table(META)?;
+        if meta.get(dedupe::META_INDEXED_UNTIL)?.is_none() {
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            meta.insert(dedupe::META_INDEXED_UNTIL, now_ms.to_le_bytes().as_slice())?;
         }
     }
     {

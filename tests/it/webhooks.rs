@@ -347,4 +347,11 @@ fn everything_acknowledged_survives_a_restart() {
         assert_eq!(r.status, 200, "{id} lost");
     }
     assert_eq!(count_events(&server, WS, ADDON), 80);
+    // Dedupe rows still in memory at the stop are rebuilt from the stored events.
+    let again = server
+        .deliver(WS, ADDON, "NEW_TIME_ENTRY", b"{\"id\":\"e-0-0\"}")
+        .json();
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["webhookId"], ids[0].as_str());
+    assert_eq!(count_events(&server, WS, ADDON), 80);
 }

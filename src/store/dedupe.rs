@@ -1,0 +1,272 @@
+//! The dedupe index (`events::EVENT_DEDUPE`): `[ws][event type][dedupe key]` →
+//! `[id][received ms]`. Dedupe keys are content hashes, so they are random: writing each row in
+//! its own event's transaction dirtied one B-tree leaf per event and halved what a durable
+//! commit could carry (`cargo bench --bench storage`). Rows therefore wait in memory and are
+//! written in bulk every [`FLUSH_ROWS`] events, where many share a leaf. A watermark in META
+//! says up to when the table is complete; opening the store re-reads the keys of the events
+//! received after it, so a crash loses no dedupe row.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::events::{DEDUPE_WINDOW_MS, EVENT_DEDUPE, EVENTS, EventId, decode_event};
+use super::keys::{id_floor_for_millis, prefix_end, two_part_prefix, with_suffix};
+use super::{META, StoreError};
+
+/// Rows held in memory before they are written (about 150 bytes each).
+const FLUSH_ROWS: usize = 1024;
+/// `META` key: every event received before this time (Unix ms) has its row in the table.
+pub(crate) const META_INDEXED_UNTIL: &[u8] = b"dedupe_indexed_until_ms";
+/// The wall clock may step back; re-read this much before the watermark.
+const REBUILD_MARGIN_MS: i64 = 60_000;
+
+/// `[id][received ms]`.
+pub(crate) type Row = [u8; 24];
+
+pub(crate) fn table_key(ws: &str, event_type: &str, dedupe_key: &[u8; 32]) -> Vec<u8> {
+    with_suffix(&two_part_prefix(ws, event_type), dedupe_key)
+}
+
+pub(crate) fn row(id: &EventId, received_ms: i64) -> Row {
+    let mut row = [0u8; 24];
+    row[..16].copy_from_slice(id);
+    row[16..].copy_from_slice(&received_ms.to_le_bytes());
+    row
+}
+
+pub(crate) fn row_parts(row: &Row) -> (EventId, i64) {
+    let id: EventId = row[..16].try_into().expect("16 bytes");
+    let received = i64::from_le_bytes(row[16..].try_into().expect("8 bytes"));
+    (id, received)
+}
+
+/// Rows not yet in the table. Only the writer thread touches it (inside its jobs and after
+/// their commits), so the lock is never contended.
+#[derive(Default)]
+pub(crate) struct PendingDedupe {
+    rows: Mutex<HashMap<Vec<u8>, Row>>,
+}
+
+/// Rows a flush moved from memory into the open transaction. Unless [`Flushed::committed`]
+/// is called, dropping it puts them back (the transaction was aborted).
+pub(crate) struct Flushed {
+    rows: Vec<(Vec<u8>, Row)>,
+    pending: Arc<PendingDedupe>,
+    committed: AtomicBool,
+}
+
+impl Flushed {
+    pub(crate) fn committed(&self) {
+        self.committed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Flushed {
+    fn drop(&mut self) {
+        if self.committed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut rows = self.pending.rows.lock().expect("dedupe lock");
+        for (key, row) in self.rows.drain(..) {
+            // A row written since is newer.
+            rows.entry(key).or_insert(row);
+        }
+    }
+}
+
+impl PendingDedupe {
+    /// Loads the rows of events received after the watermark (see the module docs).
+    pub(crate) fn load(db: &Database, now_ms: i64) -> Result<PendingDedupe, StoreError> {
+        let pending = PendingDedupe::default();
+        let rtx = db.begin_read()?;
+        let indexed_until = rtx
+            .open_table(META)?
+            .get(META_INDEXED_UNTIL)?
+            .and_then(|v| v.value().try_into().ok().map(i64::from_le_bytes))
+            .unwrap_or(i64::MAX);
+        let since = indexed_until
+            .saturating_sub(REBUILD_MARGIN_MS)
+            .max(now_ms - DEDUPE_WINDOW_MS);
+        let floor = id_floor_for_millis(since);
+        let events = rtx.open_table(EVENTS)?;
+        let mut rows = pending.rows.lock().expect("dedupe lock");
+        for ws in super::keys::workspaces_of(&events, bad_key)? {
+            let prefix = super::keys::workspace_prefix(&ws);
+            let lower = with_suffix(&prefix, &floor);
+            for entry in events.range(lower.as_slice()..prefix_end(&prefix).as_slice())? {
+                let (_, value) = entry?;
+                let event = decode_event(value.value())?;
+                // In id order, so a later event with the same key wins, as it did when stored.
+                rows.insert(
+                    table_key(&ws, &event.event_type, &event.dedupe_key),
+                    row(&event.id, event.received_at),
+                );
+            }
+        }
+        drop(rows);
+        Ok(pending)
+    }
+
+    pub(crate) fn get(
+        &self,
+        wtx: &WriteTransaction,
+        key: &[u8],
+    ) -> Result<Option<Row>, StoreError> {
+        if let Some(row) = self.rows.lock().expect("dedupe lock").get(key) {
+            return Ok(Some(*row));
+        }
+        let table = wtx.open_table(EVENT_DEDUPE)?;
+        let found = table.get(key)?;
+        Ok(found.and_then(|v| v.value().try_into().ok()))
+    }
+
+    pub(crate) fn insert(&self, key: Vec<u8>, row: Row) {
+        self.rows.lock().expect("dedupe lock").insert(key, row);
+    }
+
+    /// Drops the row for `key` if it still points at event `id`.
+    pub(crate) fn remove_if_points_at(
+        &self,
+        wtx: &WriteTransaction,
+        key: &[u8],
+        id: &EventId,
+    ) -> Result<(), StoreError> {
+        {
+            let mut rows = self.rows.lock().expect("dedupe lock");
+            if rows.get(key).is_some_and(|row| row.starts_with(id)) {
+                rows.remove(key);
+            }
+        }
+        let mut table = wtx.open_table(EVENT_DEDUPE)?;
+        let points_here = table.get(key)?.is_some_and(|v| v.value().starts_with(id));
+        if points_here {
+            table.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// When enough rows wait, moves them all into the table (lookups in the same transaction
+    /// find them there) and the watermark to `now_ms` (every event stored so far was received
+    /// at or before it). Call [`Flushed::committed`] after the commit.
+    pub(crate) fn flush_if_full(
+        self: &Arc<Self>,
+        wtx: &WriteTransaction,
+        now_ms: i64,
+    ) -> Result<Option<Flushed>, StoreError> {
+        let mut rows: Vec<(Vec<u8>, Row)> = {
+            let mut pending = self.rows.lock().expect("dedupe lock");
+            if pending.len() < FLUSH_ROWS {
+                return Ok(None);
+            }
+            pending.drain().collect()
+        };
+        // Key order touches each leaf once.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let flushed = Flushed {
+            rows,
+            pending: self.clone(),
+            committed: AtomicBool::new(false),
+        };
+        let mut table = wtx.open_table(EVENT_DEDUPE)?;
+        for (key, row) in &flushed.rows {
+            table.insert(key.as_slice(), row.as_slice())?;
+        }
+        wtx.open_table(META)?
+            .insert(META_INDEXED_UNTIL, now_ms.to_le_bytes().as_slice())?;
+        Ok(Some(flushed))
+    }
+}
+
+fn bad_key() -> StoreError {
+    StoreError::Decode("malformed event key".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Ingested, NewEvent, Store};
+
+    fn event(n: usize) -> NewEvent {
+        let body = format!("{{\"n\":{n}}}").into_bytes();
+        NewEvent {
+            workspace_id: "ws-dedupe".into(),
+            event_type: "NEW_TIME_ENTRY".into(),
+            source: "clockify".into(),
+            source_id: None,
+            headers: vec![],
+            dedupe_key: crate::store::token_digest(&format!("{n}")),
+            body,
+        }
+    }
+
+    async fn ingest_all(
+        store: &std::sync::Arc<Store>,
+        range: std::ops::Range<usize>,
+    ) -> Vec<Ingested> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in range {
+            let store = store.clone();
+            tasks.spawn(async move { (n, store.ingest(event(n)).await.unwrap()) });
+        }
+        let mut all: Vec<(usize, Ingested)> = tasks.join_all().await;
+        all.sort_by_key(|(n, _)| *n);
+        all.into_iter().map(|(_, ingested)| ingested).collect()
+    }
+
+    async fn table_rows(store: &Store) -> u64 {
+        store
+            .read(|rtx| {
+                Ok(redb::ReadableTableMetadata::len(
+                    &rtx.open_table(EVENT_DEDUPE)?,
+                )?)
+            })
+            .await
+            .unwrap()
+    }
+
+    fn duplicates(ingested: &[Ingested]) -> usize {
+        ingested
+            .iter()
+            .filter(|i| matches!(i, Ingested::Duplicate { .. }))
+            .count()
+    }
+
+    /// Rows reach the table in bulk, duplicates are found before and after the flush, and
+    /// rows still in memory come back after the store is reopened without a flush (a crash).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_are_flushed_in_bulk_and_rebuilt_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.redb");
+        let key = [7u8; 32];
+        let total = FLUSH_ROWS + 100;
+        {
+            let store = std::sync::Arc::new(Store::open(&path, &key).unwrap());
+            let first = ingest_all(&store, 0..FLUSH_ROWS - 1).await;
+            assert_eq!(duplicates(&first), 0);
+            assert_eq!(table_rows(&store).await, 0, "rows wait in memory");
+            let rest = ingest_all(&store, FLUSH_ROWS - 1..total).await;
+            assert_eq!(duplicates(&rest), 0);
+            let written = table_rows(&store).await;
+            assert!(
+                written >= FLUSH_ROWS as u64,
+                "one bulk write, got {written}"
+            );
+            assert!(written < total as u64, "the last rows still wait");
+            // Both a flushed row and a waiting one are recognised.
+            let again = ingest_all(&store, 0..1).await;
+            assert_eq!(duplicates(&again), 1);
+            let again = ingest_all(&store, total - 1..total).await;
+            assert_eq!(duplicates(&again), 1);
+            store.shutdown();
+        }
+        let store = std::sync::Arc::new(Store::open(&path, &key).unwrap());
+        let again = ingest_all(&store, 0..total).await;
+        assert_eq!(duplicates(&again), total, "every row survives the reopen");
+        let new = ingest_all(&store, total..total + 1).await;
+        assert_eq!(duplicates(&new), 0);
+        store.shutdown();
+    }
+}

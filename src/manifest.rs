@@ -39,13 +39,16 @@ pub async fn serve(State(app): State<App>) -> impl IntoResponse {
 
 /// Event types the manifest subscribes to directly (the rest are registered via the API).
 pub fn manifest_events() -> Vec<String> {
-    template()["webhooks"]
-        .as_array()
-        .map(|hooks| {
-            hooks
-                .iter()
-                .filter_map(|h| h["event"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    static EVENTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        template()["webhooks"]
+            .as_array()
+            .map(|hooks| {
+                hooks
+                    .iter()
+                    .filter_map(|h| h["event"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    EVENTS.clone()
 }

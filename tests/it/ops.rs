@@ -48,9 +48,8 @@ fn request_ids_are_echoed_or_generated() {
 
 #[test]
 fn metrics_expose_the_promised_series_and_honour_the_token() {
-    let server = TestServer::start_in(&tempfile::tempdir().unwrap().keep(), |c| {
-        c.metrics_token = Some("s3cret".into())
-    });
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(temp.path(), |c| c.metrics_token = Some("s3cret".into()));
     let r = server.get("/metrics", &[]);
     assert_eq!(r.status, 401);
     r.error();
@@ -79,7 +78,8 @@ fn metrics_expose_the_promised_series_and_honour_the_token() {
 
 #[test]
 fn manifest_is_served_with_the_configured_base_url_and_key() {
-    let server = TestServer::start_in(&tempfile::tempdir().unwrap().keep(), |c| {
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(temp.path(), |c| {
         c.base_url = "https://studio.example.com".into();
         c.addon_key = "my-studio".into();
     });
@@ -151,7 +151,8 @@ fn ui_without_a_token_explains_how_to_install() {
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
     use std::io::{Read, Write};
-    let server = TestServer::start_in(&tempfile::tempdir().unwrap().keep(), |c| {
+    let temp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(temp.path(), |c| {
         c.header_read_timeout = std::time::Duration::from_secs(1)
     });
     let mut stream =

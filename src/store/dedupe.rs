@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::events::{DEDUPE_WINDOW_MS, EVENT_DEDUPE, EVENTS, EventId, decode_event};
+use super::events::{DEDUPE_WINDOW_MS, EVENT_DEDUPE, EVENTS, EventId, bad_key, decode_event};
 use super::keys::{id_floor_for_millis, prefix_end, two_part_prefix, with_suffix};
 use super::{META, StoreError};
 
@@ -203,10 +203,6 @@ impl PendingDedupe {
             .insert(META_INDEXED_UNTIL, watermark.to_le_bytes().as_slice())?;
         Ok(Some(flushed))
     }
-}
-
-fn bad_key() -> StoreError {
-    StoreError::Decode("malformed event key".into())
 }
 
 #[cfg(test)]

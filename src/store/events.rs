@@ -226,13 +226,8 @@ impl Store {
     }
 
     pub async fn event(&self, ws: &str, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
-        let key = event_key(ws, &id);
-        self.read(move |rtx| {
-            let table = rtx.open_table(EVENTS)?;
-            let found = table.get(key.as_slice())?;
-            found.map(|v| decode_event(v.value())).transpose()
-        })
-        .await
+        self.read_record(EVENTS, event_key(ws, &id), decode_event)
+            .await
     }
 
     /// Newest-first page of a workspace's events. `keep` filters (source, text …); the scan
@@ -391,6 +386,6 @@ impl Store {
     }
 }
 
-fn bad_key() -> StoreError {
+pub(crate) fn bad_key() -> StoreError {
     StoreError::Decode("malformed event key".into())
 }

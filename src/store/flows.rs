@@ -682,13 +682,8 @@ impl Store {
     }
 
     pub async fn flow(&self, ws: &str, id: FlowId) -> Result<Option<Flow>, StoreError> {
-        let key = flow_key(ws, &id);
-        self.read(move |rtx| {
-            let table = rtx.open_table(FLOWS)?;
-            let found = table.get(key.as_slice())?;
-            found.map(|v| decode_flow(v.value())).transpose()
-        })
-        .await
+        self.read_record(FLOWS, flow_key(ws, &id), decode_flow)
+            .await
     }
 
     /// Enabled flows whose trigger matches an event of `source` (`clockify` or a custom
@@ -783,13 +778,8 @@ impl Store {
     }
 
     pub async fn run(&self, ws: &str, id: RunId) -> Result<Option<Run>, StoreError> {
-        let key = run_key(ws, &id);
-        self.read(move |rtx| {
-            let table = rtx.open_table(FLOW_RUNS)?;
-            let found = table.get(key.as_slice())?;
-            found.map(|v| decode_run(v.value())).transpose()
-        })
-        .await
+        self.read_record(FLOW_RUNS, run_key(ws, &id), decode_run)
+            .await
     }
 
     /// Newest-first runs of a flow, strictly older than `before` when given.

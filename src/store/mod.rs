@@ -290,6 +290,21 @@ impl Store {
         self.writer.write(op, Some(Box::new(after_commit))).await
     }
 
+    /// The record stored under `key` in `table`, decoded.
+    pub(crate) async fn read_record<T: Send + 'static>(
+        &self,
+        table: Table,
+        key: Vec<u8>,
+        decode: fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.read(move |rtx| {
+            let table = rtx.open_table(table)?;
+            let found = table.get(key.as_slice())?;
+            found.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
     /// Runs a read on the blocking pool inside its own read transaction.
     pub(crate) async fn read<T, F>(&self, op: F) -> Result<T, StoreError>
     where

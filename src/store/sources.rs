@@ -65,13 +65,8 @@ impl Store {
     }
 
     pub async fn source(&self, id: &str) -> Result<Option<Source>, StoreError> {
-        let id = id.to_string();
-        self.read(move |rtx| {
-            let sources = rtx.open_table(SOURCES)?;
-            let found = sources.get(id.as_bytes())?;
-            found.map(|v| decode_source(v.value())).transpose()
-        })
-        .await
+        self.read_record(SOURCES, id.as_bytes().to_vec(), decode_source)
+            .await
     }
 
     pub async fn sources(&self, ws: &str) -> Result<Vec<Source>, StoreError> {

@@ -57,18 +57,83 @@ pub struct StoredEvent {
 #[derive(Serialize, Deserialize)]
 enum EventRecord {
     V1(StoredEvent),
+    /// The event with an empty `body`, then the body as kept on disk.
+    V2(StoredEvent, StoredBody),
 }
 
-/// The same encoding as [`EventRecord`], from a borrow (no copy of the body to write it).
+/// The same encoding as [`EventRecord`], from borrows (no copy of the body to write it).
 #[derive(Serialize)]
 enum EventRecordRef<'a> {
     V1(&'a StoredEvent),
+    V2(&'a StoredEvent, &'a StoredBody),
+}
+
+/// A body as kept on disk. JSON deliveries shrink to about half with LZ4, and a smaller
+/// record means fewer pages written and synced per commit, which bounds ingestion.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum StoredBody {
+    Raw(#[serde(with = "serde_bytes")] Vec<u8>),
+    Lz4 {
+        len: u32,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+}
+
+impl StoredBody {
+    /// Compresses when that saves space (tiny or already-compressed bodies stay raw).
+    pub(crate) fn new(body: &[u8]) -> StoredBody {
+        if let Ok(len) = u32::try_from(body.len()) {
+            let bytes = lz4_flex::block::compress(body);
+            if bytes.len() < body.len() {
+                return StoredBody::Lz4 { len, bytes };
+            }
+        }
+        StoredBody::Raw(body.to_vec())
+    }
+
+    fn into_bytes(self) -> Result<Vec<u8>, StoreError> {
+        match self {
+            StoredBody::Raw(bytes) => Ok(bytes),
+            StoredBody::Lz4 { len, bytes } => {
+                let corrupt = || StoreError::Decode("corrupt compressed event body".into());
+                let len = len as usize;
+                // LZ4 expands at most ~255-fold: a larger length is corruption, not a body.
+                if len > bytes.len().saturating_mul(255).saturating_add(16) {
+                    return Err(corrupt());
+                }
+                let mut body = vec![0; len];
+                match lz4_flex::block::decompress_into(&bytes, &mut body) {
+                    Ok(written) if written == len => Ok(body),
+                    _ => Err(corrupt()),
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
     match decode::<EventRecord>(bytes)? {
         EventRecord::V1(event) => Ok(event),
+        EventRecord::V2(mut event, body) => {
+            event.body = body.into_bytes()?;
+            Ok(event)
+        }
     }
+}
+
+/// Counts one more delivery of a stored event, keeping its record format (and body bytes).
+fn count_duplicate(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    Ok(match decode::<EventRecord>(bytes)? {
+        EventRecord::V1(mut event) => {
+            event.duplicates = event.duplicates.saturating_add(1);
+            encode(&EventRecordRef::V1(&event))
+        }
+        EventRecord::V2(mut event, body) => {
+            event.duplicates = event.duplicates.saturating_add(1);
+            encode(&EventRecordRef::V2(&event, &body))
+        }
+    })
 }
 
 /// An event to store; the id and time are assigned at commit.
@@ -127,6 +192,7 @@ pub(crate) fn insert_event(
     flows: &FlowIndex,
     runs: &mut Vec<QueuedRun>,
     dedupe: &PendingDedupe,
+    stored_body: &StoredBody,
 ) -> Result<Ingested, StoreError> {
     let dkey = dedupe::table_key(&new.workspace_id, &new.event_type, &new.dedupe_key);
     let mut events = wtx.open_table(EVENTS)?;
@@ -137,17 +203,13 @@ pub(crate) fn insert_event(
         if let Some(bytes) = existing
             && now_ms - received < DEDUPE_WINDOW_MS
         {
-            let mut event = decode_event(&bytes)?;
-            event.duplicates = event.duplicates.saturating_add(1);
-            events.insert(
-                okey.as_slice(),
-                encode(&EventRecordRef::V1(&event)).as_slice(),
-            )?;
+            events.insert(okey.as_slice(), count_duplicate(&bytes)?.as_slice())?;
             return Ok(Ingested::Duplicate { original });
         }
     }
     let id = *uuid::Uuid::now_v7().as_bytes();
-    let event = StoredEvent {
+    // Encoded with an empty body beside the stored one; the raw body goes back in after.
+    let mut event = StoredEvent {
         id,
         workspace_id: new.workspace_id,
         event_type: new.event_type,
@@ -155,15 +217,16 @@ pub(crate) fn insert_event(
         source_id: new.source_id,
         received_at: now_ms,
         headers: new.headers,
-        body: new.body,
+        body: Vec::new(),
         dedupe_key: new.dedupe_key,
         duplicates: 0,
     };
     dedupe.insert(dkey, dedupe::row(&id, now_ms));
     events.insert(
         event_key(&event.workspace_id, &id).as_slice(),
-        encode(&EventRecordRef::V1(&event)).as_slice(),
+        encode(&EventRecordRef::V2(&event, stored_body)).as_slice(),
     )?;
+    event.body = new.body;
     let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
     by_type.insert(
         type_key(&event.workspace_id, &event.event_type, &id).as_slice(),
@@ -202,11 +265,14 @@ impl Store {
         let live = self.live.clone();
         let (flows, dispatch) = (self.flow_index.clone(), self.run_dispatch.clone());
         let dedupe = self.dedupe.clone();
+        // Compressed here, on the caller's thread: the writer thread is the bottleneck.
+        let stored_body = StoredBody::new(&new.body);
         self.write_then(
             move |wtx| {
                 let mut runs = Vec::new();
                 let now = jiff::Timestamp::now().as_millisecond();
-                let ingested = insert_event(wtx, new, now, &flows, &mut runs, &dedupe)?;
+                let ingested =
+                    insert_event(wtx, new, now, &flows, &mut runs, &dedupe, &stored_body)?;
                 let flushed = dedupe.flush_if_full(wtx, now)?;
                 Ok((ingested, runs, flushed))
             },
@@ -388,4 +454,97 @@ impl Store {
 
 pub(crate) fn bad_key() -> StoreError {
     StoreError::Decode("malformed event key".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(body: &[u8]) -> StoredEvent {
+        StoredEvent {
+            id: [7; 16],
+            workspace_id: "ws".into(),
+            event_type: "NEW_TIME_ENTRY".into(),
+            source: "clockify".into(),
+            source_id: None,
+            received_at: 1_700_000_000_000,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_vec(),
+            dedupe_key: [9; 32],
+            duplicates: 0,
+        }
+    }
+
+    fn stored(event: &StoredEvent) -> Vec<u8> {
+        let body = StoredBody::new(&event.body);
+        let mut bare = event.clone();
+        bare.body = Vec::new();
+        encode(&EventRecordRef::V2(&bare, &body))
+    }
+
+    #[test]
+    fn json_bodies_are_compressed_and_read_back_byte_identical() {
+        let json = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/clockify/webhook-samples/NEW_TIME_ENTRY.json"
+        ))
+        .unwrap();
+        let event = sample(&json);
+        assert!(matches!(StoredBody::new(&json), StoredBody::Lz4 { .. }));
+        let bytes = stored(&event);
+        assert!(bytes.len() < json.len() * 3 / 4, "{} bytes", bytes.len());
+        assert_eq!(decode_event(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn incompressible_and_empty_bodies_are_kept_raw() {
+        for body in [b"".as_slice(), b"{}", &[0x9c, 0x01, 0xff, 0x42, 0x17]] {
+            assert!(matches!(StoredBody::new(body), StoredBody::Raw(_)));
+            let event = sample(body);
+            assert_eq!(decode_event(&stored(&event)).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn records_written_before_compression_still_read() {
+        let event = sample(br#"{"id":"old"}"#);
+        let v1 = encode(&EventRecordRef::V1(&event));
+        assert_eq!(decode_event(&v1).unwrap(), event);
+        // A duplicate keeps the record's format.
+        let counted = decode_event(&count_duplicate(&v1).unwrap()).unwrap();
+        assert_eq!(counted.duplicates, 1);
+        assert_eq!(counted.body, event.body);
+    }
+
+    #[test]
+    fn duplicates_of_compressed_records_keep_the_body() {
+        let event = sample(&br#"{"description":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#[..]);
+        let counted = count_duplicate(&stored(&event)).unwrap();
+        let read = decode_event(&count_duplicate(&counted).unwrap()).unwrap();
+        assert_eq!(read.duplicates, 2);
+        assert_eq!(read.body, event.body);
+    }
+
+    #[test]
+    fn a_corrupt_compressed_body_is_an_error_not_a_panic() {
+        let mut bare = sample(b"");
+        bare.body = Vec::new();
+        for body in [
+            StoredBody::Lz4 {
+                len: 10,
+                bytes: vec![0xff; 4],
+            },
+            StoredBody::Lz4 {
+                len: u32::MAX,
+                bytes: vec![0x10, b'a'],
+            },
+            StoredBody::Lz4 {
+                len: 3,
+                bytes: vec![0x50, b'a', b'b', b'c', b'd', b'e'],
+            },
+        ] {
+            let bytes = encode(&EventRecordRef::V2(&bare, &body));
+            assert!(matches!(decode_event(&bytes), Err(StoreError::Decode(_))));
+        }
+    }
 }

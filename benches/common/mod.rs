@@ -15,7 +15,13 @@ pub const PUBLIC_KEY_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/test-signing-key.pub.pem"
 );
-pub const BIN: &str = env!("CARGO_BIN_EXE_clockify-studio");
+const BIN: &str = env!("CARGO_BIN_EXE_clockify-studio");
+
+/// The server binary: this build's, or `BENCH_SERVER_BIN` (to compare two builds with one
+/// load generator).
+pub fn server_bin() -> String {
+    std::env::var("BENCH_SERVER_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 pub fn sign(claims: &Value) -> String {
     let key = EncodingKey::from_rsa_pem(PRIVATE_KEY.as_bytes()).unwrap();
@@ -49,7 +55,7 @@ impl Server {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let child = Command::new(BIN)
+        let child = Command::new(server_bin())
             .args([
                 "serve",
                 "--listen",
@@ -168,7 +174,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// `events` rows of the `check` output.
 pub fn stored_events(data_dir: &Path) -> u64 {
-    let out = Command::new(BIN)
+    let out = Command::new(server_bin())
         .args(["check", "--data-dir"])
         .arg(data_dir)
         .output()

@@ -547,4 +547,35 @@ mod tests {
             assert!(matches!(decode_event(&bytes), Err(StoreError::Decode(_))));
         }
     }
+
+    /// A schema-1 file (every event a `V1` record) opens as schema 2 with its events intact.
+    #[tokio::test]
+    async fn a_schema_1_file_migrates_and_its_events_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.redb");
+        let key = [3u8; 32];
+        let event = sample(br#"{"id":"written-by-schema-1"}"#);
+        Store::open(&path, &key).unwrap().shutdown();
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let wtx = db.begin_write().unwrap();
+            wtx.open_table(super::super::META)
+                .unwrap()
+                .insert(b"schema_version".as_slice(), 1u32.to_le_bytes().as_slice())
+                .unwrap();
+            wtx.open_table(EVENTS)
+                .unwrap()
+                .insert(
+                    event_key(&event.workspace_id, &event.id).as_slice(),
+                    encode(&EventRecordRef::V1(&event)).as_slice(),
+                )
+                .unwrap();
+            wtx.commit().unwrap();
+        }
+        assert_eq!(crate::store::check(&path).unwrap().schema_version, 1);
+        let store = Store::open(&path, &key).unwrap();
+        assert_eq!(store.event("ws", event.id).await.unwrap(), Some(event));
+        store.shutdown();
+        assert_eq!(crate::store::check(&path).unwrap().schema_version, 2);
+    }
 }

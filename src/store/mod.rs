@@ -40,11 +40,16 @@ use writer::Writer;
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
-const MIGRATIONS: &[Migration] = &[];
+const MIGRATIONS: &[Migration] = &[
+    // 1 → 2: event records gained `V2` (compressed body). `V1` records stay readable, so
+    // nothing is rewritten; the bump makes older binaries refuse the file instead of
+    // failing on every `V2` record.
+    |_| Ok(()),
+];
 
 const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 pub(crate) const INSTALLATIONS: TableDefinition<&[u8], &[u8]> =

@@ -7,7 +7,7 @@
 //! commit stalls. A watermark in META says up to when the table is complete; opening the
 //! store re-reads the keys of the events received after it, so a crash loses no dedupe row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,14 @@ use super::events::{DEDUPE_WINDOW_MS, EVENT_DEDUPE, EVENTS, EventId, bad_key, de
 use super::keys::{id_floor_for_millis, prefix_end, two_part_prefix, with_suffix};
 use super::{META, StoreError};
 
-/// Rows held in memory before some are written (about 150 bytes each).
+/// Rows held in memory before some are written (about 100 bytes each, so about 3 MB). A
+/// flush's rows span `FLUSH_CHUNK / FLUSH_ROWS` of the key space, so the more rows wait, the
+/// fewer table leaves each row dirties: with 1,024 it was about one 4 KB leaf per event in
+/// `cargo bench --bench ingest`, most of what a commit wrote.
+#[cfg(not(test))]
+const FLUSH_ROWS: usize = 32 * 1024;
+/// Small enough for unit tests to cross it quickly.
+#[cfg(test)]
 const FLUSH_ROWS: usize = 1024;
 /// Rows written per flush (more when a batch brought more).
 const FLUSH_CHUNK: usize = 256;
@@ -51,9 +58,63 @@ pub(crate) fn row_parts(row: &Row) -> (EventId, i64) {
 /// their commits), so the lock is never contended.
 #[derive(Default)]
 pub(crate) struct PendingDedupe {
-    rows: Mutex<BTreeMap<Vec<u8>, Row>>,
+    inner: Mutex<Pending>,
+}
+
+/// A waiting row's key: its `[ws][event type]` prefix, interned, and the content hash. Kept
+/// inline in the map (no allocation per row), in the same order as the table keys of one
+/// prefix.
+type PendingKey = (u32, [u8; 32]);
+
+#[derive(Default)]
+struct Pending {
+    rows: BTreeMap<PendingKey, Row>,
+    /// Interned `[ws][event type]` prefixes: id → bytes, and bytes → id.
+    prefixes: Vec<Vec<u8>>,
+    prefix_ids: HashMap<Vec<u8>, u32>,
     /// The last key written; the next flush continues after it.
-    swept_to: Mutex<Vec<u8>>,
+    swept_to: Option<PendingKey>,
+}
+
+impl Pending {
+    /// Splits a table key into its prefix and content hash.
+    fn split(key: &[u8]) -> Option<(&[u8], [u8; 32])> {
+        let at = key.len().checked_sub(32)?;
+        Some((&key[..at], key[at..].try_into().ok()?))
+    }
+
+    /// The map key of a table key, if its prefix has been seen.
+    fn find(&self, key: &[u8]) -> Option<PendingKey> {
+        let (prefix, hash) = Self::split(key)?;
+        Some((*self.prefix_ids.get(prefix)?, hash))
+    }
+
+    fn intern(&mut self, key: &[u8]) -> Option<PendingKey> {
+        let (prefix, hash) = Self::split(key)?;
+        if let Some(id) = self.prefix_ids.get(prefix) {
+            return Some((*id, hash));
+        }
+        let id = u32::try_from(self.prefixes.len()).ok()?;
+        self.prefixes.push(prefix.to_vec());
+        self.prefix_ids.insert(prefix.to_vec(), id);
+        Some((id, hash))
+    }
+
+    fn table_key(&self, (prefix, hash): &PendingKey) -> Vec<u8> {
+        with_suffix(&self.prefixes[*prefix as usize], hash)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Row> {
+        self.rows.get(&self.find(key)?).copied()
+    }
+
+    /// Keys are always `[prefix][32-byte hash]`; anything else is a bug, not data.
+    fn insert(&mut self, key: &[u8], row: Row) -> Option<Row> {
+        let key = self
+            .intern(key)
+            .expect("dedupe table keys end in a 32-byte hash");
+        self.rows.insert(key, row)
+    }
 }
 
 /// Rows a flush moved from memory into the open transaction. Unless [`Flushed::committed`]
@@ -75,10 +136,12 @@ impl Drop for Flushed {
         if self.committed.load(Ordering::Relaxed) {
             return;
         }
-        let mut rows = self.pending.rows.lock().expect("dedupe lock");
+        let mut pending = self.pending.inner.lock().expect("dedupe lock");
         for (key, row) in self.rows.drain(..) {
             // A row written since is newer.
-            rows.entry(key).or_insert(row);
+            if pending.get(&key).is_none() {
+                pending.insert(&key, row);
+            }
         }
     }
 }
@@ -98,7 +161,7 @@ impl PendingDedupe {
             .max(now_ms - DEDUPE_WINDOW_MS);
         let floor = id_floor_for_millis(since);
         let events = rtx.open_table(EVENTS)?;
-        let mut rows = pending.rows.lock().expect("dedupe lock");
+        let mut rows = pending.inner.lock().expect("dedupe lock");
         for ws in super::keys::workspaces_of(&events, bad_key)? {
             let prefix = super::keys::workspace_prefix(&ws);
             let lower = with_suffix(&prefix, &floor);
@@ -107,7 +170,7 @@ impl PendingDedupe {
                 let event = decode_event(value.value())?;
                 // In id order, so a later event with the same key wins, as it did when stored.
                 rows.insert(
-                    table_key(&ws, &event.event_type, &event.dedupe_key),
+                    &table_key(&ws, &event.event_type, &event.dedupe_key),
                     row(&event.id, event.received_at),
                 );
             }
@@ -121,16 +184,16 @@ impl PendingDedupe {
         wtx: &WriteTransaction,
         key: &[u8],
     ) -> Result<Option<Row>, StoreError> {
-        if let Some(row) = self.rows.lock().expect("dedupe lock").get(key) {
-            return Ok(Some(*row));
+        if let Some(row) = self.inner.lock().expect("dedupe lock").get(key) {
+            return Ok(Some(row));
         }
         let table = wtx.open_table(EVENT_DEDUPE)?;
         let found = table.get(key)?;
         Ok(found.and_then(|v| v.value().try_into().ok()))
     }
 
-    pub(crate) fn insert(&self, key: Vec<u8>, row: Row) {
-        self.rows.lock().expect("dedupe lock").insert(key, row);
+    pub(crate) fn insert(&self, key: &[u8], row: Row) {
+        self.inner.lock().expect("dedupe lock").insert(key, row);
     }
 
     /// Drops the row for `key` if it still points at event `id`.
@@ -141,9 +204,14 @@ impl PendingDedupe {
         id: &EventId,
     ) -> Result<(), StoreError> {
         {
-            let mut rows = self.rows.lock().expect("dedupe lock");
-            if rows.get(key).is_some_and(|row| row.starts_with(id)) {
-                rows.remove(key);
+            let mut pending = self.inner.lock().expect("dedupe lock");
+            if let Some(pending_key) = pending.find(key)
+                && pending
+                    .rows
+                    .get(&pending_key)
+                    .is_some_and(|row| row.starts_with(id))
+            {
+                pending.rows.remove(&pending_key);
             }
         }
         let mut table = wtx.open_table(EVENT_DEDUPE)?;
@@ -163,29 +231,35 @@ impl PendingDedupe {
         now_ms: i64,
     ) -> Result<Option<Flushed>, StoreError> {
         let (mut rows, watermark) = {
-            let mut pending = self.rows.lock().expect("dedupe lock");
-            if pending.len() < FLUSH_ROWS {
+            let mut pending = self.inner.lock().expect("dedupe lock");
+            if pending.rows.len() < FLUSH_ROWS {
                 return Ok(None);
             }
-            let take = pending.len() - (FLUSH_ROWS - FLUSH_CHUNK);
-            let mut swept_to = self.swept_to.lock().expect("dedupe lock");
-            let after = (Bound::Excluded(swept_to.clone()), Bound::Unbounded);
-            let mut keys: Vec<Vec<u8>> = pending
+            let take = pending.rows.len() - (FLUSH_ROWS - FLUSH_CHUNK);
+            let after = match pending.swept_to {
+                Some(last) => (Bound::Excluded(last), Bound::Unbounded),
+                None => (Bound::Unbounded, Bound::Unbounded),
+            };
+            let mut keys: Vec<PendingKey> = pending
+                .rows
                 .range(after)
                 .take(take)
-                .map(|(k, _)| k.clone())
+                .map(|(k, _)| *k)
                 .collect();
             // Wrap around to the start of the key space.
             let missing = take - keys.len();
-            keys.extend(pending.keys().take(missing).cloned());
+            keys.extend(pending.rows.keys().take(missing).copied());
             if let Some(last) = keys.last() {
-                swept_to.clone_from(last);
+                pending.swept_to = Some(*last);
             }
             let rows: Vec<(Vec<u8>, Row)> = keys
-                .into_iter()
-                .filter_map(|key| pending.remove(&key).map(|row| (key, row)))
+                .iter()
+                .filter_map(|key| {
+                    let row = pending.rows.remove(key)?;
+                    Some((pending.table_key(key), row))
+                })
                 .collect();
-            let oldest_waiting = pending.values().map(|row| row_parts(row).1).min();
+            let oldest_waiting = pending.rows.values().map(|row| row_parts(row).1).min();
             (rows, oldest_waiting.unwrap_or(now_ms).min(now_ms))
         };
         // Key order touches each leaf once.
@@ -287,5 +361,57 @@ mod tests {
         let new = ingest_all(&store, total..total + 1).await;
         assert_eq!(duplicates(&new), 0);
         store.shutdown();
+    }
+
+    /// Pending rows are told apart by workspace and event type, an aborted flush puts its
+    /// rows back, and an erased event's pending row goes.
+    #[test]
+    fn pending_rows_by_prefix_survive_an_aborted_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("data.redb")).unwrap();
+        let wtx = db.begin_write().unwrap();
+        wtx.open_table(EVENT_DEDUPE).unwrap();
+        wtx.open_table(META).unwrap();
+        wtx.commit().unwrap();
+        let pending = Arc::new(PendingDedupe::default());
+        let now = 1_700_000_000_000;
+        let hash = [5u8; 32];
+        let a = table_key("ws-a", "NEW_TIME_ENTRY", &hash);
+        let b = table_key("ws-b", "NEW_TIME_ENTRY", &hash);
+        let c = table_key("ws-a", "NEW_PROJECT", &hash);
+        pending.insert(&a, row(&[1; 16], now));
+        pending.insert(&b, row(&[2; 16], now));
+        let wtx = db.begin_write().unwrap();
+        assert_eq!(pending.get(&wtx, &a).unwrap(), Some(row(&[1; 16], now)));
+        assert_eq!(pending.get(&wtx, &b).unwrap(), Some(row(&[2; 16], now)));
+        assert_eq!(pending.get(&wtx, &c).unwrap(), None);
+        pending.remove_if_points_at(&wtx, &b, &[9; 16]).unwrap();
+        assert!(
+            pending.get(&wtx, &b).unwrap().is_some(),
+            "points elsewhere: kept"
+        );
+        pending.remove_if_points_at(&wtx, &b, &[2; 16]).unwrap();
+        assert_eq!(pending.get(&wtx, &b).unwrap(), None);
+
+        for n in 0..FLUSH_ROWS as u32 {
+            let mut other = hash;
+            other[..4].copy_from_slice(&n.to_be_bytes());
+            pending.insert(
+                &table_key("ws-c", "NEW_TIME_ENTRY", &other),
+                row(&[3; 16], now),
+            );
+        }
+        let before = pending.inner.lock().unwrap().rows.len();
+        let flushed = pending.flush_if_full(&wtx, now).unwrap().expect("a flush");
+        assert!(pending.inner.lock().unwrap().rows.len() < before);
+        wtx.abort().unwrap();
+        drop(flushed);
+        assert_eq!(
+            pending.inner.lock().unwrap().rows.len(),
+            before,
+            "rows put back"
+        );
+        let wtx = db.begin_write().unwrap();
+        assert_eq!(pending.get(&wtx, &a).unwrap(), Some(row(&[1; 16], now)));
     }
 }

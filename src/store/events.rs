@@ -221,7 +221,7 @@ pub(crate) fn insert_event(
         dedupe_key: new.dedupe_key,
         duplicates: 0,
     };
-    dedupe.insert(dkey, dedupe::row(&id, now_ms));
+    dedupe.insert(&dkey, dedupe::row(&id, now_ms));
     events.insert(
         event_key(&event.workspace_id, &id).as_slice(),
         encode(&EventRecordRef::V2(&event, stored_body)).as_slice(),

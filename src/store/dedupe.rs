@@ -74,6 +74,9 @@ struct Pending {
     prefix_ids: HashMap<Vec<u8>, u32>,
     /// The last key written; the next flush continues after it.
     swept_to: Option<PendingKey>,
+    /// How many waiting rows were received in each minute: the oldest gives the watermark
+    /// without visiting every row.
+    minutes: BTreeMap<i64, u32>,
 }
 
 impl Pending {
@@ -109,12 +112,40 @@ impl Pending {
     }
 
     /// Keys are always `[prefix][32-byte hash]`; anything else is a bug, not data.
-    fn insert(&mut self, key: &[u8], row: Row) -> Option<Row> {
+    fn insert(&mut self, key: &[u8], row: Row) {
         let key = self
             .intern(key)
             .expect("dedupe table keys end in a 32-byte hash");
-        self.rows.insert(key, row)
+        *self.minutes.entry(minute_of(&row)).or_default() += 1;
+        if let Some(old) = self.rows.insert(key, row) {
+            self.forget_minute(&old);
+        }
     }
+
+    fn remove(&mut self, key: &PendingKey) -> Option<Row> {
+        let row = self.rows.remove(key)?;
+        self.forget_minute(&row);
+        Some(row)
+    }
+
+    fn forget_minute(&mut self, row: &Row) {
+        let minute = minute_of(row);
+        if let Some(count) = self.minutes.get_mut(&minute) {
+            *count -= 1;
+            if *count == 0 {
+                self.minutes.remove(&minute);
+            }
+        }
+    }
+
+    /// The start of the minute of the oldest waiting row.
+    fn oldest_waiting_ms(&self) -> Option<i64> {
+        self.minutes.keys().next().map(|minute| minute * 60_000)
+    }
+}
+
+fn minute_of(row: &Row) -> i64 {
+    row_parts(row).1.div_euclid(60_000)
 }
 
 /// Rows a flush moved from memory into the open transaction. Unless [`Flushed::committed`]
@@ -211,7 +242,7 @@ impl PendingDedupe {
                     .get(&pending_key)
                     .is_some_and(|row| row.starts_with(id))
             {
-                pending.rows.remove(&pending_key);
+                pending.remove(&pending_key);
             }
         }
         let mut table = wtx.open_table(EVENT_DEDUPE)?;
@@ -255,11 +286,11 @@ impl PendingDedupe {
             let rows: Vec<(Vec<u8>, Row)> = keys
                 .iter()
                 .filter_map(|key| {
-                    let row = pending.rows.remove(key)?;
+                    let row = pending.remove(key)?;
                     Some((pending.table_key(key), row))
                 })
                 .collect();
-            let oldest_waiting = pending.rows.values().map(|row| row_parts(row).1).min();
+            let oldest_waiting = pending.oldest_waiting_ms();
             (rows, oldest_waiting.unwrap_or(now_ms).min(now_ms))
         };
         // Key order touches each leaf once.
@@ -413,5 +444,24 @@ mod tests {
         );
         let wtx = db.begin_write().unwrap();
         assert_eq!(pending.get(&wtx, &a).unwrap(), Some(row(&[1; 16], now)));
+    }
+
+    #[test]
+    fn the_watermark_is_the_minute_of_the_oldest_waiting_row() {
+        let mut pending = Pending::default();
+        let key = |n: u8| table_key("ws", "NEW_TIME_ENTRY", &[n; 32]);
+        pending.insert(&key(1), row(&[1; 16], 120_500));
+        pending.insert(&key(2), row(&[2; 16], 60_100));
+        assert_eq!(pending.oldest_waiting_ms(), Some(60_000));
+        // A newer delivery of the same key replaces the row and its minute.
+        pending.insert(&key(2), row(&[3; 16], 180_000));
+        assert_eq!(pending.oldest_waiting_ms(), Some(120_000));
+        let first = pending.find(&key(1)).unwrap();
+        assert!(pending.remove(&first).is_some());
+        assert_eq!(pending.oldest_waiting_ms(), Some(180_000));
+        let second = pending.find(&key(2)).unwrap();
+        assert!(pending.remove(&second).is_some());
+        assert_eq!(pending.oldest_waiting_ms(), None);
+        assert!(pending.minutes.is_empty());
     }
 }

@@ -57,15 +57,48 @@ pub struct StoredEvent {
 #[derive(Serialize, Deserialize)]
 enum EventRecord {
     V1(StoredEvent),
-    /// The event with an empty `body`, then the body as kept on disk.
-    V2(StoredEvent, StoredBody),
+    /// The id and receive time, then the event with an empty `body` and its id and time
+    /// zeroed, then the body as kept on disk. The stamp comes first, at a fixed offset, so a
+    /// record can be encoded before the writer assigns them ([`UnstampedRecord`]).
+    V2(Stamp, StoredEvent, StoredBody),
 }
 
 /// The same encoding as [`EventRecord`], from borrows (no copy of the body to write it).
 #[derive(Serialize)]
 enum EventRecordRef<'a> {
     V1(&'a StoredEvent),
-    V2(&'a StoredEvent, &'a StoredBody),
+    V2(&'a Stamp, &'a StoredEvent, &'a StoredBody),
+}
+
+/// `[id][received ms, little-endian]`.
+type Stamp = [u8; 24];
+
+fn stamp(id: &EventId, received_ms: i64) -> Stamp {
+    let mut stamp = [0u8; 24];
+    stamp[..16].copy_from_slice(id);
+    stamp[16..].copy_from_slice(&received_ms.to_le_bytes());
+    stamp
+}
+
+/// A `V2` record encoded on the caller's thread, waiting for the id and time the writer
+/// assigns: the writer thread bounds ingestion, so it only copies 24 bytes in.
+pub(crate) struct UnstampedRecord(Vec<u8>);
+
+impl UnstampedRecord {
+    /// Where the stamp sits: after the one-byte variant index of `V2`.
+    const STAMP_AT: usize = 1;
+
+    /// `event` with an empty body and zero id and time; `body` as it will be stored.
+    fn encode(event: &StoredEvent, body: &StoredBody) -> UnstampedRecord {
+        let bytes = encode(&EventRecordRef::V2(&[0; 24], event, body));
+        debug_assert_eq!(bytes[0], 1, "V2 is variant 1, a one-byte varint");
+        UnstampedRecord(bytes)
+    }
+
+    fn stamp(mut self, id: &EventId, received_ms: i64) -> Vec<u8> {
+        self.0[Self::STAMP_AT..Self::STAMP_AT + 24].copy_from_slice(&stamp(id, received_ms));
+        self.0
+    }
 }
 
 /// A body as kept on disk. JSON deliveries shrink to about half with LZ4, and a smaller
@@ -115,7 +148,9 @@ impl StoredBody {
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<StoredEvent, StoreError> {
     match decode::<EventRecord>(bytes)? {
         EventRecord::V1(event) => Ok(event),
-        EventRecord::V2(mut event, body) => {
+        EventRecord::V2(stamp, mut event, body) => {
+            event.id = stamp[..16].try_into().expect("16 bytes");
+            event.received_at = i64::from_le_bytes(stamp[16..].try_into().expect("8 bytes"));
             event.body = body.into_bytes()?;
             Ok(event)
         }
@@ -129,9 +164,9 @@ fn count_duplicate(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
             event.duplicates = event.duplicates.saturating_add(1);
             encode(&EventRecordRef::V1(&event))
         }
-        EventRecord::V2(mut event, body) => {
+        EventRecord::V2(stamp, mut event, body) => {
             event.duplicates = event.duplicates.saturating_add(1);
-            encode(&EventRecordRef::V2(&event, &body))
+            encode(&EventRecordRef::V2(&stamp, &event, &body))
         }
     })
 }
@@ -183,22 +218,61 @@ fn type_key(ws: &str, event_type: &str, id: &EventId) -> Vec<u8> {
     with_suffix(&two_part_prefix(ws, event_type), id)
 }
 
+/// What [`Store::ingest`] works out on the caller's thread, so the writer thread (the
+/// bottleneck) does less per event: the compressed, encoded record and the dedupe row key.
+pub(crate) struct PreparedEvent {
+    /// The event with an empty body and zero id and time.
+    event: StoredEvent,
+    body: Vec<u8>,
+    record: UnstampedRecord,
+    dedupe_row_key: Vec<u8>,
+}
+
+impl PreparedEvent {
+    fn new(new: NewEvent) -> PreparedEvent {
+        let dedupe_row_key = dedupe::table_key(&new.workspace_id, &new.event_type, &new.dedupe_key);
+        let event = StoredEvent {
+            id: [0; 16],
+            workspace_id: new.workspace_id,
+            event_type: new.event_type,
+            source: new.source,
+            source_id: new.source_id,
+            received_at: 0,
+            headers: new.headers,
+            body: Vec::new(),
+            dedupe_key: new.dedupe_key,
+            duplicates: 0,
+        };
+        let record = UnstampedRecord::encode(&event, &StoredBody::new(&new.body));
+        PreparedEvent {
+            event,
+            body: new.body,
+            record,
+            dedupe_row_key,
+        }
+    }
+}
+
 /// Inserts one event (or records a duplicate) inside the writer's transaction, and queues
 /// a run for every enabled flow it triggers (into `runs`) in the same transaction.
 pub(crate) fn insert_event(
     wtx: &WriteTransaction,
-    new: NewEvent,
+    prepared: PreparedEvent,
     now_ms: i64,
     flows: &FlowIndex,
     runs: &mut Vec<QueuedRun>,
     dedupe: &PendingDedupe,
-    stored_body: &StoredBody,
 ) -> Result<Ingested, StoreError> {
-    let dkey = dedupe::table_key(&new.workspace_id, &new.event_type, &new.dedupe_key);
+    let PreparedEvent {
+        mut event,
+        body,
+        record,
+        dedupe_row_key: dkey,
+    } = prepared;
     let mut events = wtx.open_table(EVENTS)?;
     if let Some(seen) = dedupe.get(wtx, &dkey)? {
         let (original, received) = dedupe::row_parts(&seen);
-        let okey = event_key(&new.workspace_id, &original);
+        let okey = event_key(&event.workspace_id, &original);
         let existing = events.get(okey.as_slice())?.map(|v| v.value().to_vec());
         if let Some(bytes) = existing
             && now_ms - received < DEDUPE_WINDOW_MS
@@ -208,25 +282,12 @@ pub(crate) fn insert_event(
         }
     }
     let id = *uuid::Uuid::now_v7().as_bytes();
-    // Encoded with an empty body beside the stored one; the raw body goes back in after.
-    let mut event = StoredEvent {
-        id,
-        workspace_id: new.workspace_id,
-        event_type: new.event_type,
-        source: new.source,
-        source_id: new.source_id,
-        received_at: now_ms,
-        headers: new.headers,
-        body: Vec::new(),
-        dedupe_key: new.dedupe_key,
-        duplicates: 0,
-    };
     dedupe.insert(&dkey, dedupe::row(&id, now_ms));
     events.insert(
         event_key(&event.workspace_id, &id).as_slice(),
-        encode(&EventRecordRef::V2(&event, stored_body)).as_slice(),
+        record.stamp(&id, now_ms).as_slice(),
     )?;
-    event.body = new.body;
+    (event.id, event.received_at, event.body) = (id, now_ms, body);
     let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
     by_type.insert(
         type_key(&event.workspace_id, &event.event_type, &id).as_slice(),
@@ -265,14 +326,12 @@ impl Store {
         let live = self.live.clone();
         let (flows, dispatch) = (self.flow_index.clone(), self.run_dispatch.clone());
         let dedupe = self.dedupe.clone();
-        // Compressed here, on the caller's thread: the writer thread is the bottleneck.
-        let stored_body = StoredBody::new(&new.body);
+        let prepared = PreparedEvent::new(new);
         self.write_then(
             move |wtx| {
                 let mut runs = Vec::new();
                 let now = jiff::Timestamp::now().as_millisecond();
-                let ingested =
-                    insert_event(wtx, new, now, &flows, &mut runs, &dedupe, &stored_body)?;
+                let ingested = insert_event(wtx, prepared, now, &flows, &mut runs, &dedupe)?;
                 let flushed = dedupe.flush_if_full(wtx, now)?;
                 Ok((ingested, runs, flushed))
             },
@@ -475,11 +534,28 @@ mod tests {
         }
     }
 
+    /// The record the writer stores for `event`.
     fn stored(event: &StoredEvent) -> Vec<u8> {
-        let body = StoredBody::new(&event.body);
         let mut bare = event.clone();
-        bare.body = Vec::new();
-        encode(&EventRecordRef::V2(&bare, &body))
+        (bare.id, bare.received_at, bare.body) = ([0; 16], 0, Vec::new());
+        UnstampedRecord::encode(&bare, &StoredBody::new(&event.body))
+            .stamp(&event.id, event.received_at)
+    }
+
+    #[test]
+    fn a_stamped_record_is_the_record_encoded_with_its_stamp() {
+        let event = sample(br#"{"id":"e1"}"#);
+        let mut bare = event.clone();
+        (bare.id, bare.received_at, bare.body) = ([0; 16], 0, Vec::new());
+        let body = StoredBody::new(&event.body);
+        assert_eq!(
+            stored(&event),
+            encode(&EventRecordRef::V2(
+                &stamp(&event.id, event.received_at),
+                &bare,
+                &body
+            ))
+        );
     }
 
     #[test]
@@ -543,7 +619,7 @@ mod tests {
                 bytes: vec![0x50, b'a', b'b', b'c', b'd', b'e'],
             },
         ] {
-            let bytes = encode(&EventRecordRef::V2(&bare, &body));
+            let bytes = encode(&EventRecordRef::V2(&[0; 24], &bare, &body));
             assert!(matches!(decode_event(&bytes), Err(StoreError::Decode(_))));
         }
     }

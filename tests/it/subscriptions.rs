@@ -114,9 +114,8 @@ fn rand_suffix() -> usize {
 fn start(cap: usize) -> (TestServer, FakeClockify, FakeWebhooks) {
     let fake = FakeClockify::start();
     let hooks = FakeWebhooks::install(&fake, cap);
-    let temp = tempfile::tempdir().unwrap().keep();
     let host = fake.host.clone();
-    let server = TestServer::start_in(&temp, move |c| c.allow_api_hosts = vec![host]);
+    let server = TestServer::start_with(move |c| c.allow_api_hosts = vec![host]);
     (server, fake, hooks)
 }
 

@@ -331,9 +331,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start() -> TestServer {
+        TestServer::start_with(|_| {})
+    }
+
+    /// Like [`TestServer::start_in`] on a fresh temporary directory that lives as long as
+    /// the server.
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let dir = temp.path().to_path_buf();
-        let mut server = TestServer::start_in(&dir, |_| {});
+        let mut server = TestServer::start_in(temp.path(), tweak);
         server._temp = Some(temp);
         server
     }

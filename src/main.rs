@@ -7,6 +7,17 @@ use clap::{Parser, Subcommand};
 use clockify_studio::config::{Config, DataDirArgs, LogFormat, ManifestArgs, ServeArgs};
 use clockify_studio::{manifest, server, store};
 
+/// jemalloc instead of glibc's malloc, which took about a fifth of the server's CPU in
+/// `cargo bench --bench ingest` (README, design notes).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main` (a `MALLOC_CONF`-style string; the environment
+/// variable `_RJEM_MALLOC_CONF` overrides it): two arenas instead of four per core, and freed
+/// pages returned to the system after half a second instead of ten, to keep RSS down.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &u8 = &b"narenas:2,dirty_decay_ms:500,muzzy_decay_ms:0\0"[0];
+
 #[derive(Parser)]
 #[command(
     name = "clockify-studio",

@@ -50,6 +50,7 @@ fn main() {
         let cpu_before = (
             server.cpu_seconds(),
             server.thread_cpu_seconds("store-writer"),
+            Server::own_cpu_seconds(),
         );
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let started = Instant::now();
@@ -97,13 +98,14 @@ fn main() {
         let per_event = |seconds: f64| seconds * 1e6 / acked.max(1) as f64;
         let cpu_us = per_event(server.cpu_seconds() - cpu_before.0);
         let writer_us = per_event(server.thread_cpu_seconds("store-writer") - cpu_before.1);
+        let client_us = per_event(Server::own_cpu_seconds() - cpu_before.2);
         let metrics = scrape(&server.base);
         let rss = server.rss_mb();
         server.stop();
         let stored = stored_events(dir.path());
         let failed = failures.load(Ordering::Relaxed);
         println!(
-            "ingest c={concurrency} rps={:.0} p50_ms={:.2} p99_ms={:.2} acked={acked} stored={stored} failed={failed} rss_mb={rss:.1} batch_mean={:.1} commit_mean_ms={:.2} batch_mean_ms={:.2} server_cpu_us_per_event={cpu_us:.0} writer_cpu_us={writer_us:.0}",
+            "ingest c={concurrency} rps={:.0} p50_ms={:.2} p99_ms={:.2} acked={acked} stored={stored} failed={failed} rss_mb={rss:.1} batch_mean={:.1} commit_mean_ms={:.2} batch_mean_ms={:.2} server_cpu_us_per_event={cpu_us:.0} writer_cpu_us={writer_us:.0} client_cpu_us_per_event={client_us:.0}",
             acked as f64 / elapsed,
             percentile(&latencies, 0.50),
             percentile(&latencies, 0.99),

@@ -1,15 +1,18 @@
 //! Cross-cutting HTTP pieces: request ids, request metrics, bounded body reading and the
 //! JSON fallbacks for unknown routes.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use crate::error::ApiError;
@@ -37,6 +40,35 @@ fn valid_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_string())
 }
 
+/// A UUIDv7. Its random bits come from a per-thread SplitMix64 seeded once from the OS:
+/// request ids must be unique, not unguessable, and a `getrandom` call per request showed in
+/// the ingest profile.
+fn new_request_id() -> String {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut seed = [0u8; 8];
+            getrandom::fill(&mut seed).expect("operating system random source");
+            u64::from_le_bytes(seed)
+        });
+    }
+    let next = || {
+        STATE.with(|state| {
+            let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            state.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    };
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&next().to_le_bytes());
+    random[8..].copy_from_slice(&next().to_le_bytes()[..2]);
+    let millis = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
+}
+
 /// Gives every request an id, runs it inside a span carrying that id, echoes it in
 /// `X-Request-Id`, and records request metrics by route and status.
 pub async fn request_context(State(app): State<App>, mut req: Request, next: Next) -> Response {
@@ -44,12 +76,9 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(valid_request_id)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+        .unwrap_or_else(new_request_id);
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     if let Ok(value) = HeaderValue::from_str(&id) {
         req.headers_mut().insert(REQUEST_ID_HEADER, value);
@@ -77,10 +106,9 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
         .await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics::counter!("http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route.clone())
-        .record(elapsed.as_secs_f64());
+    let (requests, duration) = request_metrics(&method, route, status);
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status,
@@ -92,6 +120,47 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// The handles of one route's request metrics.
+#[derive(Default)]
+struct RouteMetrics {
+    duration: Option<Histogram>,
+    requests: Vec<(Method, u16, Counter)>,
+}
+
+/// `http_requests_total{method,route,status}` and `http_request_duration_seconds{route}`,
+/// registered once per label set: building the labelled keys (three strings) and looking them
+/// up on every request showed in the ingest profile. Routes are route templates, so the map
+/// stays small.
+fn request_metrics(method: &Method, route: &str, status: u16) -> (Counter, Histogram) {
+    static BY_ROUTE: LazyLock<Mutex<HashMap<String, RouteMetrics>>> = LazyLock::new(Mutex::default);
+    let mut by_route = BY_ROUTE.lock().expect("request metrics lock");
+    if !by_route.contains_key(route) {
+        by_route.insert(route.to_string(), RouteMetrics::default());
+    }
+    let metrics = by_route.get_mut(route).expect("inserted above");
+    let duration = metrics
+        .duration
+        .get_or_insert_with(
+            || metrics::histogram!("http_request_duration_seconds", "route" => route.to_string()),
+        )
+        .clone();
+    let requests = match metrics
+        .requests
+        .iter()
+        .find(|(m, s, _)| m == method && *s == status)
+    {
+        Some((_, _, counter)) => counter.clone(),
+        None => {
+            let counter = metrics::counter!("http_requests_total", "method" => method.to_string(), "route" => route.to_string(), "status" => status.to_string());
+            metrics
+                .requests
+                .push((method.clone(), status, counter.clone()));
+            counter
+        }
+    };
+    (requests, duration)
 }
 
 /// Reads a whole body, refusing more than `limit` bytes with 413 (early when

@@ -111,6 +111,11 @@ impl Server {
             .sum()
     }
 
+    /// CPU time (user + system) this process (the load generator) has used so far.
+    pub fn own_cpu_seconds() -> f64 {
+        Self::cpu_seconds_in("/proc/self/stat")
+    }
+
     fn cpu_seconds_in(stat_file: &str) -> f64 {
         let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.

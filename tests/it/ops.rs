@@ -40,7 +40,18 @@ fn request_ids_are_echoed_or_generated() {
     let r = server.get("/healthz", &[("x-request-id", "bad id with spaces")]);
     let generated = r.header("x-request-id").unwrap();
     assert_ne!(generated, "bad id with spaces");
-    assert!(!generated.is_empty());
+    let parsed = uuid::Uuid::parse_str(generated).expect("a generated id is a UUID");
+    assert_eq!(parsed.get_version_num(), 7, "{generated}");
+    let ids: std::collections::HashSet<String> = (0..50)
+        .map(|_| {
+            server
+                .get("/healthz", &[])
+                .header("x-request-id")
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 50, "every generated id differs");
     let r = server.get("/no-such-route", &[("x-request-id", "req-42")]);
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["requestId"], "req-42");

@@ -101,25 +101,17 @@ pub(crate) async fn store_event(app: &App, new: NewEvent) -> Result<Json<Receive
     } else {
         "clockify"
     };
-    match app.store.ingest(new).await? {
-        Ingested::Stored(event) => {
-            metrics::counter!("webhooks_received_total", "source" => source_label, "outcome" => "stored").increment(1);
-            Ok(Json(Received {
-                status: "received",
-                webhook_id: format_event_id(&event.id),
-                duplicate: false,
-            }))
-        }
-        Ingested::Duplicate { original } => {
-            metrics::counter!("webhooks_received_total", "source" => source_label, "outcome" => "duplicate")
-                .increment(1);
-            Ok(Json(Received {
-                status: "received",
-                webhook_id: format_event_id(&original),
-                duplicate: true,
-            }))
-        }
-    }
+    let (outcome, id, duplicate) = match app.store.ingest(new).await? {
+        Ingested::Stored(event) => ("stored", event.id, false),
+        Ingested::Duplicate { original } => ("duplicate", original, true),
+    };
+    metrics::counter!("webhooks_received_total", "source" => source_label, "outcome" => outcome)
+        .increment(1);
+    Ok(Json(Received {
+        status: "received",
+        webhook_id: format_event_id(&id),
+        duplicate,
+    }))
 }
 
 // The whole request is taken (not `HeaderMap` + `Body`) so the headers are moved, not copied.

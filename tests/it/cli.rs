@@ -56,8 +56,7 @@ fn manifest_with_env_key(args: &[&str], env_key: &str) -> serde_json::Value {
 
 #[test]
 fn manifest_cli_prints_the_same_bytes_as_http() {
-    let temp = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(temp.path(), |c| {
+    let server = TestServer::start_with(|c| {
         c.base_url = "https://studio.example.com".into();
     });
     let http = server.get("/manifest", &[]).body;

@@ -59,8 +59,7 @@ fn request_ids_are_echoed_or_generated() {
 
 #[test]
 fn metrics_expose_the_promised_series_and_honour_the_token() {
-    let temp = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(temp.path(), |c| c.metrics_token = Some("s3cret".into()));
+    let server = TestServer::start_with(|c| c.metrics_token = Some("s3cret".into()));
     let r = server.get("/metrics", &[]);
     assert_eq!(r.status, 401);
     r.error();
@@ -89,8 +88,7 @@ fn metrics_expose_the_promised_series_and_honour_the_token() {
 
 #[test]
 fn manifest_is_served_with_the_configured_base_url_and_key() {
-    let temp = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(temp.path(), |c| {
+    let server = TestServer::start_with(|c| {
         c.base_url = "https://studio.example.com".into();
         c.addon_key = "my-studio".into();
     });
@@ -162,10 +160,8 @@ fn ui_without_a_token_explains_how_to_install() {
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
     use std::io::{Read, Write};
-    let temp = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(temp.path(), |c| {
-        c.header_read_timeout = std::time::Duration::from_secs(1)
-    });
+    let server =
+        TestServer::start_with(|c| c.header_read_timeout = std::time::Duration::from_secs(1));
     let mut stream =
         std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
     stream

@@ -101,8 +101,9 @@ impl UnstampedRecord {
     }
 }
 
-/// A body as kept on disk. JSON deliveries shrink to about half with LZ4, and a smaller
-/// record means fewer pages written and synced per commit, which bounds ingestion.
+/// A body as kept on disk. LZ4 shrinks JSON deliveries well (the compact NEW_TIME_ENTRY
+/// sample from 1,413 to 800 bytes), and a smaller record means fewer pages written and
+/// synced per commit, which bounds ingestion.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum StoredBody {
     Raw(#[serde(with = "serde_bytes")] Vec<u8>),

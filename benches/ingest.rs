@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,12 +68,15 @@ fn main() {
                          Content-Type: application/json\r\n"
                     );
                     let mut latencies = Vec::new();
+                    let mut body = Vec::with_capacity(template.len() + 32);
                     while Instant::now() < deadline {
                         let n = counter.fetch_add(1, Ordering::Relaxed);
                         // A distinct field per delivery: no two are duplicates.
-                        let body = template.replacen('{', &format!("{{\"benchSeq\":{n},"), 1);
+                        body.clear();
+                        write!(body, "{{\"benchSeq\":{n},").unwrap();
+                        body.extend_from_slice(&template.as_bytes()[1..]);
                         let t = Instant::now();
-                        match connection.send(&head, body.as_bytes()).await {
+                        match connection.send(&head, &body).await {
                             Ok(200) => latencies.push(t.elapsed().as_secs_f64() * 1000.0),
                             Ok(_) => {
                                 failures.fetch_add(1, Ordering::Relaxed);

@@ -192,9 +192,12 @@ pub fn stored_events(data_dir: &Path) -> u64 {
 }
 
 /// A minimal keep-alive HTTP/1.1 client on one connection: the load generator must cost far
-/// less CPU than the server it measures on the same two cores.
+/// less CPU than the server it measures on the same two cores, so a request is one write from
+/// a reused buffer and the response is parsed in place.
 pub struct RawConnection {
-    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    stream: tokio::net::TcpStream,
+    request: Vec<u8>,
+    response: Vec<u8>,
 }
 
 impl RawConnection {
@@ -202,43 +205,59 @@ impl RawConnection {
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).unwrap();
         RawConnection {
-            stream: tokio::io::BufStream::new(stream),
+            stream,
+            request: Vec::with_capacity(8 * 1024),
+            response: Vec::with_capacity(4 * 1024),
         }
     }
 
     /// Sends one request and returns the status code (the body is read and dropped).
     pub async fn send(&mut self, head: &str, body: &[u8]) -> std::io::Result<u16> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        self.stream.write_all(head.as_bytes()).await?;
-        self.stream
-            .write_all(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes())
-            .await?;
-        self.stream.write_all(body).await?;
-        self.stream.flush().await?;
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await?;
-            if line == "\r\n" || line.is_empty() {
-                break;
+        use std::io::Write;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.request.clear();
+        self.request.extend_from_slice(head.as_bytes());
+        write!(self.request, "Content-Length: {}\r\n\r\n", body.len())?;
+        self.request.extend_from_slice(body);
+        self.stream.write_all(&self.request).await?;
+        self.response.clear();
+        let (status, body_start, length) = loop {
+            if self.stream.read_buf(&mut self.response).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
+            if let Some(end) = find(&self.response, b"\r\n\r\n") {
+                let (status, length) = parse_head(&self.response[..end]);
+                break (status, end + 4, length);
+            }
+        };
+        while self.response.len() < body_start + length {
+            if self.stream.read_buf(&mut self.response).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
-        let mut sink = vec![0u8; length];
-        self.stream.read_exact(&mut sink).await?;
         Ok(status)
     }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The status code and `Content-Length` of a response head.
+fn parse_head(head: &[u8]) -> (u16, usize) {
+    let text = std::str::from_utf8(head).unwrap_or("");
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    (status, length)
 }
 
 /// `q`-quantile of a Prometheus histogram, interpolated within its bucket, in ms.

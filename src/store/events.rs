@@ -3,8 +3,6 @@
 //! commit order (SSE resume relies on that).
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
-
-use super::writer::OpenTables;
 use serde::{Deserialize, Serialize};
 
 use super::dedupe::{self, PendingDedupe};
@@ -13,6 +11,7 @@ use super::keys::{
     id_floor_for_millis, ids_before, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
     workspaces_of,
 };
+use super::writer::OpenTables;
 use super::{Store, StoreError, decode, encode};
 
 /// `[ws][id]` → event record.

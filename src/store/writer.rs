@@ -330,3 +330,43 @@ impl Batch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+
+    const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("writer_test");
+
+    /// Ingest jobs reuse the batch's open table; a plain job later in the same batch can
+    /// still open it itself (a table open twice in one transaction is an error), and a cached
+    /// job after that opens it again.
+    #[test]
+    fn cached_tables_and_plain_jobs_share_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("data.redb")).unwrap();
+        let wtx = db.begin_write().unwrap();
+        let mut tables = OpenTables::new(&wtx);
+        let cached = |key: &'static [u8]| {
+            OnOpenTables(move |tables: &mut OpenTables<'_>| {
+                tables.get(TABLE)?.insert(key, b"".as_slice())?;
+                Ok(())
+            })
+        };
+        cached(b"a").apply(&mut tables).unwrap();
+        cached(b"b").apply(&mut tables).unwrap();
+        OnTransaction(|wtx: &WriteTransaction| {
+            wtx.open_table(TABLE)?
+                .insert(b"c".as_slice(), b"".as_slice())?;
+            Ok(())
+        })
+        .apply(&mut tables)
+        .unwrap();
+        cached(b"d").apply(&mut tables).unwrap();
+        drop(tables);
+        wtx.commit().unwrap();
+        let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
+        assert_eq!(rtx.open_table(TABLE).unwrap().len().unwrap(), 4);
+    }
+}

@@ -11,7 +11,7 @@ use super::keys::{
     id_floor_for_millis, ids_before, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
     workspaces_of,
 };
-use super::writer::OpenTables;
+use super::writer::{AfterCommit, OpenTables};
 use super::{Store, StoreError, decode, encode};
 
 /// `[ws][id]` → event record.
@@ -358,6 +358,9 @@ fn remove_event(
     Ok(true)
 }
 
+/// What an ingest job hands its after-commit hook.
+type IngestOutcome = (Ingested, Vec<QueuedRun>, Option<dedupe::Flushed>);
+
 impl Store {
     /// Stores an event durably (or counts a duplicate); resolves after the commit.
     pub async fn ingest(&self, new: NewEvent) -> Result<Ingested, StoreError> {
@@ -365,15 +368,8 @@ impl Store {
         let (flows, dispatch) = (self.flow_index.clone(), self.run_dispatch.clone());
         let dedupe = self.dedupe.clone();
         let prepared = PreparedEvent::new(new);
-        self.write_with_tables_then(
-            move |tables| {
-                let mut runs = Vec::new();
-                let now = jiff::Timestamp::now().as_millisecond();
-                let ingested = insert_event(tables, prepared, now, &flows, &mut runs, &dedupe)?;
-                let flushed = dedupe.flush_if_full(tables, now)?;
-                Ok((ingested, runs, flushed))
-            },
-            move |(ingested, runs, flushed)| {
+        let after_commit: AfterCommit<IngestOutcome> =
+            Box::new(move |(ingested, runs, flushed): &IngestOutcome| {
                 if let Some(flushed) = flushed {
                     flushed.committed();
                 }
@@ -382,10 +378,21 @@ impl Store {
                     // No receivers is normal (nobody has the page open).
                     let _ = live.send(event.clone());
                 }
-            },
-        )
-        .await
-        .map(|(ingested, _, _)| ingested)
+            });
+        // Through the batch's open tables: ingestion is the writer's hot path.
+        self.writer
+            .write_with_tables(
+                move |tables: &mut OpenTables<'_>| {
+                    let mut runs = Vec::new();
+                    let now = jiff::Timestamp::now().as_millisecond();
+                    let ingested = insert_event(tables, prepared, now, &flows, &mut runs, &dedupe)?;
+                    let flushed = dedupe.flush_if_full(tables, now)?;
+                    Ok((ingested, runs, flushed))
+                },
+                Some(after_commit),
+            )
+            .await
+            .map(|(ingested, _, _)| ingested)
     }
 
     pub async fn event(&self, ws: &str, id: EventId) -> Result<Option<StoredEvent>, StoreError> {

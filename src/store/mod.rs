@@ -297,21 +297,6 @@ impl Store {
         self.writer.write(op, Some(Box::new(after_commit))).await
     }
 
-    /// Like [`Store::write_then`], through tables kept open across the batch (the ingest path).
-    pub(crate) async fn write_with_tables_then<T, F>(
-        &self,
-        op: F,
-        after_commit: impl FnOnce(&T) + Send + 'static,
-    ) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut writer::OpenTables<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.writer
-            .write_with_tables(op, Some(Box::new(after_commit)))
-            .await
-    }
-
     /// The record stored under `key` in `table`, decoded.
     pub(crate) async fn read_record<T: Send + 'static>(
         &self,

@@ -153,13 +153,18 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The installation's API address: a local port the server is not allowed to call (no
+/// `--allow-api-host`), so its background work after an install (bootstrap, webhook sync)
+/// fails at once instead of resolving and calling the real Clockify from a benchmark.
+const UNREACHABLE_API: &str = "http://127.0.0.1:9/api";
+
 pub fn install(base: &str, ws: &str, addon: &str) {
     let installation = sign(
         &json!({"iss": "clockify", "type": "addon", "sub": "clockify-studio",
-        "workspaceId": ws, "addonId": addon, "backendUrl": "https://api.clockify.me/api"}),
+        "workspaceId": ws, "addonId": addon, "backendUrl": UNREACHABLE_API}),
     );
     let body = json!({"addonId": addon, "authToken": installation, "workspaceId": ws,
-        "apiUrl": "https://api.clockify.me/api", "webhooks": []});
+        "apiUrl": UNREACHABLE_API, "webhooks": []});
     let r = agent()
         .post(&format!("{base}/lifecycle/installed"))
         .header("x-addon-lifecycle-token", &sign(&claims(ws, addon)))

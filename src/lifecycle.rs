@@ -236,7 +236,8 @@ pub async fn installed(
             .unwrap_or(true)
         && let Err(err) = crate::bootstrap::start(&app, &installation, false).await
     {
-        tracing::warn!(workspace_id = %workspace_id, error = %err, "bootstrap did not start");
+        let request_id = crate::http::current_request_id();
+        tracing::warn!(workspace_id = %workspace_id, error = %err, %request_id, "bootstrap did not start");
     }
     Ok(Json(
         json!({"status": "installed", "workspaceId": workspace_id, "generation": generation}),

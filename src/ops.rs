@@ -45,8 +45,8 @@ pub async fn ready(State(app): State<App>) -> Response {
     match app.store.probe().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(reason) => {
-            tracing::warn!(%reason, "not ready");
             let request_id = crate::http::current_request_id();
+            tracing::warn!(%reason, %request_id, "not ready");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({"status": "unavailable", "error": reason, "requestId": request_id})),

@@ -221,3 +221,73 @@ fn check_fails_on_a_missing_or_damaged_file() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// At the default level a rejected request gets one `handled` line with its id, route and
+/// status; a successful one gets none (it is counted in the metrics instead).
+#[test]
+fn the_default_log_level_logs_rejections_not_successes() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+
+    let temp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(temp.path())
+        .env_remove("CLOCKIFY_STUDIO_LOG_LEVEL")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let (sender, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let value = serde_json::from_str(&line).expect("JSON log lines");
+            if sender.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = vec![];
+    let next_line = |seen: &mut Vec<serde_json::Value>| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("a log line in time");
+        seen.push(line.clone());
+        line
+    };
+    let address = loop {
+        let line = next_line(&mut seen);
+        if line["message"] == "listening" {
+            break line["address"].as_str().unwrap().to_string();
+        }
+    };
+
+    let client = TestClient::new(&format!("http://{address}"));
+    let ok = client.get("/healthz", &[("x-request-id", "the-healthy-one")]);
+    assert_eq!(ok.status, 200);
+    let rejected = client.get("/api/webhooks", &[("x-request-id", "the-rejected-one")]);
+    assert_eq!(rejected.status, 401);
+    let handled = loop {
+        let line = next_line(&mut seen);
+        if line["request_id"] == "the-rejected-one" {
+            break line;
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(handled["message"], "handled");
+    assert_eq!(handled["level"], "INFO");
+    assert_eq!(handled["status"], 401);
+    assert_eq!(handled["route"], "/api/webhooks");
+    assert_eq!(handled["method"], "GET");
+    seen.extend(lines.try_iter());
+    assert!(
+        !seen
+            .iter()
+            .any(|line| line.to_string().contains("the-healthy-one")),
+        "{seen:#?}"
+    );
+}

@@ -56,13 +56,8 @@ impl Server {
             l.local_addr().unwrap().port()
         };
         let child = Command::new(server_bin())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--log-level",
-                "warn",
-            ])
+            // At the default log level, as self-hosters run it.
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--clockify-public-key")

@@ -1,6 +1,7 @@
 //! Operations endpoints: liveness, readiness (the store can read and write) and metrics.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -14,6 +15,10 @@ use crate::error::ApiError;
 use crate::server::App;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How often recorded histogram samples are folded into their buckets (the exporter's own
+/// default).
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The process-wide Prometheus recorder (metrics macros are global, so there is one).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -35,6 +40,19 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Folds histogram samples into their buckets every [`METRICS_UPKEEP_INTERVAL`] until
+/// shutdown. The recorder keeps each sample until then; with upkeep left to `/metrics`
+/// scrapes, a server nobody scrapes would hold one per request and commit for ever.
+pub async fn run_metrics_upkeep(app: App) {
+    let mut shutdown = app.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(METRICS_UPKEEP_INTERVAL) => app.metrics.run_upkeep(),
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 pub async fn health() -> Json<serde_json::Value> {

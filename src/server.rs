@@ -198,6 +198,7 @@ impl App {
             .keep_alive(true);
         tracing::info!(address = %listener.local_addr()?, version = ops::VERSION, "listening");
         let retention = tokio::spawn(retention::run(self.clone()));
+        let metrics_upkeep = tokio::spawn(ops::run_metrics_upkeep(self.clone()));
         let periodic_sync = tokio::spawn(subscriptions::run_periodic(self.clone()));
         tokio::spawn(crate::bootstrap::resume_all(self.clone()));
         let flow_engine = flows::engine::start(self.clone());
@@ -233,6 +234,7 @@ impl App {
         tracing::info!("shutting down: draining connections");
         self.shutdown.send_replace(true);
         let _ = retention.await;
+        let _ = metrics_upkeep.await;
         let _ = periodic_sync.await;
         // In-flight flow actions finish (bounded) while connections drain, before the writer stops.
         let (_, drained) = tokio::join!(

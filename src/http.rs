@@ -45,8 +45,9 @@ fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Gives every request an id, runs it inside a span carrying that id, echoes it in
-/// `X-Request-Id`, and records request metrics by route and status.
+/// Gives every request an id, runs it inside a span carrying that id (made at `debug`),
+/// echoes it in `X-Request-Id`, records request metrics by route and status, and logs a
+/// `handled` line (at the default level only for rejections and failures).
 pub async fn request_context(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()

@@ -114,10 +114,10 @@ impl Pending {
     }
 
     fn table_key(&self, (prefix, high, low): &PendingKey) -> Vec<u8> {
-        let mut key = self.prefixes[*prefix as usize].clone();
-        key.extend_from_slice(&high.to_be_bytes());
-        key.extend_from_slice(&low.to_be_bytes());
-        key
+        let mut hash = [0u8; 32];
+        hash[..16].copy_from_slice(&high.to_be_bytes());
+        hash[16..].copy_from_slice(&low.to_be_bytes());
+        with_suffix(&self.prefixes[*prefix as usize], &hash)
     }
 
     fn get(&self, key: &[u8]) -> Option<Row> {

@@ -35,6 +35,12 @@ pub(crate) const META_INDEXED_UNTIL: &[u8] = b"dedupe_indexed_until_ms";
 /// The wall clock may step back; re-read this much before the watermark.
 const REBUILD_MARGIN_MS: i64 = 60_000;
 
+/// Interned prefixes kept before unused ones are dropped (see [`Pending::intern`]).
+#[cfg(not(test))]
+const PREFIXES_BEFORE_COMPACTION: usize = 4096;
+#[cfg(test)]
+const PREFIXES_BEFORE_COMPACTION: usize = 8;
+
 /// `[id][received ms]`.
 pub(crate) type Row = [u8; 24];
 
@@ -87,6 +93,8 @@ struct Pending {
     /// How many waiting rows were received in each minute: the oldest gives the watermark
     /// without visiting every row.
     minutes: BTreeMap<i64, u32>,
+    /// Interning a prefix when this many are interned first drops those no row uses.
+    compact_at: usize,
 }
 
 impl Pending {
@@ -107,10 +115,43 @@ impl Pending {
         if let Some(id) = self.prefix_ids.get(prefix) {
             return Some((*id, hash.0, hash.1));
         }
+        // Custom sources name their own event types, so the set of prefixes seen is open-ended;
+        // only those of waiting rows are needed. Doubling the threshold keeps this amortised.
+        if self.prefixes.len() >= self.compact_at.max(PREFIXES_BEFORE_COMPACTION) {
+            self.compact_prefixes();
+            self.compact_at = 2 * self.prefixes.len();
+        }
         let id = u32::try_from(self.prefixes.len()).ok()?;
         self.prefixes.push(prefix.to_vec());
         self.prefix_ids.insert(prefix.to_vec(), id);
         Some((id, hash.0, hash.1))
+    }
+
+    /// Keeps only the prefixes of waiting rows, renumbered. Table keys are unchanged, and the
+    /// sweep goes on from the same row if it is still waiting (else from the start).
+    fn compact_prefixes(&mut self) {
+        let mut old_prefixes = std::mem::take(&mut self.prefixes);
+        let mut renumbered: HashMap<u32, u32> = HashMap::new();
+        let mut prefixes = Vec::new();
+        let mut new_id = |old: u32| {
+            *renumbered.entry(old).or_insert_with(|| {
+                prefixes.push(std::mem::take(&mut old_prefixes[old as usize]));
+                (prefixes.len() - 1) as u32
+            })
+        };
+        self.rows = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(|((prefix, high, low), row)| ((new_id(prefix), high, low), row))
+            .collect();
+        self.swept_to = self
+            .swept_to
+            .and_then(|(prefix, high, low)| Some((*renumbered.get(&prefix)?, high, low)));
+        self.prefix_ids = prefixes
+            .iter()
+            .enumerate()
+            .map(|(id, prefix)| (prefix.clone(), id as u32))
+            .collect();
+        self.prefixes = prefixes;
     }
 
     fn table_key(&self, (prefix, high, low): &PendingKey) -> Vec<u8> {
@@ -461,6 +502,54 @@ mod tests {
         );
         let wtx = db.begin_write().unwrap();
         assert_eq!(get(&wtx, &a), Some(row(&[1; 16], now)));
+    }
+
+    /// Prefixes no waiting row uses are dropped once enough were interned; the rows that
+    /// wait keep their table keys and are still found.
+    #[test]
+    fn unused_prefixes_are_dropped() {
+        let mut pending = Pending::default();
+        let key = |ws: usize, n: u8| table_key(&format!("ws-{ws}"), "CUSTOM", &[n; 32]);
+        for ws in 0..10 * PREFIXES_BEFORE_COMPACTION {
+            pending.insert(&key(ws, 1), row(&[1; 16], 60_000));
+            // Every other workspace's row is written out, as a flush would.
+            if ws % 2 == 1 {
+                let found = pending.find(&key(ws, 1)).unwrap();
+                assert!(pending.remove(&found).is_some());
+            }
+        }
+        let waiting = 5 * PREFIXES_BEFORE_COMPACTION;
+        assert_eq!(pending.rows.len(), waiting);
+        assert!(
+            pending.prefixes.len() < 2 * waiting,
+            "{} prefixes interned for {waiting} waiting rows",
+            pending.prefixes.len()
+        );
+        assert_eq!(pending.prefixes.len(), pending.prefix_ids.len());
+        for ws in (0..10 * PREFIXES_BEFORE_COMPACTION).step_by(2) {
+            let found = pending
+                .find(&key(ws, 1))
+                .expect("a waiting row's prefix is kept");
+            assert_eq!(pending.table_key(&found), key(ws, 1));
+            assert!(pending.rows.contains_key(&found));
+        }
+        // Once the rows are gone, the next compaction drops every old prefix.
+        let keys: Vec<PendingKey> = pending.rows.keys().copied().collect();
+        for found in keys {
+            pending.remove(&found);
+        }
+        let fresh = pending.compact_at - pending.prefixes.len() + 1;
+        for ws in 0..fresh {
+            pending.insert(&key(1_000_000 + ws, 1), row(&[2; 16], 60_000));
+        }
+        assert_eq!(
+            pending.prefixes.len(),
+            fresh,
+            "only the new rows' prefixes are kept"
+        );
+        assert_eq!(pending.find(&key(0, 1)), None);
+        assert!(pending.find(&key(1_000_000, 1)).is_some());
+        assert!(pending.minutes.values().sum::<u32>() as usize == pending.rows.len());
     }
 
     #[test]

@@ -6,12 +6,11 @@
 //! outcome is known to be unknown and it is not repeated; idempotent ones (GET/PUT/DELETE)
 //! may be resent, so they skip that write.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::catalog;
@@ -37,11 +36,102 @@ pub fn idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS")
 }
 
+/// Waiting runs (beyond their workspace's concurrency) that may keep their run and event in
+/// memory; later ones keep only their id and are read back when their turn comes. They are
+/// all in the queue table already, so a backlog (Clockify slow or rate-limiting while events
+/// keep coming) costs memory per run, not per event body.
+const MAX_WAITING_IN_MEMORY: usize = 1_000;
+
 enum Job {
     /// Just committed: the run (and usually its event) is in memory.
     Live(Box<QueuedRun>),
-    /// Found on the queue at start.
-    Stored { id: RunId, workspace_id: String },
+    /// Found on the queue at start, or waiting behind [`MAX_WAITING_IN_MEMORY`] others.
+    Stored {
+        id: RunId,
+        workspace_id: String,
+        committed: Option<Instant>,
+    },
+}
+
+impl Job {
+    fn workspace_id(&self) -> &str {
+        match self {
+            Job::Live(queued) => &queued.run.workspace_id,
+            Job::Stored { workspace_id, .. } => workspace_id,
+        }
+    }
+
+    fn in_memory(&self) -> bool {
+        matches!(self, Job::Live(_))
+    }
+
+    /// The same run, to be read back from the store when it starts.
+    fn stored(self) -> Job {
+        match self {
+            Job::Live(queued) => Job::Stored {
+                id: queued.run.id,
+                workspace_id: queued.run.workspace_id,
+                committed: queued.committed,
+            },
+            stored => stored,
+        }
+    }
+}
+
+/// Runs waiting for one of their workspace's `--flow-workspace-concurrency` slots, oldest first.
+#[derive(Default)]
+struct Backlog {
+    workspaces: HashMap<String, Slots>,
+    waiting: usize,
+    waiting_in_memory: usize,
+}
+
+#[derive(Default)]
+struct Slots {
+    running: usize,
+    waiting: VecDeque<Job>,
+}
+
+impl Backlog {
+    /// Returns the job if it may start now; else it waits its turn.
+    fn arrive(&mut self, job: Job, concurrency: usize) -> Option<Job> {
+        let slots = self
+            .workspaces
+            .entry(job.workspace_id().to_string())
+            .or_default();
+        if slots.running < concurrency {
+            slots.running += 1;
+            return Some(job);
+        }
+        let job = if self.waiting_in_memory < MAX_WAITING_IN_MEMORY {
+            job
+        } else {
+            job.stored()
+        };
+        self.waiting_in_memory += usize::from(job.in_memory());
+        self.waiting += 1;
+        slots.waiting.push_back(job);
+        None
+    }
+
+    /// A run of `workspace_id` ended: returns the next one to start there, if any.
+    fn finished(&mut self, workspace_id: &str) -> Option<Job> {
+        let slots = self.workspaces.get_mut(workspace_id)?;
+        match slots.waiting.pop_front() {
+            Some(job) => {
+                self.waiting -= 1;
+                self.waiting_in_memory -= usize::from(job.in_memory());
+                Some(job)
+            }
+            None => {
+                slots.running = slots.running.saturating_sub(1);
+                if slots.running == 0 {
+                    self.workspaces.remove(workspace_id);
+                }
+                None
+            }
+        }
+    }
 }
 
 /// Starts the engine; the task ends after shutdown once in-flight runs stopped.
@@ -55,8 +145,9 @@ async fn dispatch(app: App) {
         return;
     };
     let mut shutdown = app.shutdown.subscribe();
-    let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
-    let mut tasks = JoinSet::new();
+    let concurrency = app.config.flow_workspace_concurrency;
+    let mut backlog = Backlog::default();
+    let mut running = Running::default();
     // Runs found on the queue at start; one committed meanwhile also arrives live, once.
     let mut recovered: HashSet<RunId> = HashSet::new();
     match app.store.queued_runs().await {
@@ -67,59 +158,76 @@ async fn dispatch(app: App) {
             }
             for (id, workspace_id) in queued {
                 recovered.insert(id);
-                let limit = limiter(&app, &mut limits, &workspace_id);
-                tasks.spawn(run_job(
-                    app.clone(),
-                    limit,
-                    Job::Stored { id, workspace_id },
-                ));
+                let job = Job::Stored {
+                    id,
+                    workspace_id,
+                    committed: None,
+                };
+                if let Some(job) = backlog.arrive(job, concurrency) {
+                    running.start(&app, job);
+                }
             }
         }
         Err(err) => tracing::error!(error = %err, "cannot read the flow run queue"),
     }
     loop {
+        metrics::gauge!("flow_runs_waiting").set(backlog.waiting as f64);
         tokio::select! {
             received = receiver.recv() => match received {
                 Some(queued) => {
                     if recovered.remove(&queued.run.id) {
                         continue;
                     }
-                    let limit = limiter(&app, &mut limits, &queued.run.workspace_id);
-                    tasks.spawn(run_job(app.clone(), limit, Job::Live(Box::new(queued))));
+                    if let Some(job) = backlog.arrive(Job::Live(Box::new(queued)), concurrency) {
+                        running.start(&app, job);
+                    }
                 }
                 None => break,
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(workspace_id) = running.next_ended(), if !running.tasks.is_empty() => {
+                if let Some(next) = backlog.finished(&workspace_id) {
+                    running.start(&app, next);
+                }
+            }
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
+    // Waiting runs stay in the queue table for the next start.
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
+        while running.tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::warn!("flow runs still in flight at shutdown resume on the next start");
-        tasks.abort_all();
+        running.tasks.abort_all();
     }
 }
 
-fn limiter(
-    app: &App,
-    limits: &mut HashMap<String, Arc<Semaphore>>,
-    workspace_id: &str,
-) -> Arc<Semaphore> {
-    limits
-        .entry(workspace_id.to_string())
-        .or_insert_with(|| Arc::new(Semaphore::new(app.config.flow_workspace_concurrency)))
-        .clone()
+/// The runs executing, each with its workspace: a task that panicked still frees its slot.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<()>,
+    workspaces: HashMap<tokio::task::Id, String>,
 }
 
-async fn run_job(app: App, limit: Arc<Semaphore>, job: Job) {
-    let mut shutdown = app.shutdown.subscribe();
-    let permit = tokio::select! {
-        permit = limit.acquire_owned() => permit.expect("semaphore never closes"),
-        _ = shutdown.wait_for(|stop| *stop) => return,
-    };
+impl Running {
+    fn start(&mut self, app: &App, job: Job) {
+        let workspace_id = job.workspace_id().to_string();
+        let handle = self.tasks.spawn(run_job(app.clone(), job));
+        self.workspaces.insert(handle.id(), workspace_id);
+    }
+
+    /// Waits for a run to end and returns its workspace.
+    async fn next_ended(&mut self) -> Option<String> {
+        let id = match self.tasks.join_next_with_id().await? {
+            Ok((id, ())) => id,
+            Err(err) => err.id(),
+        };
+        self.workspaces.remove(&id)
+    }
+}
+
+async fn run_job(app: App, job: Job) {
     let id = match &job {
         Job::Live(queued) => queued.run.id,
         Job::Stored { id, .. } => *id,
@@ -130,7 +238,6 @@ async fn run_job(app: App, limit: Arc<Semaphore>, job: Job) {
         tracing::error!(error = %err, run = %crate::store::format_id(&id), "flow run could not be recorded");
     }
     app.store.set_run_active(id, false);
-    drop(permit);
 }
 
 /// The event body a run works on.
@@ -268,8 +375,12 @@ async fn execute(app: &App, job: Job) -> Result<(), StoreError> {
             let queued = *queued;
             (queued.run, queued.event, queued.committed)
         }
-        Job::Stored { id, workspace_id } => match app.store.run(&workspace_id, id).await? {
-            Some(run) if !run.status.is_final() => (run, None, None),
+        Job::Stored {
+            id,
+            workspace_id,
+            committed,
+        } => match app.store.run(&workspace_id, id).await? {
+            Some(run) if !run.status.is_final() => (run, None, committed),
             Some(_) => return Ok(()),
             None => return app.store.dequeue_run(id).await,
         },
@@ -538,5 +649,102 @@ pub fn displayed_status(app: &App, run: &Run) -> RunStatus {
         RunStatus::Running
     } else {
         run.status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Conditions, Flow, FlowRetry, Trigger};
+
+    fn live(workspace_id: &str) -> Job {
+        let flow = Flow {
+            id: [1; 16],
+            workspace_id: workspace_id.to_string(),
+            name: "f".into(),
+            enabled: true,
+            disabled_reason: None,
+            trigger: Trigger {
+                source: "clockify".into(),
+                events: vec!["NEW_TIME_ENTRY".into()],
+            },
+            conditions: Conditions {
+                any: false,
+                rules: vec![],
+            },
+            actions: vec![],
+            retry: FlowRetry {
+                max_attempts: 1,
+                backoff_ms: 0,
+            },
+            created_at: 0,
+            updated_at: 0,
+        };
+        let run = Run::new(&flow, None, "NEW_TIME_ENTRY", RunOrigin::Event, 0);
+        Job::Live(Box::new(QueuedRun {
+            run,
+            event: None,
+            committed: None,
+        }))
+    }
+
+    fn id_of(job: &Job) -> RunId {
+        match job {
+            Job::Live(queued) => queued.run.id,
+            Job::Stored { id, .. } => *id,
+        }
+    }
+
+    /// Each workspace runs up to its concurrency, the rest wait in order, and a slot freed
+    /// goes to the next run of the same workspace.
+    #[test]
+    fn runs_wait_per_workspace_in_order() {
+        let mut backlog = Backlog::default();
+        let a: Vec<Job> = (0..4).map(|_| live("ws-a")).collect();
+        let ids: Vec<RunId> = a.iter().map(id_of).collect();
+        let mut started = vec![];
+        for job in a {
+            started.extend(backlog.arrive(job, 2).map(|j| id_of(&j)));
+        }
+        assert_eq!(started, ids[..2]);
+        assert!(
+            backlog.arrive(live("ws-b"), 2).is_some(),
+            "another workspace"
+        );
+        assert_eq!(backlog.waiting, 2);
+        assert_eq!(backlog.finished("ws-a").map(|j| id_of(&j)), Some(ids[2]));
+        assert_eq!(backlog.finished("ws-a").map(|j| id_of(&j)), Some(ids[3]));
+        assert_eq!(backlog.waiting, 0);
+        assert!(backlog.finished("ws-a").is_none());
+        assert!(backlog.finished("ws-a").is_none());
+        assert!(
+            !backlog.workspaces.contains_key("ws-a"),
+            "an idle workspace is forgotten"
+        );
+        assert!(backlog.arrive(live("ws-a"), 2).is_some());
+        assert!(backlog.arrive(live("ws-a"), 2).is_some());
+        assert!(backlog.arrive(live("ws-a"), 2).is_none());
+    }
+
+    /// Past the limit, waiting runs keep only their id; they still start in order.
+    #[test]
+    fn a_long_backlog_keeps_only_ids() {
+        let mut backlog = Backlog::default();
+        assert!(backlog.arrive(live("ws"), 1).is_some());
+        let mut ids = vec![];
+        for _ in 0..MAX_WAITING_IN_MEMORY + 10 {
+            let job = live("ws");
+            ids.push(id_of(&job));
+            assert!(backlog.arrive(job, 1).is_none());
+        }
+        assert_eq!(backlog.waiting, MAX_WAITING_IN_MEMORY + 10);
+        assert_eq!(backlog.waiting_in_memory, MAX_WAITING_IN_MEMORY);
+        for (n, id) in ids.iter().enumerate() {
+            let next = backlog.finished("ws").expect("the next run");
+            assert_eq!(id_of(&next), *id);
+            assert_eq!(next.in_memory(), n < MAX_WAITING_IN_MEMORY, "run {n}");
+            assert_eq!(next.workspace_id(), "ws");
+        }
+        assert_eq!((backlog.waiting, backlog.waiting_in_memory), (0, 0));
     }
 }

@@ -593,6 +593,42 @@ fn every_matching_flow_runs_once_and_no_other() {
     assert_eq!(names, ["a", "b"]);
 }
 
+/// With `--flow-workspace-concurrency 1`, a workspace's runs go one at a time and in order,
+/// while another workspace's run is not held up.
+#[test]
+fn a_workspace_runs_its_flows_one_at_a_time_in_order() {
+    let env = start_with(&[WS, WS2], |c| c.flow_workspace_concurrency = 1);
+    let tag_flow = json!({"name": "tag", "trigger": {"events": ["NEW_TIME_ENTRY"]},
+        "actions": [{"name": "tag", "operationId": "createNewTag",
+                     "body": {"name": "{{ event.description }}"}}]});
+    let flow = create_flow(&env.server, WS, &tag_flow);
+    let other = create_flow(&env.server, WS2, &tag_flow);
+    let release = env
+        .fake
+        .hold_first(|c| c.method == "POST" && c.path.contains(WS) && c.path.ends_with("/tags"));
+    for (n, description) in ["one", "two", "three"].iter().enumerate() {
+        deliver_new_entry(&env.server, &format!("te-{n}"), "p1", description);
+    }
+    let body = time_entry(WS2, "te-other", "p1", "other");
+    deliver(&env.server, WS2, "NEW_TIME_ENTRY", &body);
+    assert_eq!(
+        finished_runs(&env.server, WS2, &other, 1)[0]["status"],
+        "succeeded"
+    );
+    let tags_of = |ws: &str| -> Vec<String> {
+        calls_to(&env.fake, "POST", "/tags")
+            .iter()
+            .filter(|c| c.path.contains(ws))
+            .map(|c| body_of(c)["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(tags_of(WS), ["one"], "the others wait for the held run");
+    release.send(true).unwrap();
+    let runs = finished_runs(&env.server, WS, &flow, 3);
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    assert_eq!(tags_of(WS), ["one", "two", "three"]);
+}
+
 #[test]
 fn workspaces_stay_isolated() {
     let env = start(&[WS, WS2]);

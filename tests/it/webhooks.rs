@@ -241,6 +241,15 @@ fn duplicates_are_stored_once_and_counted_but_edits_are_distinct() {
     server.install(WS, ADDON, UNREACHABLE_API);
     let edit1 = br#"{"id":"te-1","description":"first","workspaceId":"65b7a1f0c0ffee0000000001"}"#;
     let edit2 = br#"{"id":"te-1","description":"second","workspaceId":"65b7a1f0c0ffee0000000001"}"#;
+    // Other tests deliver too (the recorder is process-wide): compare at least the growth.
+    let received = |outcome: &str| {
+        let outcome = format!("outcome=\"{outcome}\"");
+        server.metric(
+            "webhooks_received_total",
+            &["source=\"clockify\"", outcome.as_str()],
+        )
+    };
+    let (stored_before, duplicates_before) = (received("stored"), received("duplicate"));
     let a = server
         .deliver(WS, ADDON, "TIME_ENTRY_UPDATED", edit1)
         .json();
@@ -267,6 +276,8 @@ fn duplicates_are_stored_once_and_counted_but_edits_are_distinct() {
         .json();
     assert_eq!(detail["duplicates"], 1);
     assert_eq!(count_events(&server, WS, ADDON), 3);
+    assert!(received("stored") >= stored_before + 3.0);
+    assert!(received("duplicate") >= duplicates_before + 1.0);
 }
 
 #[test]

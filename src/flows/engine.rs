@@ -54,6 +54,13 @@ enum Job {
 }
 
 impl Job {
+    fn run_id(&self) -> RunId {
+        match self {
+            Job::Live(queued) => queued.run.id,
+            Job::Stored { id, .. } => *id,
+        }
+    }
+
     fn workspace_id(&self) -> &str {
         match self {
             Job::Live(queued) => &queued.run.workspace_id,
@@ -170,8 +177,9 @@ async fn dispatch(app: App) {
         }
         Err(err) => tracing::error!(error = %err, "cannot read the flow run queue"),
     }
+    let waiting = metrics::gauge!("flow_runs_waiting");
     loop {
-        metrics::gauge!("flow_runs_waiting").set(backlog.waiting as f64);
+        waiting.set(backlog.waiting as f64);
         tokio::select! {
             received = receiver.recv() => match received {
                 Some(queued) => {
@@ -228,10 +236,7 @@ impl Running {
 }
 
 async fn run_job(app: App, job: Job) {
-    let id = match &job {
-        Job::Live(queued) => queued.run.id,
-        Job::Stored { id, .. } => *id,
-    };
+    let id = job.run_id();
     app.store.set_run_active(id, true);
     if let Err(err) = execute(&app, job).await {
         // The run stays queued and is retried at the next start.
@@ -688,23 +693,16 @@ mod tests {
         }))
     }
 
-    fn id_of(job: &Job) -> RunId {
-        match job {
-            Job::Live(queued) => queued.run.id,
-            Job::Stored { id, .. } => *id,
-        }
-    }
-
     /// Each workspace runs up to its concurrency, the rest wait in order, and a slot freed
     /// goes to the next run of the same workspace.
     #[test]
     fn runs_wait_per_workspace_in_order() {
         let mut backlog = Backlog::default();
         let a: Vec<Job> = (0..4).map(|_| live("ws-a")).collect();
-        let ids: Vec<RunId> = a.iter().map(id_of).collect();
+        let ids: Vec<RunId> = a.iter().map(Job::run_id).collect();
         let mut started = vec![];
         for job in a {
-            started.extend(backlog.arrive(job, 2).map(|j| id_of(&j)));
+            started.extend(backlog.arrive(job, 2).map(|j| j.run_id()));
         }
         assert_eq!(started, ids[..2]);
         assert!(
@@ -712,8 +710,8 @@ mod tests {
             "another workspace"
         );
         assert_eq!(backlog.waiting, 2);
-        assert_eq!(backlog.finished("ws-a").map(|j| id_of(&j)), Some(ids[2]));
-        assert_eq!(backlog.finished("ws-a").map(|j| id_of(&j)), Some(ids[3]));
+        assert_eq!(backlog.finished("ws-a").map(|j| j.run_id()), Some(ids[2]));
+        assert_eq!(backlog.finished("ws-a").map(|j| j.run_id()), Some(ids[3]));
         assert_eq!(backlog.waiting, 0);
         assert!(backlog.finished("ws-a").is_none());
         assert!(backlog.finished("ws-a").is_none());
@@ -734,14 +732,14 @@ mod tests {
         let mut ids = vec![];
         for _ in 0..MAX_WAITING_IN_MEMORY + 10 {
             let job = live("ws");
-            ids.push(id_of(&job));
+            ids.push(job.run_id());
             assert!(backlog.arrive(job, 1).is_none());
         }
         assert_eq!(backlog.waiting, MAX_WAITING_IN_MEMORY + 10);
         assert_eq!(backlog.waiting_in_memory, MAX_WAITING_IN_MEMORY);
         for (n, id) in ids.iter().enumerate() {
             let next = backlog.finished("ws").expect("the next run");
-            assert_eq!(id_of(&next), *id);
+            assert_eq!(next.run_id(), *id);
             assert_eq!(next.in_memory(), n < MAX_WAITING_IN_MEMORY, "run {n}");
             assert_eq!(next.workspace_id(), "ws");
         }

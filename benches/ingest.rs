@@ -1,4 +1,4 @@
-//! `cargo bench --bench ingest`: signed NEW_TIME_ENTRY deliveries (the shared sample body,
+//! `cargo bench --bench ingest`: signed NEW_TIME_ENTRY deliveries (the sample body in assets/samples,
 //! made unique per delivery) over real HTTP at several concurrencies against the release
 //! binary; every 2xx is durable. Prints one line per level and checks stored == acked.
 
@@ -15,12 +15,8 @@ const WS: &str = "65b7a1f0c0ffee0000000bench";
 const ADDON: &str = "addon-bench";
 
 fn main() {
-    let sample = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/clockify/webhook-samples/NEW_TIME_ENTRY.json"
-    ))
-    .expect("NEW_TIME_ENTRY sample in ../shared");
-    let mut sample_json: serde_json::Value = serde_json::from_str(&sample).unwrap();
+    let sample = include_str!("../assets/samples/NEW_TIME_ENTRY.json");
+    let mut sample_json: serde_json::Value = serde_json::from_str(sample).unwrap();
     sample_json["workspaceId"] = serde_json::json!(WS);
     let template = serde_json::to_string(&sample_json).unwrap();
     let levels: Vec<usize> = std::env::var("INGEST_LEVELS")

@@ -605,11 +605,7 @@ mod tests {
 
     #[test]
     fn json_bodies_are_compressed_and_read_back_byte_identical() {
-        let json = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/clockify/webhook-samples/NEW_TIME_ENTRY.json"
-        ))
-        .unwrap();
+        let json = include_bytes!("../../assets/samples/NEW_TIME_ENTRY.json").to_vec();
         let event = sample(&json);
         assert!(matches!(StoredBody::new(&json), StoredBody::Lz4 { .. }));
         let bytes = stored(&event);

@@ -101,7 +101,10 @@ fn the_ui_works_in_headless_chromium() {
         if std::env::var_os("CI").is_some() {
             panic!("browser tests cannot run on CI: {why}");
         }
-        println!("skipped: {why}");
+        skipped(
+            "the_ui_works_in_headless_chromium",
+            &format!("{why} (run scripts/dev-setup)"),
+        );
         return;
     }
 

@@ -103,7 +103,7 @@ fn manifest_is_served_with_the_configured_base_url_and_key() {
 #[test]
 fn manifest_template_is_valid_against_schema_1_3() {
     let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(shared("clockify/manifest-schema-1.3.json")).unwrap(),
+        &std::fs::read_to_string(fixture("manifest-schema-1.3.json")).unwrap(),
     )
     .unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&clockify_studio::manifest::render(
@@ -131,13 +131,6 @@ fn manifest_template_is_valid_against_schema_1_3() {
     assert_eq!(manifest["components"][0]["type"], "sidebar");
     assert_eq!(manifest["components"][0]["accessLevel"], "ADMINS");
     assert_eq!(manifest["components"][0]["path"], "/ui");
-}
-
-/// A file under ../shared (beside the checkout), as CI lays it out.
-pub fn shared(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(path)
 }
 
 #[test]

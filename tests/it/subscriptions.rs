@@ -33,7 +33,7 @@ impl FakeWebhooks {
             cap,
         };
         let s = state.clone();
-        let events: Vec<String> = std::fs::read_to_string(shared("clockify/webhook-events.txt"))
+        let events: Vec<String> = std::fs::read_to_string(fixture("webhook-events.txt"))
             .unwrap()
             .lines()
             .map(str::to_string)

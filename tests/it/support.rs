@@ -171,16 +171,19 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
     }
 }
 
-/// Path of a file under ../shared (beside the checkout), as CI lays it out.
-pub fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(path)
+/// Path of a file in the repository (tests never read outside it).
+pub fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Path of a file under `tests/fixtures/` (see its README for where each came from).
+pub fn fixture(name: &str) -> PathBuf {
+    repo_file("tests/fixtures").join(name)
 }
 
 /// Every webhook sample: (event type, raw bytes).
 pub fn webhook_samples() -> Vec<(String, Vec<u8>)> {
-    let mut samples: Vec<(String, Vec<u8>)> = std::fs::read_dir(shared("clockify/webhook-samples"))
+    let mut samples: Vec<(String, Vec<u8>)> = std::fs::read_dir(repo_file("assets/samples"))
         .expect("samples dir")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -191,6 +194,13 @@ pub fn webhook_samples() -> Vec<(String, Vec<u8>)> {
         .collect();
     samples.sort();
     samples
+}
+
+/// Reports a test that cannot run here. Written straight to the process's stderr, past the
+/// test harness's output capture, so the line shows in a plain `cargo test` run.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
 }
 
 /// Polls `condition` until it holds or `timeout` passes.

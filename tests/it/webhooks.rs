@@ -17,7 +17,7 @@ fn count_events(server: &TestServer, ws: &str, addon: &str) -> usize {
 fn every_sample_is_accepted_and_read_back_byte_identical() {
     let server = TestServer::start();
     let samples = webhook_samples();
-    assert_eq!(samples.len(), 49, "the shared folder holds 49 samples");
+    assert_eq!(samples.len(), 49, "assets/samples holds 49 samples");
     let mut installed = std::collections::HashSet::new();
     for (event, bytes) in &samples {
         let payload: Value = serde_json::from_slice(bytes).unwrap();

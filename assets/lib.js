@@ -230,14 +230,22 @@ export function postToClockify(action, payload) {
 
 // ---------------------------------------------------------------- API
 
+/** A validation problem as one line: `path: message` (the message alone when it names its path). */
+function problemText(problem) {
+  if (typeof problem === 'string') return problem;
+  const { path = '', message = '' } = problem || {};
+  return path && !message.startsWith(path) ? `${path}: ${message}` : message;
+}
+
 export class ApiError extends Error {
   constructor(status, body) {
     super((body && body.error) || `request failed with status ${status}`);
     this.status = status;
-    this.problems = (body && body.problems) || [];
+    // Validation problems come as {path, message}; pages show them as one line each.
+    this.problems = ((body && body.problems) || []).map(problemText);
     this.requestId = body && body.requestId;
     // The route does not exist yet (a feature still being built) rather than a missing record.
-    this.notAvailable = status === 405 || (status === 404 && body && body.error === 'no such route');
+    this.notAvailable = status === 405 || (status === 404 && body && body.code === 'no_such_route');
   }
 }
 

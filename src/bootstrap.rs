@@ -5,20 +5,16 @@
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::auth::{Admin, User};
+use crate::app::App;
 use crate::clockify::catalog::{Operation, ParamLocation, ServerFamily, catalog};
 use crate::clockify::client::{Acting, ApiRequest, ClientError, RetryPolicy};
-use crate::error::ApiError;
-use crate::server::App;
 use crate::store::{
     BootstrapProgress, BootstrapStep, Entity, Installation, InstallationStatus, StepStatus,
+    StoreError,
 };
+use crate::time::now_ms;
 
 /// Pages fetched at most per operation (per parent for child operations).
 const MAX_PAGES: u32 = 20;
@@ -174,7 +170,7 @@ fn plan(installation: &Installation) -> Vec<Plan> {
 fn new_progress(plans: &[Plan]) -> BootstrapProgress {
     BootstrapProgress {
         running: true,
-        started_at: jiff::Timestamp::now().as_millisecond(),
+        started_at: now_ms(),
         finished_at: None,
         steps: plans
             .iter()
@@ -236,7 +232,7 @@ pub async fn start(
     app: &App,
     installation: &Installation,
     restart: bool,
-) -> Result<BootstrapProgress, ApiError> {
+) -> Result<BootstrapProgress, StoreError> {
     let ws = installation.workspace_id.clone();
     let existing = app.store.bootstrap_progress(&ws).await?;
     let progress = match existing {
@@ -256,18 +252,18 @@ pub async fn start(
 /// Runs the stored plan of `ws` to the end (idempotent: a second runner for the same
 /// workspace waits for the first through the lock).
 pub fn spawn(app: &App, ws: &str) {
-    let (app, ws) = (app.clone(), ws.to_string());
-    tokio::spawn(async move {
+    let (task, ws) = (app.clone(), ws.to_string());
+    app.spawn(async move {
         // A runner for a superseded plan notices and stops; this one then takes over.
-        let lock = app.bootstrap_locks.lock_for(&ws);
+        let lock = task.bootstrap_locks.lock_for(&ws);
         let _guard = lock.lock().await;
-        if let Err(err) = run(&app, &ws).await {
+        if let Err(err) = run(&task, &ws).await {
             tracing::warn!(workspace_id = %ws, error = %err, "bootstrap stopped");
         }
     });
 }
 
-async fn run(app: &App, ws: &str) -> Result<(), ApiError> {
+async fn run(app: &App, ws: &str) -> Result<(), StoreError> {
     let Some(mut progress) = app.store.bootstrap_progress(ws).await? else {
         return Ok(());
     };
@@ -398,7 +394,7 @@ async fn run(app: &App, ws: &str) -> Result<(), ApiError> {
                                 | ClientError::NoBaseUrl(_)
                         ) {
                             progress.running = false;
-                            progress.finished_at = Some(jiff::Timestamp::now().as_millisecond());
+                            progress.finished_at = Some(now_ms());
                             app.store.put_entities(ws, Vec::new(), progress).await?;
                             return Ok(());
                         }
@@ -407,7 +403,7 @@ async fn run(app: &App, ws: &str) -> Result<(), ApiError> {
                 };
                 let body: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
                 let items = items_of(&body);
-                let now = jiff::Timestamp::now().as_millisecond();
+                let now = now_ms();
                 let step = &mut progress.steps[index];
                 let entities: Vec<Entity> = items
                     .iter()
@@ -450,14 +446,14 @@ async fn run(app: &App, ws: &str) -> Result<(), ApiError> {
             .await?;
     }
     progress.running = false;
-    progress.finished_at = Some(jiff::Timestamp::now().as_millisecond());
+    progress.finished_at = Some(now_ms());
     app.store.put_entities(ws, Vec::new(), progress).await?;
     tracing::info!(workspace_id = ws, "bootstrap finished");
     Ok(())
 }
 
 /// Whether `POST /api/bootstrap` replaced the plan this runner works on.
-async fn superseded(app: &App, ws: &str, started_at: i64) -> Result<bool, ApiError> {
+async fn superseded(app: &App, ws: &str, started_at: i64) -> Result<bool, StoreError> {
     let stored = app.store.bootstrap_progress(ws).await?;
     Ok(stored.is_none_or(|p| p.started_at != started_at || !p.running))
 }
@@ -472,9 +468,24 @@ pub async fn resume_all(app: App) {
     }
 }
 
-fn describe(progress: Option<&BootstrapProgress>) -> Value {
+/// Where a bootstrap stands: `idle` (never ran), `running`, `done` or `done-with-errors`,
+/// with the steps finished (done or failed) of all, and the entities fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub state: &'static str,
+    pub done: usize,
+    pub total: usize,
+    pub items: u64,
+}
+
+pub fn status(progress: Option<&BootstrapProgress>) -> Status {
     let Some(p) = progress else {
-        return json!({"status": "idle", "done": 0, "total": 0, "items": 0, "operations": []});
+        return Status {
+            state: "idle",
+            done: 0,
+            total: 0,
+            items: 0,
+        };
     };
     let done = p
         .steps
@@ -485,98 +496,28 @@ fn describe(progress: Option<&BootstrapProgress>) -> Value {
         .steps
         .iter()
         .any(|s| matches!(s.status, StepStatus::Failed(_)));
-    let status = if p.running {
+    let state = if p.running {
         "running"
     } else if failed {
         "done-with-errors"
     } else {
         "done"
     };
-    let time = |ms: i64| {
-        jiff::Timestamp::from_millisecond(ms)
-            .map(|t| t.to_string())
-            .ok()
-    };
-    json!({
-        "status": status,
-        "done": done,
-        "total": p.steps.len(),
-        "items": p.steps.iter().map(|s| s.items).sum::<u64>(),
-        "startedAt": time(p.started_at),
-        "finishedAt": p.finished_at.and_then(time),
-        "operations": p.steps.iter().map(|s| {
-            let (status, error) = match &s.status {
-                StepStatus::Pending => ("pending", None),
-                StepStatus::Running => ("running", None),
-                StepStatus::Done => ("done", None),
-                StepStatus::Failed(e) => ("failed", Some(e.clone())),
-            };
-            json!({"operationId": s.operation_id, "entityType": s.entity_type, "status": status,
-                   "pages": s.pages, "items": s.items, "error": error})
-        }).collect::<Vec<_>>(),
-    })
-}
-
-pub async fn get(State(app): State<App>, user: User) -> Result<Json<Value>, ApiError> {
-    let progress = app.store.bootstrap_progress(&user.workspace_id).await?;
-    Ok(Json(describe(progress.as_ref())))
-}
-
-pub async fn post(
-    State(app): State<App>,
-    Admin(user): Admin,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let progress = start(&app, &user.installation, true).await?;
-    Ok((StatusCode::ACCEPTED, Json(describe(Some(&progress)))))
-}
-
-#[derive(Deserialize)]
-pub struct EntityQuery {
-    #[serde(rename = "type")]
-    entity_type: Option<String>,
-    q: Option<String>,
-    limit: Option<usize>,
-}
-
-pub async fn entities(
-    State(app): State<App>,
-    user: User,
-    Query(query): Query<EntityQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let needle = query.q.unwrap_or_default().to_lowercase();
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let items = app
-        .store
-        .entities(
-            &user.workspace_id,
-            query.entity_type.as_deref().filter(|t| !t.is_empty()),
-            move |e| {
-                needle.is_empty()
-                    || e.id.to_lowercase().contains(&needle)
-                    || e.name
-                        .as_deref()
-                        .is_some_and(|n| n.to_lowercase().contains(&needle))
-            },
-            limit,
-        )
-        .await?;
-    let mut counts = Map::new();
-    if let Some(progress) = app.store.bootstrap_progress(&user.workspace_id).await? {
-        for step in progress.steps {
-            let entry = counts.entry(step.entity_type).or_insert(json!(0));
-            *entry = json!(entry.as_u64().unwrap_or(0) + step.items);
-        }
+    Status {
+        state,
+        done,
+        total: p.steps.len(),
+        items: p.steps.iter().map(|s| s.items).sum(),
     }
-    let time = |ms: i64| {
-        jiff::Timestamp::from_millisecond(ms)
-            .map(|t| t.to_string())
-            .ok()
-    };
-    Ok(Json(json!({
-        "items": items.iter().map(|e| json!({
-            "type": e.entity_type, "id": e.id, "name": e.name, "fetchedAt": time(e.fetched_at),
-            "data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
-        })).collect::<Vec<_>>(),
-        "counts": counts,
-    })))
+}
+
+/// Entities of the cache per type, as counted by the bootstrap's steps.
+pub fn counts_by_type(
+    progress: Option<&BootstrapProgress>,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for step in progress.into_iter().flat_map(|p| &p.steps) {
+        *counts.entry(step.entity_type.clone()).or_insert(0) += step.items;
+    }
+    counts
 }

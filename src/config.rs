@@ -318,7 +318,7 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<(), String> {
 
 fn parse_base_url(value: &str) -> Result<String, String> {
     let trimmed = value.trim_end_matches('/');
-    let uri: axum::http::Uri = trimmed.parse().map_err(|e| format!("not a URL ({e})"))?;
+    let uri: http::Uri = trimmed.parse().map_err(|e| format!("not a URL ({e})"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => return Err("must start with https:// (or http:// for local testing)".into()),
@@ -345,7 +345,7 @@ fn parse_addon_key(value: &str) -> Result<String, String> {
 
 fn parse_host(value: &str) -> Result<String, String> {
     let value = value.trim();
-    let authority: axum::http::uri::Authority = value
+    let authority: http::uri::Authority = value
         .parse()
         .map_err(|_| "not a HOST or HOST:PORT".to_string())?;
     if authority.as_str().contains('@') || authority.host().is_empty() {

@@ -1,32 +1,21 @@
-//! The API explorer's catalog routes (docs/API.md "Explorer"): the operations of the bundled
-//! Clockify spec, filterable, and one operation in full with its schemas resolved.
+//! The API explorer: the operations of the bundled Clockify spec (filtered), and running one
+//! ("execute"): parameters checked against the catalog, `workspaceId` filled from the token,
+//! the call made through the shared client (as the add-on or as the user), kept in a history.
+//! The token is never shown.
 
-use axum::Json;
-use axum::extract::Path;
-use axum::http::Uri;
 use serde_json::{Map, Value, json};
 
+use crate::app::App;
 use crate::auth::User;
-use crate::clockify::catalog::{Catalog, Operation, Parameter, catalog};
-use crate::error::ApiError;
+use crate::clockify::catalog::{Operation, catalog};
+use crate::clockify::client::{
+    Acting, ApiClient, ApiRequest, ApiResponse, ClientError, RetryPolicy,
+};
+use crate::problem::{self, Problem};
+use crate::store::{Execution, StoreError, new_id};
+use crate::time::now_ms;
 
-/// `GET /api/operations?tag=&method=&q=`. The catalog is the same for every workspace; the
-/// token is still required so the spec is not an open endpoint.
-pub async fn list(_user: User, uri: Uri) -> Result<Json<Value>, ApiError> {
-    let filter = OperationFilter::parse(uri.query().unwrap_or(""));
-    Ok(Json(list_json(catalog(), &filter)))
-}
-
-/// `GET /api/operations/{operationId}`.
-pub async fn get(_user: User, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let catalog = catalog();
-    let operation = catalog
-        .operation(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown operationId {id}")))?;
-    Ok(Json(detail_json(catalog, operation)))
-}
-
-/// The list filters; empty values mean "no filter".
+/// The list filters of the catalog; empty values mean "no filter".
 #[derive(Clone, Debug, Default)]
 pub struct OperationFilter {
     /// Exact tag, case-insensitive.
@@ -38,33 +27,16 @@ pub struct OperationFilter {
 }
 
 impl OperationFilter {
-    pub fn parse(query: &str) -> OperationFilter {
-        let mut filter = OperationFilter::default();
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            let value = value.trim();
-            if value.is_empty() {
-                continue;
-            }
-            let slot = match key.as_ref() {
-                "tag" => &mut filter.tag,
-                "method" => &mut filter.method,
-                "q" => &mut filter.q,
-                _ => continue,
-            };
-            *slot = Some(value.to_lowercase());
-        }
-        filter
-    }
-
     pub fn matches(&self, op: &Operation) -> bool {
         self.tag
             .as_ref()
-            .is_none_or(|t| op.tag.to_lowercase() == *t)
+            .is_none_or(|t| op.tag.to_lowercase() == t.to_lowercase())
             && self
                 .method
                 .as_ref()
                 .is_none_or(|m| op.method.eq_ignore_ascii_case(m))
             && self.q.as_ref().is_none_or(|q| {
+                let q = q.to_lowercase();
                 [&op.id, &op.summary, &op.path]
                     .iter()
                     .any(|field| field.to_lowercase().contains(q.as_str()))
@@ -72,74 +44,184 @@ impl OperationFilter {
     }
 }
 
-pub fn list_json(catalog: &Catalog, filter: &OperationFilter) -> Value {
-    let operations: Vec<Value> = catalog
+/// The operations matching `filter`, in catalog order.
+pub fn operations(filter: &OperationFilter) -> Vec<&'static Operation> {
+    catalog()
         .operations()
         .iter()
         .filter(|op| filter.matches(op))
-        .map(summary_json)
-        .collect();
-    json!({
-        "count": operations.len(),
-        "operations": operations,
-        "tags": catalog.tags(),
-    })
+        .collect()
 }
 
-pub fn summary_json(op: &Operation) -> Value {
-    json!({
-        "operationId": op.id,
-        "method": op.method,
-        "path": op.path,
-        "tag": op.tag,
-        "summary": op.summary,
-        "deprecated": op.deprecated,
-        "readOnly": op.read_only(),
-        "hasBody": op.body.is_some(),
-        "parameters": op.parameters.iter().map(parameter_json).collect::<Vec<_>>(),
-    })
+/// Whose token an explorer call carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActAs {
+    Addon,
+    User,
 }
 
-pub fn parameter_json(p: &Parameter) -> Value {
-    json!({
-        "name": p.name,
-        "in": p.location.as_str(),
-        "required": p.required,
-        "type": p.schema_type,
-        "enum": p.enum_values,
-        "default": p.default,
-        "description": p.description,
-    })
+impl ActAs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActAs::Addon => "addon",
+            ActAs::User => "user",
+        }
+    }
 }
 
-pub fn detail_json(catalog: &Catalog, op: &Operation) -> Value {
-    let mut value = summary_json(op);
-    let object = value.as_object_mut().expect("summary is an object");
-    object.insert("description".into(), json!(op.description));
-    object.insert("server".into(), json!(op.server.as_str()));
-    object.insert("addonToken".into(), json!(op.addon_token));
-    object.insert("multipart".into(), json!(op.multipart()));
-    object.insert(
-        "requestBody".into(),
-        op.body.as_ref().map_or(Value::Null, |body| {
-            json!({
-                "required": body.required,
-                "contentType": body.content_type,
-                "schema": catalog.resolve(&body.schema),
-            })
+/// A call to run, as the explorer sends it.
+pub struct ExecuteRequest {
+    pub operation_id: String,
+    pub path_params: Map<String, Value>,
+    pub query: Map<String, Value>,
+    pub body: Option<Value>,
+    /// `addon` (default) or `user`.
+    pub acting_as: Option<String>,
+}
+
+/// A call made: Clockify's answer, and the history record it was kept as.
+pub struct Executed {
+    pub operation: &'static Operation,
+    pub response: ApiResponse,
+    pub query: Vec<(String, String)>,
+    pub execution_id: [u8; 16],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplorerError {
+    #[error("unknown operationId {0:?}")]
+    UnknownOperation(String),
+    #[error("this needs the OWNER or WORKSPACE_ADMIN role in the workspace")]
+    NotAdmin,
+    #[error("cannot call {operation}")]
+    Invalid {
+        operation: String,
+        problems: Vec<Problem>,
+    },
+    #[error("refusing to call {0}: not a Clockify API host (see --allow-api-host)")]
+    HostNotAllowed(String),
+    /// Clockify could not be reached, or asked to wait too long.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs one catalog operation for `user` (writes need an admin), keeps it in the history.
+/// `user_token` is sent when the call is made as the user.
+pub async fn execute(
+    app: &App,
+    user: &User,
+    user_token: &str,
+    request: ExecuteRequest,
+) -> Result<Executed, ExplorerError> {
+    let operation = catalog()
+        .operation(&request.operation_id)
+        .ok_or_else(|| ExplorerError::UnknownOperation(request.operation_id.clone()))?;
+    if !operation.read_only() && !user.is_admin() {
+        return Err(ExplorerError::NotAdmin);
+    }
+    let mut problems = Vec::new();
+    if !operation.addon_token {
+        problems.push(format!("{} does not accept add-on tokens", operation.id));
+    }
+    if operation.multipart() {
+        problems.push(format!(
+            "{} uploads files (multipart), which the explorer cannot send",
+            operation.id
+        ));
+    }
+    let mut path_params = request.path_params;
+    match path_params.get("workspaceId") {
+        Some(Value::String(ws)) if *ws != user.workspace_id => {
+            problems.push("workspaceId is the token's workspace and cannot be changed".into())
+        }
+        _ => {}
+    }
+    path_params.insert("workspaceId".into(), json!(user.workspace_id));
+    if operation.body.is_none() && request.body.as_ref().is_some_and(|b| !b.is_null()) {
+        problems.push(format!("{} takes no request body", operation.id));
+    }
+    if operation.body.as_ref().is_some_and(|b| b.required)
+        && request.body.as_ref().is_none_or(Value::is_null)
+    {
+        problems.push(format!("{} needs a request body", operation.id));
+    }
+    let (acting, act_as) = match request.acting_as.as_deref().unwrap_or("addon") {
+        "addon" => (Acting::Addon, ActAs::Addon),
+        "user" => (Acting::User(user_token.to_string()), ActAs::User),
+        other => {
+            problems.push(format!("as must be \"addon\" or \"user\", not {other:?}"));
+            (Acting::Addon, ActAs::Addon)
+        }
+    };
+    let built = match operation.build_request(&path_params, &request.query) {
+        Ok(built) => Some(built),
+        Err(more) => {
+            problems.extend(more);
+            None
+        }
+    };
+    let Some(built) = built.filter(|_| problems.is_empty()) else {
+        return Err(ExplorerError::Invalid {
+            operation: operation.id.clone(),
+            problems: problem::from_texts(problems),
+        });
+    };
+    let body_bytes = request
+        .body
+        .as_ref()
+        .filter(|b| !b.is_null())
+        .map(|b| serde_json::to_vec(b).expect("JSON"));
+    let api_request = ApiRequest {
+        operation_id: operation.id.clone(),
+        server: operation.server,
+        method: operation.method.clone(),
+        path: built.path,
+        query: built.query.clone(),
+        body: body_bytes,
+        acting,
+        retry: RetryPolicy::default(),
+    };
+    let url = ApiClient::url(&user.installation, &api_request).unwrap_or_default();
+    let started = std::time::Instant::now();
+    let outcome = app
+        .clockify
+        .send(&user.installation, app.store.secrets(), api_request)
+        .await;
+    let id = new_id();
+    let mut execution = Execution {
+        id,
+        operation_id: operation.id.clone(),
+        method: operation.method.clone(),
+        url,
+        path_params: Value::Object(path_params).to_string(),
+        query: Value::Object(request.query).to_string(),
+        body: request.body.as_ref().map(Value::to_string),
+        acting_as: act_as.as_str().to_string(),
+        status: None,
+        error: None,
+        duration_ms: started.elapsed().as_millis() as u64,
+        at: now_ms(),
+    };
+    match &outcome {
+        Ok(response) => {
+            execution.status = Some(response.status);
+            execution.duration_ms = response.duration.as_millis() as u64;
+        }
+        Err(err) => execution.error = Some(err.to_string()),
+    }
+    app.store
+        .put_execution(&user.workspace_id, execution)
+        .await?;
+    match outcome {
+        Ok(response) => Ok(Executed {
+            operation,
+            response,
+            query: built.query,
+            execution_id: id,
         }),
-    );
-    let responses: Map<String, Value> = op
-        .responses
-        .iter()
-        .map(|(code, description, schema)| {
-            let schema = schema.as_ref().map_or(Value::Null, |s| catalog.resolve(s));
-            (
-                code.clone(),
-                json!({"description": description, "schema": schema}),
-            )
-        })
-        .collect();
-    object.insert("responses".into(), Value::Object(responses));
-    value
+        Err(ClientError::HostNotAllowed(host)) => Err(ExplorerError::HostNotAllowed(host)),
+        Err(err) => Err(ExplorerError::Unavailable(err.to_string())),
+    }
 }

@@ -1,23 +1,33 @@
 //! clockify-studio: a self-hosted Clockify add-on in one binary.
+//!
+//! The layers, top to bottom (each imports only those below it):
+//! - `server` (listener, shutdown, background tasks) and `api` (every HTTP route, the error
+//!   mapping, the add-on's OpenAPI document): the only code that speaks HTTP;
+//! - domain modules: `ingest`, `lifecycle`, `events`, `sources`, `flows`, `explorer`,
+//!   `subscriptions`, `bootstrap`, `settings`, `overview`, `retention`, `auth`;
+//! - `app` (the shared state), then `clockify` (tokens, the API client, the catalog), `store`
+//!   (the only code that names redb), `config`, `manifest`, `telemetry` and small helpers.
 
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod clockify;
 pub mod config;
-pub mod error;
-pub mod execute;
+pub mod events;
 pub mod explorer;
 pub mod flows;
-pub mod http;
+pub mod ingest;
 pub mod lifecycle;
 pub mod locks;
 pub mod manifest;
-pub mod ops;
 pub mod overview;
+pub mod problem;
 pub mod retention;
 pub mod server;
 pub mod settings;
+pub mod sources;
 pub mod store;
 pub mod subscriptions;
-pub mod ui;
-pub mod webhooks;
+pub mod telemetry;
+pub mod time;

@@ -1,20 +1,19 @@
-//! Clockify lifecycle hooks: INSTALLED, STATUS_CHANGED, SETTINGS_UPDATED, DELETED
-//! (PLATFORM.md §3). Each is verified with `X-Addon-Lifecycle-Token`, bound to the body's
+//! Clockify lifecycle messages: INSTALLED, STATUS_CHANGED, SETTINGS_UPDATED, DELETED
+//! (PLATFORM.md §3). Each is verified with its `X-Addon-Lifecycle-Token`, bound to the body's
 //! workspace and add-on, and applied atomically to the stored installation.
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use std::sync::Arc;
+
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::clockify::token::{Claims, Expiry};
-use crate::error::ApiError;
-use crate::http::{parse_json, read_body};
-use crate::server::App;
-use crate::store::{Installation, InstallationStatus, SettingValue, WebhookToken};
+use crate::app::App;
+use crate::clockify::token::{Claims, Expiry, TokenError};
+use crate::store::{Installation, InstallationStatus, SettingValue, StoreError, WebhookToken};
+use crate::telemetry::current_request_id;
+use crate::time::now_ms;
 
+/// The header lifecycle messages carry their token in.
 pub const LIFECYCLE_TOKEN_HEADER: &str = "x-addon-lifecycle-token";
 
 #[derive(Deserialize)]
@@ -66,71 +65,70 @@ struct DeletedPayload {
     workspace_id: String,
 }
 
-/// A refusal decided while looking at the stored installation.
-enum Refusal {
+/// Why a lifecycle message was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("X-Addon-Lifecycle-Token refused: {0}")]
+    Token(TokenError),
+    /// The body (or a value in it) is not what the message must carry.
+    #[error("{0}")]
+    Invalid(String),
+    /// The token or the body names another workspace or installation.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("workspace {0} has no installation of this add-on")]
     Unknown(String),
+    #[error("the message is for another installation than the one stored for workspace {0}")]
     OtherInstallation(String),
+    #[error("the installation for workspace {0} was deleted")]
     Deleted(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::Unknown(ws) => {
-                ApiError::NotFound(format!("workspace {ws} has no installation of this add-on"))
-            }
-            Refusal::OtherInstallation(ws) => ApiError::Forbidden(format!(
-                "the message is for another installation than the one stored for workspace {ws}"
-            )),
-            Refusal::Deleted(ws) => {
-                ApiError::Forbidden(format!("the installation for workspace {ws} was deleted"))
-            }
-        }
-    }
+/// What INSTALLED did.
+pub struct Installed {
+    pub workspace_id: String,
+    pub generation: u64,
 }
 
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
-/// Verifies the lifecycle token, reads the body, and binds the claims to the body's ids.
-async fn verified<T: serde::de::DeserializeOwned>(
+/// Verifies the lifecycle token, parses the body, and binds the claims to the body's ids.
+fn verified<T: serde::de::DeserializeOwned>(
     app: &App,
     kind: &'static str,
-    headers: &HeaderMap,
-    body: Body,
+    token: Option<&str>,
+    body: &[u8],
     ids: impl Fn(&T) -> (&str, &str),
-) -> Result<(T, std::sync::Arc<Claims>), ApiError> {
-    let bytes = read_body(headers, body, app.config.api_body_limit).await?;
-    let token = headers
-        .get(LIFECYCLE_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok());
+) -> Result<(T, Arc<Claims>), LifecycleError> {
     let claims = app
         .tokens
         .verify(token, Expiry::Optional, "lifecycle")
         .map_err(|e| {
             count(kind, "unauthorized");
-            ApiError::Unauthorized(format!("X-Addon-Lifecycle-Token refused: {e}"))
+            LifecycleError::Token(e)
         })?;
-    let payload: T = parse_json(&bytes).inspect_err(|_| count(kind, "invalid"))?;
+    let payload: T = serde_json::from_slice(body).map_err(|e| {
+        count(kind, "invalid");
+        LifecycleError::Invalid(format!("invalid JSON body: {e}"))
+    })?;
     let (workspace_id, addon_id) = ids(&payload);
     bind(&claims, workspace_id, addon_id).inspect_err(|_| count(kind, "forbidden"))?;
     Ok((payload, claims))
 }
 
 /// Claims that are present must name the body's workspace and installation.
-fn bind(claims: &Claims, workspace_id: &str, addon_id: &str) -> Result<(), ApiError> {
+fn bind(claims: &Claims, workspace_id: &str, addon_id: &str) -> Result<(), LifecycleError> {
     if claims
         .workspace_id
         .as_deref()
         .is_some_and(|w| w != workspace_id)
     {
-        return Err(ApiError::Forbidden(
+        return Err(LifecycleError::Forbidden(
             "the token was issued for another workspace".into(),
         ));
     }
     if claims.addon_id.as_deref().is_some_and(|a| a != addon_id) {
-        return Err(ApiError::Forbidden(
+        return Err(LifecycleError::Forbidden(
             "the token was issued for another installation".into(),
         ));
     }
@@ -158,23 +156,23 @@ fn webhook_path(path_or_url: &str) -> String {
     }
 }
 
+/// INSTALLED: stores the installation (a new generation unless it is a repeat of the
+/// current one), then starts the subscription sync and, unless turned off, the bootstrap.
 pub async fn installed(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+    app: &App,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<Installed, LifecycleError> {
     const KIND: &str = "INSTALLED";
-    let (payload, _) = verified::<InstalledPayload>(&app, KIND, &headers, body, |p| {
-        (&p.workspace_id, &p.addon_id)
-    })
-    .await?;
+    let (payload, _) =
+        verified::<InstalledPayload>(app, KIND, token, body, |p| (&p.workspace_id, &p.addon_id))?;
     // The installation token is itself a Clockify token: verify it and take its URL claims.
     let token_claims = app
         .tokens
         .verify(Some(&payload.auth_token), Expiry::Optional, "installation")
         .map_err(|e| {
             count(KIND, "invalid");
-            ApiError::BadRequest(format!("authToken is not a valid installation token: {e}"))
+            LifecycleError::Invalid(format!("authToken is not a valid installation token: {e}"))
         })?;
     bind(&token_claims, &payload.workspace_id, &payload.addon_id)
         .inspect_err(|_| count(KIND, "forbidden"))?;
@@ -195,7 +193,7 @@ pub async fn installed(
                     .is_some_and(|t| t == payload.auth_token)
             {
                 // The same INSTALLED again: nothing changes.
-                return Ok::<_, Refusal>((None, current.generation));
+                return Ok::<_, LifecycleError>((None, current.generation));
             }
             let generation = current.as_ref().map_or(1, |c| c.generation + 1);
             let installation = Installation {
@@ -224,24 +222,24 @@ pub async fn installed(
             };
             Ok((Some(installation), generation))
         })
-        .await?
-        .map_err(ApiError::from)?;
+        .await??;
     count(KIND, "ok");
     tracing::info!(workspace_id = %workspace_id, generation, "installed");
-    crate::subscriptions::spawn_sync(&app, &workspace_id);
+    crate::subscriptions::spawn_sync(app, &workspace_id);
     if let Some(installation) = app.store.installation(&workspace_id).await?
         && installation
             .settings
             .flag("bootstrap_on_install")
             .unwrap_or(true)
-        && let Err(err) = crate::bootstrap::start(&app, &installation, false).await
+        && let Err(err) = crate::bootstrap::start(app, &installation, false).await
     {
-        let request_id = crate::http::current_request_id();
+        let request_id = current_request_id();
         tracing::warn!(workspace_id = %workspace_id, error = %err, %request_id, "bootstrap did not start");
     }
-    Ok(Json(
-        json!({"status": "installed", "workspaceId": workspace_id, "generation": generation}),
-    ))
+    Ok(Installed {
+        workspace_id,
+        generation,
+    })
 }
 
 /// Applies `change` to an existing, matching, not-deleted installation. `change` returns
@@ -251,19 +249,18 @@ async fn modify(
     workspace_id: &str,
     addon_id: &str,
     change: impl FnOnce(&mut Installation) -> bool + Send + 'static,
-) -> Result<Installation, ApiError> {
+) -> Result<Installation, LifecycleError> {
     let ws = workspace_id.to_string();
     let addon_id = addon_id.to_string();
     let now = now_ms();
-    let result = app
-        .store
+    app.store
         .update_installation(workspace_id, move |current| {
-            let mut installation = current.ok_or_else(|| Refusal::Unknown(ws.clone()))?;
+            let mut installation = current.ok_or_else(|| LifecycleError::Unknown(ws.clone()))?;
             if installation.addon_id != addon_id {
-                return Err(Refusal::OtherInstallation(ws));
+                return Err(LifecycleError::OtherInstallation(ws));
             }
             if installation.status == InstallationStatus::Deleted {
-                return Err(Refusal::Deleted(ws));
+                return Err(LifecycleError::Deleted(ws));
             }
             if change(&mut installation) {
                 installation.updated_at = now;
@@ -272,31 +269,29 @@ async fn modify(
                 Ok((None, installation))
             }
         })
-        .await?;
-    result.map_err(ApiError::from)
+        .await?
 }
 
+/// STATUS_CHANGED: ACTIVE or INACTIVE.
 pub async fn status_changed(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+    app: &App,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<Installation, LifecycleError> {
     const KIND: &str = "STATUS_CHANGED";
-    let (payload, _) = verified::<StatusPayload>(&app, KIND, &headers, body, |p| {
-        (&p.workspace_id, &p.addon_id)
-    })
-    .await?;
+    let (payload, _) =
+        verified::<StatusPayload>(app, KIND, token, body, |p| (&p.workspace_id, &p.addon_id))?;
     let status = match payload.status.as_str() {
         "ACTIVE" => InstallationStatus::Active,
         "INACTIVE" => InstallationStatus::Inactive,
         other => {
             count(KIND, "invalid");
-            return Err(ApiError::BadRequest(format!(
+            return Err(LifecycleError::Invalid(format!(
                 "status must be ACTIVE or INACTIVE, not {other:?}"
             )));
         }
     };
-    let installation = modify(&app, &payload.workspace_id, &payload.addon_id, move |i| {
+    let installation = modify(app, &payload.workspace_id, &payload.addon_id, move |i| {
         let changed = i.status != status;
         i.status = status;
         changed
@@ -305,33 +300,30 @@ pub async fn status_changed(
     .inspect_err(|_| count(KIND, "refused"))?;
     count(KIND, "ok");
     tracing::info!(workspace_id = %installation.workspace_id, status = status.as_str(), "status changed");
-    Ok(Json(
-        json!({"status": installation.status.as_str(), "workspaceId": installation.workspace_id}),
-    ))
+    Ok(installation)
 }
 
+/// SETTINGS_UPDATED: merges the values by id, then reconciles subscriptions.
 pub async fn settings_updated(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+    app: &App,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<Installation, LifecycleError> {
     const KIND: &str = "SETTINGS_UPDATED";
-    let (payload, _) = verified::<SettingsPayload>(&app, KIND, &headers, body, |p| {
-        (&p.workspace_id, &p.addon_id)
-    })
-    .await?;
+    let (payload, _) =
+        verified::<SettingsPayload>(app, KIND, token, body, |p| (&p.workspace_id, &p.addon_id))?;
     let mut values = Vec::with_capacity(payload.settings.len());
     for entry in &payload.settings {
         let value = SettingValue::from_json(&entry.value).ok_or_else(|| {
             count(KIND, "invalid");
-            ApiError::BadRequest(format!(
+            LifecycleError::Invalid(format!(
                 "setting {:?} has a value of an unsupported type",
                 entry.id
             ))
         })?;
         values.push((entry.id.clone(), value));
     }
-    let installation = modify(&app, &payload.workspace_id, &payload.addon_id, move |i| {
+    let installation = modify(app, &payload.workspace_id, &payload.addon_id, move |i| {
         // Merge by id: whether Clockify sends every setting or only changed ones is not
         // documented, and a merge is right for both.
         let before = i.settings.clone();
@@ -347,31 +339,29 @@ pub async fn settings_updated(
     .inspect_err(|_| count(KIND, "refused"))?;
     count(KIND, "ok");
     tracing::info!(workspace_id = %installation.workspace_id, "settings updated");
-    crate::subscriptions::spawn_sync(&app, &installation.workspace_id);
-    Ok(Json(
-        json!({"status": "settings-updated", "workspaceId": installation.workspace_id}),
-    ))
+    crate::subscriptions::spawn_sync(app, &installation.workspace_id);
+    Ok(installation)
 }
 
+/// DELETED: the installation's tokens are erased now; its data stays until retention.
+/// A repeated DELETED is harmless. Returns the workspace id.
 pub async fn deleted(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+    app: &App,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<String, LifecycleError> {
     const KIND: &str = "DELETED";
-    let (payload, _) = verified::<DeletedPayload>(&app, KIND, &headers, body, |p| {
-        (&p.workspace_id, &p.addon_id)
-    })
-    .await?;
+    let (payload, _) =
+        verified::<DeletedPayload>(app, KIND, token, body, |p| (&p.workspace_id, &p.addon_id))?;
     let ws = payload.workspace_id.clone();
     let addon_id = payload.addon_id.clone();
     let now = now_ms();
     let before = app
         .store
         .update_installation(&payload.workspace_id, move |current| {
-            let mut installation = current.ok_or_else(|| Refusal::Unknown(ws.clone()))?;
+            let mut installation = current.ok_or_else(|| LifecycleError::Unknown(ws.clone()))?;
             if installation.addon_id != addon_id {
-                return Err(Refusal::OtherInstallation(ws));
+                return Err(LifecycleError::OtherInstallation(ws));
             }
             if installation.status == InstallationStatus::Deleted {
                 return Ok((None, None)); // a repeated DELETED is harmless
@@ -386,17 +376,14 @@ pub async fn deleted(
             Ok((Some(installation), Some(before)))
         })
         .await?
-        .map_err(ApiError::from)
         .inspect_err(|_| count(KIND, "refused"))?;
     count(KIND, "ok");
     // Best effort, with the token as it was (only in memory, only for this cleanup).
     if let Some(before) = before {
-        crate::subscriptions::spawn_cleanup(&app, before);
+        crate::subscriptions::spawn_cleanup(app, before);
     }
     tracing::info!(workspace_id = %payload.workspace_id, "deleted");
-    Ok(Json(
-        json!({"status": "deleted", "workspaceId": payload.workspace_id}),
-    ))
+    Ok(payload.workspace_id)
 }
 
 #[cfg(test)]

@@ -1,12 +1,6 @@
 //! The add-on manifest: `manifest.json` at the repository root is the template; the base URL
 //! and key are filled in at run time. The CLI and `GET /manifest` serve the same bytes.
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-
-use crate::server::App;
-
 const TEMPLATE: &str = include_str!("../manifest.json");
 
 /// The template as JSON, without the run-time base URL and key.
@@ -25,16 +19,6 @@ pub fn render(base_url: &str, addon_key: &str) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(&manifest).expect("JSON values serialize");
     bytes.push(b'\n');
     bytes
-}
-
-pub async fn serve(State(app): State<App>) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        app.manifest.clone(),
-    )
 }
 
 /// Event types the manifest subscribes to directly (the rest are registered via the API).

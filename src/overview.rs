@@ -1,30 +1,21 @@
-//! `GET /api/overview`: the workspace at a glance for the UI's first page, gathered from
-//! the store and from the subscription and bootstrap modules' own reports.
+//! The workspace at a glance (`GET /api/overview`): events per hour over the last week, the
+//! newest event, flow runs of the last day, and the subscription and bootstrap summaries.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::Json;
-use axum::extract::State;
-use serde_json::{Value, json};
-
+use crate::app::App;
 use crate::auth::User;
-use crate::error::ApiError;
-use crate::ops::VERSION;
-use crate::server::App;
-use crate::store::{EventQuery, RunStatus};
+use crate::store::{EventQuery, RunStatus, StoreError};
+use crate::time::now_ms;
+use crate::{bootstrap, subscriptions};
 
-const HOUR_MS: i64 = 60 * 60 * 1000;
-const DAY_MS: i64 = 24 * HOUR_MS;
+pub const HOUR_MS: i64 = 60 * 60 * 1000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// Rows examined per read transaction, so a busy workspace never holds one for long.
 const PAGE_SCAN: usize = 10_000;
 /// Rows examined at most for the counts; beyond this they are reported as lower bounds.
 const MAX_SCAN: usize = 200_000;
-
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
 
 /// Per-hour counts over the last 7 × 24 hours, bucket 0 the oldest.
 #[derive(Default)]
@@ -33,10 +24,24 @@ struct Buckets {
     scanned: usize,
 }
 
-pub async fn get(State(app): State<App>, user: User) -> Result<Json<Value>, ApiError> {
+pub struct Overview {
+    /// The end of the newest hour bucket (the next whole hour, Unix ms).
+    pub end_ms: i64,
+    /// Events per hour, the oldest of 7 × 24 first.
+    pub hours: Vec<u64>,
+    /// The counts stop after a bounded scan; then they are lower bounds.
+    pub truncated: bool,
+    pub last_event_at: Option<i64>,
+    pub runs_last_day: HashMap<RunStatus, u64>,
+    pub subscriptions: subscriptions::Summary,
+    pub bootstrap: bootstrap::Status,
+    pub data_file_bytes: u64,
+}
+
+pub async fn gather(app: &App, user: &User) -> Result<Overview, StoreError> {
     // Buckets end with the current hour, so "hourly" lines up with clock hours in every
     // whole-hour time zone and "daily" is seven rolling 24-hour windows.
-    let now = jiff::Timestamp::now().as_millisecond();
+    let now = now_ms();
     let end = (now.div_euclid(HOUR_MS) + 1) * HOUR_MS;
     let start = end - 7 * DAY_MS;
     let buckets = Arc::new(Mutex::new(Buckets {
@@ -99,85 +104,19 @@ pub async fn get(State(app): State<App>, user: User) -> Result<Json<Value>, ApiE
         )
         .await?;
     let hours = std::mem::take(&mut buckets.lock().expect("overview buckets lock").hours);
-    let last24: &[u64] = &hours[hours.len() - 24..];
-    let hourly: Vec<Value> = last24
-        .iter()
-        .enumerate()
-        .map(|(i, n)| json!({"hour": rfc3339(end - (24 - i as i64) * HOUR_MS), "count": n}))
-        .collect();
-    let daily: Vec<Value> = hours
-        .chunks(24)
-        .enumerate()
-        .map(|(i, day)| {
-            json!({"day": rfc3339(start + i as i64 * DAY_MS), "count": day.iter().sum::<u64>()})
-        })
-        .collect();
-    let subscriptions = subscription_summary(&app, &user).await?;
-    let bootstrap = bootstrap_summary(&app, &user).await?;
-    let runs = app
-        .store
-        .run_counts_since(&user.workspace_id, now - DAY_MS)
-        .await?;
-    let run_count = |status| runs.get(&status).copied().unwrap_or(0);
-    let installation = &user.installation;
-    let claims = &user.claims;
-    Ok(Json(json!({
-        "workspaceId": user.workspace_id,
-        "installation": {
-            "status": installation.status.as_str(),
-            "installedAt": rfc3339(installation.installed_at),
-            "generation": installation.generation,
-        },
-        "events": {
-            "last24h": last24.iter().sum::<u64>(),
-            "last7d": hours.iter().sum::<u64>(),
-            "lastEventAt": newest.items.first().map(|e| rfc3339(e.received_at)),
-            "hourly": hourly,
-            "daily": daily,
-            // The counts stop at MAX_SCAN rows; then they are lower bounds.
-            "truncated": truncated,
-        },
-        "subscriptions": subscriptions,
-        "flowRuns": {
-            "succeeded24h": run_count(RunStatus::Succeeded),
-            "failed24h": run_count(RunStatus::Failed),
-            "skipped24h": run_count(RunStatus::Skipped),
-            "pending": run_count(RunStatus::Queued) + run_count(RunStatus::Running),
-        },
-        "bootstrap": bootstrap,
-        "dataFileBytes": app.store.file_size(),
-        "version": VERSION,
-        "user": {
-            "role": claims.workspace_role,
-            "isAdmin": user.is_admin(),
-            "language": claims.language,
-            "theme": claims.theme,
-        },
-    })))
-}
-
-/// The same user again, for asking another module's handler (they take it by value).
-fn same_user(user: &User) -> User {
-    User {
-        claims: user.claims.clone(),
-        workspace_id: user.workspace_id.clone(),
-        installation: user.installation.clone(),
-    }
-}
-
-/// Counts per subscription state, as `GET /api/subscriptions` reports them.
-async fn subscription_summary(app: &App, user: &User) -> Result<Value, ApiError> {
-    let Json(report) = crate::subscriptions::get(State(app.clone()), same_user(user)).await?;
-    Ok(report.get("summary").cloned().unwrap_or(Value::Null))
-}
-
-/// Status and progress of the entity bootstrap, as `GET /api/bootstrap` reports them.
-async fn bootstrap_summary(app: &App, user: &User) -> Result<Value, ApiError> {
-    let Json(status) = crate::bootstrap::get(State(app.clone()), same_user(user)).await?;
-    Ok(json!({
-        "status": status["status"],
-        "done": status["done"],
-        "total": status["total"],
-        "items": status["items"],
-    }))
+    let report = subscriptions::report(app, &user.installation).await?;
+    let progress = app.store.bootstrap_progress(&user.workspace_id).await?;
+    Ok(Overview {
+        end_ms: end,
+        hours,
+        truncated,
+        last_event_at: newest.items.first().map(|e| e.received_at),
+        runs_last_day: app
+            .store
+            .run_counts_since(&user.workspace_id, now - DAY_MS)
+            .await?,
+        subscriptions: subscriptions::summary(&report),
+        bootstrap: bootstrap::status(progress.as_ref()),
+        data_file_bytes: app.store.file_size(),
+    })
 }

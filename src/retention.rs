@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::server::App;
+use crate::app::App;
 use crate::store::{Installation, InstallationStatus, StoreError};
 
 /// Rows deleted per write transaction.

@@ -4,23 +4,29 @@
 
 use std::sync::LazyLock;
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use crate::auth::{Admin, User};
+use crate::app::App;
+use crate::auth::User;
 use crate::clockify::client::{Acting, ApiRequest, RetryPolicy, ServerFamily};
-use crate::error::ApiError;
-use crate::http::{parse_json, read_body};
-use crate::server::App;
-use crate::store::SettingValue;
-use crate::webhooks::is_clockify_event;
+use crate::ingest::is_clockify_event;
+use crate::problem::Problem;
+use crate::store::{Installation, SettingValue, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid settings")]
+    Invalid(Vec<Problem>),
+    /// Clockify could not be reached or refused the change; nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Setting ids and defaults from the manifest's structured settings. They come from the
 /// template alone (the base URL and key are not involved), so they are read once.
-fn manifest_defaults() -> &'static Map<String, Value> {
+pub fn manifest_defaults() -> &'static Map<String, Value> {
     static DEFAULTS: LazyLock<Map<String, Value>> = LazyLock::new(read_defaults);
     &DEFAULTS
 }
@@ -76,40 +82,39 @@ fn check(id: &str, value: &Value) -> Option<String> {
     }
 }
 
-pub async fn get(State(_app): State<App>, user: User) -> Result<Json<Value>, ApiError> {
-    let defaults = manifest_defaults();
-    let mut current = defaults.clone();
-    for (id, value) in &user.installation.settings.values {
+/// Every setting's current value: the stored one, else the manifest's default.
+pub fn current(installation: &Installation) -> Map<String, Value> {
+    let mut current = manifest_defaults().clone();
+    for (id, value) in &installation.settings.values {
         current.insert(id.clone(), value.to_json());
     }
-    Ok(Json(json!({"settings": current, "defaults": defaults})))
+    current
 }
 
+/// Checks `changes`, writes them through Clockify's settings API, then into the stored
+/// snapshot; returns every setting's value afterwards.
 pub async fn patch(
-    State(app): State<App>,
-    Admin(user): Admin,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let bytes = read_body(&headers, body, app.config.api_body_limit).await?;
-    let changes: Map<String, Value> = parse_json(&bytes)?;
+    app: &App,
+    user: &User,
+    changes: Map<String, Value>,
+) -> Result<Map<String, Value>, SettingsError> {
     let defaults = manifest_defaults();
     let mut problems = Vec::new();
     for (id, value) in &changes {
         if !defaults.contains_key(id) {
-            problems.push(format!("{id} is not a setting of this add-on"));
+            problems.push(Problem::new(
+                id.clone(),
+                format!("{id} is not a setting of this add-on"),
+            ));
         } else if let Some(problem) = check(id, value) {
-            problems.push(problem);
+            problems.push(Problem::new(id.clone(), problem));
         }
     }
     if changes.is_empty() {
-        problems.push("nothing to change".into());
+        problems.push(Problem::new("", "nothing to change"));
     }
     if !problems.is_empty() {
-        return Err(ApiError::Invalid {
-            summary: "invalid settings".into(),
-            problems,
-        });
+        return Err(SettingsError::Invalid(problems));
     }
     let ws = user.workspace_id.clone();
     let payload: Vec<Value> = changes
@@ -131,10 +136,10 @@ pub async fn patch(
         .send(&user.installation, app.store.secrets(), request)
         .await
         .map_err(|e| {
-            ApiError::Unavailable(format!("Clockify's settings API could not be reached: {e}"))
+            SettingsError::Unavailable(format!("Clockify's settings API could not be reached: {e}"))
         })?;
     if !(200..300).contains(&response.status) {
-        return Err(ApiError::Unavailable(format!(
+        return Err(SettingsError::Unavailable(format!(
             "Clockify refused the settings (HTTP {}): {}",
             response.status,
             String::from_utf8_lossy(&response.body)
@@ -165,19 +170,14 @@ pub async fn patch(
             Ok((Some(installation), ()))
         })
         .await?
-        .map_err(|()| ApiError::Unavailable("the installation changed meanwhile; reload".into()))?;
+        .map_err(|()| {
+            SettingsError::Unavailable("the installation changed meanwhile; reload".into())
+        })?;
     if changes.contains_key("subscribed_events") {
-        crate::subscriptions::spawn_sync(&app, &ws);
+        crate::subscriptions::spawn_sync(app, &ws);
     }
-    let refreshed = app
-        .store
-        .installation(&ws)
-        .await?
-        .map(|i| i.settings.clone())
-        .unwrap_or_default();
-    let mut current = defaults.clone();
-    for (id, value) in &refreshed.values {
-        current.insert(id.clone(), value.to_json());
+    match app.store.installation(&ws).await? {
+        Some(installation) => Ok(current(&installation)),
+        None => Ok(manifest_defaults().clone()),
     }
-    Ok(Json(json!({"settings": current, "defaults": defaults})))
 }

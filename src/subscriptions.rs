@@ -6,22 +6,19 @@
 
 use std::collections::{HashMap, HashSet};
 
-use axum::Json;
-use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Admin, User};
+use crate::app::App;
 use crate::clockify::client::{Acting, ApiRequest, ApiResponse, RetryPolicy, ServerFamily};
-use crate::error::ApiError;
-use crate::server::App;
+use crate::ingest::CLOCKIFY_EVENTS;
 use crate::store::{
-    Installation, InstallationStatus, SubscriptionReport, SubscriptionState, WebhookToken,
+    Installation, InstallationStatus, StoreError, SubscriptionReport, SubscriptionState,
+    WebhookToken,
 };
-use crate::webhooks::CLOCKIFY_EVENTS;
 
 /// Clockify's documented cap of webhooks per workspace (PLATFORM.md §9).
-const WORKSPACE_WEBHOOK_CAP: u32 = 100;
+pub const WORKSPACE_WEBHOOK_CAP: u32 = 100;
 const SETTING: &str = "subscribed_events";
 
 #[derive(Deserialize)]
@@ -63,6 +60,16 @@ fn event_url(app: &App, event: &str) -> String {
 
 fn event_path(event: &str) -> String {
     format!("/webhooks/clockify/{event}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("workspace {0} has no active installation")]
+    NotActive(String),
+    #[error("the installation changed during the sync; try again")]
+    Stale,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The report before any sync: manifest events covered, API ones pending.
@@ -123,7 +130,7 @@ fn is_cap_error(response: &ApiResponse) -> bool {
 }
 
 /// Reconciles the workspace's webhooks with its subscription list and stores the report.
-pub async fn sync(app: &App, ws: &str) -> Result<SubscriptionReport, ApiError> {
+pub async fn sync(app: &App, ws: &str) -> Result<SubscriptionReport, SyncError> {
     let lock = app.sync_locks.lock_for(ws);
     let _guard = lock.lock().await;
     let installation = app
@@ -132,7 +139,7 @@ pub async fn sync(app: &App, ws: &str) -> Result<SubscriptionReport, ApiError> {
         .await?
         .filter(|i| i.status == InstallationStatus::Active && i.auth_token.is_some())
         .map(|i| Installation::clone(&i))
-        .ok_or_else(|| ApiError::Forbidden(format!("workspace {ws} has no active installation")))?;
+        .ok_or_else(|| SyncError::NotActive(ws.to_string()))?;
     let mut report = initial_report(&installation);
     let secrets = app.store.secrets().clone();
     let send = |request: ApiRequest| {
@@ -347,7 +354,7 @@ async fn finish(
     installation: Installation,
     tokens: Vec<WebhookToken>,
     error: Option<String>,
-) -> Result<SubscriptionReport, ApiError> {
+) -> Result<SubscriptionReport, SyncError> {
     report.synced_at = jiff::Timestamp::now().as_millisecond();
     report.error = error;
     let listing_failed = report
@@ -369,9 +376,7 @@ async fn finish(
             .await?
             .is_err();
         if stale {
-            return Err(ApiError::Unavailable(
-                "the installation changed during the sync; try again".into(),
-            ));
+            return Err(SyncError::Stale);
         }
     }
     app.store
@@ -388,9 +393,9 @@ async fn finish(
 
 /// Starts a sync in the background (install, settings change, periodic).
 pub fn spawn_sync(app: &App, ws: &str) {
-    let (app, ws) = (app.clone(), ws.to_string());
-    tokio::spawn(async move {
-        if let Err(err) = sync(&app, &ws).await {
+    let (task, ws) = (app.clone(), ws.to_string());
+    app.spawn(async move {
+        if let Err(err) = sync(&task, &ws).await {
             tracing::warn!(workspace_id = %ws, error = %err, "subscription sync failed");
         }
     });
@@ -399,8 +404,9 @@ pub fn spawn_sync(app: &App, ws: &str) {
 /// After DELETED: remove the webhooks we registered, with the token the installation had
 /// (it may already be dead; 401/404 are expected and fine).
 pub fn spawn_cleanup(app: &App, installation: Installation) {
-    let app = app.clone();
-    tokio::spawn(async move {
+    let task = app.clone();
+    app.spawn(async move {
+        let app = task;
         let ws = installation.workspace_id.clone();
         for token in installation
             .webhook_tokens
@@ -456,51 +462,43 @@ pub async fn run_periodic(app: App) {
     }
 }
 
-fn describe(report: &SubscriptionReport) -> Value {
-    let events: Vec<Value> = report
-        .events
-        .iter()
-        .map(|(event, state)| {
-            let (name, reason, webhook_id) = match state {
-                SubscriptionState::Manifest => ("manifest", None, None),
-                SubscriptionState::Registered { webhook_id } => {
-                    ("registered", None, Some(webhook_id.clone()))
-                }
-                SubscriptionState::Pending => ("pending", None, None),
-                SubscriptionState::Failed(reason) => ("failed", Some(reason.clone()), None),
-                SubscriptionState::NotSubscribed => ("not-subscribed", None, None),
-            };
-            json!({"event": event, "state": name, "reason": reason, "webhookId": webhook_id})
-        })
-        .collect();
-    let count = |wanted: &str| events.iter().filter(|e| e["state"] == wanted).count();
-    json!({
-        "events": events,
-        "summary": {
-            "manifest": count("manifest"),
-            "registered": count("registered"),
-            "pending": count("pending"),
-            "failed": count("failed"),
-            "notSubscribed": count("not-subscribed"),
+/// How many events are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub manifest: usize,
+    pub registered: usize,
+    pub pending: usize,
+    pub failed: usize,
+    pub not_subscribed: usize,
+}
+
+pub fn summary(report: &SubscriptionReport) -> Summary {
+    let mut summary = Summary::default();
+    for (_, state) in &report.events {
+        match state {
+            SubscriptionState::Manifest => summary.manifest += 1,
+            SubscriptionState::Registered { .. } => summary.registered += 1,
+            SubscriptionState::Pending => summary.pending += 1,
+            SubscriptionState::Failed(_) => summary.failed += 1,
+            SubscriptionState::NotSubscribed => summary.not_subscribed += 1,
+        }
+    }
+    summary
+}
+
+/// The last sync's report, or what is expected before the first.
+pub async fn report(
+    app: &App,
+    installation: &Installation,
+) -> Result<SubscriptionReport, StoreError> {
+    Ok(
+        match app
+            .store
+            .subscription_report(&installation.workspace_id)
+            .await?
+        {
+            Some(report) => report,
+            None => initial_report(installation),
         },
-        "usage": {"workspaceWebhooks": report.workspace_webhooks, "cap": WORKSPACE_WEBHOOK_CAP},
-        "syncedAt": (report.synced_at > 0).then(|| jiff::Timestamp::from_millisecond(report.synced_at).map(|t| t.to_string()).ok()).flatten(),
-        "error": report.error,
-    })
-}
-
-pub async fn get(State(app): State<App>, user: User) -> Result<Json<Value>, ApiError> {
-    let report = match app.store.subscription_report(&user.workspace_id).await? {
-        Some(report) => report,
-        None => initial_report(&user.installation),
-    };
-    Ok(Json(describe(&report)))
-}
-
-pub async fn post_sync(
-    State(app): State<App>,
-    Admin(user): Admin,
-) -> Result<Json<Value>, ApiError> {
-    let report = sync(&app, &user.workspace_id).await?;
-    Ok(Json(describe(&report)))
+    )
 }

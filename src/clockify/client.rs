@@ -147,7 +147,7 @@ impl HostAllowlist {
 
     /// Whether `url` may be called: https to a Clockify host, or any configured extra host.
     pub fn check(&self, url: &str) -> Result<(), ClientError> {
-        let uri: axum::http::Uri = url
+        let uri: http::Uri = url
             .parse()
             .map_err(|_| ClientError::InvalidUrl(url.to_string()))?;
         let host = uri.host().unwrap_or("").to_ascii_lowercase();

@@ -2,7 +2,7 @@
 //! event body. A path that selects one node yields that value; several nodes yield the list
 //! of them; none yields "absent" (and so does JSON `null`).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use crate::store::{Conditions, Op, Rule};
@@ -18,22 +18,6 @@ pub struct RuleOutcome {
     /// A rule that could not be evaluated (only possible for rules saved before a check
     /// existed); it counts as not passed.
     pub error: Option<String>,
-}
-
-impl RuleOutcome {
-    pub fn to_json(&self, rule: &Rule) -> Value {
-        let mut out = json!({
-            "path": rule.path,
-            "op": rule.op.as_str(),
-            "value": rule.value.0,
-            "actual": self.actual,
-            "passed": self.passed,
-        });
-        if let Some(error) = &self.error {
-            out["error"] = json!(error);
-        }
-        out
-    }
 }
 
 /// Checks one rule as saved; problems are reported under `at`.
@@ -222,6 +206,8 @@ fn member_of(value: &Value, list: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::store::Json;
 

@@ -13,23 +13,21 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 
-use super::catalog;
+use crate::time::now_ms;
+
 use super::conditions::{self, RuleOutcome};
 use super::model::AUTOMATIC_PATH_PARAMS;
 use super::template::Context;
+use crate::app::App;
+use crate::clockify::catalog;
 use crate::clockify::client::{Acting, ApiClient, ApiRequest, RetryPolicy};
-use crate::server::App;
 use crate::store::{
-    ActionRun, ActionStatus, Flow, FlowAction, Installation, InstallationStatus, QueuedRun, Run,
-    RunId, RunOrigin, RunStatus, StoreError, StoredEvent,
+    ActionRun, ActionStatus, AutoDisable, Flow, FlowAction, Installation, InstallationStatus,
+    QueuedRun, Run, RunId, RunOrigin, RunStatus, StoreError, StoredEvent,
 };
 
 /// How long in-flight runs get to finish their current action at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
 
 /// Methods that may be sent twice with the same effect.
 pub fn idempotent(method: &str) -> bool {
@@ -237,12 +235,22 @@ impl Running {
 
 async fn run_job(app: App, job: Job) {
     let id = job.run_id();
-    app.store.set_run_active(id, true);
+    set_active(&app, id, true);
     if let Err(err) = execute(&app, job).await {
         // The run stays queued and is retried at the next start.
         tracing::error!(error = %err, run = %crate::store::format_id(&id), "flow run could not be recorded");
     }
-    app.store.set_run_active(id, false);
+    set_active(&app, id, false);
+}
+
+/// Notes whether a run is being executed (shown as `running` by [`displayed_status`]).
+fn set_active(app: &App, id: RunId, active: bool) {
+    let mut running = app.active_runs.lock().expect("active runs lock");
+    if active {
+        running.insert(id);
+    } else {
+        running.remove(&id);
+    }
 }
 
 /// The event body a run works on.
@@ -618,10 +626,15 @@ async fn finish(
         run.started_at = run.finished_at;
     }
     let flow_id = run.flow.id;
-    let finished = app
-        .store
-        .finish_run(run, app.config.flow_auto_disable_after)
-        .await?;
+    let after = app.config.flow_auto_disable_after;
+    let auto_disable = AutoDisable {
+        after,
+        reason: format!(
+            "disabled automatically: the last {after} runs failed (last error: {})",
+            run.error.as_deref().unwrap_or("unknown")
+        ),
+    };
+    let finished = app.store.finish_run(run, auto_disable).await?;
     metrics::counter!("flow_runs_total", "status" => status.as_str()).increment(1);
     if let Some(flow) = finished.disabled {
         metrics::counter!("flow_auto_disabled_total").increment(1);
@@ -635,22 +648,15 @@ async fn finish(
     Ok(())
 }
 
-/// Shared with the dry run: conditions as JSON.
-pub fn conditions_json(flow: &Flow, event: &Value) -> (bool, Vec<Value>) {
-    let (matched, outcomes) = conditions::evaluate(&flow.conditions, event);
-    let details = flow
-        .conditions
-        .rules
-        .iter()
-        .zip(&outcomes)
-        .map(|(rule, outcome)| outcome.to_json(rule))
-        .collect();
-    (matched, details)
-}
-
-/// Ids of runs known to be executing; used to show `running`.
+/// A run's status as shown: a queued run the engine is executing shows as `running`.
 pub fn displayed_status(app: &App, run: &Run) -> RunStatus {
-    if run.status == RunStatus::Queued && app.store.is_run_active(&run.id) {
+    let active = || {
+        app.active_runs
+            .lock()
+            .expect("active runs lock")
+            .contains(&run.id)
+    };
+    if run.status == RunStatus::Queued && active() {
         RunStatus::Running
     } else {
         run.status

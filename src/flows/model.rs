@@ -1,13 +1,11 @@
 //! A flow as the API reads and writes it, and the checks that run before one is saved: every
 //! problem found is reported at once, with where it is (`actions[1].pathParams.id: …`).
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::catalog::{self, Operation, ParamLocation};
 use super::{conditions, template};
-use crate::store::{
-    CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, Json, Op, Rule, Trigger, format_id,
-};
+use crate::clockify::catalog::{self, Operation, ParamLocation};
+use crate::store::{CLOCKIFY_SOURCE, Conditions, FlowAction, FlowRetry, Json, Op, Rule, Trigger};
 
 pub const DEFAULT_RETRY: FlowRetry = FlowRetry {
     max_attempts: 3,
@@ -41,49 +39,14 @@ pub struct Known {
     pub custom_source: Option<bool>,
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-pub fn flow_json(flow: &Flow) -> Value {
-    json!({
-        "id": format_id(&flow.id),
-        "name": flow.name,
-        "enabled": flow.enabled,
-        "disabledReason": flow.disabled_reason,
-        "trigger": {"source": flow.trigger.source, "events": flow.trigger.events},
-        "conditions": {
-            "mode": if flow.conditions.any { "any" } else { "all" },
-            "rules": flow.conditions.rules.iter().map(|r| json!({
-                "path": r.path, "op": r.op.as_str(), "value": r.value.0,
-            })).collect::<Vec<_>>(),
-        },
-        "actions": flow.actions.iter().map(action_json).collect::<Vec<_>>(),
-        "retry": {"maxAttempts": flow.retry.max_attempts, "backoffMs": flow.retry.backoff_ms},
-        "createdAt": rfc3339(flow.created_at),
-        "updatedAt": rfc3339(flow.updated_at),
-    })
-}
-
-fn pairs_json(pairs: &[(String, Json)]) -> Value {
+/// Name → value pairs as one JSON object.
+pub fn pairs_json(pairs: &[(String, Json)]) -> Value {
     Value::Object(
         pairs
             .iter()
             .map(|(k, v)| (k.clone(), v.0.clone()))
             .collect::<Map<_, _>>(),
     )
-}
-
-fn action_json(action: &FlowAction) -> Value {
-    json!({
-        "name": action.name,
-        "operationId": action.operation_id,
-        "pathParams": pairs_json(&action.path_params),
-        "query": pairs_json(&action.query),
-        "body": action.body.as_ref().map(|b| b.0.clone()),
-    })
 }
 
 /// The trigger source named by a flow body, so the caller can look it up before [`parse`].
@@ -179,7 +142,7 @@ fn parse_trigger(value: &Value, known: &Known, problems: &mut Vec<String>) -> Tr
                     problems.push(format!("trigger.events[{i}]: must be an event type name"));
                     continue;
                 };
-                if !custom && !crate::webhooks::is_clockify_event(event) {
+                if !custom && !crate::ingest::is_clockify_event(event) {
                     problems.push(format!(
                         "trigger.events[{i}]: unknown Clockify event type {event:?}"
                     ));

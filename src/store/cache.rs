@@ -1,18 +1,15 @@
 //! Workspace context kept for the UI and flows: the entity cache filled by bootstrap, the
 //! bootstrap's own progress, and the explorer's execution history.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{ids_before, prefix_end, two_part_prefix, with_suffix, workspace_prefix};
-use super::{Store, StoreError, decode, encode};
-
-/// `[ws][type][id]` → entity record.
-pub(crate) const ENTITIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entities");
-/// Workspace id → bootstrap progress.
-pub(crate) const BOOTSTRAP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bootstrap");
-/// `[ws][execution id]` → execution record.
-pub(crate) const EXECUTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("executions");
+use super::db::Store;
+use super::error::StoreError;
+use super::schema::{
+    BOOTSTRAP, ENTITIES, EXECUTIONS, decode, encode, ids_before, prefix_end, two_part_prefix,
+    with_suffix, workspace_prefix,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entity {

@@ -1,4 +1,4 @@
-//! The dedupe index (`events::EVENT_DEDUPE`): `[ws][event type][dedupe key]` →
+//! The dedupe index (`EVENT_DEDUPE`): `[ws][event type][dedupe key]` →
 //! `[id][received ms]`. Dedupe keys are content hashes, so they are random: writing each row in
 //! its own event's transaction dirtied one B-tree leaf per event and halved what a durable
 //! commit could carry (`cargo bench --bench storage`). Rows therefore wait in memory, about
@@ -14,10 +14,16 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::events::{DEDUPE_WINDOW_MS, EVENT_DEDUPE, EVENTS, EventId, bad_key, decode_event};
-use super::keys::{id_floor_for_millis, prefix_end, two_part_prefix, with_suffix};
+use super::error::StoreError;
+use super::event_record::decode_event;
+use super::schema::{
+    EVENT_DEDUPE, EVENTS, EventId, META, id_floor_for_millis, prefix_end, two_part_prefix,
+    with_suffix, workspace_prefix, workspaces_of,
+};
 use super::writer::OpenTables;
-use super::{META, StoreError};
+
+/// Deliveries of the same bytes within this window are one event.
+pub const DEDUPE_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Rows held in memory before some are written (about 100 bytes each, so about 3 MB). A
 /// flush's rows span `FLUSH_CHUNK / FLUSH_ROWS` of the key space, so the more rows wait, the
@@ -247,8 +253,8 @@ impl PendingDedupe {
         let floor = id_floor_for_millis(since);
         let events = rtx.open_table(EVENTS)?;
         let mut rows = pending.inner.lock().expect("dedupe lock");
-        for ws in super::keys::workspaces_of(&events, bad_key)? {
-            let prefix = super::keys::workspace_prefix(&ws);
+        for ws in workspaces_of(&events, bad_key)? {
+            let prefix = workspace_prefix(&ws);
             let lower = with_suffix(&prefix, &floor);
             for entry in events.range(lower.as_slice()..prefix_end(&prefix).as_slice())? {
                 let (_, value) = entry?;
@@ -364,10 +370,14 @@ impl PendingDedupe {
     }
 }
 
+fn bad_key() -> StoreError {
+    StoreError::Decode("malformed event key".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Ingested, NewEvent, Store};
+    use crate::store::{Ingested, NewEvent, Store, token_digest};
 
     fn event(n: usize) -> NewEvent {
         let body = format!("{{\"n\":{n}}}").into_bytes();
@@ -377,7 +387,7 @@ mod tests {
             source: "clockify".into(),
             source_id: None,
             headers: vec![],
-            dedupe_key: crate::store::token_digest(&format!("{n}")),
+            dedupe_key: token_digest(&format!("{n}")),
             body,
         }
     }

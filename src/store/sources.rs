@@ -1,16 +1,14 @@
 //! Custom event sources: other systems posting events, each with its own secret.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{prefix_end, with_suffix, workspace_prefix};
-use super::{Sealed, Store, StoreError, decode, encode};
-
-/// Source id → source record.
-pub(crate) const SOURCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sources");
-/// `[ws][source id]` → empty.
-pub(crate) const SOURCES_BY_WORKSPACE: TableDefinition<&[u8], &[u8]> =
-    TableDefinition::new("sources_by_workspace");
+use super::db::Store;
+use super::error::StoreError;
+use super::schema::{
+    SOURCES, SOURCES_BY_WORKSPACE, decode, encode, prefix_end, with_suffix, workspace_prefix,
+};
+use super::secrets::Sealed;
 
 /// A secret and, after a rotation, until when it stays valid.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,14 +1,11 @@
 //! The outcome of the last subscription sync per workspace (which event types reach us and
 //! how). Tokens of registered webhooks live with the installation; this is the report.
 
-use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, decode, encode};
-
-/// Workspace id → subscription report.
-pub(crate) const SUBSCRIPTIONS: TableDefinition<&[u8], &[u8]> =
-    TableDefinition::new("subscriptions");
+use super::db::Store;
+use super::error::StoreError;
+use super::schema::{SUBSCRIPTIONS, decode, encode};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SubscriptionState {

@@ -106,11 +106,7 @@ fn execute_validates_before_calling() {
     let r = execute(&server, "OWNER", json!({"operationId": "getTasks"}));
     assert_eq!(r.status, 400);
     assert!(
-        r.json()["problems"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p.as_str().unwrap().contains("projectId")),
+        r.problems().iter().any(|p| p.contains("projectId")),
         "{}",
         r.body
     );

@@ -471,12 +471,7 @@ fn saving_checks_everything_and_lists_the_problems() {
     assert_eq!(r.status, 400, "{}", r.body);
     let body = r.json();
     assert!(body["requestId"].is_string());
-    let problems: Vec<String> = body["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
+    let problems = r.problems();
     let expect = [
         "name: required",
         "trigger.events[1]: unknown Clockify event type \"NOT_AN_EVENT\"",

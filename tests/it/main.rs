@@ -1,5 +1,6 @@
 //! One integration-test binary (it links once); a module per area.
 
+mod architecture;
 mod browser;
 mod catalog;
 mod cli;

@@ -119,12 +119,39 @@ impl Response {
             .map(String::as_str)
     }
 
-    /// The error text of a `{"error", "requestId"}` body, checking the shape on the way.
+    /// The problems of a validation error, each as `path: message` (the message alone when
+    /// it concerns the whole request), checking the shape on the way.
+    pub fn problems(&self) -> Vec<String> {
+        let body = self.json();
+        assert_eq!(body["code"], "validation", "not a validation error: {body}");
+        body["problems"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no problems in {body}"))
+            .iter()
+            .map(|p| {
+                let path = p["path"].as_str().expect("a problem has a path");
+                let message = p["message"].as_str().expect("a problem has a message");
+                if path.is_empty() {
+                    message.to_string()
+                } else {
+                    format!("{path}: {message}")
+                }
+            })
+            .collect()
+    }
+
+    /// The error text of a `{"error", "code", "requestId"}` body, checking the shape on the way.
     pub fn error(&self) -> String {
         let body = self.json();
         assert!(
             body["requestId"].as_str().is_some_and(|s| !s.is_empty()),
             "no requestId in {body}"
+        );
+        assert!(
+            body["code"].as_str().is_some_and(
+                |c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            ),
+            "no machine-readable code in {body}"
         );
         body["error"]
             .as_str()

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
+use super::error::ApiError;
+use crate::app::App;
 use crate::auth;
-use crate::error::ApiError;
-use crate::server::App;
 
 #[derive(rust_embed::Embed)]
 #[folder = "assets/"]
@@ -249,7 +249,7 @@ async fn page(State(app): State<App>, uri: Uri) -> Response {
     };
     let user = match auth::user_from_token(&app, Some(&token)).await {
         Ok(user) => user,
-        Err(error) => return refused_page(&app, &error),
+        Err(error) => return refused_page(&app, &ApiError::from(error)),
     };
     // Rendered server-side so the first paint already has the right palette and language.
     let theme = match user.claims.theme.as_deref() {

@@ -1,10 +1,114 @@
-//! Key encoding. Composite keys are length-prefixed parts so one workspace's rows form a
-//! contiguous, ordered range, and event ids (UUIDv7, 16 bytes) sort by time within it.
-//! The scans that rely on that layout (workspaces of a table, ids before a time) live here too.
+//! The layout of the data file: every table, the id types, how keys are built (composite keys
+//! are length-prefixed parts, so one workspace's rows form a contiguous, ordered range, and
+//! UUIDv7 ids sort by time within it), the scans that rely on that layout, and the record
+//! encoding. Every other store file builds on this one; it imports none of them.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableDefinition};
 
-use super::StoreError;
+use super::error::StoreError;
+
+/// A table of the file; every table is keyed by bytes and holds bytes.
+pub(crate) type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// Schema version, encryption-key check, dedupe watermark, readiness probe.
+pub(crate) const META: Table = TableDefinition::new("meta");
+/// Workspace id → installation record.
+pub(crate) const INSTALLATIONS: Table = TableDefinition::new("installations");
+/// SHA-256 of a webhook token → workspace id.
+pub(crate) const WEBHOOK_TOKENS: Table = TableDefinition::new("webhook_tokens");
+/// `[ws][id]` → event record.
+pub(crate) const EVENTS: Table = TableDefinition::new("events");
+/// `[ws][event type][id]` → empty.
+pub(crate) const EVENTS_BY_TYPE: Table = TableDefinition::new("events_by_type");
+/// `[ws][event type][dedupe key]` → `[id][received ms]`.
+pub(crate) const EVENT_DEDUPE: Table = TableDefinition::new("event_dedupe");
+/// Source id → source record.
+pub(crate) const SOURCES: Table = TableDefinition::new("sources");
+/// `[ws][source id]` → empty.
+pub(crate) const SOURCES_BY_WORKSPACE: Table = TableDefinition::new("sources_by_workspace");
+/// Workspace id → subscription report.
+pub(crate) const SUBSCRIPTIONS: Table = TableDefinition::new("subscriptions");
+/// `[ws][entity type][entity id]` → entity record.
+pub(crate) const ENTITIES: Table = TableDefinition::new("entities");
+/// Workspace id → bootstrap progress.
+pub(crate) const BOOTSTRAP: Table = TableDefinition::new("bootstrap");
+/// `[ws][execution id]` → explorer execution record.
+pub(crate) const EXECUTIONS: Table = TableDefinition::new("executions");
+/// `[ws][flow id]` → flow record.
+pub(crate) const FLOWS: Table = TableDefinition::new("flows");
+/// `[ws][flow id]` → run counters of the flow.
+pub(crate) const FLOW_STATS: Table = TableDefinition::new("flow_stats");
+/// `[ws][run id]` → run record.
+pub(crate) const FLOW_RUNS: Table = TableDefinition::new("flow_runs");
+/// `[ws][flow id][run id]` → empty.
+pub(crate) const FLOW_RUNS_BY_FLOW: Table = TableDefinition::new("flow_runs_by_flow");
+/// `[ws][event id][flow id]` → run id: the one run an event produces per flow.
+pub(crate) const FLOW_RUNS_BY_EVENT: Table = TableDefinition::new("flow_runs_by_event");
+/// `[run id]` → workspace id: runs not finished yet, oldest first.
+pub(crate) const FLOW_RUN_QUEUE: Table = TableDefinition::new("flow_run_queue");
+
+/// Every table of the file; backups copy exactly these, `check` counts them.
+pub(crate) const TABLES: &[Table] = &[
+    META,
+    INSTALLATIONS,
+    WEBHOOK_TOKENS,
+    EVENTS,
+    EVENTS_BY_TYPE,
+    EVENT_DEDUPE,
+    SOURCES,
+    SOURCES_BY_WORKSPACE,
+    SUBSCRIPTIONS,
+    ENTITIES,
+    BOOTSTRAP,
+    EXECUTIONS,
+    FLOWS,
+    FLOW_STATS,
+    FLOW_RUNS,
+    FLOW_RUNS_BY_FLOW,
+    FLOW_RUNS_BY_EVENT,
+    FLOW_RUN_QUEUE,
+];
+
+/// An event's id: a UUIDv7 made on the writer thread, so id order is commit order.
+pub type EventId = [u8; 16];
+pub type FlowId = [u8; 16];
+pub type RunId = [u8; 16];
+
+/// The text form of every id (events, flows, runs, executions).
+pub fn format_id(id: &[u8; 16]) -> String {
+    uuid::Uuid::from_bytes(*id).to_string()
+}
+
+pub fn parse_id(text: &str) -> Option<[u8; 16]> {
+    uuid::Uuid::parse_str(text).ok().map(|u| *u.as_bytes())
+}
+
+pub fn format_event_id(id: &EventId) -> String {
+    format_id(id)
+}
+
+pub fn parse_event_id(text: &str) -> Option<EventId> {
+    parse_id(text)
+}
+
+/// A new time-ordered id.
+pub fn new_id() -> [u8; 16] {
+    *uuid::Uuid::now_v7().as_bytes()
+}
+
+pub(crate) fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Records are postcard-encoded enums whose variant is the record version.
+pub(crate) fn encode<T: serde::Serialize>(record: &T) -> Vec<u8> {
+    postcard::to_allocvec(record).expect("records always serialize")
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Decode(e.to_string()))
+}
 
 /// Appends a length-prefixed part (parts longer than 255 bytes are refused upstream).
 pub(crate) fn push_part(key: &mut Vec<u8>, part: &str) {
@@ -103,6 +207,30 @@ pub(crate) fn ids_before(
         );
     }
     Ok(ids)
+}
+
+/// `[ws][flow id]`: flows and their counters.
+pub(super) fn flow_key(ws: &str, id: &FlowId) -> Vec<u8> {
+    with_suffix(&workspace_prefix(ws), id)
+}
+
+/// `[ws][run id]`: runs.
+pub(super) fn run_key(ws: &str, id: &RunId) -> Vec<u8> {
+    with_suffix(&workspace_prefix(ws), id)
+}
+
+/// `[ws][flow id][run id]`: a flow's runs in order.
+pub(super) fn by_flow_key(ws: &str, flow: &FlowId, run: &RunId) -> Vec<u8> {
+    let mut key = flow_key(ws, flow);
+    key.extend_from_slice(run);
+    key
+}
+
+/// `[ws][event id][flow id]`: the run an event produced for a flow.
+pub(super) fn by_event_key(ws: &str, event: &EventId, flow: &FlowId) -> Vec<u8> {
+    let mut key = with_suffix(&workspace_prefix(ws), event);
+    key.extend_from_slice(flow);
+    key
 }
 
 /// Milliseconds since the epoch encoded in a UUIDv7.

@@ -1,33 +1,21 @@
-//! Cross-cutting HTTP pieces: request ids, request metrics, bounded body reading and the
-//! JSON fallbacks for unknown routes.
+//! What every request goes through: a request id (echoed in `X-Request-Id`), the request
+//! timeout, request metrics and the `handled` log line; and the JSON answers for a panic, an
+//! unknown route and a wrong method.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
-use axum::response::IntoResponse;
-use axum::response::Response;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
-use crate::error::ApiError;
-use crate::server::App;
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
-/// The id of the request being handled (for error bodies and logs); empty outside a request.
-pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
-}
+use super::error::ApiError;
+use crate::app::App;
+use crate::telemetry::{REQUEST_ID, REQUEST_ID_HEADER};
 
 /// Accepts a caller's id when it is short printable ASCII, else makes a time-ordered one.
 fn valid_request_id(value: &HeaderValue) -> Option<String> {
@@ -70,15 +58,11 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
         .scope(id.clone(), async move {
             match tokio::time::timeout(timeout, next.run(req)).await {
                 Ok(response) => response,
-                Err(_) => {
-                    let mut response = ApiError::Unavailable(format!(
-                        "the request took longer than {} s",
-                        timeout.as_secs()
-                    ))
-                    .into_response();
-                    *response.status_mut() = axum::http::StatusCode::REQUEST_TIMEOUT;
-                    response
-                }
+                Err(_) => ApiError::Timeout(format!(
+                    "the request took longer than {} s",
+                    timeout.as_secs()
+                ))
+                .into_response(),
             }
         })
         .instrument(span)
@@ -144,42 +128,8 @@ fn request_metrics(method: &Method, route: &str, status: u16) -> (Counter, Histo
     (requests, duration)
 }
 
-/// Reads a whole body, refusing more than `limit` bytes with 413 (early when
-/// `Content-Length` already says so).
-pub async fn read_body(
-    headers: &axum::http::HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "the body is larger than the limit of {limit} bytes"
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(err) => Err(ApiError::BadRequest(format!(
-            "the body could not be read: {err}"
-        ))),
-    }
-}
-
-/// Parses JSON, answering 400 with serde's description of what is wrong.
-pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-}
-
 pub async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".into())
+    ApiError::NoSuchRoute
 }
 
 /// A handler panicked: log it and answer a plain JSON 500 (never the panic text).
@@ -192,9 +142,6 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
     ApiError::internal(format!("handler panicked: {message}")).into_response()
 }
 
-pub async fn method_not_allowed() -> Response {
-    let mut response =
-        ApiError::BadRequest("method not allowed on this route".into()).into_response();
-    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
-    response
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

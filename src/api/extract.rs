@@ -1,0 +1,134 @@
+//! What handlers take from a request besides the state: the authenticated user (`User`,
+//! `Admin`, `StreamUser`), bodies read within their limit and parsed, and ids from the path.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::app::App;
+use crate::auth::{USER_TOKEN_HEADER, User, user_from_token};
+
+/// A [`User`] with the OWNER or WORKSPACE_ADMIN role.
+pub struct Admin(pub User);
+
+/// A [`User`] whose token may also come from the `auth_token` query parameter (for
+/// EventSource, which cannot set headers).
+pub struct StreamUser(pub User);
+
+/// The user token of a request: the `X-Addon-Token` header, or (when allowed) `auth_token`.
+pub fn user_token(parts: &Parts, allow_query: bool) -> Option<String> {
+    let header = parts
+        .headers
+        .get(USER_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Some(header) = header {
+        return Some(header.to_string());
+    }
+    if !allow_query {
+        return None;
+    }
+    parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "auth_token")
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+async fn authenticate(parts: &Parts, app: &App, allow_query: bool) -> Result<User, ApiError> {
+    let token = user_token(parts, allow_query);
+    Ok(user_from_token(app, token.as_deref()).await?)
+}
+
+impl FromRequestParts<App> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        authenticate(parts, app, false).await
+    }
+}
+
+impl FromRequestParts<App> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let user = authenticate(parts, app, false).await?;
+        user.require_admin()?;
+        Ok(Admin(user))
+    }
+}
+
+impl FromRequestParts<App> for StreamUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        authenticate(parts, app, true).await.map(StreamUser)
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes with 413 (early when
+/// `Content-Length` already says so).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the body is larger than the limit of {limit} bytes"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(err) => Err(ApiError::BadRequest(format!(
+            "the body could not be read: {err}"
+        ))),
+    }
+}
+
+/// Parses JSON, answering 400 with serde's description of what is wrong.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// A JSON body of at most `--api-body-limit-bytes`, parsed into `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<App> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &App) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let bytes = read_body(&parts.headers, body, app.config.api_body_limit).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A body of at most `--api-body-limit-bytes`, unparsed (lifecycle messages are parsed after
+/// their token is verified).
+pub struct ApiBytes(pub Bytes);
+
+impl FromRequest<App> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &App) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        read_body(&parts.headers, body, app.config.api_body_limit)
+            .await
+            .map(ApiBytes)
+    }
+}
+
+/// A 16-byte id (event, flow, run) from the path; one that does not parse names no record,
+/// so it is `not_found` with `what` in the message (`no flow …`).
+pub fn path_id(text: &str, what: &str) -> Result<[u8; 16], ApiError> {
+    crate::store::parse_id(text).ok_or_else(|| ApiError::NotFound(format!("no {what} {text}")))
+}

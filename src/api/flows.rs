@@ -1,0 +1,404 @@
+//! `/api/flows`: flow definitions (read for every user, written by admins), dry and test
+//! runs, and `POST /api/webhooks/{id}/replay`. The work is `crate::flows::service`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Admin, JsonBody};
+use super::runs::{RunDetail, RunSummary, SentRequestView};
+use super::types::Deleted;
+use crate::app::App;
+use crate::auth::User;
+use crate::flows::service::{self, FlowState, TestRequest};
+use crate::store::{Flow, FlowAction, Json as Stored, format_id};
+use crate::time::rfc3339;
+
+/// Where a flow's events come from and which trigger it.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TriggerView {
+    /// `clockify`, or a custom source's id.
+    source: String,
+    /// Event types (Clockify's, or the custom source's own).
+    events: Vec<String>,
+}
+
+/// One condition: `path` is an RFC 9535 JSONPath into the event body.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RuleView {
+    path: String,
+    /// `eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `contains`, `not_contains`, `in`, `not_in`,
+    /// `exists`, `not_exists`, `matches`, `empty` or `not_empty`.
+    op: String,
+    value: Value,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ConditionsView {
+    /// `all` (default) or `any`.
+    mode: String,
+    rules: Vec<RuleView>,
+}
+
+/// One action: a catalog operation, its parameters and body as templates.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionView {
+    /// Unique in the flow; later actions read its result as `actions.<name>`.
+    name: String,
+    operation_id: String,
+    path_params: Map<String, Value>,
+    query: Map<String, Value>,
+    body: Option<Value>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryView {
+    max_attempts: u32,
+    backoff_ms: u64,
+}
+
+/// What a user edits of a flow (the body of create and update; the same fields come back in
+/// every flow). Saving checks it all and lists every problem.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowDefinition {
+    /// 1 to 100 characters.
+    name: String,
+    /// New flows start enabled; an update keeps the current state unless it says.
+    enabled: bool,
+    trigger: TriggerView,
+    conditions: ConditionsView,
+    /// 1 to 20 actions, run in order.
+    actions: Vec<ActionView>,
+    retry: RetryView,
+}
+
+fn pairs(pairs: &[(String, Stored)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+impl From<&FlowAction> for ActionView {
+    fn from(action: &FlowAction) -> Self {
+        ActionView {
+            name: action.name.clone(),
+            operation_id: action.operation_id.clone(),
+            path_params: pairs(&action.path_params),
+            query: pairs(&action.query),
+            body: action.body.as_ref().map(|b| b.0.clone()),
+        }
+    }
+}
+
+impl From<&Flow> for FlowDefinition {
+    fn from(flow: &Flow) -> Self {
+        FlowDefinition {
+            name: flow.name.clone(),
+            enabled: flow.enabled,
+            trigger: TriggerView {
+                source: flow.trigger.source.clone(),
+                events: flow.trigger.events.clone(),
+            },
+            conditions: ConditionsView {
+                mode: if flow.conditions.any { "any" } else { "all" }.into(),
+                rules: flow
+                    .conditions
+                    .rules
+                    .iter()
+                    .map(|r| RuleView {
+                        path: r.path.clone(),
+                        op: r.op.as_str().into(),
+                        value: r.value.0.clone(),
+                    })
+                    .collect(),
+            },
+            actions: flow.actions.iter().map(ActionView::from).collect(),
+            retry: RetryView {
+                max_attempts: flow.retry.max_attempts,
+                backoff_ms: flow.retry.backoff_ms,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunCountsView {
+    succeeded: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+/// A flow as stored, with its counters and last run.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowView {
+    id: String,
+    #[serde(flatten)]
+    definition: FlowDefinition,
+    /// Why the flow was turned off automatically.
+    disabled_reason: Option<String>,
+    created_at: String,
+    updated_at: String,
+    last_run: Option<RunSummary>,
+    /// Runs kept, by outcome.
+    counts: RunCountsView,
+}
+
+fn flow_view(app: &App, state: &FlowState) -> FlowView {
+    let flow = &state.flow;
+    FlowView {
+        id: format_id(&flow.id),
+        definition: FlowDefinition::from(flow),
+        disabled_reason: flow.disabled_reason.clone(),
+        created_at: rfc3339(flow.created_at),
+        updated_at: rfc3339(flow.updated_at),
+        last_run: state.last_run.as_ref().map(|r| RunSummary::new(app, r)),
+        counts: RunCountsView {
+            succeeded: state.stats.succeeded,
+            failed: state.stats.failed,
+            skipped: state.stats.skipped,
+        },
+    }
+}
+
+async fn described(app: &App, flow: Flow) -> Result<Json<FlowView>, ApiError> {
+    let state = service::state(app, flow).await?;
+    Ok(Json(flow_view(app, &state)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FlowList {
+    flows: Vec<FlowView>,
+}
+
+#[utoipa::path(get, path = "/api/flows", tag = "flows",
+    responses((status = 200, body = FlowList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(State(app): State<App>, user: User) -> Result<Json<FlowList>, ApiError> {
+    let mut flows = Vec::new();
+    for flow in service::list(&app, &user.workspace_id).await? {
+        let state = service::state(&app, flow).await?;
+        flows.push(flow_view(&app, &state));
+    }
+    Ok(Json(FlowList { flows }))
+}
+
+#[utoipa::path(post, path = "/api/flows", tag = "flows", request_body = FlowDefinition,
+    responses((status = 201, body = FlowView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create(
+    State(app): State<App>,
+    Admin(user): Admin,
+    JsonBody(input): JsonBody<Value>,
+) -> Result<(StatusCode, Json<FlowView>), ApiError> {
+    let flow = service::create(&app, &user.workspace_id, &input).await?;
+    Ok((StatusCode::CREATED, described(&app, flow).await?))
+}
+
+#[utoipa::path(get, path = "/api/flows/{id}", tag = "flows", params(("id" = String, Path)),
+    responses((status = 200, body = FlowView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn read(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Json<FlowView>, ApiError> {
+    let flow = service::get(&app, &user.workspace_id, &id).await?;
+    described(&app, flow).await
+}
+
+#[utoipa::path(put, path = "/api/flows/{id}", tag = "flows", params(("id" = String, Path)),
+    request_body = FlowDefinition,
+    responses((status = 200, body = FlowView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn update(
+    State(app): State<App>,
+    Admin(user): Admin,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<Value>,
+) -> Result<Json<FlowView>, ApiError> {
+    let flow = service::update(&app, &user.workspace_id, &id, &input).await?;
+    described(&app, flow).await
+}
+
+#[utoipa::path(post, path = "/api/flows/{id}/enable", tag = "flows", params(("id" = String, Path)),
+    responses((status = 200, body = FlowView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn enable(
+    State(app): State<App>,
+    Admin(user): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<FlowView>, ApiError> {
+    let flow = service::set_enabled(&app, &user.workspace_id, &id, true).await?;
+    described(&app, flow).await
+}
+
+#[utoipa::path(post, path = "/api/flows/{id}/disable", tag = "flows", params(("id" = String, Path)),
+    responses((status = 200, body = FlowView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn disable(
+    State(app): State<App>,
+    Admin(user): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<FlowView>, ApiError> {
+    let flow = service::set_enabled(&app, &user.workspace_id, &id, false).await?;
+    described(&app, flow).await
+}
+
+#[utoipa::path(delete, path = "/api/flows/{id}", tag = "flows", params(("id" = String, Path)),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(app): State<App>,
+    Admin(user): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    service::delete(&app, &user.workspace_id, &id).await?;
+    Ok(Json(Deleted::new(id)))
+}
+
+/// The event of a test: a stored one (`webhookId`) or one given inline (`event`, and
+/// `eventType`, by default the flow's first trigger event).
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestBody {
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    webhook_id: Value,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    event: Value,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    event_type: Value,
+    /// `true` (admins only) to really run the flow, recorded as a test run; else a dry run.
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    execute: Value,
+}
+
+/// One condition of a test and how the event fared.
+#[derive(Serialize, ToSchema)]
+pub struct RuleResult {
+    path: String,
+    op: &'static str,
+    value: Value,
+    /// The value the path selected (null: absent).
+    actual: Option<Value>,
+    passed: bool,
+    /// Why the rule could not be evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// One action of a dry run: the request it would send, or why it cannot be built.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryActionView {
+    name: String,
+    operation_id: String,
+    request: Option<SentRequestView>,
+    error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResult {
+    /// The trigger matched and the conditions passed.
+    matched: bool,
+    trigger_matched: bool,
+    conditions_passed: bool,
+    conditions: Vec<RuleResult>,
+    actions: Vec<DryActionView>,
+    /// The test run (with `execute: true`), as far as it got within 20 s.
+    run: Option<RunDetail>,
+}
+
+/// A dry run (conditions and rendered requests, nothing sent), or with `execute: true` a
+/// real run recorded as a test run.
+#[utoipa::path(post, path = "/api/flows/{id}/test", tag = "flows", params(("id" = String, Path)),
+    request_body = TestBody,
+    responses((status = 200, body = TestResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn test(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TestBody>,
+) -> Result<Json<TestResult>, ApiError> {
+    let flow = service::get(&app, &user.workspace_id, &id).await?;
+    let tested = service::test(
+        &app,
+        &user,
+        &flow,
+        TestRequest {
+            webhook_id: body.webhook_id,
+            event: body.event,
+            event_type: body.event_type,
+            execute: body.execute,
+        },
+    )
+    .await?;
+    Ok(Json(TestResult {
+        matched: tested.trigger_matched && tested.conditions_passed,
+        trigger_matched: tested.trigger_matched,
+        conditions_passed: tested.conditions_passed,
+        conditions: tested
+            .conditions
+            .into_iter()
+            .map(|(rule, outcome)| RuleResult {
+                path: rule.path.clone(),
+                op: rule.op.as_str(),
+                value: rule.value.0.clone(),
+                actual: outcome.actual,
+                passed: outcome.passed,
+                error: outcome.error,
+            })
+            .collect(),
+        actions: tested
+            .actions
+            .into_iter()
+            .map(|dry| {
+                let (request, error) = match dry.rendered {
+                    Ok(rendered) => (Some(SentRequestView::from_rendered(&rendered)), None),
+                    Err(error) => (None, Some(error)),
+                };
+                DryActionView {
+                    name: dry.action.name.clone(),
+                    operation_id: dry.action.operation_id.clone(),
+                    request,
+                    error,
+                }
+            })
+            .collect(),
+        run: tested.run.as_ref().map(|r| RunDetail::new(&app, r)),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayResult {
+    /// One new run per enabled flow the event triggers.
+    runs: Vec<RunSummary>,
+}
+
+/// New runs of every enabled flow the stored event triggers, marked as replays.
+#[utoipa::path(post, path = "/api/webhooks/{id}/replay", tag = "flows", params(("id" = String, Path)),
+    responses((status = 200, body = ReplayResult), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn replay(
+    State(app): State<App>,
+    Admin(user): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<ReplayResult>, ApiError> {
+    let runs = service::replay(&app, &user.workspace_id, &id).await?;
+    Ok(Json(ReplayResult {
+        runs: runs.iter().map(|r| RunSummary::new(&app, r)).collect(),
+    }))
+}

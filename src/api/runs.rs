@@ -1,0 +1,263 @@
+//! Flow runs: `GET /api/flows/{id}/runs` (newest first) and `GET /api/runs/{id}` (one run with
+//! every action's request and response).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::Uri;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorBody};
+use crate::app::App;
+use crate::auth::User;
+use crate::flows::engine::Rendered;
+use crate::flows::service;
+use crate::store::{ActionRun, Run, RunOrigin, format_event_id, format_id, parse_id};
+use crate::time::rfc3339;
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 200;
+
+/// A run in a list.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    id: String,
+    flow_id: String,
+    flow_name: String,
+    /// The event that triggered it (null for a test on an inline event).
+    webhook_id: Option<String>,
+    event_type: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `skipped`.
+    status: &'static str,
+    /// Made by `POST /api/webhooks/{id}/replay`.
+    replay: bool,
+    /// Made by `POST /api/flows/{id}/test` with `execute: true`.
+    test: bool,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn new(app: &App, run: &Run) -> RunSummary {
+        RunSummary {
+            id: format_id(&run.id),
+            flow_id: format_id(&run.flow.id),
+            flow_name: run.flow.name.clone(),
+            webhook_id: run.event_id.as_ref().map(format_event_id),
+            event_type: run.event_type.clone(),
+            status: service::displayed_status(app, run).as_str(),
+            replay: run.origin == RunOrigin::Replay,
+            test: run.origin == RunOrigin::Test,
+            created_at: rfc3339(run.created_at),
+            started_at: run.started_at.map(rfc3339),
+            finished_at: run.finished_at.map(rfc3339),
+            error: run.error.clone(),
+        }
+    }
+}
+
+/// A request an action sent (or, in a dry run, would send); never the token.
+#[derive(Serialize, ToSchema)]
+pub struct SentRequestView {
+    method: String,
+    url: String,
+    /// Query parameters by name; a repeated name is a list.
+    query: Map<String, Value>,
+    /// The JSON body (a string when it is not JSON).
+    body: Option<Value>,
+}
+
+/// Query pairs as an object; a repeated name becomes a list.
+fn query_object(pairs: &[(String, String)]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in pairs {
+        match out.get_mut(k) {
+            None => {
+                out.insert(k.clone(), json!(v));
+            }
+            Some(Value::Array(items)) => items.push(json!(v)),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = json!([first, v]);
+            }
+        }
+    }
+    out
+}
+
+fn text_or_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+impl SentRequestView {
+    pub fn from_rendered(rendered: &Rendered) -> SentRequestView {
+        SentRequestView {
+            method: rendered.request.method.clone(),
+            url: rendered.url.clone(),
+            query: query_object(&rendered.request.query),
+            body: rendered.body_text.as_deref().map(text_or_json),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ActionResponseView {
+    status: u16,
+    /// JSON when it is JSON (and not cut), else the text.
+    body: Value,
+    /// The body was longer than the kept limit and was cut.
+    truncated: bool,
+}
+
+/// One action of a run.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRunView {
+    name: String,
+    operation_id: String,
+    /// `sending`, `succeeded` or `failed`.
+    status: &'static str,
+    request: SentRequestView,
+    response: Option<ActionResponseView>,
+    duration_ms: u64,
+    attempts: u32,
+    error: Option<String>,
+    started_at: String,
+}
+
+impl From<&ActionRun> for ActionRunView {
+    fn from(action: &ActionRun) -> Self {
+        let response = action.response_status.map(|status| {
+            let bytes = action.response_body.as_deref().unwrap_or_default();
+            let text = String::from_utf8_lossy(bytes);
+            let body = if text.is_empty() {
+                Value::Null
+            } else if action.response_truncated {
+                Value::String(text.into_owned())
+            } else {
+                text_or_json(&text)
+            };
+            ActionResponseView {
+                status,
+                body,
+                truncated: action.response_truncated,
+            }
+        });
+        ActionRunView {
+            name: action.name.clone(),
+            operation_id: action.operation_id.clone(),
+            status: action.status.as_str(),
+            request: SentRequestView {
+                method: action.method.clone(),
+                url: action.url.clone(),
+                query: query_object(&action.query),
+                body: action.body.as_deref().map(text_or_json),
+            },
+            response,
+            duration_ms: action.duration_ms,
+            attempts: action.attempts,
+            error: action.error.clone(),
+            started_at: rfc3339(action.started_at),
+        }
+    }
+}
+
+/// One run in full.
+#[derive(Serialize, ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    summary: RunSummary,
+    actions: Vec<ActionRunView>,
+}
+
+impl RunDetail {
+    pub fn new(app: &App, run: &Run) -> RunDetail {
+        RunDetail {
+            summary: RunSummary::new(app, run),
+            actions: run.actions.iter().map(ActionRunView::from).collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunList {
+    items: Vec<RunSummary>,
+    /// Where the next page starts (pass as `cursor`); null when there is no more.
+    next_cursor: Option<String>,
+}
+
+/// Paging of run lists.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RunListParams {
+    /// 1 to 200 (default 50).
+    limit: Option<u32>,
+    /// The previous page's `nextCursor`.
+    cursor: Option<String>,
+}
+
+fn limit_and_cursor(uri: &Uri) -> Result<(usize, Option<[u8; 16]>), ApiError> {
+    let mut limit = DEFAULT_LIMIT;
+    let mut cursor = None;
+    for (key, value) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "limit" => match value.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "limit must be 1 to {MAX_LIMIT}"
+                    )));
+                }
+            },
+            "cursor" if !value.trim().is_empty() => {
+                cursor = Some(
+                    parse_id(value.trim())
+                        .ok_or_else(|| ApiError::BadRequest("cursor is not a run id".into()))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok((limit, cursor))
+}
+
+/// A flow's runs, newest first.
+#[utoipa::path(get, path = "/api/flows/{id}/runs", tag = "flows",
+    params(("id" = String, Path), RunListParams),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn flow_runs(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Json<RunList>, ApiError> {
+    let (limit, cursor) = limit_and_cursor(&uri)?;
+    let page = service::runs(&app, &user.workspace_id, &id, cursor, limit).await?;
+    Ok(Json(RunList {
+        items: page
+            .items
+            .iter()
+            .map(|r| RunSummary::new(&app, r))
+            .collect(),
+        next_cursor: page.next_cursor.as_ref().map(format_id),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/runs/{id}", tag = "flows", params(("id" = String, Path)),
+    responses((status = 200, body = RunDetail), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn run(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Json<RunDetail>, ApiError> {
+    let run = service::run(&app, &user.workspace_id, &id).await?;
+    Ok(Json(RunDetail::new(&app, &run)))
+}

@@ -1,0 +1,124 @@
+//! The application state every part of the server shares ([`App`]), and how it is opened
+//! from a [`Config`]. It holds the store, the token verifier, the Clockify client and a few
+//! process-wide pieces; it knows no feature module, so every feature can depend on it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::clockify::client::ApiClient;
+use crate::clockify::token::TokenVerifier;
+use crate::config::Config;
+use crate::locks::WorkspaceLocks;
+use crate::store::{RunId, Store, StoreError, load_or_create_key};
+use crate::{manifest, telemetry};
+
+/// Everything a handler or a background task may need; cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub config: Config,
+    pub store: Store,
+    pub tokens: TokenVerifier,
+    /// Every call to Clockify goes through this client (rate limit, retries, allowlist).
+    pub clockify: ApiClient,
+    pub metrics: PrometheusHandle,
+    pub manifest: Vec<u8>,
+    pub started: Instant,
+    /// One subscription sync per workspace at a time.
+    pub sync_locks: WorkspaceLocks,
+    /// One bootstrap per workspace at a time.
+    pub bootstrap_locks: WorkspaceLocks,
+    /// Flow runs being executed right now (their stored status may still say queued:
+    /// idempotent first actions are not preceded by a write).
+    pub active_runs: Mutex<HashSet<RunId>>,
+    /// Turns true when the server begins shutting down; long-lived tasks watch it.
+    pub shutdown: watch::Sender<bool>,
+    /// Work started in the background by a request or a lifecycle event (a subscription
+    /// sync, a bootstrap, a cleanup): the server waits for it at shutdown.
+    pub tasks: TaskTracker,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{flag}: {message}")]
+    Config { flag: &'static str, message: String },
+    #[error("data file {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl App {
+    /// Opens the data file and prepares everything; fails with a message naming the cause.
+    pub fn open(config: Config) -> Result<App, StartError> {
+        crate::config::ensure_writable_dir(&config.data_dir).map_err(|message| {
+            StartError::Config {
+                flag: "--data-dir",
+                message,
+            }
+        })?;
+        let key = load_or_create_key(&config.encryption_key_file).map_err(|message| {
+            StartError::Config {
+                flag: "--encryption-key-file",
+                message,
+            }
+        })?;
+        let tokens = TokenVerifier::new(&config.clockify_public_key_pem, &config.addon_key)
+            .map_err(|message| StartError::Config {
+                flag: "--clockify-public-key",
+                message,
+            })?;
+        let path = config.data_file();
+        let store = Store::open(&path, &key).map_err(|source| match source {
+            StoreError::WrongKey => StartError::Config {
+                flag: "--encryption-key-file",
+                message: format!(
+                    "{} does not decrypt the secrets in {}; use the key file that was created with this data file",
+                    config.encryption_key_file.display(),
+                    path.display()
+                ),
+            },
+            source => StartError::Store {
+                path: path.display().to_string(),
+                source,
+            },
+        })?;
+        let manifest = manifest::render(&config.base_url, &config.addon_key);
+        let clockify = ApiClient::new(&config);
+        Ok(App(Arc::new(AppInner {
+            config,
+            store,
+            tokens,
+            clockify,
+            metrics: telemetry::metrics_handle(),
+            manifest,
+            started: Instant::now(),
+            sync_locks: Default::default(),
+            bootstrap_locks: Default::default(),
+            active_runs: Default::default(),
+            shutdown: watch::channel(false).0,
+            tasks: TaskTracker::new(),
+        })))
+    }
+
+    /// Runs `task` in the background, tracked so that shutdown waits for it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+}

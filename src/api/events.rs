@@ -84,6 +84,7 @@ pub struct EventDetail {
     /// The body as JSON (a string when it is not JSON).
     body: Value,
     /// The request headers as stored, secrets redacted: `[name, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     headers: Vec<(String, String)>,
 }
 

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::JsonBody;
+use super::extract::{JsonBody, Params};
 use crate::app::App;
 use crate::auth::{USER_TOKEN_HEADER, User};
 use crate::clockify::catalog::{Operation, Parameter, catalog};
@@ -238,6 +238,8 @@ pub struct ExecuteBody {
 pub struct SentRequest {
     method: String,
     url: String,
+    /// `[name, value]` pairs, in order (a name may repeat).
+    #[schema(value_type = Vec<Vec<String>>)]
     query: Vec<(String, String)>,
 }
 
@@ -353,7 +355,7 @@ pub struct ExecutionList {
 pub async fn history(
     State(app): State<App>,
     user: User,
-    Query(query): Query<HistoryParams>,
+    Params(query): Params<HistoryParams>,
 ) -> Result<Json<ExecutionList>, ApiError> {
     let limit = query.limit.unwrap_or(50).clamp(1, 200);
     let items = app.store.executions(&user.workspace_id, limit).await?;

@@ -127,6 +127,21 @@ impl FromRequest<App> for ApiBytes {
     }
 }
 
+/// Query parameters parsed into `T`; a malformed query is a JSON 400 like every other error.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|query| Params(query.0))
+            .map_err(|e| {
+                ApiError::BadRequest(format!("invalid query parameters: {}", e.body_text()))
+            })
+    }
+}
+
 /// A 16-byte id (event, flow, run) from the path; one that does not parse names no record,
 /// so it is `not_found` with `what` in the message (`no flow …`).
 pub fn path_id(text: &str, what: &str) -> Result<[u8; 16], ApiError> {

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Admin, JsonBody};
+use super::extract::{Admin, JsonBody, Params};
 use crate::app::App;
 use crate::auth::User;
 use crate::overview::{DAY_MS, HOUR_MS};
@@ -300,7 +300,7 @@ pub struct EntityList {
 pub async fn entities(
     State(app): State<App>,
     user: User,
-    Query(query): Query<EntityParams>,
+    Params(query): Params<EntityParams>,
 ) -> Result<Json<EntityList>, ApiError> {
     let needle = query.q.unwrap_or_default().to_lowercase();
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);

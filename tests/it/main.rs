@@ -10,6 +10,7 @@ mod events_api;
 mod explorer;
 mod flows;
 mod lifecycle;
+mod openapi;
 mod ops;
 mod subscriptions;
 mod support;

@@ -35,10 +35,10 @@ const SCAN_LIMIT: usize = 20_000;
 const RESUME_LIMIT: usize = 1_000;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// An event in a list (and in the live stream).
+/// What every view of an event shows.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct EventSummary {
+pub struct EventFields {
     id: String,
     /// A Clockify event type, or a custom source's own.
     event_type: String,
@@ -51,13 +51,11 @@ pub struct EventSummary {
     duplicates: u32,
     /// Body size in bytes.
     size: usize,
-    /// The start of the body, whitespace collapsed.
-    preview: String,
 }
 
-impl From<&StoredEvent> for EventSummary {
+impl From<&StoredEvent> for EventFields {
     fn from(event: &StoredEvent) -> Self {
-        EventSummary {
+        EventFields {
             id: format_event_id(&event.id),
             event_type: event.event_type.clone(),
             source: event.source.clone(),
@@ -65,6 +63,23 @@ impl From<&StoredEvent> for EventSummary {
             received_at: rfc3339(event.received_at),
             duplicates: event.duplicates,
             size: event.body.len(),
+        }
+    }
+}
+
+/// An event in a list (and in the live stream).
+#[derive(Serialize, ToSchema)]
+pub struct EventSummary {
+    #[serde(flatten)]
+    fields: EventFields,
+    /// The start of the body, whitespace collapsed.
+    preview: String,
+}
+
+impl From<&StoredEvent> for EventSummary {
+    fn from(event: &StoredEvent) -> Self {
+        EventSummary {
+            fields: EventFields::from(event),
             preview: preview(&event.body),
         }
     }
@@ -72,15 +87,9 @@ impl From<&StoredEvent> for EventSummary {
 
 /// One event in full.
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct EventDetail {
-    id: String,
-    event_type: String,
-    source: String,
-    source_id: Option<String>,
-    received_at: String,
-    duplicates: u32,
-    size: usize,
+    #[serde(flatten)]
+    fields: EventFields,
     /// The body as JSON (a string when it is not JSON).
     body: Value,
     /// The request headers as stored, secrets redacted: `[name, value]` pairs.
@@ -91,13 +100,7 @@ pub struct EventDetail {
 impl From<&StoredEvent> for EventDetail {
     fn from(event: &StoredEvent) -> Self {
         EventDetail {
-            id: format_event_id(&event.id),
-            event_type: event.event_type.clone(),
-            source: event.source.clone(),
-            source_id: event.source_id.clone(),
-            received_at: rfc3339(event.received_at),
-            duplicates: event.duplicates,
-            size: event.body.len(),
+            fields: EventFields::from(event),
             body: serde_json::from_slice::<Value>(&event.body).unwrap_or_else(|_| {
                 Value::String(String::from_utf8_lossy(&event.body).into_owned())
             }),

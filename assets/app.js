@@ -1,9 +1,9 @@
 // Entry point: takes the token from the URL (then removes it), starts the session and
 // routes between the pages (client-side tabs; `#/page?filters` keeps a view shareable).
 
-import { h, clear, session, notify } from './lib.js';
+import { h, clear, session, notify, errorState } from './lib.js';
 
-const PAGES = ['overview', 'events', 'explorer', 'flows', 'sources', 'settings'];
+const PAGES = ['overview', 'events', 'explorer', 'flows', 'runs', 'sources', 'settings'];
 const DEFAULT_PAGE = 'overview';
 
 const view = document.getElementById('view');
@@ -55,7 +55,15 @@ async function show() {
     clear(view);
     current.cleanup = module.mount(view, contextFor(route)) || null;
   } catch (error) {
-    clear(view, h('div', { class: 'notice bad', role: 'alert' }, h('h2', {}, 'This page could not be shown'), h('p', {}, String(error))));
+    // A module that did not arrive (offline, server restarting) is not a bug: offer a retry.
+    const unreachable = error instanceof TypeError && /import|fetch/i.test(String(error.message));
+    const shown = unreachable
+      ? { offline: true, message: navigator.onLine === false ? 'You are offline. Check your connection, then retry.' : 'The page could not be loaded from the Clockify Studio server. Retry in a moment.' }
+      : error;
+    clear(view, errorState(shown, 'This page', () => {
+      current = { name: null, cleanup: null, query: '' };
+      show();
+    }));
   } finally {
     view.setAttribute('aria-busy', 'false');
   }
@@ -91,8 +99,16 @@ function boot() {
   who.title = session.isAdmin ? 'You can change settings, flows and sources' : 'Only workspace owners and admins can change things here';
   document.documentElement.dataset.role = session.isAdmin ? 'admin' : 'member';
   window.addEventListener('hashchange', show);
+  const offline = document.getElementById('offline');
+  const onlineState = () => {
+    offline.hidden = navigator.onLine !== false;
+  };
+  window.addEventListener('online', onlineState);
+  window.addEventListener('offline', onlineState);
+  onlineState();
   window.addEventListener('unhandledrejection', (event) => {
     if (event.reason && event.reason.status === 401) return;
+    if (event.reason && event.reason.name === 'AbortError') return;
     notify('error', `Something went wrong: ${event.reason && event.reason.message ? event.reason.message : event.reason}`);
   });
   show();

@@ -246,20 +246,54 @@ export class ApiError extends Error {
     this.requestId = body && body.requestId;
     // The route does not exist yet (a feature still being built) rather than a missing record.
     this.notAvailable = status === 405 || (status === 404 && body && body.code === 'no_such_route');
+    /** No answer at all: the browser is offline or the server cannot be reached. */
+    this.offline = status === 0;
   }
 }
 
-/** JSON API call with the user token. 401 ends the session instead of failing each call. */
-export async function api(path, { method = 'GET', body, signal } = {}) {
+/** The error for a request that got no answer, said the way a person can act on it. */
+function unreachable() {
+  const offline = typeof navigator !== 'undefined' && navigator.onLine === false;
+  return new ApiError(0, {
+    error: offline
+      ? 'You are offline. Check your connection, then retry.'
+      : 'The Clockify Studio server could not be reached (it may be restarting, or the network dropped). Retry in a moment.',
+  });
+}
+
+/**
+ * Authenticated fetch with the user token: the raw Response, for downloads. Network failures
+ * become an ApiError with `offline` set instead of a bare "Failed to fetch".
+ */
+export async function apiFetch(path, { method = 'GET', body, signal, cache = 'no-store', accept = 'application/json' } = {}) {
   if (session.expired) throw new ApiError(401, { error: 'the session has expired' });
-  const headers = { 'X-Addon-Token': session.token, Accept: 'application/json' };
-  const init = { method, headers, signal, cache: 'no-store' };
+  const headers = { 'X-Addon-Token': session.token, Accept: accept };
+  const init = { method, headers, signal, cache };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
   }
-  const response = await fetch(path, init);
-  const text = await response.text();
+  try {
+    return await fetch(path, init);
+  } catch (error) {
+    if (error && error.name === 'AbortError') throw error;
+    throw unreachable();
+  }
+}
+
+/**
+ * JSON API call with the user token. 401 ends the session instead of failing each call.
+ * `cache: 'no-cache'` lets the browser keep a response and revalidate it by ETag.
+ */
+export async function api(path, { method = 'GET', body, signal, cache = 'no-store' } = {}) {
+  const response = await apiFetch(path, { method, body, signal, cache });
+  let text;
+  try {
+    text = await response.text();
+  } catch (error) {
+    if (error && error.name === 'AbortError') throw error;
+    throw unreachable();
+  }
   let json = null;
   try {
     json = text ? JSON.parse(text) : null;
@@ -425,16 +459,22 @@ export function notAvailable(what) {
     h('p', { class: 'muted' }, 'This server does not offer it yet. It arrives with a later version of Clockify Studio; nothing is wrong with your installation.'));
 }
 
-export function errorState(error, what) {
+/** A failed load: what failed, why in plain words, and (given `retry`) a Retry button. */
+export function errorState(error, what, retry) {
   if (error && error.notAvailable) return notAvailable(what);
-  return h('div', { class: 'notice bad', role: 'alert' },
-    h('h2', {}, `${what} could not be loaded`),
+  const offline = error && error.offline;
+  return h('div', { class: `notice ${offline ? 'warn' : 'bad'} error-state`, role: 'alert' },
+    h('h2', {}, offline ? `${what} could not be loaded: no connection` : `${what} could not be loaded`),
     h('p', {}, error && error.message ? error.message : String(error)),
-    error && error.requestId ? h('p', { class: 'muted small' }, `Request id: ${error.requestId}`) : null);
+    error && error.requestId ? h('p', { class: 'muted small' }, `Request id: ${error.requestId}`) : null,
+    retry ? h('button', { type: 'button', class: 'retry', onclick: (event) => {
+      event.currentTarget.disabled = true;
+      retry();
+    } }, 'Retry') : null);
 }
 
 export function badgeFor(status) {
-  const map = { succeeded: 'ok', ACTIVE: 'ok', done: 'ok', 'done-with-errors': 'warn', 'not-subscribed': '', registered: 'ok', manifest: 'ok', failed: 'bad', DELETED: 'bad', running: 'info', queued: 'info', pending: 'warn', INACTIVE: 'warn', skipped: '', idle: '' };
+  const map = { retry: 'info', replay: 'info', test: '', succeeded: 'ok', ACTIVE: 'ok', done: 'ok', 'done-with-errors': 'warn', 'not-subscribed': '', registered: 'ok', manifest: 'ok', failed: 'bad', DELETED: 'bad', running: 'info', queued: 'info', pending: 'warn', INACTIVE: 'warn', skipped: '', idle: '' };
   return h('span', { class: `badge ${map[status] ?? ''}` }, status ?? '—');
 }
 
@@ -458,3 +498,28 @@ export const ASSET_BASE = new URL('.', import.meta.url).pathname.replace(/\/$/, 
 
 /** Carries a prepared flow action from the explorer to the flow builder (memory only). */
 export const handoff = { action: null };
+
+/** Downloads a Blob under `name` (an object URL on a temporary link; nothing inline). */
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = h('a', { href: url, download: name, class: 'offscreen' }, name);
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/** Whether the sidebar is narrow (Clockify's sidebar is 360 to 420 px wide). */
+export function isNarrow() {
+  return window.matchMedia('(max-width: 899px)').matches;
+}
+
+/** Brings a form or panel that just opened to the top of the viewport on narrow screens. */
+export function bringToTop(el) {
+  if (el && isNarrow()) el.scrollIntoView({ block: 'start' });
+}
+
+/** The reason a flow was turned off, without repeating "disabled automatically". */
+export function disabledReasonText(reason) {
+  return String(reason || '').replace(/^(disabled|turned off) automatically:\s*/i, '');
+}

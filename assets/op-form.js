@@ -49,46 +49,62 @@ function typeOf(param) {
   return param.type || (param.schema && param.schema.type) || 'string';
 }
 
+/** How a stored parameter value shows in a text control. */
+function shown(value) {
+  if (value === undefined || value === null) return '';
+  return Array.isArray(value) ? value.join(',') : String(value);
+}
+
 /**
- * A labelled control for one parameter. `workspaceId` is filled and locked. Returns
- * `{element, control, read()}`; `read()` gives the value to send or undefined when empty.
+ * A labelled control for one parameter. Returns `{element, control, read()}`; `read()` gives
+ * the value to send, or undefined when nothing is to be sent.
+ *
+ * Only what the user set is sent: the spec's default is a placeholder, never a value, and
+ * a stored `value` comes back exactly as it was (same type) while its text is untouched.
+ * The `workspaceId` path parameter is locked: the explorer shows the user's workspace, a
+ * flow shows `{{ workspaceId }}` (the server fills it in and nothing needs sending).
  */
 export function paramField(param, { value, templates = false } = {}) {
   const type = typeOf(param);
   const locked = param.in === 'path' && param.name === 'workspaceId';
-  const initial = locked ? session.workspaceId : value !== undefined ? value : param.default;
+  const lockedText = templates ? '{{ workspaceId }}' : session.workspaceId;
+  const hasDefault = param.default !== undefined && param.default !== null;
+  const defaultNote = hasDefault ? `default: ${shown(param.default)}` : '';
   let control;
-  if (Array.isArray(param.enum) && param.enum.length && !templates) {
+  if (Array.isArray(param.enum) && param.enum.length && !templates && !locked) {
     control = h('select', { name: param.name },
-      param.required ? null : h('option', { value: '' }, '—'),
+      h('option', { value: '' }, hasDefault ? `— (${defaultNote})` : '—'),
       param.enum.map((v) => h('option', { value: String(v) }, String(v))));
-    if (initial !== undefined && initial !== null) control.value = String(initial);
-  } else if (type === 'boolean' && !templates) {
-    control = h('select', { name: param.name }, h('option', { value: '' }, '—'), h('option', { value: 'true' }, 'true'), h('option', { value: 'false' }, 'false'));
-    if (initial !== undefined && initial !== null) control.value = String(initial);
+  } else if (type === 'boolean' && !templates && !locked) {
+    control = h('select', { name: param.name },
+      h('option', { value: '' }, hasDefault ? `— (${defaultNote})` : '—'),
+      h('option', { value: 'true' }, 'true'), h('option', { value: 'false' }, 'false'));
   } else {
     const numeric = (type === 'integer' || type === 'number') && !templates;
+    const choices = templates && Array.isArray(param.enum) ? param.enum.join(' | ') : type === 'array' ? 'comma-separated' : '';
     control = h('input', {
       name: param.name,
       type: numeric ? 'number' : 'text',
       step: type === 'integer' ? '1' : 'any',
       autocomplete: 'off',
-      placeholder: templates && Array.isArray(param.enum) ? param.enum.join(' | ') : type === 'array' ? 'comma-separated' : '',
+      placeholder: [defaultNote, choices].filter(Boolean).join(' · '),
     });
-    if (initial !== undefined && initial !== null) control.value = Array.isArray(initial) ? initial.join(',') : String(initial);
   }
+  const initialText = locked && value === undefined ? lockedText : shown(value);
+  control.value = initialText;
   if (locked) {
     control.readOnly = true;
     control.setAttribute('aria-readonly', 'true');
   }
-  const label = `${param.name}${param.in === 'query' ? '' : ''}`;
-  const hint = [param.in, type, locked ? 'your workspace' : '', param.description ? param.description.slice(0, 140) : ''].filter(Boolean).join(' · ');
-  const element = field(label, control, { hint, required: param.required, problemKey: `${param.in === 'path' ? 'pathParams' : 'query'}.${param.name}` });
+  const hint = [param.in, type, locked ? (templates ? 'filled in by the server' : 'your workspace') : '', param.description ? param.description.slice(0, 140) : ''].filter(Boolean).join(' · ');
+  const element = field(param.name, control, { hint, required: param.required && !locked, problemKey: `${param.in === 'path' ? 'pathParams' : 'query'}.${param.name}` });
   return {
     param,
     element,
     control,
     read() {
+      // Untouched: exactly what was stored (nothing when nothing was).
+      if (control.value === initialText) return locked && value === undefined && templates ? undefined : value ?? (locked ? session.workspaceId : undefined);
       const raw = control.value.trim();
       if (raw === '') return undefined;
       if (templates) return raw;
@@ -98,6 +114,12 @@ export function paramField(param, { value, templates = false } = {}) {
       return raw;
     },
   };
+}
+
+/** Whether an operation's method carries a request body (GET and DELETE do not). */
+export function takesBody(op) {
+  const method = String(op.method || '').toUpperCase();
+  return !['GET', 'DELETE', 'HEAD'].includes(method) && Boolean(op.hasBody || op.requestBody);
 }
 
 /** Checks a JSON text; returns `{ok, value, error}` (empty text is no body). */

@@ -3,7 +3,7 @@
 //! The layers, top to bottom (each imports only those below it):
 //! - `server` (listener, shutdown, background tasks) and `api` (every HTTP route, the error
 //!   mapping, the add-on's OpenAPI document): the only code that speaks HTTP;
-//! - domain modules: `ingest`, `lifecycle`, `events`, `sources`, `flows`, `explorer`,
+//! - domain modules: `ingest`, `lifecycle`, `events` (with `event_summary`), `sources`, `flows`, `explorer`,
 //!   `subscriptions`, `bootstrap`, `settings`, `overview`, `retention`, `auth`;
 //! - `app` (the shared state), then `clockify` (tokens, the API client, the catalog), `store`
 //!   (the only code that names redb), `config`, `manifest`, `telemetry` and small helpers.
@@ -14,6 +14,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clockify;
 pub mod config;
+pub mod event_summary;
 pub mod events;
 pub mod explorer;
 pub mod flows;

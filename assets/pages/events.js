@@ -3,8 +3,8 @@
 // pane shows the body, redacted headers and actions (replay through flows, erase).
 
 import {
-  h, clear, api, qs, fmt, timeEl, session, notify, reportError, confirmDialog, copyButton,
-  errorState, field, debounce, badgeFor, EVENT_TYPES,
+  h, clear, api, apiFetch, qs, fmt, timeEl, session, notify, reportError, confirmDialog, copyButton,
+  errorState, field, debounce, badgeFor, EVENT_TYPES, saveBlob, bringToTop,
 } from '../lib.js';
 import { jsonView } from '../json-view.js';
 
@@ -30,6 +30,34 @@ async function probeFlows() {
     flowsAvailable = !error.notAvailable;
   }
   return flowsAvailable;
+}
+
+/**
+ * Opens the live stream of new events. EventSource cannot send headers, so this is the one
+ * place the token goes into a URL; how the stream authenticates changes here alone.
+ */
+function openEventStream(lastEventId) {
+  const params = { auth_token: session.token };
+  if (lastEventId) params.lastEventId = lastEventId;
+  return new EventSource(`/api/webhooks/stream${qs(params)}`);
+}
+
+/** What the flows an event started came to, as a badge (none when no flow ran). */
+function outcomeBadge(flows) {
+  if (!flows) return h('span', { class: 'badge outcome none', title: 'No flow ran for this event' }, 'no flow');
+  const label = { succeeded: 'flows ok', failed: 'flow failed', running: 'flows running', skipped: 'flows skipped' }[flows.outcome] || flows.outcome;
+  const cls = { succeeded: 'ok', failed: 'bad', running: 'info', skipped: '' }[flows.outcome] ?? '';
+  const counts = Object.entries(flows.counts || {}).map(([status, n]) => `${n} ${status}`).join(', ');
+  return h('span', { class: `badge outcome ${cls}`, title: `Flow runs this event started: ${counts}` }, label);
+}
+
+/**
+ * Where "this entity's history" would link for an event: the other events about the same
+ * time entry, project, user… That needs an index by entity, which the server does not keep
+ * yet; until it does this returns null and the detail shows no link (never a dead one).
+ */
+export function entityHistoryLink(event) { // eslint-disable-line no-unused-vars
+  return null;
 }
 
 function readFilters(params) {
@@ -63,7 +91,9 @@ export function mount(root, ctx) {
     loading: false,
     generation: 0,
     sources: [],
+    storedTypes: [],
     pendingNew: 0,
+    failed: false,
   };
   const controller = new AbortController();
   let stream = null;
@@ -128,7 +158,7 @@ export function mount(root, ctx) {
       h('h1', {}, 'Events'),
       h('span', { class: 'spacer' }),
       liveDot,
-      h('label', { class: 'switch' }, liveToggle, 'Live'),
+      h('label', { class: 'switch' }, liveToggle, 'Live updates'),
       liveStatus),
     h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter events', onsubmit: (e) => e.preventDefault() },
       h('div', { class: 'field' }, h('span', { class: 'hint' }, 'Type'), typeDetails),
@@ -136,13 +166,40 @@ export function mount(root, ctx) {
       field('Time', rangeSelect),
       customRange,
       h('div', { class: 'grow' }, field('Search', searchInput, {})),
-      h('button', { type: 'button', onclick: () => resetFilters() }, 'Clear filters')),
+      h('button', { type: 'button', onclick: () => resetFilters() }, 'Clear filters'),
+      h('button', { type: 'button', id: 'export-events', title: 'Every event matching these filters, one JSON object per line', onclick: (e) => exportEvents(e.currentTarget) }, 'Export NDJSON')),
     split);
+
+  /** Downloads the events of the current filter as NDJSON (newest first). */
+  async function exportEvents(button) {
+    button.disabled = true;
+    try {
+      const query = apiQuery(null).replace(/([?&])limit=\d+&?/, '$1').replace(/[?&]$/, '');
+      const response = await apiFetch(`/api/webhooks/export${query}`, { accept: 'application/x-ndjson' });
+      if (!response.ok) {
+        let message = `the server answered ${response.status}`;
+        try {
+          message = (await response.json()).error || message;
+        } catch {
+          // Not JSON: keep the status.
+        }
+        throw new Error(message);
+      }
+      const blob = await response.blob();
+      const name = (response.headers.get('content-disposition') || '').match(/filename="([^"]+)"/)?.[1] || 'events.ndjson';
+      saveBlob(blob, name);
+      notify('success', 'Export downloaded');
+    } catch (error) {
+      reportError(error, 'Exporting failed');
+    } finally {
+      button.disabled = false;
+    }
+  }
 
   // ------------------------------------------------------------ filter controls
   function renderTypeOptions() {
     const needle = typeSearch.value.trim().toUpperCase();
-    const known = [...new Set([...EVENT_TYPES, ...state.filters.event])].sort();
+    const known = [...new Set([...EVENT_TYPES, ...state.storedTypes, ...state.filters.event])].sort();
     clear(typeOptions, known.filter((t) => !needle || t.includes(needle)).map((t) => {
       const box = h('input', { type: 'checkbox', value: t, checked: state.filters.event.includes(t) });
       box.addEventListener('change', () => {
@@ -234,8 +291,10 @@ export function mount(root, ctx) {
     h('span', { class: 'type ellipsis' }, item.eventType,
       item.source && item.source !== 'clockify' ? h('span', { class: 'badge info' }, item.source) : null,
       item.duplicates ? h('span', { class: 'badge warn', title: 'Deliveries of the same event recognised as duplicates' }, `×${item.duplicates + 1}`) : null),
+    h('span', { class: item.summary ? 'summary ellipsis' : 'summary raw ellipsis' }, item.summary || item.preview),
+    h('span', { class: 'outcome-cell' }, outcomeBadge(item.flows)),
     h('span', { class: 'when' }, timeEl(item.receivedAt)),
-    h('span', { class: 'preview ellipsis' }, item.preview));
+    h('time', { class: 'abs', datetime: item.receivedAt }, fmt.dateTime(item.receivedAt)));
     return h('li', {}, button);
   }
 
@@ -244,7 +303,9 @@ export function mount(root, ctx) {
   }
 
   function updateFoot() {
-    if (state.loading) {
+    if (state.failed) {
+      clear(foot);
+    } else if (state.loading) {
       clear(foot, h('span', {}, 'Loading…'));
     } else if (!state.items.length) {
       const filtered = state.filters.event.length || state.filters.source || state.filters.range || state.filters.q;
@@ -257,12 +318,12 @@ export function mount(root, ctx) {
   }
 
   async function loadMore() {
-    if (state.loading || state.done) return;
+    if (state.loading || state.done || state.failed) return;
     state.loading = true;
     const generation = state.generation;
     const first = state.items.length === 0;
     // The first skeleton fills the screen, so the rows that replace it push nothing visible.
-    const skeletons = skeletonRows(first ? Math.ceil(window.innerHeight / 62) + 1 : 2);
+    const skeletons = skeletonRows(first ? Math.ceil(window.innerHeight / 44) + 1 : 2);
     list.append(...skeletons);
     updateFoot();
     try {
@@ -279,8 +340,13 @@ export function mount(root, ctx) {
     } catch (error) {
       if (error.name === 'AbortError' || generation !== state.generation) return;
       skeletons.forEach((s) => s.remove());
-      state.done = true;
-      clear(list, h('li', {}, errorState(error, 'Events')));
+      // Not "no events": say what failed and offer to try again from where it stopped.
+      state.failed = true;
+      list.append(h('li', { class: 'load-error' }, errorState(error, 'Events', () => {
+        list.querySelector('.load-error')?.remove();
+        state.failed = false;
+        loadMore();
+      })));
     } finally {
       if (generation === state.generation) {
         state.loading = false;
@@ -298,6 +364,7 @@ export function mount(root, ctx) {
     state.cursor = null;
     state.done = false;
     state.loading = false;
+    state.failed = false;
     state.pendingNew = 0;
     newBanner.hidden = true;
     clear(list);
@@ -310,6 +377,14 @@ export function mount(root, ctx) {
     if (footVisible) loadMore();
   }, { rootMargin: '200px' });
   observer.observe(foot);
+
+  // Esc closes the detail, wherever the focus is on the page.
+  const onKey = (event) => {
+    if (event.key !== 'Escape' || detail.hidden || document.querySelector('dialog[open]')) return;
+    if (event.target.closest && event.target.closest('details[open].multi')) return;
+    closeDetail();
+  };
+  document.addEventListener('keydown', onKey);
 
   // Arrow keys move between rows.
   list.addEventListener('keydown', (event) => {
@@ -359,12 +434,9 @@ export function mount(root, ctx) {
   function connect() {
     disconnect();
     if (!state.filters.live || session.expired) return;
-    const params = { auth_token: session.token };
-    if (lastEventId) params.lastEventId = lastEventId;
-    // EventSource cannot send headers: the one place the token goes into a URL.
-    stream = new EventSource(`/api/webhooks/stream${qs(params)}`);
+    stream = openEventStream(lastEventId);
     setLive('connecting…', false);
-    stream.addEventListener('open', () => setLive('live', true));
+    stream.addEventListener('open', () => setLive('connected', true));
     stream.addEventListener('webhook', (message) => {
       try {
         onLive(JSON.parse(message.data));
@@ -429,33 +501,46 @@ export function mount(root, ctx) {
       const hasFlows = await probeFlows();
       clear(detail, renderDetail(event, hasFlows && session.isAdmin));
       if (hasFlows) loadTriggeredRuns(event);
+      if (hasFlows && session.isAdmin) loadFlowLinks(event);
       detail.focus({ preventScroll: true });
-      if (window.matchMedia('(max-width: 899px)').matches) detail.scrollIntoView({ block: 'start' });
+      bringToTop(detail);
     } catch (error) {
       if (error.name === 'AbortError') return;
       clear(detail, h('div', { class: 'detail-head' }, h('h2', {}, 'Event'), h('button', { type: 'button', onclick: closeDetail }, 'Close')),
-        errorState(error.status === 404 ? new Error('This event no longer exists (erased or past retention).') : error, 'The event'));
+        errorState(error.status === 404 ? new Error('This event no longer exists (erased or past retention).') : error, 'The event', error.status === 404 ? null : () => select(id)));
     }
   }
 
-  /**
-   * Runs this event started. There is no runs-by-event route, so ask each flow that this
-   * event's type and source trigger for its recent runs and keep this event's.
-   */
+  /** Runs this event's arrival started (the latest retry of each). */
   async function loadTriggeredRuns(event) {
     const box = detail.querySelector('#triggered-runs');
     if (!box) return;
     try {
-      const { flows = [] } = await api('/api/flows', { signal: detailController.signal });
-      const triggered = flows.filter((f) => (f.trigger?.events || []).includes(event.eventType)
-        && (f.trigger?.source === 'clockify' ? event.source === 'clockify' : f.trigger?.source === event.sourceId));
-      const pages = await Promise.all(triggered.map((f) => api(`/api/flows/${encodeURIComponent(f.id)}/runs${qs({ limit: 50 })}`, { signal: detailController.signal })
-        .then((page) => (page.items || []).filter((r) => r.webhookId === event.id).map((r) => ({ ...r, flowName: r.flowName || f.name })))
-        .catch(() => [])));
-      const runs = pages.flat();
+      const { runs = [] } = await api(`/api/webhooks/${encodeURIComponent(event.id)}/runs`, { signal: detailController.signal });
       clear(box, h('h3', {}, 'Flow runs it started'), runs.length
-        ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowName), ' ', badgeFor(r.status), r.replay ? h('span', { class: 'small muted' }, ' replay') : null, ' ', timeEl(r.createdAt))))
-        : h('p', { class: 'small muted' }, triggered.length ? 'None among the recent runs of the flows this event triggers.' : 'No flow is triggered by this event type.'));
+        ? h('ul', {}, runs.map((r) => h('li', {}, h('a', { href: `#/flows/${encodeURIComponent(r.flowId)}?run=${encodeURIComponent(r.id)}` }, r.flowName), ' ', badgeFor(r.status), r.retry ? h('span', { class: 'small muted' }, ' retry') : null, ' ', timeEl(r.createdAt))))
+        : h('p', { class: 'small muted' }, 'No flow ran when it arrived.'));
+    } catch (error) {
+      if (error.name !== 'AbortError') clear(box);
+    }
+  }
+
+  /** "Test a flow with this event" (flows of this type) and "New flow from this event". */
+  async function loadFlowLinks(event) {
+    const box = detail.querySelector('#flow-links');
+    if (!box) return;
+    try {
+      const { flows = [] } = await api('/api/flows', { signal: detailController.signal });
+      const source = event.sourceId || 'clockify';
+      const fitting = flows.filter((f) => (f.trigger?.source || 'clockify') === source && (f.trigger?.events || []).includes(event.eventType));
+      const others = flows.filter((f) => !fitting.includes(f));
+      const picker = h('select', { 'aria-label': 'Flow to test with this event' },
+        fitting.length ? h('optgroup', { label: `Triggered by ${event.eventType}` }, fitting.map((f) => h('option', { value: f.id }, f.name))) : null,
+        others.length ? h('optgroup', { label: 'Other flows' }, others.map((f) => h('option', { value: f.id }, f.name))) : null);
+      const eventParam = `event=${encodeURIComponent(event.id)}`;
+      clear(box,
+        flows.length ? h('div', { class: 'row' }, picker, h('button', { type: 'button', onclick: () => ctx.navigate(`#/flows/${encodeURIComponent(picker.value)}?${eventParam}`) }, 'Test a flow with this event')) : null,
+        h('a', { class: 'button', href: `#/flows/new?${eventParam}` }, 'New flow from this event'));
     } catch (error) {
       if (error.name !== 'AbortError') clear(box);
     }
@@ -508,7 +593,10 @@ export function mount(root, ctx) {
         h('dt', {}, 'Received'), h('dd', {}, fmt.dateTime(event.receivedAt), ' ', h('span', { class: 'muted' }, `(${fmt.relative(event.receivedAt)})`)),
         h('dt', {}, 'Size'), h('dd', {}, fmt.bytes(event.size)),
         h('dt', {}, 'Duplicates'), h('dd', {}, event.duplicates ? `${fmt.number(event.duplicates)} later deliver${event.duplicates === 1 ? 'y was' : 'ies were'} recognised as this event` : 'none')),
+      event.summary ? h('p', { class: 'event-summary' }, event.summary) : null,
       actions.length ? h('div', { class: 'row', role: 'group', 'aria-label': 'Event actions' }, actions) : null,
+      canReplay ? h('div', { id: 'flow-links', class: 'row' }) : null,
+      entityHistoryLink(event),
       runsBox,
       h('div', { id: 'triggered-runs' }),
       h('h3', {}, 'Body'),
@@ -523,6 +611,12 @@ export function mount(root, ctx) {
 
   // ------------------------------------------------------------ start
   syncControls();
+  api('/api/webhooks/types', { signal: controller.signal })
+    .then((data) => {
+      state.storedTypes = data.types || [];
+      renderTypeOptions();
+    })
+    .catch(() => {});
   api('/api/sources', { signal: controller.signal })
     .then((data) => {
       state.sources = data.sources || [];
@@ -537,6 +631,7 @@ export function mount(root, ctx) {
     controller.abort();
     if (detailController) detailController.abort();
     observer.disconnect();
+    document.removeEventListener('keydown', onKey);
     offToken();
     disconnect();
   };

@@ -4,10 +4,40 @@
 
 import {
   h, clear, api, qs, fmt, timeEl, session, reportError, errorState, field,
-  skeletonLines, debounce, handoff,
+  skeletonLines, debounce, handoff, copyButton, bringToTop,
 } from '../lib.js';
 import { jsonView } from '../json-view.js';
-import { paramField, bodyTemplate, parseJsonText, methodBadge } from '../op-form.js';
+import { paramField, methodBadge, takesBody } from '../op-form.js';
+import { bodyEditor } from '../body-form.js';
+
+function shellQuote(text) {
+  return `'${String(text).replace(/'/g, `'\\''`)}'`;
+}
+
+/** The URL a call goes to: the workspace's API base (from the token) and the filled path. */
+export function requestUrl(op, pathParams, query) {
+  const claims = session.claims || {};
+  const base = (op.server === 'reports' ? claims.reportsUrl : claims.backendUrl) || (op.server === 'reports' ? 'https://reports.api.clockify.me' : 'https://api.clockify.me/api');
+  const path = String(op.path || '').replace(/\{([^}]+)\}/g, (whole, name) => (pathParams[name] !== undefined && pathParams[name] !== '' ? encodeURIComponent(pathParams[name]) : whole));
+  const search = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) (Array.isArray(v) ? v : [v]).forEach((item) => search.append(k, String(item)));
+  const text = search.toString();
+  return `${base.replace(/\/$/, '')}${path}${text ? `?${text}` : ''}`;
+}
+
+/** The call as a curl command (the add-on token is left as a variable: it never leaves the server). */
+export function curlCommand(op, call) {
+  const lines = [`curl -X ${String(op.method).toUpperCase()} ${shellQuote(requestUrl(op, call.pathParams, call.query))}`, `  -H "X-Addon-Token: $CLOCKIFY_TOKEN"`];
+  if (call.body !== undefined) lines.push(`  -H 'Content-Type: application/json'`, `  --data ${shellQuote(JSON.stringify(call.body))}`);
+  return lines.join(' \\\n');
+}
+
+/** "name=x · page=2" for a history row. */
+function paramSummary(request) {
+  const pairs = [...Object.entries(request.pathParams || {}).filter(([k]) => k !== 'workspaceId'), ...Object.entries(request.query || {})];
+  const text = pairs.map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : v}`).join(' · ');
+  return request.body !== undefined && request.body !== null ? `${text}${text ? ' · ' : ''}body` : text;
+}
 
 export function mount(root, ctx) {
   const controller = new AbortController();
@@ -19,9 +49,10 @@ export function mount(root, ctx) {
     h('p', { class: 'muted' }, 'Pick an operation on the left to call the Clockify API.'));
   const historyBox = h('section', { class: 'card', 'aria-label': 'Recent calls' }, h('h2', {}, 'Recent calls'), skeletonLines(4));
 
+  const split = h('div', { class: 'split has-detail explorer-split' });
   clear(root,
     h('div', { class: 'page-head' }, h('h1', {}, 'API explorer')),
-    h('div', { class: 'split has-detail' },
+    clear(split,
       h('section', { class: 'card stack', 'aria-label': 'Operation list' }, field('Search', search, { hint: 'name, path or tag' }), sideList),
       h('div', { class: 'stack' }, formBox, historyBox)));
 
@@ -58,14 +89,17 @@ export function mount(root, ctx) {
 
   async function open(operationId) {
     selected = operationId;
+    // Narrow: the chosen operation's form comes before the long list.
+    split.classList.add('op-chosen');
     saveParams();
     renderList();
     clear(formBox, h('div', { class: 'sk sk-title' }), skeletonLines(8));
     try {
-      const op = await api(`/api/operations/${encodeURIComponent(operationId)}`, { signal: controller.signal });
+      const op = await api(`/api/operations/${encodeURIComponent(operationId)}`, { signal: controller.signal, cache: 'no-cache' });
       clear(formBox, operationForm(op));
+      bringToTop(formBox);
     } catch (error) {
-      if (error.name !== 'AbortError') clear(formBox, errorState(error, 'The operation'));
+      if (error.name !== 'AbortError') clear(formBox, errorState(error, 'The operation', () => open(operationId)));
     }
   }
 
@@ -77,15 +111,16 @@ export function mount(root, ctx) {
     const canRun = !blocked && (session.isAdmin || !isWrite);
     const params = (op.parameters || []).filter((p) => p.in === 'path' || p.in === 'query');
     const fields = params.map((p) => paramField(p, { value: (p.in === 'path' ? prefill.pathParams : prefill.query)?.[p.name] }));
-    const bodyArea = op.hasBody || op.requestBody ? h('textarea', { name: 'body', spellcheck: false, rows: 12 }) : null;
-    if (bodyArea) bodyArea.value = prefill.body !== undefined ? JSON.stringify(prefill.body, null, 2) : bodyTemplate(op);
-    const bodyProblem = h('div', { class: 'problem', role: 'alert' });
+    const preview = h('code', { class: 'url-preview', id: 'url-preview' });
+    const body = takesBody(op) || prefill.body !== undefined
+      ? bodyEditor(op.requestBody?.schema, prefill.body, { label: `Body (${op.requestBody?.contentType || 'application/json'})`, required: Boolean(op.requestBody?.required), onChange: () => updatePreview() })
+      : null;
     const asAddon = h('input', { type: 'radio', name: 'as', value: 'addon', checked: true });
     const asUser = h('input', { type: 'radio', name: 'as', value: 'user' });
     const result = h('div', { 'aria-live': 'polite' });
     const problems = h('div', { class: 'problem', role: 'alert' });
 
-    function collect() {
+    function params_() {
       const pathParams = {};
       const query = {};
       for (const f of fields) {
@@ -93,27 +128,31 @@ export function mount(root, ctx) {
         if (value === undefined) continue;
         (f.param.in === 'path' ? pathParams : query)[f.param.name] = value;
       }
-      let body;
-      if (bodyArea) {
-        const parsed = parseJsonText(bodyArea.value);
-        if (!parsed.ok) {
-          bodyProblem.textContent = `The body is not valid JSON: ${parsed.error}`;
-          bodyArea.setAttribute('aria-invalid', 'true');
-          return null;
-        }
-        bodyProblem.textContent = '';
-        bodyArea.removeAttribute('aria-invalid');
-        body = parsed.value;
-      }
-      return { operationId: op.operationId, pathParams, query, body };
+      return { pathParams, query };
     }
 
-    const form = h('form', { class: 'stack', onsubmit: async (event) => {
+    function collect() {
+      const { pathParams, query } = params_();
+      let value;
+      if (body) {
+        const parsed = body.read();
+        if (!parsed.ok) return null;
+        value = parsed.value;
+      }
+      return { operationId: op.operationId, pathParams, query, body: value };
+    }
+
+    function updatePreview() {
+      const { pathParams, query } = params_();
+      preview.textContent = `${String(op.method).toUpperCase()} ${requestUrl(op, pathParams, query)}`;
+    }
+
+    const form = h('form', { class: 'stack op-form', onsubmit: async (event) => {
       event.preventDefault();
       if (!form.reportValidity()) return;
       const call = collect();
       if (!call) {
-        bodyArea.focus();
+        body.raw.focus();
         return;
       }
       problems.textContent = '';
@@ -138,22 +177,35 @@ export function mount(root, ctx) {
     } },
     h('div', { class: 'row' }, methodBadge(op.method), h('code', { class: 'ellipsis' }, op.path)),
     h('h2', {}, op.summary || op.operationId),
-    op.description ? h('p', { class: 'muted small' }, op.description.slice(0, 600)) : null,
-    fields.length ? h('div', { class: 'form-grid' }, fields.map((f) => f.element)) : h('p', { class: 'muted' }, 'No parameters.'),
-    bodyArea ? h('div', {}, field(`Body (${op.requestBody?.contentType || 'application/json'})`, bodyArea, { required: op.requestBody?.required, hint: 'JSON; checked before sending' }), bodyProblem) : null,
-    canRun ? h('fieldset', { class: 'row' }, h('legend', { class: 'small muted' }, 'Run as'),
-      h('label', { class: 'inline-label' }, asAddon, 'the add-on'),
-      h('label', { class: 'inline-label' }, asUser, 'me')) : null,
+    op.description ? (op.description.length > 200
+      ? h('details', { class: 'small muted' }, h('summary', {}, op.description.slice(0, 160), '…'), h('p', {}, op.description.slice(0, 1200)))
+      : h('p', { class: 'muted small' }, op.description)) : null,
+    // Run first, so it is on screen without scrolling; the form follows.
+    h('div', { class: 'run-bar stack' },
+      h('div', { class: 'row' },
+        canRun ? h('button', { type: 'submit', class: 'primary' }, 'Run') : h('p', { class: 'muted small' }, blocked || 'This operation changes data: only workspace owners and admins can run it.'),
+        canRun ? h('fieldset', { class: 'row' }, h('legend', { class: 'small muted' }, 'Run as'),
+          h('label', { class: 'inline-label' }, asAddon, 'the add-on'),
+          h('label', { class: 'inline-label' }, asUser, 'me')) : null,
+        h('span', { class: 'spacer' }),
+        copyButton(() => {
+          const call = collect();
+          return call ? curlCommand(op, call) : '';
+        }, 'Copy as curl', 'curl command copied (set CLOCKIFY_TOKEN first)'),
+        session.isAdmin ? h('button', { type: 'button', class: 'small', onclick: () => {
+          const call = collect();
+          if (!call) return;
+          handoff.action = { name: op.operationId, operationId: op.operationId, pathParams: call.pathParams, query: call.query, body: call.body };
+          ctx.navigate('#/flows/new');
+        } }, 'Turn into a flow action') : null),
+      preview),
     problems,
-    h('div', { class: 'row' },
-      canRun ? h('button', { type: 'submit', class: 'primary' }, 'Run') : h('p', { class: 'muted small' }, blocked || 'This operation changes data: only workspace owners and admins can run it.'),
-      session.isAdmin ? h('button', { type: 'button', onclick: () => {
-        const call = collect();
-        if (!call) return;
-        handoff.action = { name: op.operationId, operationId: op.operationId, pathParams: call.pathParams, query: call.query, body: call.body };
-        ctx.navigate('#/flows/new');
-      } }, 'Turn into a flow action') : null),
+    fields.length ? h('div', { class: 'form-grid' }, fields.map((f) => f.element)) : h('p', { class: 'muted' }, 'No parameters.'),
+    body ? body.element : null,
     result);
+    form.addEventListener('input', updatePreview);
+    form.addEventListener('change', updatePreview);
+    updatePreview();
     return form;
   }
 
@@ -181,17 +233,18 @@ export function mount(root, ctx) {
           saveParams();
           renderList();
           try {
-            const op = await api(`/api/operations/${encodeURIComponent(item.operationId)}`);
+            const op = await api(`/api/operations/${encodeURIComponent(item.operationId)}`, { cache: 'no-cache' });
             clear(formBox, operationForm(op, item.request || {}));
+            bringToTop(formBox);
           } catch (error) {
             reportError(error, 'Opening the call failed');
           }
         },
-      }, methodBadge(item.method), h('span', { class: 'ellipsis' }, item.operationId),
+      }, methodBadge(item.method), h('span', { class: 'history-text' }, h('span', { class: 'ellipsis' }, item.operationId), item.request && paramSummary(item.request) ? h('span', { class: 'small muted ellipsis' }, paramSummary(item.request)) : null),
       h('span', { class: `badge ${item.status && item.status < 300 ? 'ok' : 'bad'}`, title: item.error || '' }, item.status ? String(item.status) : 'error'),
       h('span', { class: 'small muted' }, timeEl(item.at)))))) : h('p', { class: 'muted' }, 'No calls yet.'));
     } catch (error) {
-      if (error.name !== 'AbortError') clear(historyBox, h('h2', {}, 'Recent calls'), errorState(error, 'Recent calls'));
+      if (error.name !== 'AbortError') clear(historyBox, h('h2', {}, 'Recent calls'), errorState(error, 'Recent calls', loadHistory));
     }
   }
 
@@ -200,7 +253,7 @@ export function mount(root, ctx) {
     renderList();
   }, 150));
 
-  api('/api/operations', { signal: controller.signal })
+  const start = () => api('/api/operations', { signal: controller.signal, cache: 'no-cache' })
     .then((data) => {
       operations = data.operations || [];
       renderList();
@@ -209,7 +262,11 @@ export function mount(root, ctx) {
     })
     .catch((error) => {
       if (error.name === 'AbortError') return;
-      clear(root, h('div', { class: 'page-head' }, h('h1', {}, 'API explorer')), errorState(error, 'The API explorer'));
+      clear(sideList, errorState(error, 'The operation list', () => {
+        clear(sideList, skeletonLines(12));
+        start();
+      }));
     });
+  start();
   return () => controller.abort();
 }

@@ -5,10 +5,10 @@
 
 import {
   h, clear, api, qs, fmt, timeEl, session, notify, reportError, confirmDialog, errorState,
-  field, skeletonLines, badgeFor, EVENT_TYPES, ASSET_BASE, handoff, uid,
+  field, skeletonLines, badgeFor, EVENT_TYPES, ASSET_BASE, handoff, uid, disabledReasonText, bringToTop,
 } from '../lib.js';
 import { jsonView, leafPaths } from '../json-view.js';
-import { paramField, bodyTemplate, parseJsonText, methodBadge, schemaSkeleton } from '../op-form.js';
+import { paramField, bodyTemplate, parseJsonText, methodBadge, schemaSkeleton, takesBody } from '../op-form.js';
 
 const OPS = [
   ['eq', 'equals'], ['ne', 'does not equal'], ['contains', 'contains'], ['not_contains', 'does not contain'],
@@ -37,16 +37,25 @@ function flowList(root, ctx, signal) {
       session.isAdmin ? h('a', { class: 'button primary', href: '#/flows/new' }, 'New flow') : null),
     h('p', { class: 'muted' }, 'A flow watches for an event, checks conditions, and then calls the Clockify API for you.'),
     box);
-  api('/api/flows', { signal }).then((data) => {
+  let sourceNames = new Map();
+  const load = () => Promise.all([api('/api/flows', { signal }), api('/api/sources', { signal }).catch(() => ({ sources: [] }))]).then(([data, sources]) => {
+    sourceNames = new Map((sources.sources || []).map((s) => [s.id, s.name]));
     const flows = data.flows || [];
     if (!flows.length) {
       clear(box, h('p', { class: 'muted' }, 'No flows yet.', session.isAdmin ? ' Create one, or turn an API explorer call into a flow action.' : ''));
       return;
     }
-    clear(box, flows.map((flow) => flowCard(flow)));
+    clear(box, h('p', { class: 'small' }, h('a', { href: '#/runs' }, 'All runs of every flow')), flows.map((flow) => flowCard(flow)));
   }).catch((error) => {
-    if (error.name !== 'AbortError') clear(box, errorState(error, 'Flows'));
+    if (error.name !== 'AbortError') clear(box, errorState(error, 'Flows', load));
   });
+  load();
+
+  /** A trigger's source by name: Clockify, or the custom source's name (not its id). */
+  function sourceLabel(id) {
+    if (!id || id === 'clockify') return 'Clockify';
+    return sourceNames.has(id) ? `the source “${sourceNames.get(id)}”` : 'a deleted custom source';
+  }
 
   function flowCard(flow) {
     const toggle = h('input', { type: 'checkbox', role: 'switch', checked: flow.enabled, disabled: !session.isAdmin, 'aria-label': `Enable ${flow.name}` });
@@ -68,8 +77,8 @@ function flowList(root, ctx, signal) {
         h('h2', { class: 'ellipsis' }, h('a', { href: `#/flows/${encodeURIComponent(flow.id)}` }, flow.name)),
         h('span', { class: 'spacer' }),
         session.isAdmin ? h('label', { class: 'switch' }, toggle, 'Enabled') : h('span', { class: `badge ${flow.enabled ? 'ok' : ''}` }, flow.enabled ? 'enabled' : 'disabled')),
-      h('p', { class: 'small muted' }, `When ${(flow.trigger?.events || []).join(', ') || 'any event'} arrives from ${flow.trigger?.source || 'clockify'}`),
-      flow.disabledReason ? h('p', { class: 'problem' }, `Turned off automatically: ${flow.disabledReason}`) : null,
+      h('p', { class: 'small muted' }, `When ${(flow.trigger?.events || []).join(', ') || 'any event'} arrives from ${sourceLabel(flow.trigger?.source)}`),
+      flow.disabledReason ? h('p', { class: 'problem' }, `Turned off automatically: ${disabledReasonText(flow.disabledReason)}`) : null,
       h('div', { class: 'row small' },
         'Last run: ', last ? [badgeFor(last.status), timeEl(last.createdAt)] : h('span', { class: 'muted' }, 'never'),
         h('span', { class: 'spacer' }),
@@ -128,22 +137,44 @@ function builder(root, ctx, flowId, signal) {
     body);
 
   // A new flow still needs the flows API to exist: probe it so a missing one says so.
-  const load = flowId ? api(`/api/flows/${encodeURIComponent(flowId)}`, { signal }) : api('/api/flows', { signal }).then(() => null);
-  Promise.all([load, api('/api/sources', { signal }).catch(() => ({ sources: [] })), api('/api/operations', { signal }).catch((e) => (e.notAvailable ? { unavailable: true } : { operations: [] }))])
-    .then(([loaded, sources, ops]) => {
-      operations = ops.unavailable ? false : ops.operations || [];
-      if (loaded) flow = { ...emptyFlow(), ...loaded };
-      if (!flowId && handoff.action) {
-        flow.actions.push(handoff.action);
-        handoff.action = null;
-      }
-      render(sources.sources || []);
-    })
-    .catch((error) => {
-      if (error.name !== 'AbortError') clear(body, errorState(error, 'Flows'));
-    });
+  // An event this page was opened with (from the event's detail): tested, or a new flow's model.
+  const eventId = ctx.params.get('event') || '';
+  let fromEvent = null;
+  const start = () => {
+    const load = flowId ? api(`/api/flows/${encodeURIComponent(flowId)}`, { signal }) : api('/api/flows', { signal }).then(() => null);
+    const event = eventId ? api(`/api/webhooks/${encodeURIComponent(eventId)}`, { signal }).catch(() => null) : null;
+    Promise.all([load, api('/api/sources', { signal }).catch(() => ({ sources: [] })), api('/api/operations', { signal, cache: 'no-cache' }).catch((e) => (e.notAvailable ? { unavailable: true } : { operations: [] })), event])
+      .then(([loaded, sources, ops, stored]) => {
+        operations = ops.unavailable ? false : ops.operations || [];
+        if (loaded) flow = { ...emptyFlow(), ...loaded };
+        fromEvent = stored;
+        if (!flowId && fromEvent) {
+          flow.trigger = { source: fromEvent.sourceId || 'clockify', events: [fromEvent.eventType] };
+        }
+        if (!flowId && handoff.action) {
+          flow.actions.push(handoff.action);
+          handoff.action = null;
+        }
+        render(sources.sources || []);
+      })
+      .catch((error) => {
+        if (error.name !== 'AbortError') clear(body, errorState(error, 'Flows', start));
+      });
+  };
+  start();
 
   function render(sources) {
+    // Save stays off until the definition differs from the stored one (see `changed`).
+    let baseline = null;
+    const saveButton = h('button', { type: 'submit', class: 'primary', id: 'save-flow', disabled: Boolean(flowId) }, 'Save');
+    const saveNote = h('span', { class: 'small muted', 'aria-live': 'polite' });
+    const draftText = () => JSON.stringify(collect().flow);
+    function changed() {
+      if (!flowId || baseline === null) return;
+      const dirty = draftText() !== baseline;
+      saveButton.disabled = !dirty;
+      saveNote.textContent = dirty ? 'Unsaved changes' : 'No changes to save';
+    }
     const nameInput = h('input', { type: 'text', value: flow.name || '', maxLength: 120, placeholder: 'e.g. Tag new time entries', disabled: readOnly });
     const sourceSelect = h('select', { disabled: readOnly },
       h('option', { value: 'clockify' }, 'Clockify'),
@@ -196,7 +227,11 @@ function builder(root, ctx, flowId, signal) {
       }
       let sample = null;
       let from = '';
-      try {
+      if (fromEvent && fromEvent.eventType === type && fromEvent.body && typeof fromEvent.body === 'object') {
+        sample = fromEvent.body;
+        from = 'the event this flow was started from';
+      }
+      if (sample === null) try {
         const page = await api(`/api/webhooks${qs({ event: type, limit: 1 })}`, { signal });
         if (page.items && page.items[0]) {
           sample = (await api(`/api/webhooks/${encodeURIComponent(page.items[0].id)}`, { signal })).body;
@@ -244,7 +279,8 @@ function builder(root, ctx, flowId, signal) {
       };
       op.addEventListener('change', syncValue);
       syncValue();
-      const entry = { path, op, value };
+      // The stored value comes back as it was (its type too) while its text is untouched.
+      const entry = { path, op, value, original: rule, shown: String(shown) };
       const remove = readOnly ? h('span') : h('button', { type: 'button', class: 'small', 'aria-label': `Remove condition ${index + 1}`, onclick: () => {
         rules.splice(rules.indexOf(entry), 1);
         line.remove();
@@ -344,6 +380,7 @@ function builder(root, ctx, flowId, signal) {
 
       async function chooseOperation(operationId, keepValues = false) {
         if (!operationId) return;
+        if (!keepValues) entry.action = { ...entry.action, pathParams: {}, query: {}, body: undefined };
         opSearch.value = operationId;
         if (!entry.nameInput.value.trim()) entry.nameInput.value = operationId;
         if (operations === false) {
@@ -353,8 +390,9 @@ function builder(root, ctx, flowId, signal) {
         }
         clear(opBox, skeletonLines(3));
         try {
-          entry.op = await api(`/api/operations/${encodeURIComponent(operationId)}`, { signal });
+          entry.op = await api(`/api/operations/${encodeURIComponent(operationId)}`, { signal, cache: 'no-cache' });
           renderOp(keepValues);
+          changed();
         } catch (error) {
           if (error.name !== 'AbortError') clear(opBox, errorState(error, 'The operation'));
         }
@@ -376,11 +414,14 @@ function builder(root, ctx, flowId, signal) {
           return f;
         });
         entry.bodyArea = null;
+        entry.bodyShown = undefined;
         let bodyField = null;
-        if (op.hasBody || op.requestBody || (keepValues && action.body !== undefined)) {
+        // GET and DELETE send no body: no editor for one.
+        if (op.method ? takesBody(op) : keepValues && action.body !== undefined) {
           const bodyId = uid('body');
           entry.bodyArea = h('textarea', { id: bodyId, rows: 10, spellcheck: false, disabled: readOnly });
           entry.bodyArea.value = keepValues && action.body !== undefined ? JSON.stringify(action.body, null, 2) : bodyTemplate(op);
+          entry.bodyShown = entry.bodyArea.value;
           bodyField = h('div', { class: 'field', dataset: { problemKey: `actions[${index()}].body` } },
             h('label', { for: bodyId }, 'Body (JSON; templates go inside strings)'),
             withInsert(entry.bodyArea, index));
@@ -409,8 +450,10 @@ function builder(root, ctx, flowId, signal) {
         opBox);
       actions.push(entry);
       actionsBox.append(card);
-      if (action.operationId) chooseOperation(action.operationId, true);
+      if (action.operationId) loading.push(chooseOperation(action.operationId, true));
+      changed();
     }
+    const loading = [];
     (flow.actions || []).forEach((a) => addAction(a));
 
     // -------- retry
@@ -422,25 +465,38 @@ function builder(root, ctx, flowId, signal) {
       const problems = [];
       const out = {
         name: nameInput.value.trim(),
-        enabled: flow.enabled ?? false,
         trigger: { source: sourceSelect.value, events: [...chosen] },
         conditions: {
           mode: modeSelect.value,
           rules: rules.map((r) => {
             const path = toJsonPath(r.path.value);
             const sample = sampleFields.find((f) => toJsonPath(f.path) === path)?.sample;
-            return { path, op: r.op.value, value: typedValue(r.op.value, r.value.value, sample) };
+            const untouched = r.original.op === r.op.value && r.value.value === r.shown && 'value' in r.original && r.original.path;
+            return { path, op: r.op.value, value: untouched ? r.original.value : typedValue(r.op.value, r.value.value, sample) };
           }),
         },
         actions: actions.map((a, i) => {
-          const pathParams = {};
-          const query = {};
-          for (const f of a.fields) {
-            const v = f.read();
-            if (v !== undefined) (f.param.in === 'path' ? pathParams : query)[f.param.name] = v;
-          }
-          let body;
-          if (a.bodyArea) {
+          const sameOp = (a.op?.operationId || a.action.operationId) === a.action.operationId;
+          // Parameters this form has no field for (not in the spec) stay as they were.
+          // Stored order first (a save must not reorder what it did not change), then new ones.
+          const gather = (stored, where) => {
+            const fields = new Map(a.fields.filter((f) => (f.param.in === 'path') === (where === 'path')).map((f) => [f.param.name, f]));
+            const out = {};
+            for (const [k, v] of Object.entries(sameOp ? stored || {} : {})) {
+              const value = fields.has(k) ? fields.get(k).read() : v;
+              if (value !== undefined) out[k] = value;
+            }
+            for (const [k, f] of fields) {
+              if (k in out) continue;
+              const value = f.read();
+              if (value !== undefined) out[k] = value;
+            }
+            return out;
+          };
+          const pathParams = gather(a.action.pathParams, 'path');
+          const query = gather(a.action.query, 'query');
+          let body = sameOp ? a.action.body : undefined;
+          if (a.bodyArea && a.bodyArea.value !== a.bodyShown) {
             const parsed = parseJsonText(a.bodyArea.value);
             if (!parsed.ok) problems.push(`actions[${i}].body: not valid JSON (${parsed.error})`);
             else body = parsed.value;
@@ -451,6 +507,8 @@ function builder(root, ctx, flowId, signal) {
         }),
         retry: { maxAttempts: Number(attempts.value) || 1, backoffMs: Number(backoff.value) || 0 },
       };
+      // A new flow starts disabled; an update leaves the enable switch to its own button.
+      if (!flowId) out.enabled = false;
       return { flow: out, problems };
     }
 
@@ -490,6 +548,8 @@ function builder(root, ctx, flowId, signal) {
         showProblems([]);
         notify('success', `Flow “${saved.name || draft.name}” saved`);
         flow = { ...flow, ...saved };
+        baseline = JSON.stringify(draft);
+        changed();
         if (!flowId && saved.id) {
           ctx.navigate(`#/flows/${encodeURIComponent(saved.id)}`);
         }
@@ -514,8 +574,8 @@ function builder(root, ctx, flowId, signal) {
     });
 
     // The server's validation is the authority; its problems are shown beside the fields.
-    const form = h('form', { class: 'stack', 'aria-label': 'Flow', noValidate: true, onsubmit: (e) => { e.preventDefault(); save(); } },
-      flow.disabledReason ? h('div', { class: 'notice warn' }, h('h2', {}, 'This flow was turned off automatically'), h('p', {}, flow.disabledReason)) : null,
+    const form = h('form', { class: 'stack', 'aria-label': 'Flow', noValidate: true, onsubmit: (e) => { e.preventDefault(); if (!saveButton.disabled) save(); } },
+      flow.disabledReason ? h('div', { class: 'notice warn' }, h('h2', {}, 'This flow was turned off automatically'), h('p', {}, disabledReasonText(flow.disabledReason))) : null,
       generalProblems,
       h('section', { class: 'card' },
         h('div', { class: 'form-grid' }, field('Name', nameInput, { required: true, problemKey: 'name' })),
@@ -532,8 +592,8 @@ function builder(root, ctx, flowId, signal) {
         actionsBox,
         readOnly ? null : h('button', { type: 'button', onclick: () => addAction() }, 'Add action'),
         h('div', { class: 'form-grid' }, field('Attempts per action', attempts, { problemKey: 'retry.maxAttempts' }), field('Wait between attempts (ms)', backoff, { problemKey: 'retry.backoffMs' }))),
-      readOnly ? h('p', { class: 'muted' }, 'Only workspace owners and admins can change flows.') : h('div', { class: 'row' },
-        h('button', { type: 'submit', class: 'primary' }, 'Save'),
+      readOnly ? h('p', { class: 'muted' }, 'Only workspace owners and admins can change flows.') : h('div', { class: 'row save-bar' },
+        saveButton, saveNote,
         flowId ? h('button', { type: 'button', class: 'danger', onclick: async () => {
           const ok = await confirmDialog({ title: 'Delete this flow?', message: 'Its run history goes with it.', confirmLabel: 'Delete', danger: true });
           if (!ok) return;
@@ -547,45 +607,130 @@ function builder(root, ctx, flowId, signal) {
         } }, 'Delete') : null));
 
     const history = flowId ? runHistory(flowId, ctx) : null;
-    clear(body, fieldsList, form,
-      flowId && !readOnly ? dryRun(flowId, () => [...chosen], save, () => history && history.reload()) : null,
-      history);
+    const tester = readOnly ? null : dryRun(flowId, () => [...chosen], () => collect(), showProblems, () => history && history.reload());
+    // The flow's runs first: what people open a flow page for.
+    clear(body, history, fieldsList, form, tester);
+    form.addEventListener('input', changed);
+    form.addEventListener('change', changed);
+    form.addEventListener('click', () => setTimeout(changed));
     renderEvents();
     loadSample();
+    Promise.all(loading).then(() => {
+      baseline = draftText();
+      changed();
+    });
+    if (eventId && tester) bringToTop(tester);
   }
 
   // ---------------------------------------------------------------- dry run
-  function dryRun(id, eventTypes, save, onRun) {
-    const select = h('select', {}, h('option', { value: '' }, 'Loading stored events…'));
+  /**
+   * Tries the editor's current definition (saved or not, never stored by trying) against a
+   * stored event: recent events of the trigger's types, each said in one line with whether
+   * it would run the flow, or any event id pasted in.
+   */
+  function dryRun(id, eventTypes, draft, showProblems, onRun) {
+    const testPath = id ? `/api/flows/${encodeURIComponent(id)}/test` : '/api/flows/test';
+    const listBox = h('div', { class: 'candidates', role: 'radiogroup', 'aria-label': 'Stored events to try' }, h('p', { class: 'small muted' }, 'Loading stored events…'));
+    const pasted = h('input', { type: 'text', placeholder: 'or paste an event id', 'aria-label': 'Event id', autocomplete: 'off', class: 'mono', value: ctx.params.get('event') || '' });
     const execute = h('input', { type: 'checkbox' });
     const out = h('div', { 'aria-live': 'polite' });
-    const refresh = async () => {
+    const name = uid('candidate');
+    let candidates = [];
+
+    function chosen() {
+      const typed = pasted.value.trim();
+      if (typed) return typed;
+      return listBox.querySelector('input[type=radio]:checked')?.value || '';
+    }
+
+    function definition() {
+      const { flow: current, problems } = draft();
+      if (problems.length) {
+        showProblems(problems);
+        return null;
+      }
+      return current;
+    }
+
+    async function markMatches({ quiet = false } = {}) {
+      // Unasked, a draft that cannot be valid yet (no name or no action) is not sent.
+      if (quiet) {
+        const { flow: sketch, problems } = draft();
+        if (problems.length || !sketch.name || !sketch.actions.length) return;
+      }
+      const current = definition();
+      if (!current || !candidates.length) return;
       try {
-        const page = await api(`/api/webhooks${qs({ event: eventTypes(), limit: 20 })}`, { signal });
-        clear(select, page.items.length ? page.items.map((e) => h('option', { value: e.id }, `${e.eventType} · ${fmt.dateTime(e.receivedAt)}`)) : h('option', { value: '' }, 'No stored event of these types yet'));
-      } catch {
-        clear(select, h('option', { value: '' }, 'Events could not be loaded'));
+        const result = await api('/api/flows/candidates', { method: 'POST', body: { flow: current, webhookIds: candidates.map((c) => c.id) }, signal });
+        for (const c of result.candidates || []) {
+          const badge = listBox.querySelector(`[data-match-for="${CSS.escape(c.webhookId)}"]`);
+          if (!badge) continue;
+          badge.className = `badge ${c.matched ? 'ok' : 'warn'}`;
+          badge.textContent = c.matched ? 'would run' : !c.triggerMatched ? 'other event type' : 'conditions fail';
+        }
+      } catch (error) {
+        // The definition has problems: the dry run button shows them.
+        for (const badge of listBox.querySelectorAll('[data-match-for]')) badge.textContent = '';
+      }
+    }
+
+    const refresh = async () => {
+      const types = eventTypes();
+      if (!types.length) {
+        clear(listBox, h('p', { class: 'small muted' }, 'Choose an event type above to list stored events.'));
+        candidates = [];
+        return;
+      }
+      try {
+        const page = await api(`/api/webhooks${qs({ event: types, limit: 20 })}`, { signal });
+        candidates = page.items || [];
+        const wanted = ctx.params.get('event');
+        clear(listBox, candidates.length ? candidates.map((e, i) => h('label', { class: 'candidate' },
+          h('input', { type: 'radio', name, value: e.id, checked: wanted ? e.id === wanted : i === 0 }),
+          h('span', { class: 'candidate-text' },
+            h('span', { class: 'ellipsis' }, e.summary || e.preview || e.eventType),
+            h('span', { class: 'small muted ellipsis' }, `${e.eventType} · ${fmt.dateTime(e.receivedAt)} · ${e.id}`)),
+          h('span', { class: 'badge', dataset: { matchFor: e.id } }, '…'))) : h('p', { class: 'small muted' }, 'No stored event of these types yet: paste an event id, or wait for one to arrive.'));
+        markMatches({ quiet: true });
+      } catch (error) {
+        if (error.name !== 'AbortError') clear(listBox, errorState(error, 'Stored events', refresh));
       }
     };
     refresh();
-    return h('section', { class: 'card stack', 'aria-label': 'Dry run' },
+
+    return h('section', { class: 'card stack', 'aria-label': 'Dry run', id: 'dry-run' },
       h('h2', {}, 'Dry run against a stored event'),
-      h('p', { class: 'small muted' }, 'Shows which conditions pass and the requests the actions would send. Nothing is called unless you ask for a real run.'),
-      h('div', { class: 'row' }, field('Event', select), h('button', { type: 'button', onclick: refresh }, 'Reload list'),
-        h('label', { class: 'inline-label' }, execute, 'Run the actions for real (calls Clockify)'),
-        h('button', { type: 'button', class: 'primary', onclick: async () => {
-          if (!select.value) return;
-          if (!(await save())) return;
+      h('p', { class: 'small muted' }, 'Tries the flow as it is in the editor now, saved or not: which conditions pass and the requests the actions would send. Nothing is saved, and nothing is called unless you ask for a real run.'),
+      h('div', { class: 'row' }, h('button', { type: 'button', class: 'small', onclick: refresh }, 'Reload events'), h('button', { type: 'button', class: 'small', onclick: () => markMatches() }, 'Check which would run')),
+      listBox,
+      pasted,
+      h('div', { class: 'row' },
+        id ? h('label', { class: 'inline-label' }, execute, 'Run the actions for real (calls Clockify)') : null,
+        h('button', { type: 'button', class: 'primary', id: 'run-dry-run', onclick: async () => {
+          const webhookId = chosen();
+          if (!webhookId) {
+            pasted.focus();
+            return;
+          }
+          const current = definition();
+          if (!current) return;
           clear(out, skeletonLines(4));
           try {
-            const body = execute.checked ? { webhookId: select.value, execute: true } : { webhookId: select.value };
-            const result = await api(`/api/flows/${encodeURIComponent(id)}/test`, { method: 'POST', body });
+            const body = { flow: current, webhookId };
+            if (id && execute.checked) body.execute = true;
+            const result = await api(testPath, { method: 'POST', body });
+            showProblems([]);
             clear(out, testResult(result));
             if (result.run) onRun();
           } catch (error) {
-            clear(out, errorState(error, 'The dry run'));
+            if (error.problems && error.problems.length) {
+              showProblems(error.problems);
+              clear(out);
+            } else {
+              clear(out, errorState(error, 'The dry run'));
+            }
           }
-        } }, 'Save and dry run')),
+        } }, 'Dry run')),
       out);
   }
 
@@ -619,7 +764,7 @@ function builder(root, ctx, flowId, signal) {
 
   // ---------------------------------------------------------------- run history
   function runHistory(id, routeCtx) {
-    const box = h('section', { class: 'card stack', 'aria-label': 'Run history' }, h('h2', {}, 'Run history'), skeletonLines(3));
+    const box = h('section', { class: 'card stack', 'aria-label': 'Run history' }, h('h2', {}, 'Recent runs'), skeletonLines(3));
     const detail = h('div', { 'aria-live': 'polite' });
     const showRun = async (runId) => {
       clear(detail, skeletonLines(4));
@@ -629,15 +774,16 @@ function builder(root, ctx, flowId, signal) {
         if (error.name !== 'AbortError') clear(detail, errorState(error, 'The run'));
       }
     };
-    const load = () => api(`/api/flows/${encodeURIComponent(id)}/runs${qs({ limit: 25 })}`, { signal }).then((data) => {
+    const load = () => api(`/api/flows/${encodeURIComponent(id)}/runs${qs({ limit: 5 })}`, { signal }).then((data) => {
       const items = data.items || [];
-      const why = (r) => r.error || [r.eventType, r.replay ? 'replay' : r.test ? 'test run' : ''].filter(Boolean).join(' · ') || 'event';
-      clear(box, h('h2', {}, 'Run history'), items.length ? h('ul', { class: 'list' }, items.map((r) => h('li', {}, h('button', { type: 'button', class: 'op-link', onclick: () => showRun(r.id) },
-        badgeFor(r.status), h('span', { class: 'ellipsis' }, why(r)), h('span', { class: 'small muted' }, timeEl(r.createdAt)))))) : h('p', { class: 'muted' }, 'No runs yet.'), detail);
+      const why = (r) => r.error || [r.eventType, r.replay ? 'replay' : r.test ? 'test run' : r.retry ? 'retry' : ''].filter(Boolean).join(' · ') || 'event';
+      clear(box, h('div', { class: 'row' }, h('h2', {}, 'Recent runs'), h('span', { class: 'spacer' }), h('a', { href: `#/runs?flow=${encodeURIComponent(id)}` }, 'All runs of this flow')),
+        items.length ? h('ul', { class: 'list' }, items.map((r) => h('li', {}, h('button', { type: 'button', class: 'op-link', onclick: () => showRun(r.id) },
+          badgeFor(r.status), h('span', { class: 'ellipsis' }, why(r)), h('span', { class: 'small muted' }, timeEl(r.createdAt)))))) : h('p', { class: 'muted' }, 'No runs yet.'), detail);
       const wanted = routeCtx.params.get('run');
       if (wanted) showRun(wanted);
     }).catch((error) => {
-      if (error.name !== 'AbortError') clear(box, h('h2', {}, 'Run history'), errorState(error, 'Run history'));
+      if (error.name !== 'AbortError') clear(box, h('h2', {}, 'Recent runs'), errorState(error, 'Run history', load));
     });
     load();
     box.reload = load;

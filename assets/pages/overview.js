@@ -101,13 +101,16 @@ function render(data) {
 
 export function mount(root) {
   const controller = new AbortController();
-  clear(root, skeleton());
-  api('/api/overview', { signal: controller.signal })
-    .then((data) => clear(root, render(data)))
-    .catch((error) => {
-      if (error.name === 'AbortError') return;
-      clear(root, h('div', { class: 'page-head' }, h('h1', {}, 'Overview')), errorState(error, 'The overview'));
-    })
-    .finally(() => performance.mark('overview-rendered'));
+  const load = () => {
+    clear(root, skeleton());
+    api('/api/overview', { signal: controller.signal })
+      .then((data) => clear(root, render(data)))
+      .catch((error) => {
+        if (error.name === 'AbortError') return;
+        clear(root, h('div', { class: 'page-head' }, h('h1', {}, 'Overview')), errorState(error, 'The overview', load));
+      })
+      .finally(() => performance.mark('overview-rendered'));
+  };
+  load();
   return () => controller.abort();
 }

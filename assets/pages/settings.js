@@ -18,6 +18,13 @@ const LABELS = {
   bootstrap_heavy_endpoints: ['Include reports in the initial fetch', 'Slow; counts against the rate limit.'],
   subscribed_events: ['Subscribed events', 'Event types Clockify Studio records and can run flows on.'],
 };
+/** Settings shown together, in this order; ids not listed go to "Other". */
+const GROUPS = [
+  ['Retention', ['webhook_retention_days', 'flow_run_retention_days']],
+  ['Clockify API', ['max_rps']],
+  ['Initial fetch of workspace entities', ['bootstrap_on_install', 'bootstrap_time_entries', 'bootstrap_time_entry_days', 'bootstrap_heavy_endpoints']],
+  ['Events', ['subscribed_events']],
+];
 const POLL_MS = 2000;
 
 function section(title, ...children) {
@@ -39,7 +46,7 @@ export function mount(root) {
       const data = await api('/api/settings', { signal });
       clear(settingsBox, h('h2', {}, 'Workspace settings'), settingsForm(data.settings || {}, data.defaults || {}));
     } catch (error) {
-      if (error.name !== 'AbortError') clear(settingsBox, h('h2', {}, 'Workspace settings'), errorState(error, 'Settings'));
+      if (error.name !== 'AbortError') clear(settingsBox, h('h2', {}, 'Workspace settings'), errorState(error, 'Settings', loadSettings));
     }
   }
 
@@ -56,7 +63,7 @@ export function mount(root) {
       if (typeof value === 'boolean') {
         const box = h('input', { type: 'checkbox', checked: value, disabled: !session.isAdmin });
         readers.push(() => [id, box.checked]);
-        return h('div', { class: 'field', dataset: { problemKey: id } }, h('label', { class: 'inline-label' }, box, label), fullHint ? h('div', { class: 'hint' }, fullHint) : null);
+        return h('div', { class: 'field check-field', dataset: { problemKey: id } }, h('label', { class: 'check-label' }, box, h('span', {}, label)), fullHint ? h('div', { class: 'hint' }, fullHint) : null);
       }
       if (Array.isArray(value)) {
         const chosen = new Set(value);
@@ -76,6 +83,12 @@ export function mount(root) {
       return field(label, input, { hint: fullHint, problemKey: id });
     });
     if (!ids.length) return h('p', { class: 'muted' }, 'Clockify has not reported any settings for this workspace yet.');
+    const byId = new Map(ids.map((id, i) => [id, controls[i]]));
+    const grouped = GROUPS.map(([title, members]) => [title, members.filter((id) => byId.has(id))]).filter(([, members]) => members.length);
+    const listed = new Set(grouped.flatMap(([, members]) => members));
+    const other = ids.filter((id) => !listed.has(id));
+    if (other.length) grouped.push(['Other', other]);
+    const groups = grouped.map(([title, members]) => h('fieldset', { class: 'settings-group' }, h('legend', {}, title), h('div', { class: 'form-grid' }, members.map((id) => byId.get(id)))));
     const problems = h('div', { role: 'alert' });
     const form = h('form', { class: 'stack', noValidate: true, onsubmit: async (event) => {
       event.preventDefault();
@@ -105,13 +118,21 @@ export function mount(root) {
         if (!error.problems.length) reportError(error, 'Saving the settings failed');
       }
     } },
-    h('div', { class: 'form-grid' }, controls),
+    groups,
     problems,
     session.isAdmin ? h('div', { class: 'row' }, h('button', { type: 'submit', class: 'primary' }, 'Save settings'), h('span', { class: 'small muted' }, 'Saved through Clockify, so the add-on settings page in Clockify shows the same values.')) : h('p', { class: 'muted small' }, 'Only workspace owners and admins can change settings.'));
     return form;
   }
 
   // ---------------------------------------------------------------- subscriptions
+  /** "50 event types: 45 registered, 5 not subscribed". */
+  function subscriptionSummary(events) {
+    const counts = new Map();
+    for (const e of events) counts.set(e.state, (counts.get(e.state) || 0) + 1);
+    const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([state, n]) => `${fmt.number(n)} ${state === 'not-subscribed' ? 'not subscribed' : state}`);
+    return `${fmt.number(events.length)} event types: ${parts.join(', ') || 'none'}`;
+  }
+
   function subscriptionsView(data) {
     const events = data.events || [];
     const usage = data.usage;
@@ -134,9 +155,12 @@ export function mount(root) {
         data.syncedAt ? h('span', { class: 'small muted' }, '· last synchronised ', timeEl(data.syncedAt)) : null,
         h('span', { class: 'spacer' }), sync),
       data.error ? h('p', { class: 'problem' }, `The last synchronisation failed: ${data.error}`) : null,
-      h('div', { class: 'table-wrap' }, h('table', {},
-        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Event'), h('th', { scope: 'col' }, 'State'), h('th', { scope: 'col' }, 'Why'))),
-        h('tbody', {}, events.map((e) => h('tr', {}, h('td', { class: 'mono' }, e.event), h('td', {}, badgeFor(e.state)), h('td', { class: 'small' }, e.reason || '')))))));
+      // Fifty rows are for looking something up: folded, with the counts as the summary.
+      h('details', { class: 'subscriptions' },
+        h('summary', {}, subscriptionSummary(events)),
+        h('div', { class: 'table-wrap' }, h('table', {},
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Event'), h('th', { scope: 'col' }, 'State'), h('th', { scope: 'col' }, 'Why'))),
+          h('tbody', {}, events.map((e) => h('tr', {}, h('td', { class: 'mono' }, e.event), h('td', {}, badgeFor(e.state)), h('td', { class: 'small' }, e.reason || ''))))))));
   }
 
   async function loadSubscriptions() {
@@ -144,7 +168,7 @@ export function mount(root) {
       const data = await api('/api/subscriptions', { signal });
       clear(subsBox, h('h2', {}, 'Subscriptions'), subscriptionsView(data));
     } catch (error) {
-      if (error.name !== 'AbortError') clear(subsBox, h('h2', {}, 'Subscriptions'), errorState(error, 'Subscriptions'));
+      if (error.name !== 'AbortError') clear(subsBox, h('h2', {}, 'Subscriptions'), errorState(error, 'Subscriptions', loadSubscriptions));
     }
   }
 
@@ -180,7 +204,7 @@ export function mount(root) {
       clear(bootBox, h('h2', {}, 'Entity cache (bootstrap)'), bootstrapView(status, entities && entities.counts));
       if (status.status === 'running') pollTimer = setTimeout(loadBootstrap, POLL_MS);
     } catch (error) {
-      if (error.name !== 'AbortError') clear(bootBox, h('h2', {}, 'Entity cache (bootstrap)'), errorState(error, 'The entity cache'));
+      if (error.name !== 'AbortError') clear(bootBox, h('h2', {}, 'Entity cache (bootstrap)'), errorState(error, 'The entity cache', loadBootstrap));
     }
   }
 

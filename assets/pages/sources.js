@@ -31,10 +31,11 @@ export function curlExample(ingestUrl, secret) {
   ].join('\n');
 }
 
+/** Text to copy with its Copy button beside it, never on top of it. */
 function codeBlock(text, label) {
   return h('div', { class: 'code-block' },
     h('pre', { tabindex: '0', 'aria-label': label }, h('code', {}, text)),
-    copyButton(text, 'Copy', `${label} copied`));
+    h('div', { class: 'row code-actions' }, copyButton(text, `Copy ${label.toLowerCase()}`, `${label} copied`)));
 }
 
 export function mount(root) {
@@ -51,7 +52,7 @@ export function mount(root) {
       h('h3', {}, 'Try it: send a signed test event'),
       codeBlock(curlExample(source.ingestUrl, source.secret), 'curl example'),
       h('button', { type: 'button', onclick: () => clear(secretBox) }, 'I have copied it — hide')));
-    secretBox.querySelector('h2').scrollIntoView({ block: 'nearest' });
+    secretBox.querySelector('#secret-once').scrollIntoView({ block: 'start' });
   }
 
   async function load() {
@@ -64,7 +65,7 @@ export function mount(root) {
       }
       clear(listBox, sources.map((source) => sourceCard(source)));
     } catch (error) {
-      if (error.name !== 'AbortError') clear(listBox, errorState(error, 'Sources'));
+      if (error.name !== 'AbortError') clear(listBox, errorState(error, 'Sources', load));
     }
   }
 

@@ -2,6 +2,7 @@
 //! full, its raw body, erase, and a live Server-Sent Events stream with `Last-Event-ID`
 //! resume.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +20,17 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Admin, StreamUser, path_id};
+use super::runs::RunSummary;
 use super::types::Deleted;
 use crate::app::App;
 use crate::auth::User;
+use crate::event_summary;
 use crate::events::{self, EventFilter, TextFilter, preview};
+use crate::flows::{service, views};
 use crate::problem::Problem;
-use crate::store::{EventId, EventQuery, StoredEvent, format_event_id, parse_event_id};
+use crate::store::{
+    EventId, EventQuery, Run, RunStatus, StoredEvent, format_event_id, parse_event_id,
+};
 use crate::time::{parse_rfc3339, rfc3339};
 
 const DEFAULT_LIMIT: usize = 50;
@@ -74,6 +80,49 @@ pub struct EventSummary {
     fields: EventFields,
     /// The start of the body, whitespace collapsed.
     preview: String,
+    /// What the event is about in one line, read from the body ("Time entry 'Audit' by Ana,
+    /// 2 h, Project X"); null when the body says nothing recognisable.
+    summary: Option<String>,
+    /// In listings: what the runs this event's arrival started came to (the latest retry of
+    /// each); null when it started none.
+    flows: Option<FlowOutcome>,
+}
+
+/// The runs an event's arrival started, by outcome.
+#[derive(Serialize, ToSchema)]
+pub struct FlowOutcome {
+    /// `failed` if any failed, `running` while any is unfinished, else `succeeded` or
+    /// `skipped`.
+    outcome: &'static str,
+    runs: usize,
+    /// Runs by status.
+    counts: BTreeMap<&'static str, usize>,
+}
+
+impl FlowOutcome {
+    fn new(app: &App, runs: &[Run]) -> FlowOutcome {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for run in runs {
+            *counts
+                .entry(service::displayed_status(app, run).as_str())
+                .or_default() += 1;
+        }
+        let has = |s: RunStatus| counts.contains_key(s.as_str());
+        let outcome = if has(RunStatus::Failed) {
+            "failed"
+        } else if has(RunStatus::Queued) || has(RunStatus::Running) {
+            "running"
+        } else if has(RunStatus::Succeeded) {
+            "succeeded"
+        } else {
+            "skipped"
+        };
+        FlowOutcome {
+            outcome,
+            runs: runs.len(),
+            counts,
+        }
+    }
 }
 
 impl From<&StoredEvent> for EventSummary {
@@ -81,6 +130,8 @@ impl From<&StoredEvent> for EventSummary {
         EventSummary {
             fields: EventFields::from(event),
             preview: preview(&event.body),
+            summary: event_summary::line(&event.event_type, &event.body),
+            flows: None,
         }
     }
 }
@@ -216,8 +267,25 @@ pub async fn list(
     let filter = event_filter(uri.query().unwrap_or(""))
         .map_err(|problems| ApiError::invalid("invalid query parameters", problems))?;
     let page = events::list(&app, &user.workspace_id, filter).await?;
+    let started = views::started_by_events(
+        &app,
+        &user.workspace_id,
+        page.items.iter().map(|e| e.id).collect(),
+    )
+    .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|event| {
+            let mut summary = EventSummary::from(event);
+            summary.flows = started
+                .get(&event.id)
+                .map(|runs| FlowOutcome::new(&app, runs));
+            summary
+        })
+        .collect();
     Ok(Json(EventList {
-        items: page.items.iter().map(EventSummary::from).collect(),
+        items,
         next_cursor: page.next_cursor.as_ref().map(format_event_id),
     }))
 }
@@ -372,4 +440,125 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+}
+
+/// Events one export holds at most; a larger log is exported in time ranges.
+pub const EXPORT_MAX: usize = 100_000;
+const EXPORT_PAGE: usize = 200;
+
+#[derive(Serialize, ToSchema)]
+pub struct EventTypes {
+    /// Every event type stored in the workspace, custom sources' own included.
+    types: Vec<String>,
+}
+
+/// The event types stored in the workspace (for the type filter).
+#[utoipa::path(get, path = "/api/webhooks/types", tag = "events",
+    responses((status = 200, body = EventTypes), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn types(State(app): State<App>, user: User) -> Result<Json<EventTypes>, ApiError> {
+    let types = app.store.stored_event_types(&user.workspace_id).await?;
+    Ok(Json(EventTypes { types }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StartedRuns {
+    runs: Vec<RunSummary>,
+}
+
+/// The runs the event's arrival started (the latest retry of each).
+#[utoipa::path(get, path = "/api/webhooks/{id}/runs", tag = "events", params(("id" = String, Path)),
+    responses((status = 200, body = StartedRuns), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn runs(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Json<StartedRuns>, ApiError> {
+    let event = find(&app, &user, &id).await?;
+    let mut started = views::started_by_events(&app, &user.workspace_id, vec![event.id]).await?;
+    let runs = started.remove(&event.id).unwrap_or_default();
+    Ok(Json(StartedRuns {
+        runs: runs.iter().map(|r| RunSummary::new(&app, r)).collect(),
+    }))
+}
+
+/// The events matching the filters of `GET /api/webhooks` (without `limit`), newest first,
+/// as NDJSON: one event in full per line, streamed page by page, at most 100,000.
+#[utoipa::path(get, path = "/api/webhooks/export", tag = "events", params(EventListParams),
+    responses((status = 200, description = "One event (as GET /api/webhooks/{id}) per line", content_type = "application/x-ndjson"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn export(State(app): State<App>, user: User, uri: Uri) -> Result<Response, ApiError> {
+    let filter = event_filter(uri.query().unwrap_or(""))
+        .map_err(|problems| ApiError::invalid("invalid query parameters", problems))?;
+    let ws = user.workspace_id.clone();
+    struct Cursor {
+        before: Option<EventId>,
+        sent: usize,
+        done: bool,
+    }
+    let start = Cursor {
+        before: filter.query.before,
+        sent: 0,
+        done: false,
+    };
+    let pages = futures_util::stream::unfold(start, move |mut cursor| {
+        let app = app.clone();
+        let ws = ws.clone();
+        let page_filter = EventFilter {
+            query: EventQuery {
+                before: cursor.before,
+                from_ms: filter.query.from_ms,
+                to_ms: filter.query.to_ms,
+                event_types: filter.query.event_types.clone(),
+                limit: EXPORT_PAGE
+                    .min(EXPORT_MAX.saturating_sub(cursor.sent))
+                    .max(1),
+                scan_limit: filter.query.scan_limit,
+            },
+            source: filter.source.clone(),
+            text: filter.text.clone(),
+        };
+        async move {
+            if cursor.done || cursor.sent >= EXPORT_MAX {
+                return None;
+            }
+            let page = match events::list(&app, &ws, page_filter).await {
+                Ok(page) => page,
+                Err(err) => {
+                    // The status is already sent: end the file early and say why in the log.
+                    tracing::warn!(error = %err, "event export stopped");
+                    return None;
+                }
+            };
+            let mut chunk = Vec::with_capacity(page.items.len() * 512);
+            for event in &page.items {
+                serde_json::to_writer(&mut chunk, &EventDetail::from(event))
+                    .expect("JSON to memory");
+                chunk.push(b'\n');
+            }
+            cursor.sent += page.items.len();
+            cursor.before = page.next_cursor;
+            cursor.done = page.next_cursor.is_none();
+            Some((Ok::<_, Infallible>(axum::body::Bytes::from(chunk)), cursor))
+        }
+    });
+    let date = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let name = user
+        .workspace_id
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    // Fused: the compression layer may poll once more after the end.
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::fuse(pages));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"events-{name}-{date}.ndjson\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }

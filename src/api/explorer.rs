@@ -2,12 +2,16 @@
 //! running one (`POST /api/execute`) and the history of runs (`/api/executions`).
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
@@ -145,7 +149,14 @@ fn non_empty(value: Option<String>) -> Option<String> {
 /// workspace; the token is still required so the spec is not an open endpoint.
 #[utoipa::path(get, path = "/api/operations", tag = "explorer", params(OperationParams),
     responses((status = 200, body = OperationList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list(_user: User, uri: Uri) -> Result<Json<OperationList>, ApiError> {
+pub async fn list(_user: User, uri: Uri, request: HeaderMap) -> Result<Response, ApiError> {
+    // The catalog changes only with the binary: the unfiltered list is built once.
+    static UNFILTERED: OnceLock<(Bytes, String)> = OnceLock::new();
+    if uri.query().unwrap_or("").is_empty() {
+        let (body, etag) =
+            UNFILTERED.get_or_init(|| tagged(&operation_list(OperationFilter::default())));
+        return Ok(cached_json(&request, body.clone(), etag));
+    }
     // Parsed by hand: a malformed query is no reason to refuse the catalog.
     let mut params = OperationParams {
         tag: None,
@@ -166,22 +177,65 @@ pub async fn list(_user: User, uri: Uri) -> Result<Json<OperationList>, ApiError
         method: non_empty(params.method),
         q: non_empty(params.q),
     };
+    let (body, etag) = tagged(&operation_list(filter));
+    Ok(cached_json(&request, body, &etag))
+}
+
+fn operation_list(filter: OperationFilter) -> OperationList {
     let operations: Vec<OperationSummary> = explorer::operations(&filter)
         .into_iter()
         .map(OperationSummary::from)
         .collect();
-    Ok(Json(OperationList {
+    OperationList {
         count: operations.len(),
         operations,
         tags: catalog().tags(),
-    }))
+    }
+}
+
+/// A body as JSON bytes with a weak ETag of its content (weak: the same JSON also goes out
+/// gzip- or brotli-encoded).
+fn tagged<T: Serialize>(value: &T) -> (Bytes, String) {
+    let body = serde_json::to_vec(value).expect("catalog views serialize");
+    let etag = format!("W/\"{}\"", &hex::encode(Sha256::digest(&body))[..24]);
+    (Bytes::from(body), etag)
+}
+
+/// Kept by the browser (`private`: it needs the user's token) and revalidated on every use,
+/// so a new binary's catalog is picked up at once; a match answers 304 with no body.
+fn cached_json(request: &HeaderMap, body: Bytes, etag: &str) -> Response {
+    let bare = etag.trim_start_matches("W/");
+    let matches = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim().trim_start_matches("W/") == bare);
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    response
 }
 
 #[utoipa::path(get, path = "/api/operations/{operationId}", tag = "explorer",
     params(("operationId" = String, Path)),
     responses((status = 200, body = OperationDetail), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(_user: User, Path(id): Path<String>) -> Result<Json<OperationDetail>, ApiError> {
+pub async fn get(
+    _user: User,
+    Path(id): Path<String>,
+    request: HeaderMap,
+) -> Result<Response, ApiError> {
     let catalog = catalog();
     let op = catalog
         .operation(&id)
@@ -200,7 +254,7 @@ pub async fn get(_user: User, Path(id): Path<String>) -> Result<Json<OperationDe
             )
         })
         .collect();
-    Ok(Json(OperationDetail {
+    let (body, etag) = tagged(&OperationDetail {
         summary: OperationSummary::from(op),
         description: op.description.clone(),
         server: op.server.as_str(),
@@ -212,7 +266,8 @@ pub async fn get(_user: User, Path(id): Path<String>) -> Result<Json<OperationDe
             schema: catalog.resolve(&body.schema),
         }),
         responses,
-    }))
+    });
+    Ok(cached_json(&request, body, &etag))
 }
 
 /// What `POST /api/execute` takes.

@@ -15,6 +15,7 @@ use super::types::Deleted;
 use crate::app::App;
 use crate::auth::User;
 use crate::flows::service::{self, FlowState, TestRequest};
+use crate::flows::views::{self, Candidate};
 use crate::store::{Flow, FlowAction, Json as Stored, format_id};
 use crate::time::rfc3339;
 
@@ -282,6 +283,11 @@ pub struct TestBody {
     #[serde(default)]
     #[schema(value_type = Option<bool>)]
     execute: Value,
+    /// An editor's unsaved definition to try instead of the stored one: checked exactly like
+    /// a save, never stored. Required by `POST /api/flows/test`.
+    #[serde(default)]
+    #[schema(value_type = Option<FlowDefinition>)]
+    flow: Value,
 }
 
 /// One condition of a test and how the event fared.
@@ -333,11 +339,25 @@ pub async fn test(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<TestBody>,
 ) -> Result<Json<TestResult>, ApiError> {
-    let flow = service::get(&app, &user.workspace_id, &id).await?;
+    let stored = service::get(&app, &user.workspace_id, &id).await?;
+    let flow = match &body.flow {
+        Value::Null => stored,
+        definition => views::unsaved(&app, &user.workspace_id, definition, Some(&stored)).await?,
+    };
+    tested(&app, &user, &flow, body).await
+}
+
+/// The dry run (or test run) of `flow`, shaped for the response.
+async fn tested(
+    app: &App,
+    user: &User,
+    flow: &Flow,
+    body: TestBody,
+) -> Result<Json<TestResult>, ApiError> {
     let tested = service::test(
-        &app,
-        &user,
-        &flow,
+        app,
+        user,
+        flow,
         TestRequest {
             webhook_id: body.webhook_id,
             event: body.event,
@@ -378,7 +398,7 @@ pub async fn test(
                 }
             })
             .collect(),
-        run: tested.run.as_ref().map(|r| RunDetail::new(&app, r)),
+        run: tested.run.as_ref().map(|r| RunDetail::new(app, r)),
     }))
 }
 
@@ -401,4 +421,102 @@ pub async fn replay(
     Ok(Json(ReplayResult {
         runs: runs.iter().map(|r| RunSummary::new(&app, r)).collect(),
     }))
+}
+
+/// The dry run of a definition that was never saved (`flow` is required; `execute` is not
+/// allowed: save the flow to run it for real). Nothing is stored and nothing is called.
+#[utoipa::path(post, path = "/api/flows/test", tag = "flows", request_body = TestBody,
+    responses((status = 200, body = TestResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn test_unsaved(
+    State(app): State<App>,
+    user: User,
+    JsonBody(body): JsonBody<TestBody>,
+) -> Result<Json<TestResult>, ApiError> {
+    if body.execute == Value::Bool(true) {
+        return Err(ApiError::BadRequest(
+            "save the flow before running its actions for real".into(),
+        ));
+    }
+    if body.flow.is_null() {
+        return Err(ApiError::BadRequest(
+            "flow (the definition to try) is required".into(),
+        ));
+    }
+    let flow = views::unsaved(&app, &user.workspace_id, &body.flow, None).await?;
+    tested(&app, &user, &flow, body).await
+}
+
+/// Which stored events a definition would run for.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidatesBody {
+    /// The definition as the editor has it (checked like a save, never stored).
+    #[schema(value_type = FlowDefinition)]
+    flow: Value,
+    /// Stored event ids, at most 50.
+    webhook_ids: Vec<String>,
+}
+
+/// Whether the flow would run for one stored event (`error` when there is no such event).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateView {
+    webhook_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_type: Option<String>,
+    /// Trigger matched and conditions passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trigger_matched: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conditions_passed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CandidateList {
+    candidates: Vec<CandidateView>,
+}
+
+/// For each of up to 50 stored events, whether a definition (saved or not) would run.
+#[utoipa::path(post, path = "/api/flows/candidates", tag = "flows", request_body = CandidatesBody,
+    responses((status = 200, body = CandidateList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn candidates(
+    State(app): State<App>,
+    user: User,
+    JsonBody(body): JsonBody<CandidatesBody>,
+) -> Result<Json<CandidateList>, ApiError> {
+    let flow = views::unsaved(&app, &user.workspace_id, &body.flow, None).await?;
+    let found = views::candidates(&app, &user.workspace_id, &flow, &body.webhook_ids).await?;
+    let candidates = found
+        .into_iter()
+        .map(|c| match c {
+            Candidate::Missing { id } => CandidateView {
+                webhook_id: id,
+                event_type: None,
+                matched: None,
+                trigger_matched: None,
+                conditions_passed: None,
+                error: Some("no such event".into()),
+            },
+            Candidate::Checked {
+                id,
+                event_type,
+                trigger_matched,
+                conditions_passed,
+            } => CandidateView {
+                webhook_id: id,
+                event_type: Some(event_type),
+                matched: Some(trigger_matched && conditions_passed),
+                trigger_matched: Some(trigger_matched),
+                conditions_passed: Some(conditions_passed),
+                error: None,
+            },
+        })
+        .collect();
+    Ok(Json(CandidateList { candidates }))
 }

@@ -63,12 +63,17 @@ pub fn router(app: &App) -> Router {
             "/api/webhooks/{id}",
             get(events::get).delete(events::delete),
         )
+        .route("/api/webhooks/types", get(events::types))
+        .route("/api/webhooks/export", get(events::export))
         .route("/api/webhooks/{id}/raw", get(events::raw))
+        .route("/api/webhooks/{id}/runs", get(events::runs))
         .route("/api/webhooks/{id}/replay", post(flows::replay))
         .route("/api/sources", get(sources::list).post(sources::create))
         .route("/api/sources/{id}", delete(sources::delete))
         .route("/api/sources/{id}/rotate", post(sources::rotate))
         .route("/api/flows", get(flows::list).post(flows::create))
+        .route("/api/flows/test", post(flows::test_unsaved))
+        .route("/api/flows/candidates", post(flows::candidates))
         .route(
             "/api/flows/{id}",
             get(flows::read).put(flows::update).delete(flows::remove),
@@ -77,7 +82,9 @@ pub fn router(app: &App) -> Router {
         .route("/api/flows/{id}/disable", post(flows::disable))
         .route("/api/flows/{id}/test", post(flows::test))
         .route("/api/flows/{id}/runs", get(runs::flow_runs))
+        .route("/api/runs", get(runs::list))
         .route("/api/runs/{id}", get(runs::run))
+        .route("/api/runs/{id}/retry", post(runs::retry))
         .route("/api/operations", get(explorer::list))
         .route("/api/operations/{operationId}", get(explorer::get))
         .route("/api/execute", post(explorer::execute))
@@ -106,5 +113,6 @@ pub fn router(app: &App) -> Router {
             app.clone(),
             middleware::request_context,
         ))
+        .layer(middleware::compression())
         .with_state(app.clone())
 }

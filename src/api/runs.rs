@@ -1,20 +1,25 @@
-//! Flow runs: `GET /api/flows/{id}/runs` (newest first) and `GET /api/runs/{id}` (one run with
-//! every action's request and response).
+//! Flow runs: `GET /api/flows/{id}/runs` (newest first), `GET /api/runs/{id}` (one run with
+//! every action's request and response), `GET /api/runs` (every flow's, filtered) and
+//! `POST /api/runs/{id}/retry`.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::extract::Admin;
 use crate::app::App;
 use crate::auth::User;
 use crate::flows::engine::Rendered;
-use crate::flows::service;
-use crate::store::{ActionRun, Run, RunOrigin, format_event_id, format_id, parse_id};
-use crate::time::rfc3339;
+use crate::flows::{service, views};
+use crate::problem::Problem;
+use crate::store::{
+    ActionRun, Run, RunOrigin, RunQuery, RunStatus, format_event_id, format_id, parse_id,
+};
+use crate::time::{parse_rfc3339, rfc3339};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -35,6 +40,10 @@ pub struct RunSummary {
     replay: bool,
     /// Made by `POST /api/flows/{id}/test` with `execute: true`.
     test: bool,
+    /// Made by `POST /api/runs/{id}/retry`.
+    retry: bool,
+    /// From start to finish (null until it finished).
+    duration_ms: Option<i64>,
     created_at: String,
     started_at: Option<String>,
     finished_at: Option<String>,
@@ -52,6 +61,8 @@ impl RunSummary {
             status: service::displayed_status(app, run).as_str(),
             replay: run.origin == RunOrigin::Replay,
             test: run.origin == RunOrigin::Test,
+            retry: run.origin == RunOrigin::Retry,
+            duration_ms: run.started_at.zip(run.finished_at).map(|(s, f)| f - s),
             created_at: rfc3339(run.created_at),
             started_at: run.started_at.map(rfc3339),
             finished_at: run.finished_at.map(rfc3339),
@@ -260,4 +271,140 @@ pub async fn run(
 ) -> Result<Json<RunDetail>, ApiError> {
     let run = service::run(&app, &user.workspace_id, &id).await?;
     Ok(Json(RunDetail::new(&app, &run)))
+}
+
+/// Runs one `GET /api/runs` may examine before it returns a cursor to continue from.
+const RUN_SCAN_LIMIT: usize = 5_000;
+
+/// The filters of `GET /api/runs`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RunFilterParams {
+    /// Only this flow's runs.
+    flow: Option<String>,
+    /// `queued`, `running`, `succeeded`, `failed` or `skipped`, comma-separated.
+    status: Option<String>,
+    /// Created at or after this RFC 3339 time.
+    from: Option<String>,
+    /// Created at or before this RFC 3339 time.
+    to: Option<String>,
+    /// The previous page's `nextCursor`.
+    cursor: Option<String>,
+    /// 1 to 200 (default 50).
+    limit: Option<u32>,
+}
+
+/// Statuses as the API names them; `running` is a queued run the engine is executing.
+const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "skipped"];
+
+/// Reads the query of `GET /api/runs`, reporting every bad parameter; also the statuses
+/// asked for by name (`queued` and `running` share a stored status).
+fn run_filter(query: &str) -> Result<(RunQuery, Vec<&'static str>), Vec<Problem>> {
+    let mut filter = RunQuery {
+        limit: DEFAULT_LIMIT,
+        scan_limit: RUN_SCAN_LIMIT,
+        ..RunQuery::default()
+    };
+    let mut wanted: Vec<&'static str> = Vec::new();
+    let mut problems = Vec::new();
+    let time = |name: &str, value: &str| {
+        parse_rfc3339(value).ok_or_else(|| {
+            Problem::new(
+                name,
+                format!("{name} must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
+            )
+        })
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match key.as_ref() {
+            "flow" => match parse_id(value) {
+                Some(id) => filter.flow = Some(id),
+                None => problems.push(Problem::new("flow", format!("no flow {value}"))),
+            },
+            "status" => {
+                for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    match STATUSES.iter().find(|s| s.eq_ignore_ascii_case(part)) {
+                        Some(status) => wanted.push(status),
+                        None => problems.push(Problem::new(
+                            "status",
+                            format!("status must be one of {} (not {part})", STATUSES.join(", ")),
+                        )),
+                    }
+                }
+            }
+            "from" => match time("from", value) {
+                Ok(ms) => filter.from_ms = Some(ms),
+                Err(p) => problems.push(p),
+            },
+            "to" => match time("to", value) {
+                Ok(ms) => filter.to_ms = Some(ms),
+                Err(p) => problems.push(p),
+            },
+            "cursor" => match parse_id(value) {
+                Some(id) => filter.before = Some(id),
+                None => problems.push(Problem::new("cursor", "cursor is not a run id")),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => filter.limit = n,
+                _ => problems.push(Problem::new(
+                    "limit",
+                    format!("limit must be 1 to {MAX_LIMIT}"),
+                )),
+            },
+            _ => {}
+        }
+    }
+    filter.statuses = wanted
+        .iter()
+        .map(|s| match *s {
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "skipped" => RunStatus::Skipped,
+            _ => RunStatus::Queued,
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok((filter, wanted))
+    } else {
+        Err(problems)
+    }
+}
+
+/// Runs of every flow of the workspace, newest first. A page cut short by the scan limit
+/// still carries a cursor.
+#[utoipa::path(get, path = "/api/runs", tag = "flows", params(RunFilterParams),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(State(app): State<App>, user: User, uri: Uri) -> Result<Json<RunList>, ApiError> {
+    let (filter, wanted) = run_filter(uri.query().unwrap_or(""))
+        .map_err(|problems| ApiError::invalid("invalid query parameters", problems))?;
+    let page = views::workspace_runs(&app, &user.workspace_id, filter).await?;
+    let items = page
+        .items
+        .iter()
+        .map(|r| RunSummary::new(&app, r))
+        .filter(|r| wanted.is_empty() || wanted.contains(&r.status))
+        .collect();
+    Ok(Json(RunList {
+        items,
+        next_cursor: page.next_cursor.as_ref().map(format_id),
+    }))
+}
+
+/// A new run of a failed run's flow (as it is now) on the same event, recorded as a retry.
+#[utoipa::path(post, path = "/api/runs/{id}/retry", tag = "flows", params(("id" = String, Path)),
+    responses((status = 202, body = RunSummary), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn retry(
+    State(app): State<App>,
+    Admin(user): Admin,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<RunSummary>), ApiError> {
+    let run = views::retry(&app, &user.workspace_id, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(RunSummary::new(&app, &run))))
 }

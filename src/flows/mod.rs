@@ -8,3 +8,4 @@ pub mod engine;
 pub mod model;
 pub mod service;
 pub mod template;
+pub mod views;

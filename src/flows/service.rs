@@ -46,7 +46,7 @@ fn flow_id(text: &str) -> Result<FlowId, FlowError> {
 }
 
 /// Reads and checks a flow body, looking up its custom source first.
-async fn spec(app: &App, ws: &str, input: &Value) -> Result<FlowSpec, FlowError> {
+pub(super) async fn spec(app: &App, ws: &str, input: &Value) -> Result<FlowSpec, FlowError> {
     let custom_source = match model::trigger_source(input) {
         Some(source) if source != CLOCKIFY_SOURCE => Some(
             app.store

@@ -265,6 +265,9 @@ pub enum RunOrigin {
     Replay,
     /// `POST /api/flows/{id}/test` with `execute: true`.
     Test,
+    /// `POST /api/runs/{id}/retry`: the same flow and event again after a failure.
+    /// (Appended: postcard numbers variants, so older records keep decoding.)
+    Retry,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

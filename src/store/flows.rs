@@ -48,7 +48,9 @@ fn remove_run(wtx: &WriteTransaction, ws: &str, id: &RunId) -> Result<Option<Run
     let run = decode_run(&bytes)?;
     wtx.open_table(FLOW_RUNS_BY_FLOW)?
         .remove(by_flow_key(ws, &run.flow.id, id).as_slice())?;
-    if let Some(event) = run.event_id.filter(|_| run.origin == RunOrigin::Event) {
+    // A retry takes over its event's entry (see `enqueue_retry`).
+    let indexed = matches!(run.origin, RunOrigin::Event | RunOrigin::Retry);
+    if let Some(event) = run.event_id.filter(|_| indexed) {
         let mut by_event = wtx.open_table(FLOW_RUNS_BY_EVENT)?;
         let key = by_event_key(ws, &event, &run.flow.id);
         let points_here = by_event
@@ -272,6 +274,35 @@ impl Store {
                         committed: None,
                     })
                     .collect::<Vec<_>>())
+            },
+            move |queued| dispatch.committed(queued, None),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Queues a retry of `failed` and, when the event's arrival started `failed`, points the
+    /// event's entry for that flow at the retry, so the event shows its latest outcome.
+    pub async fn enqueue_retry(&self, retry: Run, failed: RunId) -> Result<(), StoreError> {
+        let dispatch = self.run_dispatch.clone();
+        self.write_then(
+            move |wtx| {
+                insert_run(wtx, &retry)?;
+                if let Some(event) = retry.event_id {
+                    let key = by_event_key(&retry.workspace_id, &event, &retry.flow.id);
+                    let mut by_event = wtx.open_table(FLOW_RUNS_BY_EVENT)?;
+                    let points_at_failed = by_event
+                        .get(key.as_slice())?
+                        .is_some_and(|v| v.value() == failed);
+                    if points_at_failed {
+                        by_event.insert(key.as_slice(), retry.id.as_slice())?;
+                    }
+                }
+                Ok(vec![QueuedRun {
+                    run: retry,
+                    event: None,
+                    committed: None,
+                }])
             },
             move |queued| dispatch.committed(queued, None),
         )

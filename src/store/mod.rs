@@ -26,6 +26,7 @@ mod schema;
 mod secrets;
 mod sources;
 mod subscriptions;
+mod views;
 mod writer;
 
 pub use cache::{BootstrapProgress, BootstrapStep, Entity, Execution, StepStatus};
@@ -50,3 +51,4 @@ pub use schema::{
 pub use secrets::{Sealed, SecretBox, load_or_create_key};
 pub use sources::{Source, SourceSecret};
 pub use subscriptions::{SubscriptionReport, SubscriptionState};
+pub use views::{RunListPage, RunQuery};

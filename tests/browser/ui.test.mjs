@@ -38,7 +38,7 @@ function userToken({ role = 'OWNER', theme = 'DEFAULT', ttl = 1800 } = {}) {
   const unsigned = `${part({ alg: 'RS256', typ: 'JWT' })}.${part(claims)}`;
   return `${unsigned}.${crypto.sign('RSA-SHA256', Buffer.from(unsigned), SIGNING_KEY).toString('base64url')}`;
 }
-const PAGES = ['overview', 'events', 'explorer', 'flows', 'sources', 'settings'];
+const PAGES = ['overview', 'events', 'explorer', 'flows', 'runs', 'sources', 'settings'];
 // Stands in for Clockify's page. It is a loopback origin (Chromium blocks public pages
 // from framing loopback ones) that the server lists via --ui-frame-ancestor.
 const FAKE_CLOCKIFY = env('FRAME_ANCESTOR');
@@ -46,7 +46,11 @@ const FAKE_CLOCKIFY = env('FRAME_ANCESTOR');
 const results = { passed: 0, failed: 0 };
 const metrics = [];
 
+/** UI_TEST_ONLY=regex runs only the checks whose name matches (while iterating locally). */
+const ONLY = process.env.UI_TEST_ONLY ? new RegExp(process.env.UI_TEST_ONLY) : null;
+
 async function check(name, fn) {
+  if (ONLY && !ONLY.test(name) && !name.startsWith('setup')) return;
   const started = Date.now();
   try {
     const note = await fn();
@@ -115,6 +119,17 @@ async function openPage({ width = 1280, height = 900, theme, allowStatus = [] } 
 async function waitForApp(page) {
   await page.waitForSelector('main#view[aria-busy="false"]', { timeout: 10_000 });
   await page.waitForLoadState('networkidle');
+}
+
+async function apiJson(path, { method = 'GET', body, token = T.admin } = {}) {
+  const response = await fetch(`${BASE}${path}`, {
+    method,
+    headers: { 'X-Addon-Token': token, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert(response.ok, `${method} ${path} answered ${response.status}: ${text}`);
+  return text ? JSON.parse(text) : null;
 }
 
 async function apiStatus(path) {
@@ -204,7 +219,7 @@ await check('admin sees an event that was just delivered appear live', async () 
   const p = await openPage();
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events`);
   await waitForApp(p.page);
-  await p.page.waitForSelector('#live-status:text("live")', { timeout: 10_000 });
+  await p.page.waitForSelector('#live-status:text("connected")', { timeout: 10_000 });
   await p.page.waitForSelector('.event-row');
   const delivered = await deliver('NEW_TAG', { id: marker, name: marker, workspaceId: WS, archived: false });
   liveEventId = delivered.webhookId;
@@ -301,9 +316,10 @@ await check('API explorer: a generated form runs a call, keeps it in the history
   const locked = p.page.locator('input[name=workspaceId]');
   assert(await locked.inputValue() === WS, 'workspaceId not filled');
   assert(await locked.getAttribute('readonly') !== null, 'workspaceId not locked');
-  // Enums become selects and defaults are filled in, as the spec says.
+  // Enums become selects; the spec's defaults are placeholders, never values.
   assert(await p.page.locator('select[name=archived], input[name=archived]').count() === 1, 'no archived field');
-  assert(await p.page.inputValue('input[name=page]') === '1', 'page default not filled');
+  assert(await p.page.inputValue('input[name=page]') === '', 'page default filled in as a value');
+  assert((await p.page.getAttribute('input[name=page]', 'placeholder')).includes('default: 1'), 'page default not shown as a placeholder');
   await p.page.click('button:text("Run")');
   await p.page.waitForSelector('text=Response');
   const response = await p.page.locator('form').innerText();
@@ -314,9 +330,8 @@ await check('API explorer: a generated form runs a call, keeps it in the history
   // A write operation with a JSON body: invalid JSON is caught before sending.
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer?op=createNewTag`);
   await waitForApp(p.page);
-  await p.page.waitForSelector('textarea[name=body]');
-  const skeleton = await p.page.inputValue('textarea[name=body]');
-  JSON.parse(skeleton);
+  await p.page.waitForSelector('.body-editor');
+  await p.page.click('.body-editor button:text("Raw JSON")');
   await p.page.fill('textarea[name=body]', '{"name": ');
   const before = (await p.page.locator('section[aria-label="Recent calls"] .op-link').count());
   await p.page.click('button:text("Run")');
@@ -362,41 +377,13 @@ await check('flows (when the server has them)', async () => {
 });
 
 await check('flow builder: problems beside fields, field suggestions, templates, dry run, real run, history, replay', async () => {
-  const mocked = await apiStatus('/api/flows') === 404;
   // The first save is refused with 400 on purpose: the browser logs that request.
   const p = await openPage({ allowStatus: [400] });
-  const sent = [];
-  let saved = null;
-  if (mocked) {
-    const json = (route, status, body) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(body) });
-    const run = { id: 'run-1', flowId: 'flow-1', webhookId: liveEventId, status: 'failed', replay: false, test: false, createdAt: new Date().toISOString(), finishedAt: new Date().toISOString(), error: 'getTags answered 500' };
-    await p.page.route(`${BASE}/api/flows**`, async (route) => {
-      const request = route.request();
-      const url = new URL(request.url());
-      const body = request.postData() ? JSON.parse(request.postData()) : null;
-      sent.push({ method: request.method(), path: url.pathname, body });
-      if (url.pathname === '/api/flows' && request.method() === 'GET') {
-        return json(route, 200, { flows: saved ? [{ ...saved, lastRun: run, counts: { succeeded: 3, failed: 1 } }] : [] });
-      }
-      if ((url.pathname === '/api/flows' && request.method() === 'POST') || (url.pathname === '/api/flows/flow-1' && request.method() === 'PUT')) {
-        if (!body.name) return json(route, 400, { error: 'the flow is not valid', problems: ['name: give the flow a name', 'trigger.events: choose at least one event'], requestId: 'r' });
-        saved = { ...body, id: 'flow-1', enabled: false, disabledReason: null, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString() };
-        return json(route, request.method() === 'POST' ? 201 : 200, saved);
-      }
-      if (url.pathname === '/api/flows/flow-1') return json(route, 200, saved);
-      if (url.pathname === '/api/flows/flow-1/test') {
-        return json(route, 200, { matched: true, conditions: [{ path: 'name', op: 'contains', value: 'studio', actual: marker, passed: true }], actions: [{ name: 'getTags', request: { method: 'GET', url: `https://api.clockify.me/api/v1/workspaces/${WS}/tags`, query: { name: marker } }, error: null }], run: null });
-      }
-      if (url.pathname === '/api/flows/flow-1/runs') return json(route, 200, { items: [run], nextCursor: null });
-      return json(route, 404, { error: 'no such route', requestId: 'r' });
-    });
-    await p.page.route(`${BASE}/api/runs/**`, (route) => json(route, 200, { ...run, actions: [{ name: 'getTags', operationId: 'getTags', status: 'failed', request: { method: 'GET', url: 'https://api.clockify.me/api/v1/x', query: {}, body: null }, response: { status: 500, body: { message: 'boom' } }, durationMs: 120, attempts: 3, error: 'answered 500' }] }));
-  }
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows/new`);
   await waitForApp(p.page);
   await p.page.waitForSelector('button:text("Add condition")');
   // Problems from a 400 appear beside the fields they name.
-  await p.page.click('button:text("Save")');
+  await p.page.click('#save-flow');
   await p.page.waitForSelector('[data-problem-key="name"] .problem');
   await p.page.waitForSelector('[data-problem-key="trigger.events"] .problem');
   await p.page.fill('input[placeholder^="e.g. Tag"]', 'Tag new tags');
@@ -410,29 +397,27 @@ await check('flow builder: problems beside fields, field suggestions, templates,
   await p.page.fill('.action-card input[type=search]', 'getTags');
   await p.page.click('.action-card .op-link');
   await p.page.waitForSelector('.action-card input[name=name]');
+  // A GET action has no body editor, and the workspace is the server's to fill in.
+  assert(await p.page.locator('.action-card textarea').count() === 0, 'GET action shows a body editor');
+  assert(await p.page.inputValue('.action-card input[name=workspaceId]') === '{{ workspaceId }}', 'workspaceId is not the server template');
   await p.page.locator('.action-card [data-problem-key="actions[0].query.name"] button[aria-label="Insert a field"]').click();
   await p.page.click('.insert-menu button:text-is("event.name")');
   assert(await p.page.inputValue('.action-card input[name=name]') === '{{ event.name }}', 'template not inserted');
-  await p.page.click('button:text("Save")');
+  await p.page.click('#save-flow');
   await p.page.waitForFunction(() => /^#\/flows\/[^n]/.test(location.hash), null, { timeout: 10_000 });
-  if (mocked) {
-    const post = sent.find((r) => r.method === 'POST' && r.path === '/api/flows' && r.body.name);
-    assert(JSON.stringify(post.body.trigger) === JSON.stringify({ source: 'clockify', events: ['NEW_TAG'] }), JSON.stringify(post.body.trigger));
-    assert(JSON.stringify(post.body.conditions) === JSON.stringify({ mode: 'all', rules: [{ path: 'name', op: 'contains', value: 'studio' }] }), JSON.stringify(post.body.conditions));
-    const action = post.body.actions[0];
-    assert(action.operationId === 'getTags' && action.name === 'getTags' && action.query.name === '{{ event.name }}' && action.query.page === '1', JSON.stringify(action));
-  }
+  const flowId = decodeURIComponent(new URL(p.page.url()).hash.split('/')[2].split('?')[0]);
+  const stored = await apiJson(`/api/flows/${flowId}`);
+  assert(JSON.stringify(stored.actions[0].query) === JSON.stringify({ name: '{{ event.name }}' }), `defaults were saved: ${JSON.stringify(stored.actions[0])}`);
+  assert(JSON.stringify(stored.actions[0].pathParams) === '{}', `workspaceId was saved: ${JSON.stringify(stored.actions[0])}`);
   await waitForApp(p.page);
   await p.page.waitForSelector('text=Dry run against a stored event');
-  await p.page.waitForFunction(() => document.querySelector('section[aria-label="Dry run"] select').options[0].value !== '');
-  await p.page.click('button:text("Save and dry run")');
+  await p.page.waitForSelector('#dry-run .candidate input');
+  await p.page.click('#run-dry-run');
   await p.page.waitForSelector('text=the flow would run');
-  if (!mocked) {
-    // A real run through the engine: the action calls the fake Clockify.
-    await p.page.check('text=Run the actions for real');
-    await p.page.click('button:text("Save and dry run")');
-    await p.page.waitForSelector('text=The real run', { timeout: 30_000 });
-  }
+  // A real run through the engine: the action calls the fake Clockify.
+  await p.page.check('text=Run the actions for real');
+  await p.page.click('#run-dry-run');
+  await p.page.waitForSelector('text=The real run', { timeout: 30_000 });
   await p.page.waitForSelector('section[aria-label="Run history"] .op-link');
   await p.page.click('section[aria-label="Run history"] .op-link');
   await p.page.waitForSelector('section[aria-label="Run history"] >> text=attempt(s)');
@@ -440,21 +425,16 @@ await check('flow builder: problems beside fields, field suggestions, templates,
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows`);
   await waitForApp(p.page);
   await p.page.waitForSelector('text=Tag new tags');
-  if (!mocked) {
-    // Enabled, the flow runs on replay from the event's detail pane.
-    await p.page.locator('section[aria-label="Tag new tags"] input[role=switch]').check();
-    await p.page.waitForSelector('.toast.success:text("enabled")');
-    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?id=${liveEventId}`);
-    await waitForApp(p.page);
-    // The real test run above was made from this event: the detail lists it.
-    await p.page.waitForSelector('#triggered-runs a:text("Tag new tags")');
-    await p.page.click('button:text("Replay through flows")');
-    await p.page.waitForSelector('text=Flow runs from the replay');
-    await p.page.waitForSelector('a:text("Tag new tags")');
-  }
+  // Enabled, the flow runs on replay from the event's detail pane.
+  await p.page.locator('section[aria-label="Tag new tags"] input[role=switch]').check();
+  await p.page.waitForSelector('.toast.success:text("enabled")');
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?id=${liveEventId}`);
+  await waitForApp(p.page);
+  await p.page.click('button:text("Replay through flows")');
+  await p.page.waitForSelector('text=Flow runs from the replay');
+  await p.page.waitForSelector('a:text("Tag new tags")');
   assert(p.errors().length === 0, p.errors().join('\n'));
   await p.close();
-  return mocked ? 'flows API answered by the test from docs/API.md (server has none)' : 'against the real flows API';
 });
 
 await check('pages whose API is not built yet show a calm "not available yet" state', async () => {
@@ -606,6 +586,462 @@ await check('without a new token the page says the session expired instead of fa
   await p.close();
 });
 
+// ------------------------------------------------------------------------- issue 19: flows never change by themselves
+/** A flow as stored, without what every save changes (time) or what is not the definition. */
+function definitionOf(flow) {
+  const { updatedAt, lastRun, counts, ...rest } = flow; // eslint-disable-line no-unused-vars
+  return JSON.stringify(rest);
+}
+
+const timeEntryIds = [];
+let customSourceId = null;
+await check('setup: time entries, a custom source, and flows made through the API', async () => {
+  for (const [i, description] of ['Quarterly audit', 'Lunch with client', 'Code review'].entries()) {
+    const delivered = await deliver('NEW_TIME_ENTRY', {
+      id: `te-ui-${i}`, workspaceId: WS, description, userId: 'u-ana', user: { name: 'Ana' }, project: { name: 'Project X' },
+      billable: i !== 1, timeInterval: { start: '2026-01-05T09:00:00Z', end: '2026-01-05T11:00:00Z', duration: 'PT2H' },
+    });
+    timeEntryIds.push(delivered.webhookId);
+  }
+  const source = await apiJson('/api/sources', { method: 'POST', body: { name: 'Webshop' } });
+  customSourceId = source.id;
+  const custom = await fetch(`${BASE}/webhooks/custom/${source.id}`, {
+    method: 'POST', headers: { authorization: `Bearer ${source.secret}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'order.created', id: 'ord_77', total: 42.5 }),
+  });
+  assert(custom.ok, `custom delivery answered ${custom.status}`);
+  // Stored values of every kind the editor shows as text: numbers, booleans, lists, null.
+  await apiJson('/api/flows', { method: 'POST', body: {
+    name: 'Audit entries', trigger: { source: 'clockify', events: ['NEW_TIME_ENTRY'] },
+    conditions: { mode: 'any', rules: [
+      { path: '$.timeInterval.duration', op: 'eq', value: 'PT2H' }, { path: '$.billable', op: 'eq', value: true },
+      { path: '$.hourlyRate.amount', op: 'gt', value: 5 }, { path: '$.userId', op: 'in', value: ['u-ana', 'u-cy'] },
+      { path: '$.project.name', op: 'exists', value: null },
+    ] },
+    actions: [
+      { name: 'tags', operationId: 'getTags', pathParams: { workspaceId: '{{ workspaceId }}' }, query: { page: 2, archived: 'false', name: '{{ event.description }}' } },
+      { name: 'newTag', operationId: 'createNewTag', body: { name: 'audit {{ event.id }}', archived: false } },
+      { name: 'dropTag', operationId: 'deleteTag', pathParams: { id: '{{ actions.newTag.body.id }}' } },
+    ],
+    retry: { maxAttempts: 2, backoffMs: 250 },
+  } });
+  await apiJson('/api/flows', { method: 'POST', body: {
+    name: 'Webshop orders', enabled: false, trigger: { source: source.id, events: ['order.created'] },
+    actions: [{ name: 'tag', operationId: 'createNewTag', body: { name: 'order {{ event.id }}' } }],
+  } });
+  // Clockify refuses these tags (browser.rs): every run of this flow fails.
+  await apiJson('/api/flows', { method: 'POST', body: {
+    name: 'Always fails', trigger: { source: 'clockify', events: ['NEW_TIME_ENTRY'] },
+    actions: [{ name: 'tag', operationId: 'createNewTag', body: { name: 'fail {{ event.id }}' } }],
+    retry: { maxAttempts: 1, backoffMs: 0 },
+  } });
+  const failing = await deliver('NEW_TIME_ENTRY', { id: 'te-ui-fail', workspaceId: WS, description: 'Fails on purpose', userId: 'u-bo' });
+  timeEntryIds.push(failing.webhookId);
+});
+
+await check('1. opening a flow and saving without edits changes nothing; a save sends only what was set', async () => {
+  const { flows } = await apiJson('/api/flows');
+  assert(flows.length >= 4, `${flows.length} flows`);
+  const p = await openPage();
+  const writes = [];
+  p.page.on('request', (r) => {
+    if (/\/api\/flows\/[^/]+$/.test(new URL(r.url()).pathname) && r.method() === 'PUT') writes.push(r.postData());
+  });
+  for (const flow of flows) {
+    const before = definitionOf(await apiJson(`/api/flows/${flow.id}`));
+    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows/${flow.id}`);
+    await waitForApp(p.page);
+    await p.page.waitForSelector('.save-bar >> text=No changes to save');
+    assert(await p.page.locator('#save-flow').isDisabled(), `${flow.name}: Save enabled without an edit`);
+    await p.page.locator('#save-flow').click({ force: true });
+    // GET and DELETE actions have no body editor.
+    for (const card of await p.page.locator('.action-card').all()) {
+      const method = await card.locator('.badge.method').first().innerText().catch(() => '');
+      if (['GET', 'DELETE'].includes(method)) assert(await card.locator('textarea').count() === 0, `${flow.name}: ${method} action has a body editor`);
+    }
+    // A real edit (the name) saves the rest exactly as it was stored.
+    const name = p.page.locator('input[placeholder^="e.g. Tag"]');
+    await name.fill(`${flow.name} (renamed)`);
+    assert(!(await p.page.locator('#save-flow').isDisabled()), `${flow.name}: Save stays disabled after an edit`);
+    await Promise.all([p.page.waitForResponse((r) => r.request().method() === 'PUT'), p.page.click('#save-flow')]);
+    const renamed = await apiJson(`/api/flows/${flow.id}`);
+    assert(definitionOf({ ...renamed, name: flow.name }) === before, `${flow.name}: saving changed more than the name:\n${before}\n${definitionOf({ ...renamed, name: flow.name })}`);
+    await p.page.waitForSelector('.save-bar >> text=No changes to save');
+    await name.fill(flow.name);
+    await Promise.all([p.page.waitForResponse((r) => r.request().method() === 'PUT'), p.page.click('#save-flow')]);
+    assert(definitionOf(await apiJson(`/api/flows/${flow.id}`)) === before, `${flow.name}: not restored`);
+  }
+  assert(writes.length === flows.length * 2, `${writes.length} PUTs for ${flows.length} flows (a Save without edits sent one)`);
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+  return `${flows.length} flows opened, saved unchanged and renamed`;
+});
+
+await check('2. a dry run tries the unsaved edit; the stored flow does not change', async () => {
+  const { flows } = await apiJson('/api/flows');
+  const audit = flows.find((f) => f.name === 'Audit entries');
+  const before = definitionOf(await apiJson(`/api/flows/${audit.id}`));
+  const p = await openPage();
+  const writes = [];
+  p.page.on('request', (r) => {
+    if (r.url().includes(`/api/flows/${audit.id}`) && r.method() !== 'GET' && !r.url().endsWith('/test')) writes.push(r.url());
+  });
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows/${audit.id}`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('.save-bar >> text=No changes to save');
+  await p.page.fill('.rule input[aria-label="Condition 1 value"]', 'PT9H');
+  await p.page.selectOption('select:has(option[value="any"])', 'all');
+  await p.page.waitForSelector('#dry-run .candidate input');
+  await p.page.click('#run-dry-run');
+  await p.page.waitForSelector('#dry-run >> text=the flow would not run');
+  const table = await p.page.locator('#dry-run table').innerText();
+  assert(table.includes('"PT9H"'), `the dry run did not use the edit: ${table}`);
+  assert(writes.length === 0, `the dry run saved the flow: ${writes.join(', ')}`);
+  assert(definitionOf(await apiJson(`/api/flows/${audit.id}`)) === before, 'the stored flow changed');
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+});
+
+await check('3. dry-run events say what they are and whether they match; an event id can be pasted; events lead to flows', async () => {
+  const { flows } = await apiJson('/api/flows');
+  const audit = flows.find((f) => f.name === 'Audit entries');
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows/${audit.id}`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('#dry-run .candidate [data-match-for]:text("would run")');
+  const texts = await p.page.locator('#dry-run .candidate').allInnerTexts();
+  assert(texts.some((t) => t.includes("Time entry 'Quarterly audit' by Ana, 2 h, Project X")), texts.join('\n'));
+  assert(new Set(texts).size === texts.length, 'two candidates read the same');
+  assert(texts.every((t) => /[0-9a-f-]{36}/.test(t)), 'candidates do not show their id');
+  const badges = await p.page.locator('#dry-run [data-match-for]').allInnerTexts();
+  assert(badges.some((b) => b === 'would run') && badges.some((b) => b !== 'would run'), `match badges: ${badges}`);
+  // A pasted id of another event type.
+  await p.page.fill('#dry-run input[aria-label="Event id"]', liveEventId);
+  await p.page.click('#run-dry-run');
+  await p.page.waitForSelector('#dry-run >> text=the flow would not run');
+  // From an event's detail: test a flow with it, or start a new flow from it.
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?id=${timeEntryIds[0]}`);
+  await waitForApp(p.page);
+  await p.page.selectOption('#flow-links select', audit.id);
+  await p.page.click('button:text("Test a flow with this event")');
+  await p.page.waitForFunction((id) => location.hash.startsWith(`#/flows/${id}?event=`), audit.id);
+  await p.page.waitForSelector(`#dry-run input[type=radio][value="${timeEntryIds[0]}"]:checked`);
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?id=${timeEntryIds[0]}`);
+  await waitForApp(p.page);
+  await p.page.click('a:text("New flow from this event")');
+  await p.page.waitForFunction(() => location.hash.startsWith('#/flows/new?event='));
+  await p.page.waitForSelector('text=Field suggestions come from the event this flow was started from');
+  assert(await p.page.isChecked('input[value="NEW_TIME_ENTRY"]'), 'the trigger is not the event type');
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+});
+
+await check('4. runs view across flows: filters, event links, retry of a failed run; a flow page starts with its runs', async () => {
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/runs`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('table.runs tbody tr');
+  const flowsSeen = new Set(await p.page.locator('table.runs tbody td:nth-child(2) a').allInnerTexts());
+  assert(flowsSeen.size >= 2, `runs of ${[...flowsSeen]}`);
+  assert(await p.page.locator('table.runs tbody a[href^="#/events?id="]').count() > 0, 'no event links');
+  await p.page.selectOption('select[name=status]', 'failed');
+  await p.page.waitForFunction(() => location.hash.includes('status=failed'));
+  await p.page.waitForFunction(() => [...document.querySelectorAll('table.runs tbody tr')].length > 0
+    && [...document.querySelectorAll('table.runs tbody tr td:first-child')].every((td) => td.textContent.startsWith('failed')));
+  const before = await p.page.locator('table.runs tbody tr').count();
+  await p.page.locator('table.runs tbody tr button:text("Retry")').first().click();
+  await p.page.waitForSelector('.toast.success:text("Retry of")');
+  await p.page.waitForFunction((n) => document.querySelectorAll('table.runs tbody tr').length === n + 1, before);
+  assert((await p.page.locator('table.runs tbody tr').first().innerText()).includes('retry'), 'the new row is not a retry');
+  const { items } = await apiJson('/api/runs?limit=200');
+  assert(items.some((r) => r.retry), 'no retry run stored');
+  // Filtered by flow from the URL.
+  const { flows } = await apiJson('/api/flows');
+  const failing = flows.find((f) => f.name === 'Always fails');
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/runs?flow=${failing.id}`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('table.runs tbody tr');
+  assert((await p.page.locator('table.runs tbody td:nth-child(2) a').allInnerTexts()).every((t) => t === 'Always fails'), 'flow filter');
+  // The flow page: its runs come before the definition.
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows/${failing.id}`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('section[aria-label="Run history"] .op-link');
+  const runsTop = (await p.page.locator('section[aria-label="Run history"]').boundingBox()).y;
+  const formTop = (await p.page.locator('form[aria-label="Flow"]').boundingBox()).y;
+  assert(runsTop < formTop && runsTop < 300, `runs at ${runsTop}px, form at ${formTop}px`);
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+});
+
+await check('5. event rows: summaries, absolute time, flow outcome, custom types, Esc, honest errors, NDJSON export', async () => {
+  const p = await openPage({ allowStatus: [500] });
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?live=0`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector(`.event-row[data-id="${timeEntryIds[0]}"]`);
+  const row = p.page.locator(`.event-row[data-id="${timeEntryIds[0]}"]`);
+  const text = await row.innerText();
+  assert(text.includes("Time entry 'Quarterly audit' by Ana, 2 h, Project X"), `row: ${text}`);
+  assert(await row.locator('.abs').isVisible(), 'no absolute time column at full width');
+  assert(await row.locator('time[title]').count() > 0, 'no absolute time on hover');
+  assert(/flow failed/.test(await p.page.locator(`.event-row[data-id="${timeEntryIds[3]}"] .outcome`).innerText()), 'failed flow not shown');
+  assert(/no flow/.test(await p.page.locator(`.event-row[data-id="${liveEventId}"] .outcome`).innerText()), 'an event no flow ran for has no "no flow" badge');
+  const rowHeight = (await row.boundingBox()).height;
+  const perScreen = Math.floor(900 / (rowHeight + 3));
+  assert(rowHeight <= 40, `rows are ${rowHeight}px tall`);
+  // The custom source's own type is in the type filter.
+  await p.page.click('details.multi > summary');
+  await p.page.waitForSelector('details.multi input[value="order.created"]');
+  await p.page.click('details.multi > summary');
+  // Esc closes the detail.
+  await row.click();
+  await p.page.waitForSelector('#detail-title');
+  await p.page.keyboard.press('Escape');
+  await p.page.waitForSelector('section.detail', { state: 'hidden' });
+  // Export of the current filter.
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?live=0&event=NEW_TIME_ENTRY`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('.list-foot >> text=that is all');
+  const shown = await p.page.locator('.event-row').count();
+  const [download] = await Promise.all([
+    Promise.race([p.page.waitForEvent('download', { timeout: 15_000 }), p.page.waitForSelector('.toast.error', { timeout: 15_000 }).then(async (t) => { throw new Error(`export failed: ${await t.innerText()}`); })]),
+    p.page.click('#export-events'),
+  ]);
+  const lines = fs.readFileSync(await download.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert(lines.length === shown && lines.every((l) => l.eventType === 'NEW_TIME_ENTRY' && l.body), `${lines.length} exported, ${shown} shown`);
+  assert(download.suggestedFilename().endsWith('.ndjson'), download.suggestedFilename());
+  // A failed load says so and offers a retry, never "No events yet".
+  const listing = (url) => url.pathname === '/api/webhooks';
+  await p.page.route(listing, (route) => route.fulfill({ status: 500, contentType: 'application/json', body: '{"error":"internal error","requestId":"r-1"}' }));
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events?live=0`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('.error-state button.retry');
+  const failedText = await p.page.locator('main').innerText();
+  assert(!/No events yet/.test(failedText) && /could not be loaded/.test(failedText), failedText);
+  await p.page.unroute(listing);
+  await p.page.click('.error-state button.retry');
+  await p.page.waitForSelector('.event-row');
+  assert(p.errors().filter((e) => !/500/.test(e)).length === 0, p.errors().join('\n'));
+  await p.close();
+  return `${perScreen} rows per 900 px screen (rows ${rowHeight} px), ${lines.length} events exported`;
+});
+
+await check('6. failed loads offer Retry; offline is said as such, never "Failed to fetch"', async () => {
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/overview`);
+  await waitForApp(p.page);
+  await p.context.setOffline(true);
+  await p.page.waitForSelector('#offline:visible');
+  await p.page.click('a[data-tab="settings"]');
+  await p.page.waitForSelector('.error-state button.retry');
+  let text = await p.page.locator('main').innerText();
+  assert(/offline/i.test(text) && !/Failed to fetch/i.test(text), text);
+  await p.context.setOffline(false);
+  await p.page.waitForSelector('#offline', { state: 'hidden' });
+  await p.page.click('.error-state button.retry');
+  await p.page.waitForSelector('button:text("Save settings")');
+  // The server unreachable (not offline): a plain sentence and a Retry.
+  await p.page.route(`${BASE}/api/overview`, (route) => route.abort('connectionrefused'));
+  await p.page.click('a[data-tab="overview"]');
+  await p.page.waitForSelector('.error-state button.retry');
+  text = await p.page.locator('main').innerText();
+  assert(/could not be reached/.test(text) && !/Failed to fetch/i.test(text), text);
+  await p.page.unroute(`${BASE}/api/overview`);
+  await p.page.click('.error-state button.retry');
+  await p.page.waitForSelector('#events-24h');
+  const unexpected = p.errors().filter((e) => !/ERR_INTERNET_DISCONNECTED|ERR_CONNECTION_REFUSED|ERR_FAILED|Failed to fetch/.test(e));
+  assert(unexpected.length === 0, unexpected.join('\n'));
+  await p.close();
+});
+
+await check('7. narrow sidebar (400 px): every tab reachable, forms open at the top, Copy never covers the secret', async () => {
+  const p = await openPage({ width: 400, height: 800 });
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer`);
+  await waitForApp(p.page);
+  for (const tab of await p.page.locator('.tabs a').all()) {
+    const box = await tab.boundingBox();
+    assert(box && box.x >= 0 && box.x + box.width <= 400 && box.y + box.height <= 800, `tab ${await tab.innerText()} at ${JSON.stringify(box)}`);
+  }
+  await p.page.fill('input[type=search]', 'createNewTag');
+  await p.page.locator('.op-link[title="POST /v1/workspaces/{workspaceId}/tags"]').click();
+  await p.page.waitForSelector('form.op-form h2');
+  await p.page.waitForTimeout(100);
+  const top = await p.page.evaluate(() => document.querySelector('section[aria-label="Operation"]').getBoundingClientRect().top);
+  assert(top >= -1 && top < 80, `the form opened at ${top}px`);
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/sources`);
+  await waitForApp(p.page);
+  await p.page.fill('input[name=name]', 'Narrow source');
+  await p.page.click('button:text("Create source")');
+  await p.page.waitForSelector('#secret-once');
+  for (const block of await p.page.locator('#secret-once .code-block').all()) {
+    const pre = await block.locator('pre').boundingBox();
+    const copy = await block.locator('button.copy').boundingBox();
+    const overlaps = copy.x < pre.x + pre.width && copy.x + copy.width > pre.x && copy.y < pre.y + pre.height && copy.y + copy.height > pre.y;
+    assert(!overlaps, 'a Copy button covers the text it copies');
+  }
+  const secretTop = await p.page.evaluate(() => document.querySelector('#secret-once').getBoundingClientRect().top);
+  assert(secretTop >= -1 && secretTop < 120, `the secret opened at ${secretTop}px`);
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+});
+
+await check('8. settings: grouped, checkboxes beside their labels, subscriptions folded with a summary', async () => {
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/settings`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('button:text("Save settings")');
+  const legends = await p.page.locator('.settings-group > legend').allInnerTexts();
+  assert(legends.includes('Retention') && legends.length >= 3, `groups: ${legends}`);
+  for (const label of await p.page.locator('.check-label').all()) {
+    const box = await label.locator('input').boundingBox();
+    const textBox = await label.locator('span').boundingBox();
+    assert(Math.abs(box.y + box.height / 2 - (textBox.y + Math.min(textBox.height, 20) / 2)) < 12, `checkbox not beside "${await label.innerText()}"`);
+  }
+  await p.page.waitForSelector('details.subscriptions');
+  assert(!(await p.page.locator('details.subscriptions').getAttribute('open')), 'subscriptions table open by default');
+  assert(/^\d+ event types: /.test(await p.page.locator('details.subscriptions > summary').innerText()), 'no summary');
+  const folded = await p.page.locator('details.subscriptions').boundingBox();
+  assert(folded.height < 80, `the folded subscriptions take ${folded.height}px`);
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+});
+
+await check('9. explorer: Run on screen at 1280x800, URL preview, copy as curl, history with parameters, catalog cached by ETag', async () => {
+  const p = await openPage({ width: 1280, height: 800 });
+  await p.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
+  const catalog = [];
+  p.page.on('response', (r) => {
+    if (new URL(r.url()).pathname === '/api/operations') catalog.push(r);
+  });
+  for (const op of ['getTags', 'createNewTag', 'getTimeEntries']) {
+    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer?op=${op}`);
+    await waitForApp(p.page);
+    await p.page.waitForSelector('form.op-form h2');
+    const run = await p.page.locator('button[type=submit]:text("Run")').boundingBox();
+    assert(run && run.y >= 0 && run.y + run.height <= 800, `${op}: Run at ${JSON.stringify(run)}`);
+  }
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer?op=getTags`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('#url-preview');
+  await p.page.fill('input[name=name]', 'Billable');
+  const preview = await p.page.locator('#url-preview').innerText();
+  assert(preview.startsWith('GET ') && preview.includes(`/workspaces/${WS}/tags?name=Billable`), preview);
+  await p.page.click('button:text("Copy as curl")');
+  const curl = await p.page.evaluate(() => navigator.clipboard.readText());
+  assert(curl.startsWith('curl -X GET') && curl.includes('name=Billable') && curl.includes('$CLOCKIFY_TOKEN'), curl);
+  await p.page.click('button[type=submit]:text("Run")');
+  await p.page.waitForSelector('text=Response');
+  await p.page.waitForSelector('section[aria-label="Recent calls"] >> text=name=Billable');
+  // The catalog: one full download, then revalidations answered from the browser's cache.
+  const sizes = await p.page.evaluate(() => performance.getEntriesByType('resource').filter((r) => new URL(r.name).pathname === '/api/operations').map((r) => ({ transfer: r.transferSize, body: r.decodedBodySize })));
+  assert(catalog.length >= 2 && catalog.every((r) => r.headers()['etag']), 'no ETag on the catalog');
+  assert(sizes.length && sizes.every((s) => s.transfer < 2000 && s.body > 50_000), `catalog refetched: ${JSON.stringify(sizes)}`);
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+  return `catalog revalidated, ${sizes.map((s) => s.transfer).join('/')} bytes over the wire`;
+});
+
+await check('12. wording: no "Live live", no doubled "automatically", custom sources by name', async () => {
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/events`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('#live-status:text("connected")');
+  assert(!/live\s+live/i.test(await p.page.locator('.page-head').innerText()), await p.page.locator('.page-head').innerText());
+  await p.page.route(`${BASE}/api/flows`, async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    body.flows[0].disabledReason = 'disabled automatically: the last 5 runs failed (last error: boom)';
+    await route.fulfill({ response, json: body });
+  });
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('text=Turned off automatically');
+  const text = await p.page.locator('main').innerText();
+  assert(!/automatically:\s*disabled automatically/i.test(text), text);
+  assert(text.includes('from the source “Webshop”') && !text.includes(customSourceId), 'custom source shown by id');
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+});
+
+await check('13. explorer bodies as forms: required first, enums, groups, arrays with add/remove, raw JSON in sync', async () => {
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer?op=createTimeEntry`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('.body-editor .body-fields');
+  const labels = await p.page.locator('.body-fields > .field > label').allInnerTexts();
+  const required = labels.filter((l) => l.endsWith('*'));
+  assert(labels.slice(0, required.length).every((l) => l.endsWith('*')), `required fields are not first: ${labels}`);
+  await p.page.fill('.body-fields input[name="description"]', 'From the form');
+  await p.page.click('button:text("Add tagIds item")');
+  await p.page.fill('.body-group input[name="tagIds[]"]', 'tag-1');
+  await p.page.click('button:text("Add tagIds item")');
+  await p.page.locator('.body-group input[name="tagIds[]"]').nth(1).fill('tag-2');
+  await p.page.locator('.body-item button:text("Remove")').first().click();
+  if (await p.page.locator('.body-fields select').count()) assert(await p.page.locator('.body-fields select option').count() > 1, 'an enum without options');
+  await p.page.click('.body-editor button:text("Raw JSON")');
+  const raw = JSON.parse(await p.page.inputValue('textarea[name=body]'));
+  assert(raw.description === 'From the form' && JSON.stringify(raw.tagIds) === '["tag-2"]', JSON.stringify(raw));
+  await p.page.fill('textarea[name=body]', JSON.stringify({ ...raw, billable: true, description: 'From the JSON' }));
+  await p.page.click('.body-editor button:text("Form")');
+  assert(await p.page.inputValue('.body-fields input[name="description"]') === 'From the JSON', 'the form did not take the JSON');
+  assert(await p.page.inputValue('.body-fields select[name="billable"]') === 'true', 'billable not carried over');
+  // Sent as the form says: the call's recorded request body.
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/explorer?op=createNewTag`);
+  await waitForApp(p.page);
+  await p.page.fill('.body-fields input[name="name"]', 'Made by the form');
+  await p.page.click('button[type=submit]:text("Run")');
+  await p.page.waitForSelector('text=Response');
+  const { items } = await apiJson('/api/executions?limit=5');
+  const sent = items.find((i) => i.operationId === 'createNewTag');
+  assert(sent && JSON.stringify(sent.request.body) === JSON.stringify({ name: 'Made by the form' }), JSON.stringify(sent));
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+});
+
+await check('10 and 11. every page: cold load at most 60 KB transferred, and axe-core finds nothing in light or dark', async () => {
+  const axeSource = fs.readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), 'node_modules/axe-core/axe.min.js'), 'utf8');
+  const { flows } = await apiJson('/api/flows');
+  const extra = [['event detail', `events?id=${timeEntryIds[0]}`], ['flow editor', `flows/${flows[0].id}`], ['new flow', 'flows/new'], ['explorer operation', 'explorer?op=createTimeEntry']];
+  const violations = [];
+  const audit = async (page, label) => {
+    await page.evaluate(axeSource);
+    const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+    for (const v of result.violations) violations.push(`${label}: ${v.id} (${v.impact}) ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | ')} ${v.nodes[0]?.failureSummary?.split('\n')[1] || ''}`);
+  };
+  // Light: each page cold, in a fresh browser context, measured on the wire (CDP), then audited.
+  for (const name of PAGES) {
+    const p = await openPage();
+    const cdp = await p.context.newCDPSession(p.page);
+    await cdp.send('Network.enable');
+    let bytes = 0;
+    let requests = 0;
+    cdp.on('Network.loadingFinished', (e) => {
+      bytes += e.encodedDataLength;
+      requests += 1;
+    });
+    const started = Date.now();
+    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/${name}`);
+    await waitForApp(p.page);
+    metrics.push(`cold load ${name}: ${(bytes / 1024).toFixed(1)} KiB transferred in ${requests} requests, settled in ${Date.now() - started} ms`);
+    assert(bytes <= 60 * 1024, `${name}: ${bytes} bytes transferred`);
+    await audit(p.page, `light ${name}`);
+    assert(p.errors().length === 0, `${name}: ${p.errors().join('\n')}`);
+    await p.close();
+  }
+  // Dark, and the views within pages (light and dark): one tab each, moving by URL.
+  for (const [theme, token, views] of [['light', T.admin, extra], ['dark', T.dark, [...PAGES.map((n) => [n, n]), ...extra]]]) {
+    const p = await openPage();
+    for (const [name, hash] of views) {
+      await p.page.goto(`${BASE}/ui?auth_token=${token}#/${hash}`);
+      await waitForApp(p.page);
+      await audit(p.page, `${theme} ${name}`);
+    }
+    assert(p.errors().length === 0, `${theme}: ${p.errors().join('\n')}`);
+    await p.close();
+  }
+  assert(violations.length === 0, violations.join('\n'));
+  return `${PAGES.length * 2 + extra.length * 2} views audited`;
+});
+
 // ------------------------------------------------------------------------- every page: screenshots, width, size
 await check('every page renders light and dark at 1280 and 400 px without console errors or overflow', async () => {
   const sizes = [];
@@ -619,7 +1055,8 @@ await check('every page renders light and dark at 1280 and 400 px without consol
         await waitForApp(p.page);
         await p.page.waitForTimeout(150);
         const overflow = await p.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-        assert(overflow <= 0, `${name} ${theme} ${width}px overflows by ${overflow}px`);
+        const widest = overflow > 0 ? await p.page.evaluate(() => [...document.querySelectorAll('main *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth).slice(-3).map((e) => `${e.tagName}.${e.className}`).join(', ')) : '';
+        assert(overflow <= 0, `${name} ${theme} ${width}px overflows by ${overflow}px (${widest})`);
         await p.page.screenshot({ path: path.join(SCREENSHOT_DIR, `${name}-${theme}-${width}.png`) });
         if (theme === 'light' && width === 1280) {
           const bytes = await p.page.evaluate(() => {

@@ -42,7 +42,9 @@ fn missing_prerequisites(dir: &Path) -> Vec<String> {
     if !Path::new(CHROMIUM).exists() {
         missing.push(format!("{CHROMIUM} is missing (apt-get install chromium)"));
     }
-    if !dir.join("node_modules/playwright-core").is_dir() {
+    if !dir.join("node_modules/playwright-core").is_dir()
+        || !dir.join("node_modules/axe-core").is_dir()
+    {
         missing.push(format!(
             "{}/node_modules is missing (npm ci in tests/browser)",
             dir.display()
@@ -110,6 +112,13 @@ fn the_ui_works_in_headless_chromium() {
 
     // The explorer's calls (and the install's bootstrap) go to a fake Clockify.
     let fake = FakeClockify::start();
+    // Tags named "fail …" are refused: the flow that makes them fails (the runs view retries it).
+    fake.respond(|call| {
+        (call.method == "POST"
+            && call.path == format!("/api/v1/workspaces/{WS}/tags")
+            && String::from_utf8_lossy(&call.body).contains("\"fail "))
+        .then(|| (400, vec![], br#"{"message":"Tag name is taken"}"#.to_vec()))
+    });
     fake.respond(|call| {
         (call.method == "GET" && call.path == format!("/api/v1/workspaces/{WS}/tags")).then(|| {
             (

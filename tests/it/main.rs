@@ -15,5 +15,6 @@ mod ops;
 mod subscriptions;
 mod support;
 mod tokens;
+mod ui_api;
 mod ui;
 mod webhooks;

@@ -15,6 +15,6 @@ mod ops;
 mod subscriptions;
 mod support;
 mod tokens;
-mod ui_api;
 mod ui;
+mod ui_api;
 mod webhooks;

@@ -19,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Admin, StreamUser, path_id};
+use super::extract::{Admin, StreamUser, path_id, time_param};
 use super::runs::RunSummary;
 use super::types::Deleted;
 use crate::app::App;
@@ -31,7 +31,7 @@ use crate::problem::Problem;
 use crate::store::{
     EventId, EventQuery, Run, RunStatus, StoredEvent, format_event_id, parse_event_id,
 };
-use crate::time::{parse_rfc3339, rfc3339};
+use crate::time::rfc3339;
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -188,15 +188,6 @@ pub struct EventListParams {
     /// `field=value` (exact), `field:value` (contains) on a dotted path into the body, or
     /// text the body contains; case-insensitive.
     q: Option<String>,
-}
-
-fn time_param(name: &str, value: &str) -> Result<i64, Problem> {
-    parse_rfc3339(value).ok_or_else(|| {
-        Problem::new(
-            name,
-            format!("{name} must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
-        )
-    })
 }
 
 /// Reads the query string of `GET /api/webhooks`, reporting every bad parameter.

@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use crate::app::App;
 use crate::auth::{USER_TOKEN_HEADER, User, user_from_token};
+use crate::problem::Problem;
+use crate::time::parse_rfc3339;
 
 /// A [`User`] with the OWNER or WORKSPACE_ADMIN role.
 pub struct Admin(pub User);
@@ -146,4 +148,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
 /// so it is `not_found` with `what` in the message (`no flow …`).
 pub fn path_id(text: &str, what: &str) -> Result<[u8; 16], ApiError> {
     crate::store::parse_id(text).ok_or_else(|| ApiError::NotFound(format!("no {what} {text}")))
+}
+
+/// An RFC 3339 query parameter as Unix milliseconds (the time filters of event and run lists).
+pub(super) fn time_param(name: &str, value: &str) -> Result<i64, Problem> {
+    parse_rfc3339(value).ok_or_else(|| {
+        Problem::new(
+            name,
+            format!("{name} must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
+        )
+    })
 }

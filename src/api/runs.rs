@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::Admin;
+use super::extract::{Admin, time_param};
 use crate::app::App;
 use crate::auth::User;
 use crate::flows::engine::Rendered;
@@ -19,7 +19,7 @@ use crate::problem::Problem;
 use crate::store::{
     ActionRun, Run, RunOrigin, RunQuery, RunStatus, format_event_id, format_id, parse_id,
 };
-use crate::time::{parse_rfc3339, rfc3339};
+use crate::time::rfc3339;
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
@@ -308,14 +308,6 @@ fn run_filter(query: &str) -> Result<(RunQuery, Vec<&'static str>), Vec<Problem>
     };
     let mut wanted: Vec<&'static str> = Vec::new();
     let mut problems = Vec::new();
-    let time = |name: &str, value: &str| {
-        parse_rfc3339(value).ok_or_else(|| {
-            Problem::new(
-                name,
-                format!("{name} must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
-            )
-        })
-    };
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let value = value.trim();
         if value.is_empty() {
@@ -337,11 +329,11 @@ fn run_filter(query: &str) -> Result<(RunQuery, Vec<&'static str>), Vec<Problem>
                     }
                 }
             }
-            "from" => match time("from", value) {
+            "from" => match time_param("from", value) {
                 Ok(ms) => filter.from_ms = Some(ms),
                 Err(p) => problems.push(p),
             },
-            "to" => match time("to", value) {
+            "to" => match time_param("to", value) {
                 Ok(ms) => filter.to_ms = Some(ms),
                 Err(p) => problems.push(p),
             },

@@ -1081,7 +1081,7 @@ await check('every page renders light and dark at 1280 and 400 px without consol
   }
   for (const s of sizes) metrics.push(`page ${s.name}: ${(s.bytes / 1024).toFixed(1)} KiB transferred, ${s.requests} requests (${s.api} API)`);
   const largest = sizes.reduce((a, b) => (b.bytes > a.bytes ? b : a));
-  metrics.push(`largest page: ${largest.name}, ${(largest.bytes / 1024).toFixed(1)} KiB with its assets (uncompressed, cold cache)`);
+  metrics.push(`largest page: ${largest.name}, ${(largest.bytes / 1024).toFixed(1)} KiB with its assets (resource timing transferSize, cold cache)`);
   return `${PAGES.length * 4} screenshots in ${SCREENSHOT_DIR}`;
 });
 

@@ -19,7 +19,7 @@ use super::writer::Writer;
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
@@ -27,6 +27,9 @@ const MIGRATIONS: &[Migration] = &[
     // 1 → 2: event records gained `V2` (compressed body). `V1` records stay readable, so
     // nothing is rewritten; the bump makes older binaries refuse the file instead of
     // failing on every `V2` record.
+    |_| Ok(()),
+    // 2 → 3: runs may be retries (`RunOrigin::Retry`, appended, so older runs still read);
+    // older binaries would fail on such a run, so they refuse the file instead.
     |_| Ok(()),
 ];
 

@@ -413,6 +413,9 @@ mod tests {
         let store = Store::open(&path, &key).unwrap();
         assert_eq!(store.event("ws", event.id).await.unwrap(), Some(event));
         store.shutdown();
-        assert_eq!(crate::store::check(&path).unwrap().schema_version, 2);
+        assert_eq!(
+            crate::store::check(&path).unwrap().schema_version,
+            crate::store::SCHEMA_VERSION
+        );
     }
 }

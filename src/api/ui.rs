@@ -32,6 +32,7 @@ const HASH_LEN: usize = 16;
 
 pub fn routes() -> Router<App> {
     Router::new()
+        .route("/", get(home))
         .route("/ui", get(page))
         .route("/assets/{*path}", get(asset))
 }
@@ -194,19 +195,78 @@ fn message_page(app: &App, status: StatusCode, title: &str, paragraphs_html: &st
     html_response(app, status, body)
 }
 
-fn install_page(app: &App) -> Response {
+/// How to install the add-on: the manifest URL built from `--base-url`, as a link.
+fn install_instructions(app: &App) -> String {
     let manifest_url = html_escape(&format!("{}/manifest", app.config.base_url));
-    let content = format!(
-        "<p>This page is the sidebar of a Clockify add-on. Clockify opens it with a sign-in \
-         token; opened directly it has nothing to show.</p>\
-         <p>To install it, open your workspace's <strong>Add-ons</strong> settings in Clockify \
+    format!(
+        "<p>To install it, open your workspace's <strong>Add-ons</strong> settings in Clockify \
          (a developer workspace, for unpublished add-ons) and install it from this manifest \
          URL:</p>\
          <p class=\"manifest\"><a href=\"{manifest_url}\"><code>{manifest_url}</code></a></p>\
          <p>Then open <strong>Clockify Studio</strong> from Clockify's sidebar. The manifest \
          URL must be reachable by Clockify over HTTPS.</p>"
+    )
+}
+
+fn install_page(app: &App) -> Response {
+    let content = format!(
+        "<p>This page is the sidebar of a Clockify add-on. Clockify opens it with a sign-in \
+         token; opened directly it has nothing to show.</p>{}",
+        install_instructions(app)
     );
     message_page(app, StatusCode::OK, "Clockify Studio", &content)
+}
+
+/// The repository URL from Cargo.toml's `repository`, when it has one (none today).
+const REPOSITORY: &str = env!("CARGO_PKG_REPOSITORY");
+
+/// `GET /`: the base URL opened in a browser. Tells whoever checks a new deployment what this
+/// is, its version, whether it is ready (the same probe as `/readyz`, so 503 when not) and how
+/// to install it. No token, no workspace data.
+async fn home(State(app): State<App>) -> Response {
+    let (status, readiness) = match app.store.probe().await {
+        Ok(()) => (
+            StatusCode::OK,
+            "<p class=\"readiness ready\">Status: <strong>ready</strong>.</p>".to_string(),
+        ),
+        Err(reason) => {
+            tracing::warn!(%reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "<p class=\"readiness not-ready\">Status: <strong>not ready</strong>.</p>\
+                     <p class=\"reason\">Reason: {}.</p>",
+                    html_escape(&reason)
+                ),
+            )
+        }
+    };
+    let docs = if REPOSITORY.is_empty() {
+        "README.md and the docs/ folder of the source (configuration.md, operations.md, \
+         security.md, API.md)"
+            .to_string()
+    } else {
+        let repository = html_escape(REPOSITORY);
+        format!(
+            "README.md and the docs/ folder (configuration.md, operations.md, security.md, \
+             API.md) at <a href=\"{repository}\">{repository}</a>"
+        )
+    };
+    let content = format!(
+        "<p>This server is a self-hosted Clockify add-on: it keeps a durable log of a \
+         workspace's webhook events, lets workspace admins call the Clockify API and runs \
+         no-code flows. Its pages open inside Clockify's sidebar.</p>\
+         <p>Version <strong>{version}</strong>.</p>\
+         {readiness}\
+         {install}\
+         <p>Documentation: {docs}; <code>man clockify-studio</code> where it was installed \
+         from the Debian package. Checks: <a href=\"{base}/healthz\"><code>/healthz</code></a>, \
+         <a href=\"{base}/readyz\"><code>/readyz</code></a>.</p>",
+        base = html_escape(&app.config.base_url),
+        version = html_escape(crate::ops::VERSION),
+        install = install_instructions(&app),
+    );
+    message_page(&app, status, "Clockify Studio", &content)
 }
 
 fn refused_page(app: &App, error: &ApiError) -> Response {

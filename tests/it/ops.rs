@@ -33,6 +33,64 @@ fn readiness_fails_when_the_data_directory_disappears() {
 }
 
 #[test]
+fn the_base_url_shows_what_this_is_its_version_readiness_and_the_manifest_url() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let server = TestServer::start_in(&dir, |c| {
+        c.base_url = "https://studio.example.com".into();
+    });
+    server.install("ws-home", "addon-home", UNREACHABLE_API);
+    let r = server.get("/", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.body.contains("Clockify add-on"), "{}", r.body);
+    assert!(
+        r.body.contains(&format!(
+            "Version <strong>{}</strong>",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("<strong>ready</strong>"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("<a href=\"https://studio.example.com/manifest\"><code>https://studio.example.com/manifest</code></a>"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("docs/"), "{}", r.body);
+    assert!(!r.body.contains("ws-home"), "no workspace data: {}", r.body);
+    // The same headers as every HTML page.
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors"),
+        "{csp}"
+    );
+    assert!(!r.body.contains("<script"), "a page of prose: {}", r.body);
+
+    // The store probe fails (as in the readiness test): the page says so, with the reason.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let r = server.get("/", &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.body.contains("<strong>not ready</strong>"), "{}", r.body);
+    let reason = server.get("/readyz", &[]).json()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        r.body.contains(&format!("Reason: {reason}.")),
+        "the probe's reason ({reason}): {}",
+        r.body
+    );
+    assert!(r.body.contains("https://studio.example.com/manifest"));
+}
+
+#[test]
 fn request_ids_are_echoed_or_generated() {
     let server = TestServer::start();
     let r = server.get("/healthz", &[("x-request-id", "abc-123")]);

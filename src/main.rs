@@ -1,9 +1,10 @@
-//! Command line: `serve` (default), `manifest` / `--print-manifest`, `backup`, `check`.
+//! Command line: `serve` (default), `manifest` / `--print-manifest`, `backup`, `check`, and
+//! the hidden `generate` (man pages and shell completions, for packagers).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use clockify_studio::config::{Config, DataDirArgs, LogFormat, ManifestArgs, ServeArgs};
 use clockify_studio::{manifest, server, store};
 
@@ -22,7 +23,11 @@ static JEMALLOC_CONF: &u8 = &b"narenas:2,dirty_decay_ms:500,muzzy_decay_ms:0\0"[
 #[command(
     name = "clockify-studio",
     version,
-    about = "Self-hosted Clockify add-on: webhook log, API explorer, no-code flows"
+    about = "Self-hosted Clockify add-on: webhook log, API explorer, no-code flows",
+    after_help = "Every flag of serve can also be set by its CLOCKIFY_STUDIO_* environment \
+                  variable (a flag beats its variable). The Debian package reads them from \
+                  /etc/clockify-studio/clockify-studio.env. Documentation: README.md and docs/ \
+                  in the source."
 )]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -55,6 +60,13 @@ enum Command {
         #[command(flatten)]
         data: DataDirArgs,
     },
+    /// Write the man pages (DIR/man) and bash, zsh and fish completions (DIR/completions)
+    #[command(hide = true)]
+    Generate {
+        /// Directory to write into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,7 +91,119 @@ fn main() -> ExitCode {
         Some(Command::Manifest(args)) => print_manifest(&args),
         Some(Command::Backup { to, data }) => backup(&data, &to),
         Some(Command::Check { data }) => check(&data),
+        Some(Command::Generate { out_dir }) => generate(&out_dir),
     }
+}
+
+/// Man pages and completions come from the clap definitions above, so they cannot drift
+/// from the flags. A subcommand of the binary rather than a build script: the build script
+/// would need the CLI (and the config parsers behind it) outside the crate.
+fn generate(out_dir: &Path) -> ExitCode {
+    match write_man_pages_and_completions(out_dir) {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: cannot write into {}: {err}", out_dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_man_pages_and_completions(out_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use clap_complete::Shell;
+    let man_dir = out_dir.join("man");
+    let completions_dir = out_dir.join("completions");
+    std::fs::create_dir_all(&man_dir)?;
+    std::fs::create_dir_all(&completions_dir)?;
+    // One page per visible subcommand, and the command's own page listing them all.
+    clap_mangen::generate_to(Cli::command(), &man_dir)?;
+    std::fs::write(man_dir.join("clockify-studio.1"), main_man_page()?)?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&man_dir)? {
+        files.push(entry?.path());
+    }
+    files.sort();
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        files.push(clap_complete::generate_to(
+            shell,
+            &mut Cli::command(),
+            "clockify-studio",
+            &completions_dir,
+        )?);
+    }
+    Ok(files)
+}
+
+/// clap_mangen's page for the command, with ENVIRONMENT, FILES and SEE ALSO sections in
+/// place of the `--help` epilogue.
+fn main_man_page() -> std::io::Result<Vec<u8>> {
+    use clap_mangen::roff::{Roff, bold, italic, roman};
+    let man = clap_mangen::Man::new(Cli::command().disable_help_subcommand(true));
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    man.render_subcommands_section(&mut page)?;
+    let mut more = Roff::new();
+    more.control("SH", ["ENVIRONMENT"]);
+    more.text([
+        roman("Every flag of "),
+        bold("serve"),
+        roman(" has a "),
+        bold("CLOCKIFY_STUDIO_*"),
+        roman(
+            " environment variable, named under OPTIONS. A flag beats its variable, \
+               and the variable beats the default.",
+        ),
+    ]);
+    more.control("SH", ["FILES"]);
+    for (path, what) in [
+        (
+            "/etc/clockify-studio/clockify-studio.env",
+            "The service's environment file (mode 0600): set CLOCKIFY_STUDIO_BASE_URL here \
+             before enabling the service.",
+        ),
+        (
+            "/var/lib/clockify-studio",
+            "The service's data directory (systemd StateDirectory=): the data file \
+             clockify-studio.redb and its encryption key secret.key. Back them up together.",
+        ),
+        (
+            "/usr/lib/systemd/system/clockify-studio.service",
+            "The hardened systemd unit (/lib/systemd/system is the same directory on Debian). \
+             Installing the package neither enables nor starts it.",
+        ),
+    ] {
+        more.control("TP", []);
+        more.text([italic(path)]);
+        more.text([roman(what)]);
+    }
+    more.control("SH", ["SEE ALSO"]);
+    more.text([
+        bold("clockify-studio-serve"),
+        roman("(1), "),
+        bold("clockify-studio-manifest"),
+        roman("(1), "),
+        bold("clockify-studio-backup"),
+        roman("(1), "),
+        bold("clockify-studio-check"),
+        roman("(1), "),
+        bold("systemctl"),
+        roman("(1), "),
+        bold("journalctl"),
+        roman("(1). README.md and docs/ in the source, also in "),
+        italic("/usr/share/doc/clockify-studio"),
+        roman(" when installed from the Debian package."),
+    ]);
+    more.to_writer(&mut page)?;
+    man.render_version_section(&mut page)?;
+    Ok(page)
 }
 
 fn print_manifest(args: &ManifestArgs) -> ExitCode {

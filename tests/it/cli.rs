@@ -291,3 +291,66 @@ fn the_default_log_level_logs_rejections_not_successes() {
         "{seen:#?}"
     );
 }
+
+#[test]
+fn man_pages_and_completions_cover_every_subcommand_and_flag() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = run(&["generate", "--out-dir", text(temp.path())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |path: &str| {
+        std::fs::read_to_string(temp.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let main_page = read("man/clockify-studio.1");
+    let subcommands = ["serve", "manifest", "backup", "check"];
+    for sub in subcommands {
+        assert!(
+            main_page.contains(&format!("clockify\\-studio\\-{sub}(1)")),
+            "{sub} listed in the main page"
+        );
+        let page = read(&format!("man/clockify-studio-{sub}.1"));
+        assert!(page.contains(".SH OPTIONS"), "{sub}: {page}");
+    }
+    for section in [".SH ENVIRONMENT", ".SH FILES", ".SH \"SEE ALSO\""] {
+        assert!(main_page.contains(section), "{section} in the main page");
+    }
+    assert!(main_page.contains("/etc/clockify\\-studio/clockify\\-studio.env"));
+    let serve_page = read("man/clockify-studio-serve.1");
+    for flag in [
+        "base\\-url",
+        "data\\-dir",
+        "metrics\\-token",
+        "ui\\-frame\\-ancestor",
+    ] {
+        assert!(serve_page.contains(&format!("\\-\\-{flag}")), "--{flag}");
+    }
+    assert!(
+        serve_page.contains("CLOCKIFY_STUDIO_BASE_URL"),
+        "environment variables are named"
+    );
+    let backup_page = read("man/clockify-studio-backup.1");
+    assert!(backup_page.contains("\\-\\-to"), "{backup_page}");
+    // The packager's own subcommand stays out of the pages, the help and the completions.
+    let man_files: Vec<_> = std::fs::read_dir(temp.path().join("man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(man_files.len(), 1 + subcommands.len(), "{man_files:?}");
+    assert!(!main_page.contains("generate"));
+    let help = String::from_utf8_lossy(&run(&["--help"]).stdout).into_owned();
+    assert!(!help.contains("generate"), "{help}");
+    for completion in [
+        "completions/clockify-studio.bash",
+        "completions/_clockify-studio",
+        "completions/clockify-studio.fish",
+    ] {
+        let script = read(completion);
+        for sub in subcommands {
+            assert!(script.contains(sub), "{completion} completes {sub}");
+        }
+        assert!(script.contains("base-url"), "{completion} completes flags");
+    }
+}

@@ -259,8 +259,9 @@ async fn home(State(app): State<App>) -> Response {
          <p>Version <strong>{version}</strong>.</p>\
          {readiness}\
          {install}\
-         <p>Documentation: {docs}; <code>man clockify-studio</code> where it was installed \
-         from the Debian package. Checks: <a href=\"{base}/healthz\"><code>/healthz</code></a>, \
+         <p>Documentation: {docs}. Installed from the Debian package: \
+         <code>man clockify-studio</code> and <code>/usr/share/doc/clockify-studio</code>. \
+         Checks: <a href=\"{base}/healthz\"><code>/healthz</code></a>, \
          <a href=\"{base}/readyz\"><code>/readyz</code></a>.</p>",
         base = html_escape(&app.config.base_url),
         version = html_escape(crate::ops::VERSION),

@@ -264,7 +264,7 @@ async fn home(State(app): State<App>) -> Response {
          Checks: <a href=\"{base}/healthz\"><code>/healthz</code></a>, \
          <a href=\"{base}/readyz\"><code>/readyz</code></a>.</p>",
         base = html_escape(&app.config.base_url),
-        version = html_escape(crate::ops::VERSION),
+        version = html_escape(crate::telemetry::VERSION),
         install = install_instructions(&app),
     );
     message_page(&app, status, "Clockify Studio", &content)

@@ -15,6 +15,8 @@ use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::locks::WorkspaceLocks;
 use crate::store::{RunId, Store, StoreError, load_or_create_key};
+use crate::telemetry::RejectionLog;
+use crate::tickets::StreamTickets;
 use crate::{manifest, telemetry};
 
 /// Everything a handler or a background task may need; cheap to clone.
@@ -42,6 +44,10 @@ pub struct AppInner {
     /// Work started in the background by a request or a lifecycle event (a subscription
     /// sync, a bootstrap, a cleanup): the server waits for it at shutdown.
     pub tasks: TaskTracker,
+    /// Single-use tickets that open the live event stream.
+    pub stream_tickets: StreamTickets,
+    /// How many rejected requests get a log line of their own.
+    pub rejection_log: RejectionLog,
 }
 
 impl std::ops::Deref for App {
@@ -98,6 +104,7 @@ impl App {
         })?;
         let manifest = manifest::render(&config.base_url, &config.addon_key);
         let clockify = ApiClient::new(&config);
+        let rejection_log = RejectionLog::new(config.rejection_log_burst);
         Ok(App(Arc::new(AppInner {
             config,
             store,
@@ -111,6 +118,8 @@ impl App {
             active_runs: Default::default(),
             shutdown: watch::channel(false).0,
             tasks: TaskTracker::new(),
+            stream_tickets: StreamTickets::default(),
+            rejection_log,
         })))
     }
 

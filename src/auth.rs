@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::clockify::token::{Claims, Expiry, TokenError};
+use crate::clockify::token::{Claims, EXPIRY_LEEWAY_SECS, Expiry, TokenError};
 use crate::store::{Installation, InstallationStatus, StoreError};
 
 /// The header every UI API call carries the user token in.
@@ -32,6 +32,9 @@ pub enum AuthError {
     OtherInstallation,
     #[error("this needs the OWNER or WORKSPACE_ADMIN role in the workspace")]
     NotAdmin,
+    /// The live stream's ticket does not open it; says why.
+    #[error("stream refused: {0}; get a ticket from POST /api/webhooks/stream-ticket")]
+    Ticket(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +59,37 @@ pub async fn user_from_token(app: &App, token: Option<&str>) -> Result<User, Aut
         .tokens
         .verify(token, Expiry::Required, "user")
         .map_err(AuthError::Token)?;
+    user_from_claims(app, claims).await
+}
+
+/// The user a stream ticket was issued to (see [`crate::tickets`]): the ticket works once,
+/// within its time, while the token it was issued for is unexpired and the workspace's
+/// installation still admits the user.
+pub async fn user_from_ticket(app: &App, ticket: Option<&str>) -> Result<User, AuthError> {
+    let ticket = ticket.ok_or(AuthError::Ticket("no X-Addon-Token header and no ticket"))?;
+    let ticket = app
+        .stream_tickets
+        .redeem(ticket)
+        .ok_or(AuthError::Ticket("the ticket is unknown, used or expired"))?;
+    let now = jiff::Timestamp::now().as_second().max(0) as u64;
+    if ticket
+        .claims
+        .exp
+        .is_some_and(|exp| exp.saturating_add(EXPIRY_LEEWAY_SECS) < now)
+    {
+        return Err(AuthError::Ticket(
+            "the token the ticket was issued for has expired",
+        ));
+    }
+    let user = user_from_claims(app, ticket.claims).await?;
+    if user.workspace_id != ticket.workspace_id {
+        return Err(AuthError::Ticket("the ticket is for another workspace"));
+    }
+    Ok(user)
+}
+
+/// The user of already verified claims, if their workspace's installation still admits them.
+async fn user_from_claims(app: &App, claims: Arc<Claims>) -> Result<User, AuthError> {
     let workspace_id = claims.workspace_id.clone().ok_or(AuthError::NoWorkspace)?;
     let installation = app
         .store

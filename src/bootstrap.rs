@@ -16,10 +16,8 @@ use crate::store::{
 };
 use crate::time::now_ms;
 
-/// Pages fetched at most per operation (per parent for child operations).
-const MAX_PAGES: u32 = 20;
-/// Parents visited at most by a child operation (e.g. projects whose tasks are fetched).
-const MAX_PARENTS: usize = 500;
+/// Cached entities deleted per write when a refresh expires the ones it did not see again.
+const EXPIRE_BATCH: usize = 1024;
 /// Fetched first, in this order; everything else eligible follows.
 const CORE: &[&str] = &[
     "getWorkspaceOfUser",
@@ -47,6 +45,16 @@ struct Plan {
 
 fn settings_flag(installation: &Installation, id: &str, default: bool) -> bool {
     installation.settings.flag(id).unwrap_or(default)
+}
+
+/// Pages fetched at most per operation, all parents together (workspace setting
+/// `bootstrap_max_pages`, else `--bootstrap-max-pages`); a step stopped by it is truncated.
+fn max_pages(app: &App, installation: &Installation) -> u32 {
+    installation
+        .settings
+        .whole_number("bootstrap_max_pages")
+        .unwrap_or(app.config.bootstrap_max_pages)
+        .max(1)
 }
 
 /// `clients`, `projects/tasks`, `time-off/policies`, `workspace`, `user`.
@@ -182,6 +190,7 @@ fn new_progress(plans: &[Plan]) -> BootstrapProgress {
                 next_page: 1,
                 pages: 0,
                 items: 0,
+                truncated: false,
             })
             .collect(),
     }
@@ -214,7 +223,8 @@ fn items_of(body: &Value) -> Vec<Value> {
     }
 }
 
-fn to_entity(entity_type: &str, item: &Value, fallback_id: String, now: i64) -> Entity {
+/// A cache entry for `item` (an API list item or a webhook event's entity).
+pub(crate) fn to_entity(entity_type: &str, item: &Value, fallback_id: String, now: i64) -> Entity {
     let text = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_string);
     Entity {
         entity_type: entity_type.to_string(),
@@ -239,9 +249,7 @@ pub async fn start(
         Some(p) if p.running && !restart => p,
         _ => {
             let progress = new_progress(&plan(installation));
-            app.store
-                .put_entities(&ws, Vec::new(), progress.clone())
-                .await?;
+            app.store.start_bootstrap(&ws, progress.clone()).await?;
             progress
         }
     };
@@ -308,12 +316,12 @@ async fn run(app: &App, ws: &str) -> Result<(), StoreError> {
                 .entity_ids(ws, parent_type)
                 .await?
                 .into_iter()
-                .take(MAX_PARENTS)
                 .map(Some)
                 .collect(),
         };
         progress.steps[index].status = StepStatus::Running;
         let paging = page_size(operation);
+        let ceiling = max_pages(app, &installation);
         'parents: while (progress.steps[index].parents_done as usize) < parents.len() {
             let parent_id = parents[progress.steps[index].parents_done as usize].clone();
             loop {
@@ -325,6 +333,12 @@ async fn run(app: &App, ws: &str) -> Result<(), StoreError> {
                     return Ok(());
                 }
                 let step = &progress.steps[index];
+                if step.pages >= ceiling {
+                    // More to fetch, but the ceiling is reached: say so rather than pass
+                    // the step off as complete.
+                    progress.steps[index].truncated = true;
+                    break 'parents;
+                }
                 let mut path_params = Map::new();
                 if operation
                     .parameter("workspaceId", ParamLocation::Path)
@@ -393,9 +407,8 @@ async fn run(app: &App, ws: &str) -> Result<(), StoreError> {
                                 | ClientError::NoToken
                                 | ClientError::NoBaseUrl(_)
                         ) {
-                            progress.running = false;
                             progress.finished_at = Some(now_ms());
-                            app.store.put_entities(ws, Vec::new(), progress).await?;
+                            finish(app, ws, progress).await?;
                             return Ok(());
                         }
                         break 'parents;
@@ -422,34 +435,69 @@ async fn run(app: &App, ws: &str) -> Result<(), StoreError> {
                 let short = paging
                     .as_ref()
                     .is_none_or(|(_, size)| (items.len() as u64) < *size);
-                let capped = step.next_page >= MAX_PAGES;
-                if short || capped {
+                if short {
                     step.parents_done += 1;
                     step.next_page = 1;
                 } else {
                     step.next_page += 1;
                 }
-                let parent_finished = short || capped;
-                app.store
+                if !app
+                    .store
                     .put_entities(ws, entities, progress.clone())
-                    .await?;
-                if parent_finished {
+                    .await?
+                {
+                    return Ok(()); // replaced by a new plan, or the workspace was erased
+                }
+                if short {
                     break;
                 }
             }
         }
-        if progress.steps[index].status == StepStatus::Running {
-            progress.steps[index].status = StepStatus::Done;
+        let step = &mut progress.steps[index];
+        if step.status == StepStatus::Running {
+            step.status = StepStatus::Done;
+            if !step.truncated {
+                // Everything there is was seen: what was not is gone from Clockify.
+                let entity_type = step.entity_type.clone();
+                expire(app, ws, &entity_type, progress.started_at).await?;
+            }
         }
-        app.store
+        if !app
+            .store
             .put_entities(ws, Vec::new(), progress.clone())
-            .await?;
+            .await?
+        {
+            return Ok(());
+        }
     }
-    progress.running = false;
     progress.finished_at = Some(now_ms());
-    app.store.put_entities(ws, Vec::new(), progress).await?;
+    finish(app, ws, progress).await?;
     tracing::info!(workspace_id = ws, "bootstrap finished");
     Ok(())
+}
+
+/// Stores the plan as finished (if it is still the stored one).
+async fn finish(app: &App, ws: &str, mut progress: BootstrapProgress) -> Result<(), StoreError> {
+    progress.running = false;
+    app.store.put_entities(ws, Vec::new(), progress).await?;
+    Ok(())
+}
+
+/// Deletes the cached entities of `entity_type` that this run (started at `started_at`) did
+/// not fetch again and no webhook event touched since.
+async fn expire(app: &App, ws: &str, entity_type: &str, started_at: i64) -> Result<(), StoreError> {
+    loop {
+        let n = app
+            .store
+            .expire_entities(ws, entity_type, started_at, EXPIRE_BATCH)
+            .await?;
+        if n > 0 {
+            metrics::counter!("entity_cache_expired_total").increment(n as u64);
+        }
+        if n < EXPIRE_BATCH {
+            return Ok(());
+        }
+    }
 }
 
 /// Whether `POST /api/bootstrap` replaced the plan this runner works on.
@@ -476,6 +524,8 @@ pub struct Status {
     pub done: usize,
     pub total: usize,
     pub items: u64,
+    /// Steps that stopped at the page ceiling (`bootstrap_max_pages`) with more to fetch.
+    pub truncated: usize,
 }
 
 pub fn status(progress: Option<&BootstrapProgress>) -> Status {
@@ -485,6 +535,7 @@ pub fn status(progress: Option<&BootstrapProgress>) -> Status {
             done: 0,
             total: 0,
             items: 0,
+            truncated: 0,
         };
     };
     let done = p
@@ -508,6 +559,7 @@ pub fn status(progress: Option<&BootstrapProgress>) -> Status {
         done,
         total: p.steps.len(),
         items: p.steps.iter().map(|s| s.items).sum(),
+        truncated: p.steps.iter().filter(|s| s.truncated).count(),
     }
 }
 

@@ -16,6 +16,9 @@ pub const DATA_FILE_NAME: &str = "clockify-studio.redb";
 /// Clockify caps add-on calls at 50 requests/second per workspace.
 pub const MAX_RPS_CAP: u32 = 50;
 
+/// Highest page ceiling a bootstrap step may be given.
+pub const MAX_BOOTSTRAP_PAGES: u32 = 100_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -155,6 +158,20 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOCKIFY_STUDIO_RETENTION_INTERVAL_SECS", default_value_t = 600, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval_secs: u64,
+    /// Pages the entity bootstrap fetches at most per operation; more is marked truncated.
+    /// Workspaces may override
+    #[arg(long, env = "CLOCKIFY_STUDIO_BOOTSTRAP_MAX_PAGES", default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_BOOTSTRAP_PAGES as i64))]
+    pub bootstrap_max_pages: u32,
+    /// Hours between refreshes of each workspace's entity cache (0 = never); workspaces may
+    /// override
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_ENTITY_REFRESH_HOURS",
+        default_value_t = 24,
+        value_name = "HOURS"
+    )]
+    pub entity_refresh_hours: u32,
     /// Seconds between reconciliations of every workspace's webhook subscriptions
     #[arg(long, env = "CLOCKIFY_STUDIO_SUBSCRIPTION_SYNC_INTERVAL_SECS", default_value_t = 21600, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(60..))]
@@ -162,6 +179,19 @@ pub struct ServeArgs {
     /// Largest lifecycle/API body accepted (bytes)
     #[arg(long, env = "CLOCKIFY_STUDIO_API_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub api_body_limit_bytes: usize,
+    /// Rejected requests (4xx/5xx) logged per route and status in each interval; the rest are
+    /// counted and summarised in one line per interval
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_REJECTION_LOG_BURST",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub rejection_log_burst: u32,
+    /// Length of that interval
+    #[arg(long, env = "CLOCKIFY_STUDIO_REJECTION_LOG_INTERVAL_SECS", default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub rejection_log_interval_secs: u64,
     /// Extra origin allowed to frame /ui besides https://*.clockify.me (repeatable)
     #[arg(long, env = "CLOCKIFY_STUDIO_UI_FRAME_ANCESTOR", value_delimiter = ',',
           value_name = "ORIGIN", value_parser = parse_frame_ancestor)]
@@ -198,6 +228,14 @@ pub struct Config {
     pub retention_clock_skew: Duration,
     /// Origins allowed to frame `/ui` besides `https://*.clockify.me` (CSP frame-ancestors).
     pub ui_frame_ancestors: Vec<String>,
+    /// Pages fetched at most per bootstrap operation (workspaces may override).
+    pub bootstrap_max_pages: u32,
+    /// How old an entity cache gets before it is fetched again (zero: never; workspaces may
+    /// override in hours).
+    pub entity_refresh: Duration,
+    /// Rejected requests logged per route and status per [`Config::rejection_log_interval`].
+    pub rejection_log_burst: u32,
+    pub rejection_log_interval: Duration,
 }
 
 /// A configuration problem, always naming the flag it concerns.
@@ -269,6 +307,10 @@ impl Config {
             subscription_sync_interval: Duration::from_secs(args.subscription_sync_interval_secs),
             retention_clock_skew: Duration::ZERO,
             ui_frame_ancestors: args.ui_frame_ancestor.clone(),
+            bootstrap_max_pages: args.bootstrap_max_pages,
+            entity_refresh: Duration::from_secs(u64::from(args.entity_refresh_hours) * 3600),
+            rejection_log_burst: args.rejection_log_burst,
+            rejection_log_interval: Duration::from_secs(args.rejection_log_interval_secs),
         })
     }
 
@@ -299,6 +341,10 @@ impl Config {
             subscription_sync_interval: Duration::from_secs(6 * 3600),
             retention_clock_skew: Duration::ZERO,
             ui_frame_ancestors: Vec::new(),
+            bootstrap_max_pages: 1000,
+            entity_refresh: Duration::from_secs(24 * 3600),
+            rejection_log_burst: 5,
+            rejection_log_interval: Duration::from_secs(60),
         }
     }
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::auth::User;
-use crate::clockify::catalog::{Operation, catalog};
+use crate::clockify::catalog::{Operation, ParamLocation, catalog};
 use crate::clockify::client::{
     Acting, ApiClient, ApiRequest, ApiResponse, ClientError, RetryPolicy,
 };
@@ -75,7 +75,7 @@ pub struct ExecuteRequest {
     pub path_params: Map<String, Value>,
     pub query: Map<String, Value>,
     pub body: Option<Value>,
-    /// `addon` (default) or `user`.
+    /// `addon` or `user`; by default `addon` for admins, `user` for everyone else.
     pub acting_as: Option<String>,
 }
 
@@ -93,6 +93,10 @@ pub enum ExplorerError {
     UnknownOperation(String),
     #[error("this needs the OWNER or WORKSPACE_ADMIN role in the workspace")]
     NotAdmin,
+    #[error(
+        "as: \"addon\" calls with the add-on's own token, which only workspace owners and admins may use; call as: \"user\" to use your own Clockify permissions"
+    )]
+    AddonTokenForAdminsOnly,
     #[error("cannot call {operation}")]
     Invalid {
         operation: String,
@@ -121,6 +125,16 @@ pub async fn execute(
     if !operation.read_only() && !user.is_admin() {
         return Err(ExplorerError::NotAdmin);
     }
+    // Non-admins call as themselves, so Clockify applies their own rights; the add-on's token
+    // reads the whole workspace and is for owners and admins only (docs/security.md).
+    let acting_as = match request.acting_as.as_deref() {
+        Some(given) => given,
+        None if user.is_admin() => "addon",
+        None => "user",
+    };
+    if acting_as == "addon" && !user.is_admin() {
+        return Err(ExplorerError::AddonTokenForAdminsOnly);
+    }
     let mut problems = Vec::new();
     if !operation.addon_token {
         problems.push(format!("{} does not accept add-on tokens", operation.id));
@@ -132,13 +146,20 @@ pub async fn execute(
         ));
     }
     let mut path_params = request.path_params;
-    match path_params.get("workspaceId") {
-        Some(Value::String(ws)) if *ws != user.workspace_id => {
-            problems.push("workspaceId is the token's workspace and cannot be changed".into())
+    // Filled only where the operation has it (`getLoggedUser` has none); given elsewhere, it
+    // is reported as an unknown parameter like any other.
+    if operation
+        .parameter("workspaceId", ParamLocation::Path)
+        .is_some()
+    {
+        match path_params.get("workspaceId") {
+            Some(Value::String(ws)) if *ws != user.workspace_id => {
+                problems.push("workspaceId is the token's workspace and cannot be changed".into())
+            }
+            _ => {}
         }
-        _ => {}
+        path_params.insert("workspaceId".into(), json!(user.workspace_id));
     }
-    path_params.insert("workspaceId".into(), json!(user.workspace_id));
     if operation.body.is_none() && request.body.as_ref().is_some_and(|b| !b.is_null()) {
         problems.push(format!("{} takes no request body", operation.id));
     }
@@ -147,7 +168,7 @@ pub async fn execute(
     {
         problems.push(format!("{} needs a request body", operation.id));
     }
-    let (acting, act_as) = match request.acting_as.as_deref().unwrap_or("addon") {
+    let (acting, act_as) = match acting_as {
         "addon" => (Acting::Addon, ActAs::Addon),
         "user" => (Acting::User(user_token.to_string()), ActAs::User),
         other => {

@@ -3,10 +3,12 @@
 //! The layers, top to bottom (each imports only those below it):
 //! - `server` (listener, shutdown, background tasks) and `api` (every HTTP route, the error
 //!   mapping, the add-on's OpenAPI document): the only code that speaks HTTP;
-//! - domain modules: `ingest`, `lifecycle`, `events` (with `event_summary`), `sources`, `flows`, `explorer`,
-//!   `subscriptions`, `bootstrap`, `settings`, `overview`, `retention`, `auth`;
+//! - domain modules: `ingest`, `lifecycle`, `events` (with `event_summary`), `sources`, `flows`,
+//!   `explorer`, `subscriptions`, `bootstrap`, `entities`, `settings`, `overview`, `retention`,
+//!   `auth`, `control` (the operators' socket);
 //! - `app` (the shared state), then `clockify` (tokens, the API client, the catalog), `store`
-//!   (the only code that names redb), `config`, `manifest`, `telemetry` and small helpers.
+//!   (the only code that names redb), `config`, `manifest`, `telemetry`, `tickets` and small
+//!   helpers.
 
 pub mod api;
 pub mod app;
@@ -14,6 +16,8 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clockify;
 pub mod config;
+pub mod control;
+pub mod entities;
 pub mod event_summary;
 pub mod events;
 pub mod explorer;
@@ -31,4 +35,5 @@ pub mod sources;
 pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
+pub mod tickets;
 pub mod time;

@@ -1,12 +1,13 @@
-//! Command line: `serve` (default), `manifest` / `--print-manifest`, `backup`, `check`, and
-//! the hidden `generate` (man pages and shell completions, for packagers).
+//! Command line: `serve` (default), `manifest` / `--print-manifest`, `backup`, `check`,
+//! `erase-workspace`, and the hidden `generate` (man pages and shell completions, for
+//! packagers).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clockify_studio::config::{Config, DataDirArgs, LogFormat, ManifestArgs, ServeArgs};
-use clockify_studio::{manifest, server, store};
+use clockify_studio::{control, manifest, server, store};
 
 /// jemalloc instead of glibc's malloc, which took about a fifth of the server's CPU in
 /// `cargo bench --bench ingest` (README, design notes).
@@ -57,6 +58,21 @@ enum Command {
     },
     /// Open the data file, verify integrity and schema version, print counts per table
     Check {
+        /// Also count this workspace's rows per table
+        #[arg(long, value_name = "ID")]
+        workspace: Option<String>,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
+    /// Erase everything stored for a workspace (data-subject requests); works while the
+    /// server runs, through its control socket
+    EraseWorkspace {
+        /// The Clockify workspace id
+        #[arg(value_name = "ID")]
+        workspace: String,
+        /// Only count what would be erased
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         data: DataDirArgs,
     },
@@ -90,7 +106,12 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Manifest(args)) => print_manifest(&args),
         Some(Command::Backup { to, data }) => backup(&data, &to),
-        Some(Command::Check { data }) => check(&data),
+        Some(Command::Check { data, workspace }) => check(&data, workspace.as_deref()),
+        Some(Command::EraseWorkspace {
+            workspace,
+            dry_run,
+            data,
+        }) => erase_workspace(&data, &workspace, dry_run),
         Some(Command::Generate { out_dir }) => generate(&out_dir),
     }
 }
@@ -172,7 +193,9 @@ fn main_man_page() -> std::io::Result<Vec<u8>> {
         (
             "/var/lib/clockify-studio",
             "The service's data directory (systemd StateDirectory=): the data file \
-             clockify-studio.redb and its encryption key secret.key. Back them up together.",
+             clockify-studio.redb and its encryption key secret.key (back them up together), \
+             and while the server runs its control socket control.sock, through which \
+             erase-workspace reaches it.",
         ),
         (
             "/usr/lib/systemd/system/clockify-studio.service",
@@ -193,6 +216,8 @@ fn main_man_page() -> std::io::Result<Vec<u8>> {
         bold("clockify-studio-backup"),
         roman("(1), "),
         bold("clockify-studio-check"),
+        roman("(1), "),
+        bold("clockify-studio-erase-workspace"),
         roman("(1), "),
         bold("systemctl"),
         roman("(1), "),
@@ -327,9 +352,9 @@ fn backup(data: &DataDirArgs, to: &std::path::Path) -> ExitCode {
     }
 }
 
-fn check(data: &DataDirArgs) -> ExitCode {
+fn check(data: &DataDirArgs, workspace: Option<&str>) -> ExitCode {
     let path = data.data_file();
-    match store::check(&path) {
+    match store::check(&path, workspace) {
         Ok(report) => {
             println!("data file: {} ({} bytes)", path.display(), report.file_size);
             println!(
@@ -347,6 +372,11 @@ fn check(data: &DataDirArgs) -> ExitCode {
             for (table, count) in &report.tables {
                 println!("table {table}: {count}");
             }
+            if let (Some(ws), Some(counts)) = (workspace, &report.workspace) {
+                for (table, count) in counts {
+                    println!("workspace {ws} table {table}: {count}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -354,4 +384,58 @@ fn check(data: &DataDirArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Erases (or with `dry_run` counts) a workspace's rows: on the file itself when no server
+/// holds it, else through the running server's control socket. Both run the same store code.
+fn erase_workspace(data: &DataDirArgs, workspace: &str, dry_run: bool) -> ExitCode {
+    let path = data.data_file();
+    let direct = store::erase_workspace_file(&path, workspace, dry_run, control::ERASE_BATCH);
+    let (counts, via) = match direct {
+        Ok(erasure) => (erasure.counts, "the data file"),
+        Err(store::StoreError::InUse) => {
+            let command = control::Command::EraseWorkspace {
+                workspace_id: workspace.to_string(),
+                dry_run,
+            };
+            match control::request(&data.data_dir, &command) {
+                Ok(control::Reply {
+                    error: None,
+                    tables: Some(tables),
+                }) => (tables, "the running server"),
+                Ok(reply) => {
+                    let error = reply.error.unwrap_or_else(|| "no answer".into());
+                    eprintln!("error: the running server could not erase {workspace}: {error}");
+                    return ExitCode::FAILURE;
+                }
+                Err(err) => {
+                    eprintln!(
+                        "error: a server holds {} and its control socket failed ({err}); stop the server or check that it runs as this user",
+                        path.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(err) => {
+            eprintln!("error: {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows: u64 = counts.iter().map(|(_, n)| n).sum();
+    if dry_run {
+        println!(
+            "dry run: workspace {workspace} has {rows} rows in {} (via {via}); nothing was erased",
+            path.display()
+        );
+    } else {
+        println!(
+            "erased workspace {workspace}: {rows} rows from {} (via {via})",
+            path.display()
+        );
+    }
+    for (table, count) in &counts {
+        println!("table {table}: {count}");
+    }
+    ExitCode::SUCCESS
 }

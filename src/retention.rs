@@ -84,12 +84,10 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
         }
     }
     delete_old_runs(app, now).await?;
-    // Explorer executions are kept like flow runs.
-    for installation in app.store.installations().await? {
-        let days = installation
-            .settings
-            .whole_number("flow_run_retention_days")
-            .unwrap_or(app.config.flow_run_retention_days);
+    // Explorer executions are kept like flow runs, in every workspace that has any.
+    for ws in app.store.execution_workspaces().await? {
+        let installation = app.store.installation(&ws).await?;
+        let days = run_retention_days(app, installation.as_deref());
         if days == 0 {
             continue;
         }
@@ -97,7 +95,7 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
         loop {
             let n = app
                 .store
-                .delete_executions_before(&installation.workspace_id, cutoff, BATCH)
+                .delete_executions_before(&ws, cutoff, BATCH)
                 .await?;
             metrics::counter!("retention_deleted_total", "kind" => "execution").increment(n as u64);
             if n < BATCH {
@@ -120,36 +118,28 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
     Ok(deleted)
 }
 
-/// Deletes everything kept for a workspace, then its installation record.
+/// Deletes everything kept for a workspace (every table, the installation last) in batches
+/// of [`BATCH`] rows; returns how many events went.
 async fn purge_workspace(app: &App, ws: &str) -> Result<usize, StoreError> {
-    let mut deleted = 0;
-    loop {
-        let n = app.store.delete_events_before(ws, i64::MAX, BATCH).await?;
-        deleted += n;
-        if n < BATCH {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    for source in app.store.sources(ws).await? {
-        app.store.delete_source(ws, &source.id).await?;
-    }
-    loop {
-        let n = app.store.delete_runs_before(ws, i64::MAX, BATCH).await?;
-        metrics::counter!("retention_deleted_total", "kind" => "flow_run").increment(n as u64);
-        if n < BATCH {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    app.store.delete_workspace_flows(ws).await?;
-    app.store.remove_installation(ws).await?;
-    metrics::counter!("retention_deleted_total", "kind" => "event").increment(deleted as u64);
-    metrics::counter!("retention_deleted_total", "kind" => "installation").increment(1);
+    let removed = app.store.erase_workspace(ws, BATCH).await?;
+    let rows = |table: &str| {
+        removed
+            .iter()
+            .find(|(name, _)| name == table)
+            .map_or(0, |(_, n)| *n)
+    };
+    let events = rows("events");
+    metrics::counter!("retention_deleted_total", "kind" => "event").increment(events);
+    metrics::counter!("retention_deleted_total", "kind" => "flow_run").increment(rows("flow_runs"));
+    metrics::counter!("retention_deleted_total", "kind" => "execution")
+        .increment(rows("executions"));
+    metrics::counter!("retention_deleted_total", "kind" => "installation")
+        .increment(rows("installations"));
     tracing::info!(
         workspace_id = ws,
-        events = deleted,
+        events,
+        rows = removed.iter().map(|(_, n)| n).sum::<u64>(),
         "purged a deleted installation"
     );
-    Ok(deleted)
+    Ok(events as usize)
 }

@@ -16,7 +16,7 @@ use crate::app::App;
 pub use crate::app::StartError;
 use crate::config::Config;
 use crate::telemetry::{self, VERSION};
-use crate::{api, bootstrap, flows, retention, subscriptions};
+use crate::{api, bootstrap, control, entities, flows, retention, subscriptions};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -60,6 +60,10 @@ pub async fn serve(
     ));
     let periodic_sync = tokio::spawn(subscriptions::run_periodic(app.clone()));
     app.spawn(bootstrap::resume_all(app.clone()));
+    let rejection_summaries = tokio::spawn(summarise_rejections(app.clone()));
+    let entity_applier = tokio::spawn(entities::run_applier(app.clone()));
+    let entity_refresh = tokio::spawn(entities::run_refresh(app.clone()));
+    let control = control::start(app.clone()).await;
     let flow_engine = flows::engine::start(app.clone());
     tokio::pin!(shutdown);
     loop {
@@ -95,6 +99,12 @@ pub async fn serve(
     let _ = retention.await;
     let _ = metrics_upkeep.await;
     let _ = periodic_sync.await;
+    let _ = rejection_summaries.await;
+    let _ = entity_applier.await;
+    let _ = entity_refresh.await;
+    if let Some(control) = control {
+        let _ = control.await;
+    }
     // In-flight flow actions finish (bounded) while connections drain, before the writer stops.
     let (_, drained) = tokio::join!(
         flow_engine,
@@ -121,4 +131,17 @@ pub async fn serve(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Ends each rejection-log interval with its summary lines, and the last one at shutdown.
+async fn summarise_rejections(app: App) {
+    let interval = app.config.rejection_log_interval;
+    let mut shutdown = app.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => app.rejection_log.summarise(interval),
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    app.rejection_log.summarise(interval);
 }

@@ -68,6 +68,8 @@ fn check(id: &str, value: &Value) -> Option<String> {
         "max_rps" => whole(1, crate::config::MAX_RPS_CAP as u64),
         "webhook_retention_days" | "flow_run_retention_days" => whole(0, 3650),
         "bootstrap_time_entry_days" => whole(1, 365),
+        "bootstrap_max_pages" => whole(1, crate::config::MAX_BOOTSTRAP_PAGES as u64),
+        "entity_refresh_hours" => whole(0, 24 * 365),
         "bootstrap_on_install" | "bootstrap_time_entries" | "bootstrap_heavy_endpoints" => {
             (!value.is_boolean()).then(|| format!("{id} must be true or false"))
         }

@@ -1,7 +1,8 @@
 //! The process-wide Prometheus recorder (the metrics macros are global, so there is one) and
-//! its upkeep; the version the binary reports.
+//! its upkeep; the version the binary reports; the log budget of rejected requests.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -44,6 +45,55 @@ pub async fn run_metrics_upkeep(
         tokio::select! {
             _ = tokio::time::sleep(METRICS_UPKEEP_INTERVAL) => handle.run_upkeep(),
             _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// The log budget of rejected requests: per route and status, the first `burst` of each
+/// interval get their `handled` line; the others are only counted (they are in the request
+/// metrics anyway) and [`RejectionLog::summarise`] writes one line for them per interval.
+pub struct RejectionLog {
+    burst: u32,
+    /// (route, status) → (logged, not logged) in the current interval. Routes are the route
+    /// table's templates and statuses the server's own, so the map stays small.
+    counts: Mutex<HashMap<(String, u16), (u32, u64)>>,
+}
+
+impl RejectionLog {
+    pub fn new(burst: u32) -> RejectionLog {
+        RejectionLog {
+            burst,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Whether this rejection gets its own line.
+    pub fn admit(&self, route: &str, status: u16) -> bool {
+        let mut counts = self.counts.lock().expect("rejection log lock");
+        let entry = counts.entry((route.to_string(), status)).or_default();
+        if entry.0 < self.burst {
+            entry.0 += 1;
+            true
+        } else {
+            entry.1 += 1;
+            false
+        }
+    }
+
+    /// Ends the interval: one line per route and status with rejections left unlogged.
+    pub fn summarise(&self, interval: Duration) {
+        let counts = std::mem::take(&mut *self.counts.lock().expect("rejection log lock"));
+        for ((route, status), (logged, suppressed)) in counts {
+            if suppressed > 0 {
+                tracing::warn!(
+                    route,
+                    status,
+                    logged,
+                    suppressed,
+                    interval_secs = interval.as_secs(),
+                    "{suppressed} more rejected requests not logged"
+                );
+            }
         }
     }
 }

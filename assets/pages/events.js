@@ -33,11 +33,19 @@ async function probeFlows() {
 }
 
 /**
- * Opens the live stream of new events. EventSource cannot send headers, so this is the one
- * place the token goes into a URL; how the stream authenticates changes here alone.
+ * Opens the live stream of new events. EventSource cannot send headers, and a token in a URL
+ * ends up in proxy logs: the token (sent in a header) buys a single-use ticket, valid 60 s,
+ * that opens the stream, and every (re)connection asks for a new one (a spent ticket closes
+ * the browser's own retry). Resolves to null when no ticket could be had.
  */
-function openEventStream(lastEventId) {
-  const params = { auth_token: session.token };
+async function openEventStream(lastEventId) {
+  let ticket;
+  try {
+    ({ ticket } = await api('/api/webhooks/stream-ticket', { method: 'POST' }));
+  } catch {
+    return null;
+  }
+  const params = { ticket };
   if (lastEventId) params.lastEventId = lastEventId;
   return new EventSource(`/api/webhooks/stream${qs(params)}`);
 }
@@ -97,6 +105,7 @@ export function mount(root, ctx) {
   };
   const controller = new AbortController();
   let stream = null;
+  let connecting = null;
   let reconnectTimer = null;
   let lastEventId = null;
 
@@ -431,11 +440,25 @@ export function mount(root, ctx) {
     liveDot.classList.toggle('on', on);
   }
 
-  function connect() {
+  async function connect() {
     disconnect();
     if (!state.filters.live || session.expired) return;
-    stream = openEventStream(lastEventId);
     setLive('connecting…', false);
+    const attempt = {};
+    connecting = attempt;
+    const opened = await openEventStream(lastEventId);
+    if (connecting !== attempt) {
+      // Disconnected or reconnected meanwhile.
+      if (opened) opened.close();
+      return;
+    }
+    if (!opened) {
+      setLive('offline', false);
+      clearTimeout(reconnectTimer);
+      reconnectTimer = setTimeout(connect, 3000);
+      return;
+    }
+    stream = opened;
     stream.addEventListener('open', () => setLive('connected', true));
     stream.addEventListener('webhook', (message) => {
       try {
@@ -449,7 +472,7 @@ export function mount(root, ctx) {
         setLive('reconnecting…', false);
         return;
       }
-      // Closed for good (e.g. the token expired): reopen with the current token.
+      // Closed for good (a spent ticket, an expired token): reopen with a new ticket.
       setLive('offline', false);
       clearTimeout(reconnectTimer);
       reconnectTimer = setTimeout(connect, 3000);
@@ -457,6 +480,7 @@ export function mount(root, ctx) {
   }
 
   function disconnect() {
+    connecting = null;
     clearTimeout(reconnectTimer);
     if (stream) stream.close();
     stream = null;

@@ -115,8 +115,9 @@ export function mount(root, ctx) {
     const body = takesBody(op) || prefill.body !== undefined
       ? bodyEditor(op.requestBody?.schema, prefill.body, { label: `Body (${op.requestBody?.contentType || 'application/json'})`, required: Boolean(op.requestBody?.required), onChange: () => updatePreview() })
       : null;
-    const asAddon = h('input', { type: 'radio', name: 'as', value: 'addon', checked: true });
-    const asUser = h('input', { type: 'radio', name: 'as', value: 'user' });
+    // The add-on's token is for owners and admins; everyone else calls as themselves.
+    const asAddon = h('input', { type: 'radio', name: 'as', value: 'addon', checked: session.isAdmin, disabled: !session.isAdmin });
+    const asUser = h('input', { type: 'radio', name: 'as', value: 'user', checked: !session.isAdmin });
     const result = h('div', { 'aria-live': 'polite' });
     const problems = h('div', { class: 'problem', role: 'alert' });
 

@@ -16,13 +16,15 @@ const LABELS = {
   bootstrap_time_entries: ['Include time entries in the initial fetch', 'Can be many API calls on large workspaces.'],
   bootstrap_time_entry_days: ['Time entry history to fetch (days)', ''],
   bootstrap_heavy_endpoints: ['Include reports in the initial fetch', 'Slow; counts against the rate limit.'],
+  bootstrap_max_pages: ['Most pages fetched per operation', 'An operation with more is marked truncated.'],
+  entity_refresh_hours: ['Refresh the entity cache every (hours)', '0 never refreshes; entities not seen again are dropped.'],
   subscribed_events: ['Subscribed events', 'Event types Clockify Studio records and can run flows on.'],
 };
 /** Settings shown together, in this order; ids not listed go to "Other". */
 const GROUPS = [
   ['Retention', ['webhook_retention_days', 'flow_run_retention_days']],
   ['Clockify API', ['max_rps']],
-  ['Initial fetch of workspace entities', ['bootstrap_on_install', 'bootstrap_time_entries', 'bootstrap_time_entry_days', 'bootstrap_heavy_endpoints']],
+  ['Initial fetch of workspace entities', ['bootstrap_on_install', 'bootstrap_time_entries', 'bootstrap_time_entry_days', 'bootstrap_heavy_endpoints', 'bootstrap_max_pages', 'entity_refresh_hours']],
   ['Events', ['subscribed_events']],
 ];
 const POLL_MS = 2000;
@@ -191,8 +193,9 @@ export function mount(root) {
       bar,
       (status.operations || []).length ? h('details', {}, h('summary', {}, 'Operations'), h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, ['Operation', 'State', 'Pages', 'Items', 'Error'].map((t) => h('th', { scope: 'col' }, t)))),
-        h('tbody', {}, status.operations.map((o) => h('tr', {}, h('td', { class: 'mono' }, o.operationId), h('td', {}, badgeFor(o.status)), h('td', {}, fmt.number(o.pages)), h('td', {}, fmt.number(o.items)), h('td', { class: 'small' }, o.error || ''))))))) : null,
+        h('tbody', {}, status.operations.map((o) => h('tr', {}, h('td', { class: 'mono' }, o.operationId), h('td', {}, badgeFor(o.truncated ? 'truncated' : o.status)), h('td', {}, fmt.number(o.pages)), h('td', {}, fmt.number(o.items)), h('td', { class: 'small' }, o.error || ''))))))) : null,
       counts ? h('dl', { class: 'kv' }, Object.entries(counts).flatMap(([type, n]) => [h('dt', {}, type), h('dd', {}, fmt.number(n))])) : null,
+      status.truncated ? h('p', { class: 'problem' }, `${fmt.number(status.truncated)} operation${status.truncated === 1 ? '' : 's'} stopped at the page limit with more to fetch (truncated); raise “Most pages fetched per operation” to fetch everything.`) : null,
       status.finishedAt ? h('p', { class: 'small muted' }, 'Finished ', timeEl(status.finishedAt)) : null);
   }
 
@@ -200,7 +203,8 @@ export function mount(root) {
     clearTimeout(pollTimer);
     try {
       const status = await api('/api/bootstrap', { signal });
-      const entities = await api('/api/entities?limit=1', { signal }).catch(() => null);
+      // The entity cache is the admins' (docs/security.md); others see the counts per step.
+      const entities = session.isAdmin ? await api('/api/entities?limit=1', { signal }).catch(() => null) : null;
       clear(bootBox, h('h2', {}, 'Entity cache (bootstrap)'), bootstrapView(status, entities && entities.counts));
       if (status.status === 'running') pollTimer = setTimeout(loadBootstrap, POLL_MS);
     } catch (error) {

@@ -153,7 +153,9 @@ impl From<AuthError> for ApiError {
     #[track_caller]
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::Token(_) | AuthError::NoWorkspace => ApiError::Unauthorized(err.to_string()),
+            AuthError::Token(_) | AuthError::NoWorkspace | AuthError::Ticket(_) => {
+                ApiError::Unauthorized(err.to_string())
+            }
             AuthError::NotInstalled(_)
             | AuthError::Uninstalled(_)
             | AuthError::OtherInstallation
@@ -197,9 +199,9 @@ impl From<crate::explorer::ExplorerError> for ApiError {
         use crate::explorer::ExplorerError;
         match err {
             ExplorerError::UnknownOperation(_) => ApiError::NotFound(err.to_string()),
-            ExplorerError::NotAdmin | ExplorerError::HostNotAllowed(_) => {
-                ApiError::Forbidden(err.to_string())
-            }
+            ExplorerError::NotAdmin
+            | ExplorerError::AddonTokenForAdminsOnly
+            | ExplorerError::HostNotAllowed(_) => ApiError::Forbidden(err.to_string()),
             ExplorerError::Invalid {
                 operation,
                 problems,

@@ -349,12 +349,40 @@ struct StreamState {
     last_sent: Option<EventId>,
 }
 
+/// A single-use ticket that opens the live stream.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamTicket {
+    /// Opaque; pass as `GET /api/webhooks/stream?ticket=…`.
+    ticket: String,
+    /// The ticket works once, until this time (60 s after it was issued).
+    expires_at: String,
+}
+
+/// Trades the user token (in the header) for a single-use ticket, valid 60 s and bound to the
+/// token's workspace and user, that opens the live stream: EventSource cannot send headers,
+/// and a token in a URL would end up in proxy logs.
+#[utoipa::path(post, path = "/api/webhooks/stream-ticket", tag = "events",
+    responses((status = 200, body = StreamTicket),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn stream_ticket(State(app): State<App>, user: User) -> Json<StreamTicket> {
+    let ticket = app
+        .stream_tickets
+        .issue(&user.workspace_id, user.claims.clone());
+    let ttl = jiff::SignedDuration::try_from(crate::tickets::TICKET_TTL).unwrap_or_default();
+    Json(StreamTicket {
+        ticket,
+        expires_at: (jiff::Timestamp::now() + ttl).to_string(),
+    })
+}
+
 /// New events of the token's workspace as they are committed (Server-Sent Events, event name
-/// `webhook`, data an event summary). On reconnect, `Last-Event-ID` (or `?lastEventId=`)
-/// replays what was missed first.
+/// `webhook`, data an event summary). Opened with a ticket from
+/// `POST /api/webhooks/stream-ticket` (or the `X-Addon-Token` header). On reconnect,
+/// `Last-Event-ID` (or `?lastEventId=`) replays what was missed first.
 #[utoipa::path(get, path = "/api/webhooks/stream", tag = "events",
     params(("lastEventId" = Option<String>, Query, description = "Resume after this event"),
-        ("auth_token" = Option<String>, Query, description = "The user token, for EventSource (which cannot set headers)")),
+        ("ticket" = Option<String>, Query, description = "A single-use stream ticket (EventSource cannot set headers)")),
     responses((status = 200, description = "An event stream", content_type = "text/event-stream"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn stream(

@@ -284,7 +284,8 @@ pub struct ExecuteBody {
     /// The JSON body, for operations that take one.
     #[serde(default)]
     body: Option<Value>,
-    /// `addon` (default: the installation's token) or `user` (the caller's own token).
+    /// `addon` (the installation's token; admins only, and their default) or `user` (the
+    /// caller's own token; everyone else's default).
     #[serde(default, rename = "as")]
     acting_as: Option<String>,
 }
@@ -403,7 +404,7 @@ pub struct ExecutionList {
     items: Vec<ExecutionView>,
 }
 
-/// The workspace's explorer history, newest first.
+/// The workspace's explorer history, newest first (for non-admins: calls made as a user).
 #[utoipa::path(get, path = "/api/executions", tag = "explorer", params(HistoryParams),
     responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -413,7 +414,16 @@ pub async fn history(
     Params(query): Params<HistoryParams>,
 ) -> Result<Json<ExecutionList>, ApiError> {
     let limit = query.limit.unwrap_or(50).clamp(1, 200);
-    let items = app.store.executions(&user.workspace_id, limit).await?;
+    // Calls made with the add-on's token are the admins' (docs/security.md).
+    let admin = user.is_admin();
+    let items = app
+        .store
+        .executions(
+            &user.workspace_id,
+            move |e| admin || e.acting_as == "user",
+            limit,
+        )
+        .await?;
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     Ok(Json(ExecutionList {
         items: items

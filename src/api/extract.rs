@@ -10,46 +10,34 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::auth::{USER_TOKEN_HEADER, User, user_from_token};
+use crate::auth::{USER_TOKEN_HEADER, User, user_from_ticket, user_from_token};
 use crate::problem::Problem;
 use crate::time::parse_rfc3339;
 
 /// A [`User`] with the OWNER or WORKSPACE_ADMIN role.
 pub struct Admin(pub User);
 
-/// A [`User`] whose token may also come from the `auth_token` query parameter (for
-/// EventSource, which cannot set headers).
+/// A [`User`] authenticated by the header or by a stream ticket in the `ticket` query
+/// parameter (EventSource cannot set headers; a token never goes into a URL).
 pub struct StreamUser(pub User);
 
-/// The user token of a request: the `X-Addon-Token` header, or (when allowed) `auth_token`.
-pub fn user_token(parts: &Parts, allow_query: bool) -> Option<String> {
-    let header = parts
+/// The user token of a request: the `X-Addon-Token` header.
+fn user_token(parts: &Parts) -> Option<&str> {
+    parts
         .headers
         .get(USER_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if let Some(header) = header {
-        return Some(header.to_string());
-    }
-    if !allow_query {
-        return None;
-    }
-    parts.uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "auth_token")
-            .map(|(_, v)| v.into_owned())
-    })
+        .and_then(|v| v.to_str().ok())
 }
 
-async fn authenticate(parts: &Parts, app: &App, allow_query: bool) -> Result<User, ApiError> {
-    let token = user_token(parts, allow_query);
-    Ok(user_from_token(app, token.as_deref()).await?)
+async fn authenticate(parts: &Parts, app: &App) -> Result<User, ApiError> {
+    Ok(user_from_token(app, user_token(parts)).await?)
 }
 
 impl FromRequestParts<App> for User {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        authenticate(parts, app, false).await
+        authenticate(parts, app).await
     }
 }
 
@@ -57,7 +45,7 @@ impl FromRequestParts<App> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let user = authenticate(parts, app, false).await?;
+        let user = authenticate(parts, app).await?;
         user.require_admin()?;
         Ok(Admin(user))
     }
@@ -67,7 +55,15 @@ impl FromRequestParts<App> for StreamUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        authenticate(parts, app, true).await.map(StreamUser)
+        if user_token(parts).is_some() {
+            return authenticate(parts, app).await.map(StreamUser);
+        }
+        let ticket = parts.uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "ticket")
+                .map(|(_, v)| v.into_owned())
+        });
+        Ok(StreamUser(user_from_ticket(app, ticket.as_deref()).await?))
     }
 }
 

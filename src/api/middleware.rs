@@ -75,8 +75,11 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
     // Successes are counted in the metrics; a line for each would flood the journal at peak
     // ingestion (thousands a second). Rejections and failures show at the default level, with
     // the fields the (debug) span would have added.
+    // A flood of rejections (bad signatures, refused tokens …) would write a line each: only
+    // the first few per route and status in each interval are logged, then a summary.
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     match status {
+        400.. if !app.rejection_log.admit(route, status) => {}
         500.. => tracing::warn!(request_id = %id, %method, route, status, elapsed_ms, "handled"),
         400..500 => tracing::info!(request_id = %id, %method, route, status, elapsed_ms, "handled"),
         _ => tracing::debug!(request_id = %id, %method, route, status, elapsed_ms, "handled"),
@@ -91,14 +94,36 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
 #[derive(Default)]
 struct RouteMetrics {
     duration: Option<Histogram>,
-    requests: Vec<(Method, u16, Counter)>,
+    requests: Vec<(&'static str, u16, Counter)>,
+}
+
+/// The `method` label: the standard methods by name, anything a client made up as `other`,
+/// so no request can add a series.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", |known| known.as_str())
 }
 
 /// `http_requests_total{method,route,status}` and `http_request_duration_seconds{route}`,
 /// registered once per label set: building the labelled keys (three strings) and looking them
-/// up on every request showed in the ingest profile. Routes are route templates, so the map
-/// stays small.
+/// up on every request showed in the ingest profile. Every label comes from a fixed set:
+/// routes are the route table's templates (`unmatched` for any other path), methods are
+/// folded by [`method_label`], and statuses are the ones this server answers with.
 fn request_metrics(method: &Method, route: &str, status: u16) -> (Counter, Histogram) {
+    let method = method_label(method);
     static BY_ROUTE: LazyLock<Mutex<HashMap<String, RouteMetrics>>> = LazyLock::new(Mutex::default);
     let mut by_route = BY_ROUTE.lock().expect("request metrics lock");
     if !by_route.contains_key(route) {
@@ -114,14 +139,12 @@ fn request_metrics(method: &Method, route: &str, status: u16) -> (Counter, Histo
     let requests = match metrics
         .requests
         .iter()
-        .find(|(m, s, _)| m == method && *s == status)
+        .find(|(m, s, _)| *m == method && *s == status)
     {
         Some((_, _, counter)) => counter.clone(),
         None => {
-            let counter = metrics::counter!("http_requests_total", "method" => method.to_string(), "route" => route.to_string(), "status" => status.to_string());
-            metrics
-                .requests
-                .push((method.clone(), status, counter.clone()));
+            let counter = metrics::counter!("http_requests_total", "method" => method, "route" => route.to_string(), "status" => status.to_string());
+            metrics.requests.push((method, status, counter.clone()));
             counter
         }
     };

@@ -59,6 +59,7 @@ pub fn router(app: &App) -> Router {
         .route("/api/overview", get(workspace::overview))
         .route("/api/webhooks", get(events::list))
         .route("/api/webhooks/stream", get(events::stream))
+        .route("/api/webhooks/stream-ticket", post(events::stream_ticket))
         .route(
             "/api/webhooks/{id}",
             get(events::get).delete(events::delete),

@@ -31,6 +31,7 @@ use super::{events, explorer, flows, lifecycle, ops, runs, sources, webhooks, wo
         serve,
         workspace::overview,
         events::list,
+        events::stream_ticket,
         events::stream,
         events::get,
         events::delete,

@@ -118,10 +118,13 @@ impl SentRequestView {
 #[derive(Serialize, ToSchema)]
 pub struct ActionResponseView {
     status: u16,
-    /// JSON when it is JSON (and not cut), else the text.
+    /// JSON when it is JSON (and not cut), else the text; null when hidden.
     body: Value,
     /// The body was longer than the kept limit and was cut.
     truncated: bool,
+    /// The body is withheld: the action read it with the add-on's token, and the caller is
+    /// not an admin (docs/security.md).
+    hidden: bool,
 }
 
 /// One action of a run.
@@ -156,6 +159,7 @@ impl From<&ActionRun> for ActionRunView {
                 status,
                 body,
                 truncated: action.response_truncated,
+                hidden: false,
             }
         });
         ActionRunView {
@@ -190,6 +194,15 @@ impl RunDetail {
         RunDetail {
             summary: RunSummary::new(app, run),
             actions: run.actions.iter().map(ActionRunView::from).collect(),
+        }
+    }
+
+    /// Actions call Clockify with the add-on's token, which reads more than a member may see:
+    /// their answers are for owners and admins (docs/security.md).
+    fn hide_responses(&mut self) {
+        for response in self.actions.iter_mut().filter_map(|a| a.response.as_mut()) {
+            response.body = Value::Null;
+            response.hidden = true;
         }
     }
 }
@@ -270,7 +283,11 @@ pub async fn run(
     Path(id): Path<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
     let run = service::run(&app, &user.workspace_id, &id).await?;
-    Ok(Json(RunDetail::new(&app, &run)))
+    let mut detail = RunDetail::new(&app, &run);
+    if !user.is_admin() {
+        detail.hide_responses();
+    }
+    Ok(Json(detail))
 }
 
 /// Runs one `GET /api/runs` may examine before it returns a cursor to continue from.

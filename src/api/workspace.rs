@@ -185,6 +185,8 @@ pub struct BootstrapOperation {
     status: &'static str,
     pages: u32,
     items: u64,
+    /// Stopped at the page ceiling (`bootstrap_max_pages`) with more to fetch.
+    truncated: bool,
     error: Option<String>,
 }
 
@@ -198,6 +200,8 @@ pub struct BootstrapView {
     total: usize,
     /// Entities fetched.
     items: u64,
+    /// Operations that stopped at the page ceiling with more to fetch.
+    truncated: usize,
     started_at: Option<String>,
     finished_at: Option<String>,
     operations: Vec<BootstrapOperation>,
@@ -211,6 +215,7 @@ impl From<Option<&BootstrapProgress>> for BootstrapView {
             done: status.done,
             total: status.total,
             items: status.items,
+            truncated: status.truncated,
             started_at: progress.map(|p| rfc3339(p.started_at)),
             finished_at: progress.and_then(|p| p.finished_at).map(rfc3339),
             operations: progress
@@ -229,6 +234,7 @@ impl From<Option<&BootstrapProgress>> for BootstrapView {
                         status,
                         pages: s.pages,
                         items: s.items,
+                        truncated: s.truncated,
                         error,
                     }
                 })
@@ -293,13 +299,15 @@ pub struct EntityList {
     counts: BTreeMap<String, u64>,
 }
 
-/// The workspace's entity cache (filled by the bootstrap).
+/// The workspace's entity cache (filled by the bootstrap, kept current by webhook events).
+/// Admins only: it is what the add-on's token read (every member's profile, rates …), more
+/// than a member's own Clockify role shows them (docs/security.md).
 #[utoipa::path(get, path = "/api/entities", tag = "workspace", params(EntityParams),
     responses((status = 200, body = EntityList), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn entities(
     State(app): State<App>,
-    user: User,
+    Admin(user): Admin,
     Params(query): Params<EntityParams>,
 ) -> Result<Json<EntityList>, ApiError> {
     let needle = query.q.unwrap_or_default().to_lowercase();

@@ -2,7 +2,10 @@
 //! hard-coded host), a host allowlist checked before any connection, a per-workspace token
 //! bucket shared by every caller, bounded retries with backoff and jitter on 429/5xx
 //! (honouring `Retry-After`), and an `X-Addon-Token` that never reaches logs, errors or
-//! responses. ureq is blocking, so each attempt runs on the blocking pool.
+//! responses. Redirects are never followed: the allowlist vouches for the first URL only, and
+//! a followed redirect would carry the token to wherever it points (ureq keeps
+//! `X-Addon-Token` across hops), so a 3xx is returned as the answer. ureq is blocking, so
+//! each attempt runs on the blocking pool.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -26,6 +29,8 @@ const SAFE_RESPONSE_HEADERS: &[&str] = &[
     "content-type",
     "content-length",
     "date",
+    // Where a 3xx pointed (not followed): shown so the answer explains itself.
+    "location",
     "retry-after",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
@@ -187,6 +192,8 @@ impl ApiClient {
     pub fn new(config: &Config) -> ApiClient {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // Never follow a redirect (see the module docs); 0 returns the 3xx as it is.
+            .max_redirects(0)
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(CALL_TIMEOUT))
             .user_agent(format!("clockify-studio/{}", env!("CARGO_PKG_VERSION")))

@@ -1,5 +1,9 @@
 //! Verification of Clockify-signed JWTs (PLATFORM.md §5): RS256 with the configured key only,
-//! `iss = clockify`, `type = addon`, `sub = <add-on key>`, and `exp` wherever present.
+//! `iss = clockify`, `type = addon`, `sub = <add-on key>`, and the times wherever present: `exp`
+//! not past (with [`EXPIRY_LEEWAY_SECS`]), `nbf` not ahead and `iat` not in the future (with
+//! [`CLOCK_SKEW_SECS`]: a token Clockify has just issued must not be refused because its clock
+//! runs ahead of ours). The same rules hold for every token kind (user, lifecycle,
+//! installation, webhook).
 //! Verified tokens are cached by hash: RS256 verification costs ~0.35 ms and Clockify sends
 //! the same webhook token on every delivery.
 
@@ -12,8 +16,10 @@ use sha2::{Digest, Sha256};
 
 /// Entries kept before the cache is emptied and refilled; bounds memory.
 const CACHE_CAPACITY: usize = 10_000;
-/// Seconds of clock skew tolerated on `exp`.
-const LEEWAY_SECS: u64 = 5;
+/// Seconds a token may be used past its `exp`.
+pub const EXPIRY_LEEWAY_SECS: u64 = 5;
+/// Seconds Clockify's clock may run ahead of ours: how far in the future `nbf` and `iat` may be.
+pub const CLOCK_SKEW_SECS: u64 = 60;
 
 /// Claims of every Clockify token kind; absent claims are `None` (PLATFORM.md §5.1).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -35,6 +41,8 @@ pub struct Claims {
     pub theme: Option<String>,
     pub workspace_role: Option<String>,
     pub exp: Option<u64>,
+    pub nbf: Option<u64>,
+    pub iat: Option<u64>,
 }
 
 impl Claims {
@@ -61,6 +69,10 @@ pub enum TokenError {
     Expired,
     #[error("the token has no expiry")]
     NoExpiry,
+    #[error("the token is not valid yet (nbf is ahead of this server's clock)")]
+    NotYetValid,
+    #[error("the token was issued in the future (iat is ahead of this server's clock)")]
+    IssuedInFuture,
     #[error("the token was not issued by Clockify")]
     Issuer,
     #[error("the token is not an add-on token")]
@@ -70,6 +82,14 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// A well-signed token refused only for its times (expired, or not valid yet).
+    pub fn is_time(self) -> bool {
+        matches!(
+            self,
+            TokenError::Expired | TokenError::NotYetValid | TokenError::IssuedInFuture
+        )
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             TokenError::Missing => "missing",
@@ -78,6 +98,8 @@ impl TokenError {
             TokenError::Signature => "signature",
             TokenError::Expired => "expired",
             TokenError::NoExpiry => "no_expiry",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::IssuedInFuture => "issued_in_future",
             TokenError::Issuer => "issuer",
             TokenError::Type => "type",
             TokenError::Subject => "subject",
@@ -151,12 +173,9 @@ impl TokenVerifier {
                 claims
             }
         };
-        // Checked on every use, cached or not, so a cached token still expires on time.
-        match claims.exp {
-            Some(exp) if exp + LEEWAY_SECS < now => return Err(TokenError::Expired),
-            None if expiry == Expiry::Required => return Err(TokenError::NoExpiry),
-            _ => {}
-        }
+        // Checked on every use, cached or not: a cached token still expires on time, and one
+        // cached while not yet valid is refused until its time comes.
+        check_times(&claims, expiry, now)?;
         Ok(claims)
     }
 
@@ -188,5 +207,66 @@ impl TokenVerifier {
             return Err(TokenError::Subject);
         }
         Ok(claims)
+    }
+}
+
+/// `exp`, `nbf` and `iat` against `now` (Unix seconds).
+fn check_times(claims: &Claims, expiry: Expiry, now: u64) -> Result<(), TokenError> {
+    match claims.exp {
+        Some(exp) if exp.saturating_add(EXPIRY_LEEWAY_SECS) < now => {
+            return Err(TokenError::Expired);
+        }
+        None if expiry == Expiry::Required => return Err(TokenError::NoExpiry),
+        _ => {}
+    }
+    let ahead = |time: Option<u64>| time.is_some_and(|t| t > now.saturating_add(CLOCK_SKEW_SECS));
+    if ahead(claims.nbf) {
+        return Err(TokenError::NotYetValid);
+    }
+    if ahead(claims.iat) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: Option<u64>, nbf: Option<u64>, iat: Option<u64>) -> Claims {
+        Claims {
+            exp,
+            nbf,
+            iat,
+            ..Claims::default()
+        }
+    }
+
+    #[test]
+    fn times_are_checked_with_the_stated_allowance() {
+        let now = 1_800_000_000;
+        let skew = CLOCK_SKEW_SECS;
+        let leeway = EXPIRY_LEEWAY_SECS;
+        let check = |c: Claims| check_times(&c, Expiry::Optional, now);
+        assert_eq!(check(claims(None, None, None)), Ok(()));
+        assert_eq!(check(claims(Some(now - leeway), None, None)), Ok(()));
+        assert_eq!(
+            check(claims(Some(now - leeway - 1), None, None)),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(check(claims(None, Some(now + skew), None)), Ok(()));
+        assert_eq!(
+            check(claims(None, Some(now + skew + 1), None)),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(check(claims(None, None, Some(now + skew))), Ok(()));
+        assert_eq!(
+            check(claims(None, None, Some(now + skew + 1))),
+            Err(TokenError::IssuedInFuture)
+        );
+        assert_eq!(
+            check_times(&claims(None, Some(now), Some(now)), Expiry::Required, now),
+            Err(TokenError::NoExpiry)
+        );
     }
 }

@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{IngestError, Received, RejectKind, is_clockify_event, reject, store_event};
 use crate::app::App;
-use crate::clockify::token::{Expiry, TokenError};
+use crate::clockify::token::Expiry;
 use crate::store::{Installation, InstallationStatus, NewEvent, token_digest};
 
 pub const SIGNATURE_HEADER: &str = "clockify-signature";
@@ -161,16 +160,16 @@ async fn authenticate_delivery(
         if let Some(stored) = stored {
             let plain = app.store.secrets().open_str(&stored.token)?;
             if bool::from(plain.as_bytes().ct_eq(signature.as_bytes())) {
-                // A stored JWT still has to be unexpired.
+                // A stored JWT still has to be within its times (exp, nbf, iat).
                 if looks_like_jwt(signature)
                     && let Err(e) = app
                         .tokens
                         .verify(Some(signature), Expiry::Optional, "webhook")
-                    && e == TokenError::Expired
+                    && e.is_time()
                 {
                     return Err(reject(
                         SOURCE,
-                        "expired",
+                        e.reason(),
                         RejectKind::Unauthenticated,
                         format!("{SIGNATURE_HEADER} refused: {e}"),
                     ));
@@ -216,32 +215,11 @@ async fn authenticate_delivery(
     Ok((installation, ws))
 }
 
-/// Validates the JSON and returns its top-level `workspaceId`, without building the whole
-/// document (deliveries are parsed on every request).
+/// The top-level `workspaceId` of a strictly checked body (see [`super::strict`]): a body
+/// two parsers could read differently is refused, never guessed at.
 fn payload_workspace(bytes: &[u8]) -> Result<Option<String>, IngestError> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "workspaceId", default)]
-        workspace_id: Option<Value>,
-    }
-    let invalid = |e: serde_json::Error| {
-        reject(
-            SOURCE,
-            "invalid_json",
-            RejectKind::Invalid,
-            format!("invalid JSON body: {e}"),
-        )
-    };
-    match serde_json::from_slice::<Probe>(bytes) {
-        Ok(probe) => Ok(probe
-            .workspace_id
-            .and_then(|v| v.as_str().map(str::to_string))),
-        // Valid JSON that is not an object has no workspaceId.
-        Err(e) if e.is_data() => serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-            .map(|_| None)
-            .map_err(invalid),
-        Err(e) => Err(invalid(e)),
-    }
+    super::strict::delivery_workspace(bytes)
+        .map_err(|e| reject(SOURCE, e.reason(), RejectKind::Invalid, e.to_string()))
 }
 
 fn looks_like_jwt(token: &str) -> bool {

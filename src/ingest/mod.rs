@@ -5,6 +5,7 @@
 
 pub mod clockify;
 pub mod custom;
+pub mod strict;
 
 use std::sync::LazyLock;
 

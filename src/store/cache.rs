@@ -8,7 +8,7 @@ use super::db::Store;
 use super::error::StoreError;
 use super::schema::{
     BOOTSTRAP, ENTITIES, EXECUTIONS, decode, encode, ids_before, prefix_end, two_part_prefix,
-    with_suffix, workspace_prefix,
+    with_suffix, workspace_prefix, workspaces_of,
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,8 @@ pub struct BootstrapStep {
     pub next_page: u32,
     pub pages: u32,
     pub items: u64,
+    /// Stopped at the page ceiling with more to fetch.
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,9 +58,71 @@ pub struct BootstrapProgress {
     pub steps: Vec<BootstrapStep>,
 }
 
+/// A step as schema 2 stored it (no `truncated`).
+#[derive(Serialize, Deserialize)]
+struct BootstrapStepV1 {
+    operation_id: String,
+    entity_type: String,
+    status: StepStatus,
+    parents_done: u32,
+    next_page: u32,
+    pages: u32,
+    items: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BootstrapProgressV1 {
+    running: bool,
+    started_at: i64,
+    finished_at: Option<i64>,
+    steps: Vec<BootstrapStepV1>,
+}
+
 #[derive(Serialize, Deserialize)]
 enum BootstrapRecord {
-    V1(BootstrapProgress),
+    V1(BootstrapProgressV1),
+    /// Steps know whether they were truncated.
+    V2(BootstrapProgress),
+}
+
+fn decode_progress(bytes: &[u8]) -> Result<BootstrapProgress, StoreError> {
+    Ok(match decode::<BootstrapRecord>(bytes)? {
+        BootstrapRecord::V2(progress) => progress,
+        BootstrapRecord::V1(old) => BootstrapProgress {
+            running: old.running,
+            started_at: old.started_at,
+            finished_at: old.finished_at,
+            steps: old
+                .steps
+                .into_iter()
+                .map(|s| BootstrapStep {
+                    operation_id: s.operation_id,
+                    entity_type: s.entity_type,
+                    status: s.status,
+                    parents_done: s.parents_done,
+                    next_page: s.next_page,
+                    pages: s.pages,
+                    items: s.items,
+                    truncated: false,
+                })
+                .collect(),
+        },
+    })
+}
+
+fn encode_progress(progress: BootstrapProgress) -> Vec<u8> {
+    encode(&BootstrapRecord::V2(progress))
+}
+
+/// A change to the entity cache from a webhook event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntityChange {
+    /// Created or updated: merged over the cached entity, if any.
+    Upsert(Entity),
+    Delete {
+        entity_type: String,
+        id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,31 +147,60 @@ enum ExecutionRecord {
     V1(Execution),
 }
 
+fn entity_key(ws: &str, entity_type: &str, id: &str) -> Vec<u8> {
+    with_suffix(&two_part_prefix(ws, entity_type), id.as_bytes())
+}
+
 impl Store {
+    /// Stores a new bootstrap plan, replacing any other (unless the workspace has no
+    /// installation any more); returns whether it did.
+    pub async fn start_bootstrap(
+        &self,
+        ws: &str,
+        progress: BootstrapProgress,
+    ) -> Result<bool, StoreError> {
+        let ws = ws.to_string();
+        self.write(move |wtx| {
+            if !super::schema::installed(wtx, &ws)? {
+                return Ok(false);
+            }
+            wtx.open_table(BOOTSTRAP)?
+                .insert(ws.as_bytes(), encode_progress(progress).as_slice())?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Stores a page of entities and the progress made, in one transaction (a restart resumes
-    /// exactly after the last stored page).
+    /// exactly after the last stored page). Only while `progress` is still the stored plan
+    /// (same start, stored as running; `progress` itself may say it finished): returns false,
+    /// writing nothing, when a new plan replaced it or the workspace was erased.
     pub async fn put_entities(
         &self,
         ws: &str,
         entities: Vec<Entity>,
         progress: BootstrapProgress,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let ws = ws.to_string();
         self.write(move |wtx| {
+            let current = wtx
+                .open_table(BOOTSTRAP)?
+                .get(ws.as_bytes())?
+                .map(|v| decode_progress(v.value()))
+                .transpose()?;
+            let same_plan =
+                current.is_some_and(|p| p.started_at == progress.started_at && p.running);
+            if !same_plan {
+                return Ok(false);
+            }
             let mut table = wtx.open_table(ENTITIES)?;
             for entity in entities {
-                let key = with_suffix(
-                    &two_part_prefix(&ws, &entity.entity_type),
-                    entity.id.as_bytes(),
-                );
+                let key = entity_key(&ws, &entity.entity_type, &entity.id);
                 table.insert(key.as_slice(), encode(&EntityRecord::V1(entity)).as_slice())?;
             }
             let mut state = wtx.open_table(BOOTSTRAP)?;
-            state.insert(
-                ws.as_bytes(),
-                encode(&BootstrapRecord::V1(progress)).as_slice(),
-            )?;
-            Ok(())
+            state.insert(ws.as_bytes(), encode_progress(progress).as_slice())?;
+            Ok(true)
         })
         .await
     }
@@ -120,12 +213,7 @@ impl Store {
         self.read(move |rtx| {
             let table = rtx.open_table(BOOTSTRAP)?;
             let found = table.get(ws.as_bytes())?;
-            match found {
-                None => Ok(None),
-                Some(v) => match decode::<BootstrapRecord>(v.value())? {
-                    BootstrapRecord::V1(p) => Ok(Some(p)),
-                },
-            }
+            found.map(|v| decode_progress(v.value())).transpose()
         })
         .await
     }
@@ -137,8 +225,7 @@ impl Store {
             let mut out = Vec::new();
             for entry in table.iter()? {
                 let (k, v) = entry?;
-                let BootstrapRecord::V1(p) = decode::<BootstrapRecord>(v.value())?;
-                if p.running {
+                if decode_progress(v.value())?.running {
                     out.push(String::from_utf8_lossy(k.value()).into_owned());
                 }
             }
@@ -194,9 +281,90 @@ impl Store {
         .await
     }
 
+    /// Keeps an explorer call in the history, unless the workspace has no installation (any
+    /// more).
+    /// Applies webhook-borne changes to the cached entities of `ws` in one write (unless the
+    /// workspace has no installation any more); `merge` combines a cached entity with its
+    /// update. Returns how many entities changed.
+    pub async fn apply_entity_changes(
+        &self,
+        ws: &str,
+        changes: Vec<EntityChange>,
+        merge: fn(&Entity, Entity) -> Entity,
+    ) -> Result<usize, StoreError> {
+        let ws = ws.to_string();
+        self.write(move |wtx| {
+            if !super::schema::installed(wtx, &ws)? {
+                return Ok(0);
+            }
+            let mut table = wtx.open_table(ENTITIES)?;
+            let mut changed = 0;
+            for change in changes {
+                match change {
+                    EntityChange::Upsert(entity) => {
+                        let key = entity_key(&ws, &entity.entity_type, &entity.id);
+                        let cached = table
+                            .get(key.as_slice())?
+                            .map(|v| decode::<EntityRecord>(v.value()))
+                            .transpose()?;
+                        let entity = match cached {
+                            Some(EntityRecord::V1(cached)) => merge(&cached, entity),
+                            None => entity,
+                        };
+                        table
+                            .insert(key.as_slice(), encode(&EntityRecord::V1(entity)).as_slice())?;
+                        changed += 1;
+                    }
+                    EntityChange::Delete { entity_type, id } => {
+                        let key = entity_key(&ws, &entity_type, &id);
+                        changed += usize::from(table.remove(key.as_slice())?.is_some());
+                    }
+                }
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    /// Deletes up to `max` cached entities of one type last fetched before `before_ms` (not
+    /// seen again by a refresh); returns how many.
+    pub async fn expire_entities(
+        &self,
+        ws: &str,
+        entity_type: &str,
+        before_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let prefix = two_part_prefix(ws, entity_type);
+        self.write(move |wtx| {
+            let mut table = wtx.open_table(ENTITIES)?;
+            let end = prefix_end(&prefix);
+            let mut stale = Vec::new();
+            for entry in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
+                let (k, v) = entry?;
+                let EntityRecord::V1(entity) = decode::<EntityRecord>(v.value())?;
+                if entity.fetched_at < before_ms {
+                    stale.push(k.value().to_vec());
+                    if stale.len() >= max {
+                        break;
+                    }
+                }
+            }
+            for key in &stale {
+                table.remove(key.as_slice())?;
+            }
+            Ok(stale.len())
+        })
+        .await
+    }
+
     pub async fn put_execution(&self, ws: &str, execution: Execution) -> Result<(), StoreError> {
         let key = with_suffix(&workspace_prefix(ws), &execution.id);
+        let ws = ws.to_string();
         self.write(move |wtx| {
+            if !super::schema::installed(wtx, &ws)? {
+                return Ok(());
+            }
             let mut table = wtx.open_table(EXECUTIONS)?;
             table.insert(
                 key.as_slice(),
@@ -207,8 +375,13 @@ impl Store {
         .await
     }
 
-    /// Newest first.
-    pub async fn executions(&self, ws: &str, limit: usize) -> Result<Vec<Execution>, StoreError> {
+    /// Newest first, the ones `keep` accepts, up to `limit`.
+    pub async fn executions(
+        &self,
+        ws: &str,
+        keep: impl Fn(&Execution) -> bool + Send + 'static,
+        limit: usize,
+    ) -> Result<Vec<Execution>, StoreError> {
         let prefix = workspace_prefix(ws);
         self.read(move |rtx| {
             let table = rtx.open_table(EXECUTIONS)?;
@@ -217,13 +390,27 @@ impl Store {
             for entry in table
                 .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
                 .rev()
-                .take(limit)
             {
                 let (_, v) = entry?;
                 let ExecutionRecord::V1(execution) = decode::<ExecutionRecord>(v.value())?;
-                out.push(execution);
+                if keep(&execution) {
+                    out.push(execution);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Workspaces with explorer executions (for retention).
+    pub async fn execution_workspaces(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|rtx| {
+            workspaces_of(&rtx.open_table(EXECUTIONS)?, || {
+                StoreError::Decode("malformed execution key".into())
+            })
         })
         .await
     }

@@ -19,7 +19,7 @@ use super::writer::Writer;
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
@@ -30,6 +30,9 @@ const MIGRATIONS: &[Migration] = &[
     |_| Ok(()),
     // 2 → 3: runs may be retries (`RunOrigin::Retry`, appended, so older runs still read);
     // older binaries would fail on such a run, so they refuse the file instead.
+    |_| Ok(()),
+    // 3 → 4: bootstrap progress gained `V2` (steps know whether they were truncated). `V1`
+    // records stay readable; the bump makes older binaries refuse the file.
     |_| Ok(()),
 ];
 
@@ -279,4 +282,22 @@ pub(super) fn read_u32(bytes: &[u8]) -> Result<u32, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Decode("schema version is not 4 bytes".into()))?;
     Ok(u32::from_le_bytes(array))
+}
+
+/// The file's schema version, refused when a newer release wrote it.
+pub(super) fn check_schema(db: &impl ReadableDatabase) -> Result<u32, StoreError> {
+    let rtx = db.begin_read()?;
+    let meta = rtx.open_table(META)?;
+    let version = meta
+        .get(META_SCHEMA_VERSION)?
+        .map(|v| read_u32(v.value()))
+        .transpose()?
+        .ok_or_else(|| StoreError::Decode("no schema version record".into()))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(version)
 }

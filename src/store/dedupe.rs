@@ -286,6 +286,29 @@ impl PendingDedupe {
         self.inner.lock().expect("dedupe lock").insert(key, row);
     }
 
+    /// Drops every waiting row of `ws` (its events are being erased).
+    pub(crate) fn forget_workspace(&self, ws: &str) {
+        let prefix = super::schema::workspace_prefix(ws);
+        let mut pending = self.inner.lock().expect("dedupe lock");
+        let ids: Vec<u32> = pending
+            .prefixes
+            .iter()
+            .enumerate()
+            .filter(|(_, bytes)| bytes.starts_with(&prefix))
+            .map(|(id, _)| id as u32)
+            .collect();
+        for id in ids {
+            let keys: Vec<PendingKey> = pending
+                .rows
+                .range((id, 0, 0)..=(id, u128::MAX, u128::MAX))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in keys {
+                pending.remove(&key);
+            }
+        }
+    }
+
     /// Drops the row for `key` if it still points at event `id`.
     pub(crate) fn remove_if_points_at(
         &self,

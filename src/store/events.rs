@@ -409,12 +409,12 @@ mod tests {
                 .unwrap();
             wtx.commit().unwrap();
         }
-        assert_eq!(crate::store::check(&path).unwrap().schema_version, 1);
+        assert_eq!(crate::store::check(&path, None).unwrap().schema_version, 1);
         let store = Store::open(&path, &key).unwrap();
         assert_eq!(store.event("ws", event.id).await.unwrap(), Some(event));
         store.shutdown();
         assert_eq!(
-            crate::store::check(&path).unwrap().schema_version,
+            crate::store::check(&path, None).unwrap().schema_version,
             crate::store::SCHEMA_VERSION
         );
     }

@@ -313,10 +313,12 @@ impl Store {
     /// Records progress of an unfinished run.
     pub async fn save_run(&self, run: Run) -> Result<(), StoreError> {
         self.write(move |wtx| {
-            wtx.open_table(FLOW_RUNS)?.insert(
-                run_key(&run.workspace_id, &run.id).as_slice(),
-                encode_run(&run).as_slice(),
-            )?;
+            let mut runs = wtx.open_table(FLOW_RUNS)?;
+            let key = run_key(&run.workspace_id, &run.id);
+            // A run erased while it ran (its workspace was purged) is not written back.
+            if runs.get(key.as_slice())?.is_some() {
+                runs.insert(key.as_slice(), encode_run(&run).as_slice())?;
+            }
             Ok(())
         })
         .await
@@ -337,14 +339,19 @@ impl Store {
         self.write_then(
             move |wtx| {
                 let ws = run.workspace_id.clone();
-                wtx.open_table(FLOW_RUNS)?.insert(
-                    run_key(&ws, &run.id).as_slice(),
-                    encode_run(&run).as_slice(),
-                )?;
                 let dequeued = wtx
                     .open_table(FLOW_RUN_QUEUE)?
                     .remove(run.id.as_slice())?
                     .is_some();
+                {
+                    let mut runs = wtx.open_table(FLOW_RUNS)?;
+                    let key = run_key(&ws, &run.id);
+                    if runs.get(key.as_slice())?.is_none() {
+                        // Erased while it ran (its workspace was purged): write nothing back.
+                        return Ok((Finished { disabled: None }, dequeued));
+                    }
+                    runs.insert(key.as_slice(), encode_run(&run).as_slice())?;
+                }
                 if run.origin == RunOrigin::Test {
                     return Ok((Finished { disabled: None }, dequeued));
                 }
@@ -492,36 +499,6 @@ impl Store {
     pub async fn run_workspaces(&self) -> Result<Vec<String>, StoreError> {
         self.read(|rtx| workspaces_of(&rtx.open_table(FLOW_RUNS)?, bad_key))
             .await
-    }
-
-    /// Deletes every flow of a workspace (purge of an uninstalled workspace).
-    pub async fn delete_workspace_flows(&self, ws: &str) -> Result<usize, StoreError> {
-        let ws = ws.to_string();
-        let index = self.flow_index.clone();
-        let purged = ws.clone();
-        self.write_then(
-            move |wtx| {
-                let prefix = workspace_prefix(&ws);
-                let end = prefix_end(&prefix);
-                let mut n = 0;
-                for (i, table) in [FLOWS, FLOW_STATS].into_iter().enumerate() {
-                    let mut t = wtx.open_table(table)?;
-                    let keys: Vec<Vec<u8>> = t
-                        .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
-                        .map(|e| e.map(|(k, _)| k.value().to_vec()))
-                        .collect::<Result<_, _>>()?;
-                    if i == 0 {
-                        n = keys.len();
-                    }
-                    for key in keys {
-                        t.remove(key.as_slice())?;
-                    }
-                }
-                Ok(n)
-            },
-            move |_| index.remove_workspace(&purged),
-        )
-        .await
     }
 }
 

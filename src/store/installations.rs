@@ -1,5 +1,5 @@
 //! Installations through the store: read from the in-memory mirror, changed atomically (the
-//! mirror follows after the commit), removed with their webhook-token index rows.
+//! mirror follows after the commit). Removing one is part of erasing its workspace (`erase`).
 
 use std::sync::Arc;
 
@@ -85,28 +85,5 @@ impl Store {
         digest: &[u8; 32],
     ) -> Result<Option<String>, StoreError> {
         Ok(self.cache.workspace_of(digest))
-    }
-
-    /// Removes an installation record (retention purge of a long-DELETED workspace).
-    pub async fn remove_installation(&self, workspace_id: &str) -> Result<(), StoreError> {
-        let ws = workspace_id.to_string();
-        let cache = self.cache.clone();
-        let removed_ws = ws.clone();
-        self.write_then(
-            move |wtx| {
-                let mut table = wtx.open_table(INSTALLATIONS)?;
-                let removed = table.remove(ws.as_bytes())?.map(|v| v.value().to_vec());
-                if let Some(bytes) = removed {
-                    let installation = decode_installation(&bytes)?;
-                    let mut index = wtx.open_table(WEBHOOK_TOKENS)?;
-                    for token in installation.webhook_tokens {
-                        index.remove(token.digest.as_slice())?;
-                    }
-                }
-                Ok(())
-            },
-            move |_| cache.remove(&removed_ws),
-        )
-        .await
     }
 }

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use redb::{Builder, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 
-use super::db::{META_SCHEMA_VERSION, SCHEMA_VERSION, builder, read_u32};
+use super::db::{builder, check_schema};
+use super::erase::{TableCounts, check_workspace_id, count_workspace};
 use super::error::StoreError;
-use super::schema::{META, TABLES};
+use super::schema::TABLES;
 
 /// What `check` found in a data file.
 #[derive(Debug)]
@@ -17,12 +18,18 @@ pub struct CheckReport {
     /// so only a full read of every table was done.
     pub integrity_verified: Option<bool>,
     pub tables: Vec<(String, u64)>,
+    /// With a workspace asked for: its rows per table.
+    pub workspace: Option<TableCounts>,
     pub file_size: u64,
 }
 
 /// Opens the file without the encryption key and checks it: integrity (when no server holds
-/// it), schema version, and a full read of every table.
-pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
+/// it), schema version, and a full read of every table; with `workspace`, also counts that
+/// workspace's rows per table.
+pub fn check(path: &Path, workspace: Option<&str>) -> Result<CheckReport, StoreError> {
+    if let Some(ws) = workspace {
+        check_workspace_id(ws)?;
+    }
     if !path.exists() {
         return Err(StoreError::Storage(format!(
             "{} does not exist",
@@ -38,6 +45,7 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
                 schema_version,
                 integrity_verified: Some(integrity),
                 tables,
+                workspace: workspace_counts(&db, workspace)?,
                 file_size,
             })
         }
@@ -49,6 +57,7 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
                 schema_version,
                 integrity_verified: None,
                 tables,
+                workspace: workspace_counts(&db, workspace)?,
                 file_size,
             })
         }
@@ -56,21 +65,19 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
     }
 }
 
+fn workspace_counts(
+    db: &impl ReadableDatabase,
+    workspace: Option<&str>,
+) -> Result<Option<TableCounts>, StoreError> {
+    workspace
+        .map(|ws| count_workspace(&db.begin_read()?, ws))
+        .transpose()
+}
+
 /// Reads every entry of every table (so a damaged page surfaces) and checks the schema version.
 fn scan(db: &impl ReadableDatabase) -> Result<(u32, Vec<(String, u64)>), StoreError> {
+    let version = check_schema(db)?;
     let rtx = db.begin_read()?;
-    let meta = rtx.open_table(META)?;
-    let version = meta
-        .get(META_SCHEMA_VERSION)?
-        .map(|v| read_u32(v.value()))
-        .transpose()?
-        .ok_or_else(|| StoreError::Decode("no schema version record".into()))?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
     let mut counts = Vec::new();
     for table in TABLES {
         let handle = match rtx.open_table(*table) {

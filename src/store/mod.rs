@@ -6,11 +6,13 @@
 //! keys, record encoding), `secrets`, `writer`, `event_record`, `flow_model`, `dedupe`,
 //! `installation_model`, `installation_cache`, `flow_index`, `run_dispatch`, `db` (the open file: [`Store`]), then
 //! one file per kind of data adding its methods to [`Store`] (`installations`, `events`,
-//! `flows`, `sources`, `cache`, `subscriptions`), and `maintenance` (`check`, `backup`).
+//! `flows`, `sources`, `cache`, `subscriptions`), `erase` (everything a workspace owns, counted
+//! or erased), and `maintenance` (`check`, `backup`).
 
 mod cache;
 mod db;
 mod dedupe;
+mod erase;
 mod error;
 mod event_record;
 mod events;
@@ -29,9 +31,10 @@ mod subscriptions;
 mod views;
 mod writer;
 
-pub use cache::{BootstrapProgress, BootstrapStep, Entity, Execution, StepStatus};
+pub use cache::{BootstrapProgress, BootstrapStep, Entity, EntityChange, Execution, StepStatus};
 pub use db::{SCHEMA_VERSION, Store};
 pub use dedupe::DEDUPE_WINDOW_MS;
+pub use erase::{FileErasure, TableCounts, check_workspace_id, erase_workspace_file};
 pub use error::StoreError;
 pub use event_record::StoredEvent;
 pub use events::{EventPage, EventQuery, Ingested, NewEvent};

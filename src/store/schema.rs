@@ -69,6 +69,12 @@ pub(crate) const TABLES: &[Table] = &[
     FLOW_RUN_QUEUE,
 ];
 
+/// Whether `ws` has an installation record: writes that follow slow outside work (a Clockify
+/// call, a bootstrap page) check it, so a workspace erased meanwhile is not partly recreated.
+pub(crate) fn installed(wtx: &redb::WriteTransaction, ws: &str) -> Result<bool, StoreError> {
+    Ok(wtx.open_table(INSTALLATIONS)?.get(ws.as_bytes())?.is_some())
+}
+
 /// An event's id: a UUIDv7 made on the writer thread, so id order is commit order.
 pub type EventId = [u8; 16];
 pub type FlowId = [u8; 16];

@@ -40,6 +40,11 @@ fn decode_source(bytes: &[u8]) -> Result<Source, StoreError> {
     }
 }
 
+/// The workspace a stored source belongs to.
+pub(super) fn source_workspace(bytes: &[u8]) -> Result<String, StoreError> {
+    decode_source(bytes).map(|source| source.workspace_id)
+}
+
 fn index_key(ws: &str, id: &str) -> Vec<u8> {
     with_suffix(&workspace_prefix(ws), id.as_bytes())
 }

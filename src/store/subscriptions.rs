@@ -56,6 +56,7 @@ impl Store {
         .await
     }
 
+    /// Stores the report, unless the workspace has no installation (any more).
     pub async fn put_subscription_report(
         &self,
         ws: &str,
@@ -63,6 +64,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let ws = ws.to_string();
         self.write(move |wtx| {
+            if !super::schema::installed(wtx, &ws)? {
+                return Ok(());
+            }
             let mut table = wtx.open_table(SUBSCRIPTIONS)?;
             table.insert(ws.as_bytes(), encode(&ReportRecord::V1(report)).as_slice())?;
             Ok(())

@@ -340,6 +340,7 @@ fn the_state_knows_no_feature_and_only_main_knows_the_server() {
         "manifest.rs",
         "store",
         "telemetry.rs",
+        "tickets.rs",
     ];
     let app_imports: Vec<&String> = graph["app.rs"]
         .iter()

@@ -16,30 +16,9 @@ fn run(args: &[&str]) -> Output {
         .expect("run binary")
 }
 
-/// Runs the binary with `args` then `--data-dir dir`.
-fn run_on(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .expect("run binary")
-}
-
 /// A path as an argument (temp paths are UTF-8).
 fn text(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
-}
-
-/// The stdout of a run that must have succeeded.
-fn succeeded(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// The manifest printed by `manifest` with `args`, with the add-on key also set in the
@@ -226,64 +205,30 @@ fn check_fails_on_a_missing_or_damaged_file() {
 /// status; a successful one gets none (it is counted in the metrics instead).
 #[test]
 fn the_default_log_level_logs_rejections_not_successes() {
-    use std::io::BufRead;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let temp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--data-dir")
-        .arg(temp.path())
-        .env_remove("CLOCKIFY_STUDIO_LOG_LEVEL")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the server");
-    let (sender, lines) = std::sync::mpsc::channel::<serde_json::Value>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let value = serde_json::from_str(&line).expect("JSON log lines");
-            if sender.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = vec![];
-    let next_line = |seen: &mut Vec<serde_json::Value>| {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("a log line in time");
-        seen.push(line.clone());
-        line
-    };
-    let address = loop {
-        let line = next_line(&mut seen);
-        if line["message"] == "listening" {
-            break line["address"].as_str().unwrap().to_string();
-        }
-    };
-
-    let client = TestClient::new(&format!("http://{address}"));
-    let ok = client.get("/healthz", &[("x-request-id", "the-healthy-one")]);
+    let mut server = LoggedServer::start(temp.path(), &[]);
+    let ok = server
+        .client
+        .get("/healthz", &[("x-request-id", "the-healthy-one")]);
     assert_eq!(ok.status, 200);
-    let rejected = client.get("/api/webhooks", &[("x-request-id", "the-rejected-one")]);
+    let rejected = server
+        .client
+        .get("/api/webhooks", &[("x-request-id", "the-rejected-one")]);
     assert_eq!(rejected.status, 401);
-    let handled = loop {
-        let line = next_line(&mut seen);
-        if line["request_id"] == "the-rejected-one" {
-            break line;
-        }
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let handled = server
+        .wait_for(Duration::from_secs(30), |line| {
+            line["request_id"] == "the-rejected-one"
+        })
+        .expect("a line for the rejected request");
+    let seen = server.kill();
 
     assert_eq!(handled["message"], "handled");
     assert_eq!(handled["level"], "INFO");
     assert_eq!(handled["status"], 401);
     assert_eq!(handled["route"], "/api/webhooks");
     assert_eq!(handled["method"], "GET");
-    seen.extend(lines.try_iter());
     assert!(
         !seen
             .iter()
@@ -305,10 +250,14 @@ fn man_pages_and_completions_cover_every_subcommand_and_flag() {
         std::fs::read_to_string(temp.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     };
     let main_page = read("man/clockify-studio.1");
-    let subcommands = ["serve", "manifest", "backup", "check"];
+    let subcommands = ["serve", "manifest", "backup", "check", "erase-workspace"];
     for sub in subcommands {
         assert!(
-            main_page.contains(&format!("clockify\\-studio\\-{sub}(1)")),
+            // roff escapes every hyphen.
+            main_page.contains(&format!(
+                "clockify\\-studio\\-{}(1)",
+                sub.replace('-', "\\-")
+            )),
             "{sub} listed in the main page"
         );
         let page = read(&format!("man/clockify-studio-{sub}.1"));

@@ -251,14 +251,27 @@ fn erasing_needs_an_admin() {
     assert_eq!(again["duplicate"], false);
 }
 
-/// Reads SSE `data:`/`id:` lines on a thread; each received event as (id, data).
+/// A single-use stream ticket for the user of `token`.
+pub fn stream_ticket(server: &TestClient, token: &str) -> String {
+    let r = server.post(
+        "/api/webhooks/stream-ticket",
+        &[("x-addon-token", token)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["ticket"].as_str().unwrap().to_string()
+}
+
+/// Opens the live stream with a ticket for `token` and reads SSE `data:`/`id:` lines on a
+/// thread; each received event as (id, data).
 fn open_stream(
     server: &TestServer,
-    query_token: &str,
+    token: &str,
     last_event_id: Option<&str>,
 ) -> mpsc::Receiver<(String, Value)> {
     let (tx, rx) = mpsc::channel();
-    let url = server.url(&format!("/api/webhooks/stream?auth_token={query_token}"));
+    let ticket = stream_ticket(server, token);
+    let url = server.url(&format!("/api/webhooks/stream?ticket={ticket}"));
     let last = last_event_id.map(str::to_string);
     std::thread::spawn(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -352,8 +365,8 @@ fn the_live_stream_delivers_new_events_and_resumes() {
         }
     }
     assert_eq!(got, missed);
-    // A bad token cannot open a stream.
-    let r = server.get("/api/webhooks/stream?auth_token=nope", &[]);
+    // A bad ticket cannot open a stream.
+    let r = server.get("/api/webhooks/stream?ticket=nope", &[]);
     assert_eq!(r.status, 401);
 }
 

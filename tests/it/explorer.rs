@@ -17,16 +17,8 @@ fn start_with_fake() -> (TestServer, FakeClockify, tempfile::TempDir) {
     (server, fake, temp)
 }
 
-/// Installs and waits until the on-install bootstrap and subscription sync are over, so
-/// later calls to the fake are the test's own.
 fn install_quiet(server: &TestServer, ws: &str, api_base: &str) {
-    server.install(ws, ADDON, api_base);
-    let settled = wait_until(Duration::from_secs(60), || {
-        let bootstrap = server.admin_get(ws, ADDON, "/api/bootstrap").json();
-        let subscriptions = server.admin_get(ws, ADDON, "/api/subscriptions").json();
-        bootstrap["status"] != "running" && subscriptions["syncedAt"].is_string()
-    });
-    assert!(settled, "install side effects did not settle");
+    install_settled(server, ws, ADDON, api_base);
 }
 
 fn execute(server: &TestServer, role: &str, body: Value) -> Response {

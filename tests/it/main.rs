@@ -12,6 +12,7 @@ mod flows;
 mod lifecycle;
 mod openapi;
 mod ops;
+mod security;
 mod subscriptions;
 mod support;
 mod tokens;

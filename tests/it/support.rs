@@ -357,6 +357,46 @@ impl TestClient {
     }
 }
 
+/// Installs `ws` against `api_base` and waits until the install's bootstrap and subscription
+/// sync are over, so later calls to a fake Clockify are the test's own.
+pub fn install_settled(server: &TestClient, ws: &str, addon: &str, api_base: &str) {
+    server.install(ws, addon, api_base);
+    let settled = wait_until(Duration::from_secs(60), || {
+        let bootstrap = server.admin_get(ws, addon, "/api/bootstrap").json();
+        let subscriptions = server.admin_get(ws, addon, "/api/subscriptions").json();
+        bootstrap["status"] != "running" && subscriptions["syncedAt"].is_string()
+    });
+    assert!(settled, "install side effects did not settle");
+}
+
+/// Number of stored events of `ws` (up to 200).
+pub fn count_events(server: &TestClient, ws: &str, addon: &str) -> usize {
+    let r = server.admin_get(ws, addon, "/api/webhooks?limit=200");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["items"].as_array().unwrap().len()
+}
+
+/// Runs the binary with `args` then `--data-dir dir`.
+pub fn run_on(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("run binary")
+}
+
+/// The stdout of a run that must have succeeded.
+pub fn succeeded(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The server under test, on its own runtime thread.
 pub struct TestServer {
     client: TestClient,
@@ -630,4 +670,88 @@ async fn fake_answer(
         );
     }
     response
+}
+
+/// The binary run as a server (`serve` on an ephemeral port, JSON logs), its log lines read
+/// on a thread as they come.
+pub struct LoggedServer {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+    /// Every line read so far.
+    pub seen: Vec<Value>,
+    pub client: TestClient,
+}
+
+impl LoggedServer {
+    /// Starts `serve` on `data_dir` with `args` added; returns once it listens.
+    pub fn start(data_dir: &Path, args: &[&str]) -> LoggedServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env_remove("CLOCKIFY_STUDIO_LOG_LEVEL")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let (sender, lines) = std::sync::mpsc::channel::<Value>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line).expect("JSON log lines");
+                if sender.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = LoggedServer {
+            child,
+            lines,
+            seen: Vec::new(),
+            client: TestClient::new(""),
+        };
+        let listening = server
+            .wait_for(Duration::from_secs(30), |line| {
+                line["message"] == "listening"
+            })
+            .expect("the server did not start listening");
+        let address = listening["address"].as_str().unwrap();
+        server.client = TestClient::new(&format!("http://{address}"));
+        server
+    }
+
+    /// Reads lines until one matches `wanted` (returned) or `timeout` passes.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if wanted(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Kills the server and returns every line it wrote.
+    pub fn kill(mut self) -> Vec<Value> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        self.seen.extend(self.lines.try_iter());
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -7,12 +7,6 @@ use crate::support::*;
 const WS: &str = "65b7a1f0c0ffee0000000001";
 const ADDON: &str = "addon-wh";
 
-fn count_events(server: &TestServer, ws: &str, addon: &str) -> usize {
-    let r = server.admin_get(ws, addon, "/api/webhooks?limit=200");
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["items"].as_array().unwrap().len()
-}
-
 #[test]
 fn every_sample_is_accepted_and_read_back_byte_identical() {
     let server = TestServer::start();

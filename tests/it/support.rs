@@ -460,6 +460,11 @@ impl TestServer {
             .is_ok()),
             "server did not start"
         );
+        // The listener was bound before the server opened its data file, so a connection is
+        // accepted by the kernel either way: only an answer says the server is up (a test
+        // that reads the file with the CLI at once would otherwise race the server for it).
+        let health = server.get("/healthz", &[]);
+        assert_eq!(health.status, 200, "server did not start: {}", health.body);
         server
     }
 

@@ -111,3 +111,49 @@ tokio::task_local! {
 pub fn current_request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
+
+std::thread_local! {
+    /// Set while code that turns panics into errors runs (see [`expected_panics`]).
+    static EXPECTING_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the panic hook quiet on this thread: `f` catches panics itself and reports
+/// them as errors (redb may panic on a file damaged outside it), so the operator reads one
+/// line about it, not a panic message and a backtrace besides.
+pub fn expected_panics<T>(f: impl FnOnce() -> T) -> T {
+    let before = EXPECTING_PANICS.replace(true);
+    let result = f();
+    EXPECTING_PANICS.set(before);
+    result
+}
+
+/// Replaces the default panic hook (a message and maybe a backtrace on stderr) with one log
+/// line naming the thread, the request (inside one) and where it panicked. Whoever catches
+/// the panic decides what follows: a request answers 500, a flow run fails, a background task
+/// that ends this way stops the server with a non-zero exit.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if EXPECTING_PANICS.get() {
+            return;
+        }
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let request_id = current_request_id();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            %location,
+            request_id,
+            panic = message,
+            "panicked"
+        );
+    }));
+}

@@ -151,6 +151,15 @@ fn entity_key(ws: &str, entity_type: &str, id: &str) -> Vec<u8> {
     with_suffix(&two_part_prefix(ws, entity_type), id.as_bytes())
 }
 
+/// Whether a value of `entities`, `bootstrap` or `executions` decodes.
+pub(super) fn check_cache_record(table: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    match table {
+        "entities" => decode::<EntityRecord>(bytes).map(drop),
+        "bootstrap" => decode::<BootstrapRecord>(bytes).map(drop),
+        _ => decode::<ExecutionRecord>(bytes).map(drop),
+    }
+}
+
 impl Store {
     /// Stores a new bootstrap plan, replacing any other (unless the workspace has no
     /// installation any more); returns whether it did.

@@ -11,11 +11,12 @@ use super::dedupe::{self, PendingDedupe};
 use super::error::StoreError;
 use super::event_record::StoredEvent;
 use super::flow_index::FlowIndex;
+use super::health::{Slot, StoreStatus, catch_panic, damage_advice};
 use super::installation_cache::InstallationCache;
 use super::run_dispatch::RunDispatch;
 use super::schema::{META, TABLES, Table, decode, encode};
 use super::secrets::{Sealed, SecretBox};
-use super::writer::Writer;
+use super::writer::{Reopen, Writer};
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
@@ -54,7 +55,9 @@ pub(super) fn builder() -> Builder {
 
 /// The open data file of a running server.
 pub struct Store {
-    pub(super) db: Arc<Database>,
+    /// The open file and what is known about it (shared with the writer, which reopens it
+    /// after an I/O error).
+    pub(super) slot: Arc<Slot>,
     pub(super) writer: Writer,
     secrets: SecretBox,
     path: PathBuf,
@@ -76,18 +79,50 @@ const LIVE_CHANNEL_CAPACITY: usize = 256;
 
 impl Store {
     /// Opens (or creates) the data file, migrates it forward and checks the encryption key.
+    /// A file that exists but is empty, or that redb cannot read, is refused as
+    /// [`StoreError::Damaged`] (never reinitialised).
     pub fn open(path: &Path, key: &[u8; 32]) -> Result<Store, StoreError> {
-        let db = builder().create(path)?;
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Damaged(
+                "the file is empty (0 bytes), so it holds no data; if this is a fresh install, remove it".into(),
+            ));
+        }
         let secrets = SecretBox::new(key);
-        prepare(&db, &secrets)?;
-        let cache = Arc::new(InstallationCache::load(&db)?);
-        let flow_index = Arc::new(FlowIndex::load(&db)?);
-        let now_ms = jiff::Timestamp::now().as_millisecond();
-        let dedupe = Arc::new(PendingDedupe::load(&db, now_ms)?);
-        let db = Arc::new(db);
-        let writer = Writer::start(db.clone());
+        let (db, cache, flow_index, dedupe) = catch_panic(|| {
+            let db = builder().create(path)?;
+            prepare(&db, &secrets)?;
+            let cache = Arc::new(InstallationCache::load(&db)?);
+            let flow_index = Arc::new(FlowIndex::load(&db)?);
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            let dedupe = Arc::new(PendingDedupe::load(&db, now_ms)?);
+            Ok((db, cache, flow_index, dedupe))
+        })
+        .map_err(|err| match err {
+            // Every record read at open was written by this or an older release.
+            StoreError::Decode(detail) => {
+                StoreError::Damaged(format!("a record does not decode: {detail}"))
+            }
+            other => other,
+        })?;
+        let slot = Arc::new(Slot::new(db, path));
+        let reopen = {
+            let path = path.to_path_buf();
+            let (cache, flow_index, dedupe) = (cache.clone(), flow_index.clone(), dedupe.clone());
+            Reopen {
+                // `open`, not `create`: a file that vanished must not come back empty.
+                open: Box::new(move || Ok(builder().open(&path)?)),
+                reload: Box::new(move |db| {
+                    cache.replace_with(InstallationCache::load(db)?);
+                    flow_index.replace_with(FlowIndex::load(db)?);
+                    let now_ms = jiff::Timestamp::now().as_millisecond();
+                    dedupe.replace_with(PendingDedupe::load(db, now_ms)?);
+                    Ok(())
+                }),
+            }
+        };
+        let writer = Writer::start(slot.clone(), reopen);
         Ok(Store {
-            db,
+            slot,
             writer,
             secrets,
             path: path.to_path_buf(),
@@ -97,6 +132,16 @@ impl Store {
             run_dispatch: Arc::new(RunDispatch::new()),
             dedupe,
         })
+    }
+
+    /// Readiness and liveness of the data file, each with the reason when it fails.
+    pub fn status(&self) -> StoreStatus {
+        self.slot.status()
+    }
+
+    /// What to tell an operator about a damaged data file at `path`.
+    pub fn damage_advice(path: &Path) -> String {
+        damage_advice(path)
     }
 
     /// Receives every event committed from now on, in commit order.
@@ -125,14 +170,12 @@ impl Store {
     /// Readiness: a read transaction and a durable write transaction both succeed, and the
     /// data file is still where backups and restarts will look for it.
     pub async fn probe(&self) -> Result<(), String> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let rtx = db.begin_read()?;
+        self.status().ready?;
+        self.read(|rtx| {
             rtx.open_table(META)?;
             Ok(())
         })
         .await
-        .map_err(|e| format!("read check panicked: {e}"))?
         .map_err(|e| format!("read transaction failed: {e}"))?;
         self.writer
             .write(
@@ -192,19 +235,26 @@ impl Store {
         .await
     }
 
-    /// Runs a read on the blocking pool inside its own read transaction.
+    /// Runs a read on the blocking pool inside its own read transaction. Damage it meets
+    /// marks the file damaged; a record that does not decode, or a panic, wakes the integrity
+    /// pass, which decides.
     pub(super) async fn read<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        let db = self.slot.db()?;
+        let result = tokio::task::spawn_blocking(move || {
             let rtx = db.begin_read()?;
             op(&rtx)
         })
         .await
-        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+        .unwrap_or_else(|e| {
+            self.slot.suspect.notify_one();
+            Err(StoreError::Storage(format!("read task failed: {e}")))
+        });
+        self.slot.observe(&result);
+        result
     }
 }
 

@@ -270,6 +270,11 @@ impl PendingDedupe {
         Ok(pending)
     }
 
+    /// Takes over the rows of `fresh` (after the file was reopened).
+    pub(crate) fn replace_with(&self, fresh: PendingDedupe) {
+        *self.inner.lock().expect("dedupe lock") = fresh.inner.into_inner().expect("dedupe lock");
+    }
+
     pub(crate) fn get(
         &self,
         tables: &mut OpenTables<'_>,

@@ -42,6 +42,12 @@ impl FlowIndex {
         Ok(index)
     }
 
+    /// Takes over the contents of `fresh` (after the file was reopened).
+    pub(crate) fn replace_with(&self, fresh: FlowIndex) {
+        *self.inner.write().expect("flow index lock") =
+            fresh.inner.into_inner().expect("flow index lock");
+    }
+
     pub(super) fn put(&self, flow: Flow) {
         let mut inner = self.inner.write().expect("flow index lock");
         inner.unlink(&flow.id);

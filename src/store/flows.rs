@@ -16,9 +16,9 @@ use super::flow_model::{
     encode_flow, encode_run, encode_stats,
 };
 use super::schema::{
-    FLOW_RUN_QUEUE, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS, FlowId,
-    RunId, by_event_key, by_flow_key, flow_key, id_floor_for_millis, ids_before, prefix_end,
-    run_key, with_suffix, workspace_prefix, workspaces_of,
+    FLOW_RUN_QUEUE, FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS,
+    FLOWS, FlowId, RunId, by_event_key, by_flow_key, flow_key, id_floor_for_millis, ids_before,
+    prefix_end, run_key, with_suffix, workspace_prefix, workspaces_of,
 };
 
 fn read_stats(wtx: &WriteTransaction, key: &[u8]) -> Result<FlowStats, StoreError> {
@@ -61,6 +61,7 @@ fn remove_run(wtx: &WriteTransaction, ws: &str, id: &RunId) -> Result<Option<Run
         }
     }
     wtx.open_table(FLOW_RUN_QUEUE)?.remove(id.as_slice())?;
+    wtx.open_table(FLOW_RUN_STARTS)?.remove(id.as_slice())?;
     if run.origin != RunOrigin::Test {
         let skey = flow_key(ws, &run.flow.id);
         let exists = wtx.open_table(FLOW_STATS)?.get(skey.as_slice())?.is_some();
@@ -343,6 +344,7 @@ impl Store {
                     .open_table(FLOW_RUN_QUEUE)?
                     .remove(run.id.as_slice())?
                     .is_some();
+                wtx.open_table(FLOW_RUN_STARTS)?.remove(run.id.as_slice())?;
                 {
                     let mut runs = wtx.open_table(FLOW_RUNS)?;
                     let key = run_key(&ws, &run.id);
@@ -403,6 +405,41 @@ impl Store {
         )
         .await
         .map(|(finished, _)| finished)
+    }
+
+    /// Counts one more start of a run, durably, before anything of it is evaluated; returns
+    /// how many earlier starts did not end (the process died while the run was executing).
+    /// A start ends with [`Store::finish_run`] or [`Store::forget_run_starts`].
+    pub async fn note_run_start(&self, id: RunId) -> Result<u32, StoreError> {
+        self.write(move |wtx| {
+            let mut table = wtx.open_table(FLOW_RUN_STARTS)?;
+            let earlier = table
+                .get(id.as_slice())?
+                .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+                .map_or(0, u32::from_le_bytes);
+            table.insert(
+                id.as_slice(),
+                earlier.saturating_add(1).to_le_bytes().as_slice(),
+            )?;
+            Ok(earlier)
+        })
+        .await
+    }
+
+    /// Forgets the starts of runs that stopped without finishing but cleanly (a shutdown):
+    /// only starts the process did not survive count against a run.
+    pub async fn forget_run_starts(&self, ids: Vec<RunId>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(move |wtx| {
+            let mut table = wtx.open_table(FLOW_RUN_STARTS)?;
+            for id in &ids {
+                table.remove(id.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Announces the id of every run that finishes from now on.

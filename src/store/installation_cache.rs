@@ -30,6 +30,16 @@ impl InstallationCache {
         Ok(cache)
     }
 
+    /// Takes over the contents of `fresh` (after the file was reopened).
+    pub(crate) fn replace_with(&self, fresh: InstallationCache) {
+        *self.installations.write().expect("installation cache lock") = fresh
+            .installations
+            .into_inner()
+            .expect("installation cache lock");
+        *self.tokens.write().expect("token cache lock") =
+            fresh.tokens.into_inner().expect("token cache lock");
+    }
+
     pub(super) fn get(&self, ws: &str) -> Option<Arc<Installation>> {
         self.installations
             .read()

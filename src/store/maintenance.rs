@@ -1,14 +1,26 @@
 //! Offline and side-by-side work on a data file: `check` (integrity, schema version, counts
-//! per table) and `backup` (a consistent copy taken inside one read transaction).
+//! per table), `backup` (a consistent copy taken inside one read transaction), and the
+//! integrity pass a running server makes in the background.
 
-use std::path::Path;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use redb::{Builder, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
+use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
-use super::db::{builder, check_schema};
+use super::cache::check_cache_record;
+use super::db::{Store, builder, check_schema};
 use super::erase::{TableCounts, check_workspace_id, count_workspace};
 use super::error::StoreError;
-use super::schema::TABLES;
+use super::event_record::decode_event;
+use super::flow_model::{decode_flow, decode_run, decode_stats};
+use super::health::{Condition, LAST_BACKUP_FILE, Slot, catch_panic};
+use super::installation_model::decode_installation;
+use super::schema::{TABLES, Table, decode};
+use super::secrets::Sealed;
+use super::sources::decode_source;
+use super::subscriptions::check_report_record;
 
 /// What `check` found in a data file.
 #[derive(Debug)]
@@ -24,8 +36,8 @@ pub struct CheckReport {
 }
 
 /// Opens the file without the encryption key and checks it: integrity (when no server holds
-/// it), schema version, and a full read of every table; with `workspace`, also counts that
-/// workspace's rows per table.
+/// it), schema version, and a full read of every table with every record decoded; with
+/// `workspace`, also counts that workspace's rows per table.
 pub fn check(path: &Path, workspace: Option<&str>) -> Result<CheckReport, StoreError> {
     if let Some(ws) = workspace {
         check_workspace_id(ws)?;
@@ -37,7 +49,10 @@ pub fn check(path: &Path, workspace: Option<&str>) -> Result<CheckReport, StoreE
         )));
     }
     let file_size = std::fs::metadata(path)?.len();
-    match builder().open(path) {
+    if file_size == 0 {
+        return Err(StoreError::Damaged("the file is empty (0 bytes)".into()));
+    }
+    catch_panic(|| match builder().open(path) {
         Ok(mut db) => {
             let integrity = db.check_integrity()?;
             let (schema_version, tables) = scan(&db)?;
@@ -62,7 +77,7 @@ pub fn check(path: &Path, workspace: Option<&str>) -> Result<CheckReport, StoreE
             })
         }
         Err(other) => Err(other.into()),
-    }
+    })
 }
 
 fn workspace_counts(
@@ -74,7 +89,8 @@ fn workspace_counts(
         .transpose()
 }
 
-/// Reads every entry of every table (so a damaged page surfaces) and checks the schema version.
+/// Reads every entry of every table, decoding each record (so a damaged page or value
+/// surfaces), and checks the schema version.
 fn scan(db: &impl ReadableDatabase) -> Result<(u32, Vec<(String, u64)>), StoreError> {
     let version = check_schema(db)?;
     let rtx = db.begin_read()?;
@@ -91,18 +107,215 @@ fn scan(db: &impl ReadableDatabase) -> Result<(u32, Vec<(String, u64)>), StoreEr
         let mut n = 0u64;
         for entry in handle.iter()? {
             let (k, v) = entry?;
-            std::hint::black_box((k.value().len(), v.value().len()));
+            check_value(table.name(), k.value(), v.value())?;
             n += 1;
         }
-        debug_assert_eq!(n, handle.len()?);
         counts.push((table.name().to_string(), n));
     }
     Ok((version, counts))
 }
 
+/// Whether a value of `table` reads back as what that table holds: records decode (event
+/// bodies decompress), index values have their fixed shapes.
+pub(crate) fn check_value(table: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let shape = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(StoreError::Decode(format!(
+                "a value in {table} is not {what} ({} bytes)",
+                value.len()
+            )))
+        }
+    };
+    match table {
+        "meta" => match key {
+            b"key_check" => decode::<Sealed>(value).map(drop),
+            _ => shape(value.len() == 4 || value.len() == 8, "a number"),
+        },
+        "installations" => decode_installation(value).map(drop),
+        "events" => decode_event(value).map(drop),
+        "flows" => decode_flow(value).map(drop),
+        "flow_stats" => decode_stats(value).map(drop),
+        "flow_runs" => decode_run(value).map(drop),
+        "sources" => decode_source(value).map(drop),
+        "subscriptions" => check_report_record(value),
+        "entities" | "bootstrap" | "executions" => check_cache_record(table, value),
+        "webhook_tokens" | "flow_run_queue" => {
+            shape(std::str::from_utf8(value).is_ok(), "a workspace id")
+        }
+        "event_dedupe" => shape(value.len() == 24, "a dedupe row"),
+        "flow_runs_by_event" => shape(value.len() == 16, "a run id"),
+        "flow_run_starts" => shape(value.len() == 4, "a count"),
+        "events_by_type" | "sources_by_workspace" | "flow_runs_by_flow" => {
+            shape(value.is_empty(), "empty")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Entries read per read transaction by the integrity pass: short transactions do not hold
+/// old pages from reuse for long.
+const VERIFY_CHUNK: usize = 1_000;
+/// Pause between chunks, so the pass leaves the disk and a core to requests.
+const VERIFY_PAUSE: Duration = Duration::from_millis(2);
+/// The first pass waits this long after start, so start-up traffic goes first.
+const FIRST_PASS_DELAY: Duration = Duration::from_secs(1);
+
+/// What an integrity pass read.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub elapsed: Duration,
+}
+
+enum Chunk {
+    /// Entries read, and the last key when the table goes on.
+    Read(u64, Option<Vec<u8>>),
+    /// The file was closed or is being reopened: try again later.
+    Interrupted,
+}
+
+impl Store {
+    /// Runs the integrity pass after start, then again whenever a read meets a record that
+    /// does not decode or the file was reopened, until `shutdown`. A pass that finds damage
+    /// marks the file damaged: readiness and liveness fail with the advice, reads and writes
+    /// are refused.
+    pub async fn watch_integrity(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(FIRST_PASS_DELAY) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        loop {
+            match self.verify(&shutdown).await {
+                Ok(Some(report)) => {
+                    metrics::counter!("store_integrity_passes_total", "outcome" => "ok")
+                        .increment(1);
+                    tracing::info!(
+                        entries = report.entries,
+                        seconds = report.elapsed.as_secs_f64(),
+                        "integrity pass over the data file found no damage"
+                    );
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    metrics::counter!("store_integrity_passes_total", "outcome" => "damaged")
+                        .increment(1);
+                    tracing::debug!(error = %err, "integrity pass found damage");
+                }
+            }
+            if matches!(self.slot.condition(), Condition::Damaged(_)) {
+                // Nothing more to find; the server stays up to say so.
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                return;
+            }
+            tokio::select! {
+                _ = self.slot.suspect.notified() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// One pass over every table, decoding every record, a chunk at a time. `Ok(None)` when
+    /// it was interrupted (shutdown, or the file is being reopened).
+    pub async fn verify(
+        &self,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<VerifyReport>, StoreError> {
+        let started = Instant::now();
+        let mut report = VerifyReport::default();
+        for table in TABLES {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                if *stop.borrow() {
+                    return Ok(None);
+                }
+                let slot = self.slot.clone();
+                let from = after.take();
+                let table = *table;
+                let chunk = tokio::task::spawn_blocking(move || verify_chunk(&slot, table, from))
+                    .await
+                    .map_err(|e| StoreError::Storage(format!("integrity pass failed: {e}")))?;
+                match chunk {
+                    Ok(Chunk::Read(n, last)) => {
+                        report.entries += n;
+                        match last {
+                            Some(last) => after = Some(last),
+                            None => break,
+                        }
+                    }
+                    Ok(Chunk::Interrupted) => return Ok(None),
+                    Err(err) => {
+                        let detail = match &err {
+                            StoreError::Damaged(detail) => detail.clone(),
+                            other => other.to_string(),
+                        };
+                        self.slot.set_condition(Condition::Damaged(format!(
+                            "table {}: {detail}",
+                            table.name()
+                        )));
+                        return Err(err);
+                    }
+                }
+                tokio::time::sleep(VERIFY_PAUSE).await;
+            }
+        }
+        report.elapsed = started.elapsed();
+        Ok(Some(report))
+    }
+}
+
+/// Reads up to [`VERIFY_CHUNK`] entries of `table` after the key `after`.
+fn verify_chunk(
+    slot: &Arc<Slot>,
+    table: Table,
+    after: Option<Vec<u8>>,
+) -> Result<Chunk, StoreError> {
+    let db = match slot.db() {
+        Ok(db) => db,
+        Err(StoreError::Unavailable(_)) => return Ok(Chunk::Interrupted),
+        Err(err) => return Err(err),
+    };
+    let result = catch_panic(|| {
+        let rtx = db.begin_read()?;
+        let handle = match rtx.open_table(table) {
+            Ok(handle) => handle,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Chunk::Read(0, None)),
+            Err(e) => return Err(e.into()),
+        };
+        let range = match &after {
+            Some(key) => {
+                handle.range::<&[u8]>((Bound::Excluded(key.as_slice()), Bound::Unbounded))?
+            }
+            None => handle.iter()?,
+        };
+        let mut n = 0u64;
+        for entry in range {
+            let (k, v) = entry?;
+            check_value(table.name(), k.value(), v.value()).map_err(|e| match e {
+                StoreError::Decode(detail) => StoreError::Damaged(detail),
+                other => other,
+            })?;
+            n += 1;
+            if n as usize == VERIFY_CHUNK {
+                return Ok(Chunk::Read(n, Some(k.value().to_vec())));
+            }
+        }
+        Ok(Chunk::Read(n, None))
+    });
+    match result {
+        // Closed under it (a reopen, or shutdown): not damage.
+        Err(StoreError::Storage(_) | StoreError::Io(_) | StoreError::Unavailable(_)) => {
+            Ok(Chunk::Interrupted)
+        }
+        other => other,
+    }
+}
+
 /// Writes a consistent copy of the data file to `dest`: every table is copied inside one
 /// read transaction, committed durably to a temporary file, then renamed into place. Works
-/// while a server holds the file (it reads alongside the writer) and when none does.
+/// while a server holds the file (it reads alongside the writer) and when none does. A
+/// failed backup leaves nothing behind (no `.partial` file filling the target disk).
 pub fn backup(src: &Path, dest: &Path) -> Result<u64, StoreError> {
     if !src.exists() {
         return Err(StoreError::Storage(format!(
@@ -110,28 +323,61 @@ pub fn backup(src: &Path, dest: &Path) -> Result<u64, StoreError> {
             src.display()
         )));
     }
-    let tmp = dest.with_extension("partial");
+    let tmp = partial_path(dest);
     let _ = std::fs::remove_file(&tmp);
+    let copied = match catch_panic(|| write_copy(src, dest, &tmp)) {
+        Ok(copied) => copied,
+        Err(err) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+    };
+    note_backup(src, dest);
+    Ok(copied)
+}
+
+/// Where a backup to `dest` is written before it is complete.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    dest.with_extension("partial")
+}
+
+fn write_copy(src: &Path, dest: &Path, tmp: &Path) -> Result<u64, StoreError> {
     let copied = match builder().open_read_only(src) {
-        Ok(db) => copy_tables(&db, &tmp)?,
+        Ok(db) => copy_tables(&db, tmp)?,
         // A file left by a crash needs a repair, which only a writer may do; that is possible
         // exactly when no server holds it.
         Err(redb::DatabaseError::RepairAborted) | Err(redb::DatabaseError::Storage(_)) => {
             let db = builder().open(src)?;
-            copy_tables(&db, &tmp)?
+            copy_tables(&db, tmp)?
         }
         Err(other) => return Err(other.into()),
     };
-    std::fs::rename(&tmp, dest)?;
+    std::fs::rename(tmp, dest)?;
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(copied)
 }
 
+/// Names the backup in the data directory, so advice about a damaged file can point at it
+/// (best effort: a backup that cannot say so is still a backup).
+fn note_backup(src: &Path, dest: &Path) {
+    let Some(dir) = src.parent() else { return };
+    let dest = std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
+    let when = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    let _ = std::fs::write(
+        dir.join(LAST_BACKUP_FILE),
+        format!("{}, written {when}\n", dest.display()),
+    );
+}
+
 fn copy_tables(src: &impl ReadableDatabase, tmp: &Path) -> Result<u64, StoreError> {
     let rtx = src.begin_read()?;
-    let dest = Builder::new().create(tmp)?;
+    // Written the way the server writes (two-phase commits), so the allocator state is kept
+    // and a server started on a restored copy opens it without walking the whole file.
+    let dest = builder().create(tmp)?;
     let mut wtx = dest.begin_write()?;
     wtx.set_durability(redb::Durability::Immediate)?;
     let mut copied = 0u64;

@@ -3,7 +3,8 @@
 //! and plain record types, never tables or transactions.
 //!
 //! Files, each building only on those listed before it: `error`, `schema` (tables, ids,
-//! keys, record encoding), `secrets`, `writer`, `event_record`, `flow_model`, `dedupe`,
+//! keys, record encoding), `secrets`, `health` (the shared handle and what is known about the
+//! file), `writer`, `event_record`, `flow_model`, `dedupe`,
 //! `installation_model`, `installation_cache`, `flow_index`, `run_dispatch`, `db` (the open file: [`Store`]), then
 //! one file per kind of data adding its methods to [`Store`] (`installations`, `events`,
 //! `flows`, `sources`, `cache`, `subscriptions`), `erase` (everything a workspace owns, counted
@@ -19,6 +20,7 @@ mod events;
 mod flow_index;
 mod flow_model;
 mod flows;
+mod health;
 mod installation_cache;
 mod installation_model;
 mod installations;
@@ -43,10 +45,11 @@ pub use flow_model::{
     Json, Op, QueuedRun, Rule, Run, RunOrigin, RunStatus, Trigger,
 };
 pub use flows::{AutoDisable, Finished, RunPage};
+pub use health::{StoreStatus, panic_text};
 pub use installation_model::{
     Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
 };
-pub use maintenance::{CheckReport, backup, check};
+pub use maintenance::{CheckReport, VerifyReport, backup, check, partial_path};
 pub(crate) use schema::token_digest;
 pub use schema::{
     EventId, FlowId, RunId, format_event_id, format_id, new_id, parse_event_id, parse_id,

@@ -46,6 +46,9 @@ pub(crate) const FLOW_RUNS_BY_FLOW: Table = TableDefinition::new("flow_runs_by_f
 pub(crate) const FLOW_RUNS_BY_EVENT: Table = TableDefinition::new("flow_runs_by_event");
 /// `[run id]` → workspace id: runs not finished yet, oldest first.
 pub(crate) const FLOW_RUN_QUEUE: Table = TableDefinition::new("flow_run_queue");
+/// `[run id]` → how many times the run was started without ending cleanly (u32, LE): a run
+/// in flight when the process died is counted, and quarantined when it happens again.
+pub(crate) const FLOW_RUN_STARTS: Table = TableDefinition::new("flow_run_starts");
 
 /// Every table of the file; backups copy exactly these, `check` counts them.
 pub(crate) const TABLES: &[Table] = &[
@@ -67,6 +70,7 @@ pub(crate) const TABLES: &[Table] = &[
     FLOW_RUNS_BY_FLOW,
     FLOW_RUNS_BY_EVENT,
     FLOW_RUN_QUEUE,
+    FLOW_RUN_STARTS,
 ];
 
 /// Whether `ws` has an installation record: writes that follow slow outside work (a Clockify

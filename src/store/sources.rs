@@ -34,7 +34,7 @@ enum SourceRecord {
     V1(Source),
 }
 
-fn decode_source(bytes: &[u8]) -> Result<Source, StoreError> {
+pub(super) fn decode_source(bytes: &[u8]) -> Result<Source, StoreError> {
     match decode::<SourceRecord>(bytes)? {
         SourceRecord::V1(source) => Ok(source),
     }

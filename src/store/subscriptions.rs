@@ -37,6 +37,11 @@ enum ReportRecord {
     V1(SubscriptionReport),
 }
 
+/// Whether a value of `subscriptions` decodes.
+pub(super) fn check_report_record(bytes: &[u8]) -> Result<(), StoreError> {
+    decode::<ReportRecord>(bytes).map(drop)
+}
+
 impl Store {
     pub async fn subscription_report(
         &self,

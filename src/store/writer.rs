@@ -1,6 +1,12 @@
 //! The single writer: every write of the process goes through one thread that batches
 //! whatever requests are waiting into one durable transaction (group commit). A caller's
 //! future resolves only after the transaction holding its change has been committed.
+//!
+//! After an I/O error redb refuses every later transaction until the file is reopened. The
+//! writer does that itself: at once for most errors, and for a full disk once space has come
+//! back (reads go on meanwhile); jobs that arrive before are refused at once with the reason.
+//! Reopening in the process, rather than exiting for systemd to restart it, keeps answering
+//! (507 to deliveries, readiness saying why) while the disk is full, and needs no supervisor.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -10,6 +16,7 @@ use redb::{Database, Durability, Table, TableDefinition, TableHandle, WriteTrans
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use super::health::{Condition, Slot, catch_panic, free_bytes, panic_text};
 
 /// Upper bound on jobs per transaction, so one commit never grows without limit.
 const MAX_BATCH: usize = 1024;
@@ -70,9 +77,9 @@ impl<'txn> OpenTables<'txn> {
 
 /// One caller's change, waiting for a batch.
 trait Job: Send {
-    /// Runs inside the shared transaction; returns the completion and whether the job hit a
-    /// storage error that poisons the transaction.
-    fn run(self: Box<Self>, tables: &mut OpenTables<'_>) -> (Completion, bool);
+    /// Runs inside the shared transaction; returns the completion and the storage error that
+    /// poisons the transaction, if the job hit one.
+    fn run(self: Box<Self>, tables: &mut OpenTables<'_>) -> (Completion, Option<StoreError>);
     /// The batch could not start; report why.
     fn fail(self: Box<Self>, err: &StoreError);
 }
@@ -122,14 +129,29 @@ where
     T: Send + 'static,
     F: Operation<T>,
 {
-    fn run(self: Box<Self>, tables: &mut OpenTables<'_>) -> (Completion, bool) {
+    fn run(self: Box<Self>, tables: &mut OpenTables<'_>) -> (Completion, Option<StoreError>) {
         let TypedJob {
             op,
             after_commit,
             reply,
         } = *self;
-        let result = op.apply(tables);
-        let poisons = matches!(result, Err(StoreError::Storage(_)));
+        // A panic inside a job (in redb, on a damaged page) fails the batch, not the thread.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.apply(tables)))
+            .unwrap_or_else(|panic| {
+                Err(StoreError::Io(format!(
+                    "a write failed unexpectedly: {}",
+                    panic_text(&*panic)
+                )))
+            });
+        let poisons = match &result {
+            Err(
+                err @ (StoreError::Storage(_)
+                | StoreError::OutOfSpace(_)
+                | StoreError::Io(_)
+                | StoreError::Damaged(_)),
+            ) => Some(err.duplicate()),
+            _ => None,
+        };
         let completion: Completion = Box::new(move |commit_error| {
             let outcome = match commit_error {
                 Some(err) => Err(err.duplicate()),
@@ -153,12 +175,25 @@ pub(crate) struct Writer {
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// Opens the data file again.
+type OpenFile = Box<dyn Fn() -> Result<Database, StoreError> + Send>;
+/// Brings in-memory views in line with a reopened file.
+type Reload = Box<dyn Fn(&Database) -> Result<(), StoreError> + Send>;
+
+/// How the writer reopens the file after an I/O error.
+pub(crate) struct Reopen {
+    /// Opens the file again (the old handle is closed first).
+    pub(crate) open: OpenFile,
+    /// Brings the in-memory views in line with the reopened file.
+    pub(crate) reload: Reload,
+}
+
 impl Writer {
-    pub(crate) fn start(db: Arc<Database>) -> Writer {
+    pub(crate) fn start(slot: Arc<Slot>, reopen: Reopen) -> Writer {
         let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(db, receiver))
+            .spawn(move || run(slot, receiver, reopen))
             .expect("spawn store writer thread");
         Writer {
             sender: std::sync::Mutex::new(Some(sender)),
@@ -234,18 +269,45 @@ const ARRIVAL_GAP: Duration = Duration::from_micros(200);
 /// The most a batch waits for more jobs after its first.
 const MAX_LINGER: Duration = Duration::from_millis(2);
 
-fn run(db: Arc<Database>, receiver: mpsc::Receiver<Box<dyn Job>>) {
+fn run(slot: Arc<Slot>, receiver: mpsc::Receiver<Box<dyn Job>>, reopen: Reopen) {
     let mut previous_batch = 1usize;
-    while let Ok(first) = receiver.recv() {
-        let mut batch = Batch::new();
-        let wtx = match begin(&db) {
-            Ok(wtx) => wtx,
+    let mut recovery = Recovery::new();
+    loop {
+        let first = if slot.condition() == Condition::Usable {
+            match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        } else {
+            // Wake up now and then to try to recover even when nothing is written.
+            recovery.attempt_if_due(&slot, &reopen);
+            match receiver.recv_timeout(RECOVERY_POLL) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        if let Some(refusal) = slot.write_refusal() {
+            first.fail(&refusal);
+            continue;
+        }
+        let db = match slot.db() {
+            Ok(db) => db,
             Err(err) => {
-                tracing::error!(error = %err, "cannot begin a write transaction");
                 first.fail(&err);
                 continue;
             }
         };
+        let wtx = match catch_panic(|| begin(&db)) {
+            Ok(wtx) => wtx,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot begin a write transaction");
+                recovery.note_failure(&slot, &err);
+                first.fail(&err);
+                continue;
+            }
+        };
+        let mut batch = Batch::new();
         let mut tables = OpenTables::new(&wtx);
         batch.add(first, &mut tables);
         let linger_until = Instant::now() + MAX_LINGER;
@@ -265,7 +327,138 @@ fn run(db: Arc<Database>, receiver: mpsc::Receiver<Box<dyn Job>>) {
         }
         drop(tables);
         previous_batch = batch.len();
-        batch.commit(wtx);
+        if let Some(err) = batch.commit(wtx) {
+            recovery.note_failure(&slot, &err);
+        }
+        recovery.check_identity(&slot);
+    }
+}
+
+/// How often the writer looks again at a file it could not use, while nothing is written.
+const RECOVERY_POLL: Duration = Duration::from_millis(250);
+/// Free space wanted before writes are tried again after a full disk.
+const FREE_TO_RECOVER: u64 = 4 * 1024 * 1024;
+/// How long readers may keep the old handle before the reopen waits for another turn.
+const READERS_PATIENCE: Duration = Duration::from_secs(5);
+/// Failed reopens (other than for space) before the file is reported unusable.
+const REOPENS_BEFORE_UNUSABLE: u32 = 3;
+const MAX_RECOVERY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Reopens a file that hit an I/O error, with growing pauses between attempts. After an I/O
+/// error redb refuses reads too, so the file is reopened at once, full disk or not (the
+/// reopen's repair writes little); a full disk then keeps writes refused until there is
+/// room again, without another reopen.
+struct Recovery {
+    next_attempt: Instant,
+    failures: u32,
+    /// The handle saw an I/O error: redb refuses it until it is reopened.
+    poisoned: bool,
+    /// When the file's identity was last compared with the path's.
+    identity_checked: Instant,
+}
+
+/// How often the writer makes sure the path still names the file it writes to.
+const IDENTITY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Recovery {
+    fn new() -> Recovery {
+        Recovery {
+            next_attempt: Instant::now(),
+            failures: 0,
+            poisoned: false,
+            identity_checked: Instant::now(),
+        }
+    }
+
+    /// What a failed write says about the file.
+    fn note_failure(&mut self, slot: &Slot, err: &StoreError) {
+        match err {
+            StoreError::OutOfSpace(detail) => {
+                self.poisoned = true;
+                slot.set_condition(Condition::OutOfSpace(detail.clone()));
+            }
+            StoreError::Io(detail) => {
+                self.poisoned = true;
+                slot.set_condition(Condition::Reopening(detail.clone()));
+            }
+            StoreError::Damaged(detail) => slot.set_condition(Condition::Damaged(detail.clone())),
+            _ => {}
+        }
+        self.next_attempt = Instant::now();
+    }
+
+    /// Now and then: the path must still name the file being written (one deleted or
+    /// replaced under the server takes writes that no restart will see).
+    fn check_identity(&mut self, slot: &Slot) {
+        if self.identity_checked.elapsed() >= IDENTITY_CHECK_INTERVAL {
+            self.identity_checked = Instant::now();
+            slot.check_identity();
+        }
+    }
+
+    fn attempt_if_due(&mut self, slot: &Slot, reopen: &Reopen) {
+        let now = Instant::now();
+        if now < self.next_attempt {
+            return;
+        }
+        self.next_attempt = now + Duration::from_secs(1);
+        let condition = slot.condition();
+        let reopen_needed = match condition {
+            Condition::Usable | Condition::Damaged(_) => return,
+            Condition::OutOfSpace(_) => self.poisoned,
+            Condition::Reopening(_) | Condition::Unusable(_) => true,
+        };
+        if !reopen_needed {
+            if free_bytes(slot.path()).is_some_and(|free| free >= FREE_TO_RECOVER) {
+                slot.set_condition(Condition::Usable);
+            }
+            return;
+        }
+        let Some(old) = slot.take_when_unused(READERS_PATIENCE) else {
+            tracing::warn!("readers kept the data file busy; the reopen waits");
+            return;
+        };
+        if let Err(err) = old.close() {
+            tracing::debug!(error = %err, "closing the failed handle reported an error");
+        }
+        // Taken before the open: a file deleted after it shows as a different identity.
+        let opened = slot.path_identity();
+        let reopened = catch_panic(|| (reopen.open)()).and_then(|db| {
+            catch_panic(|| (reopen.reload)(&db))?;
+            Ok(db)
+        });
+        match reopened {
+            Ok(db) => {
+                slot.put(db, opened);
+                self.poisoned = false;
+                self.failures = 0;
+                metrics::counter!("store_reopens_total", "outcome" => "reopened").increment(1);
+                tracing::info!("reopened the data file");
+                match condition {
+                    Condition::OutOfSpace(_)
+                        if free_bytes(slot.path()).is_some_and(|free| free < FREE_TO_RECOVER) => {}
+                    _ => slot.set_condition(Condition::Usable),
+                }
+                // A repair ran: have the integrity pass look at the file again.
+                slot.suspect.notify_one();
+            }
+            Err(err) => {
+                self.failures += 1;
+                metrics::counter!("store_reopens_total", "outcome" => "failed").increment(1);
+                tracing::warn!(error = %err, attempts = self.failures, "reopening the data file failed");
+                let condition = match err {
+                    StoreError::OutOfSpace(detail) => Condition::OutOfSpace(detail),
+                    StoreError::Damaged(detail) => Condition::Damaged(detail),
+                    other if self.failures >= REOPENS_BEFORE_UNUSABLE => {
+                        Condition::Unusable(format!("it cannot be reopened: {other}"))
+                    }
+                    other => Condition::Reopening(other.to_string()),
+                };
+                slot.set_condition(condition);
+                let backoff = Duration::from_secs(1 << self.failures.min(5));
+                self.next_attempt = Instant::now() + backoff.min(MAX_RECOVERY_BACKOFF);
+            }
+        }
     }
 }
 
@@ -281,7 +474,8 @@ fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
 /// overlaps the wait for its last jobs.
 struct Batch {
     completions: Vec<Completion>,
-    poisoned: bool,
+    /// The first storage error a job hit: the batch is aborted with it.
+    poisoned: Option<StoreError>,
     started: Instant,
 }
 
@@ -289,7 +483,7 @@ impl Batch {
     fn new() -> Batch {
         Batch {
             completions: Vec::new(),
-            poisoned: false,
+            poisoned: None,
             started: Instant::now(),
         }
     }
@@ -300,20 +494,36 @@ impl Batch {
 
     fn add(&mut self, job: Box<dyn Job>, tables: &mut OpenTables<'_>) {
         let (completion, poisons) = job.run(tables);
-        self.poisoned |= poisons;
+        if self.poisoned.is_none() {
+            self.poisoned = poisons;
+        }
         self.completions.push(completion);
     }
 
-    fn commit(self, wtx: WriteTransaction) {
+    /// Commits (or, when a job failed, aborts) and completes every job; returns the error
+    /// that failed the batch.
+    fn commit(self, wtx: WriteTransaction) -> Option<StoreError> {
         let batch_size = self.len();
         let committing = Instant::now();
-        let outcome = if self.poisoned {
-            let _ = wtx.abort();
-            Err(StoreError::Storage(
-                "a write in this batch failed; nothing was committed".into(),
-            ))
-        } else {
-            wtx.commit().map_err(StoreError::from)
+        let outcome = match self.poisoned {
+            Some(err) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wtx.abort()));
+                Err(match err {
+                    StoreError::Storage(detail) => StoreError::Storage(format!(
+                        "a write in this batch failed ({detail}); nothing was committed"
+                    )),
+                    other => other,
+                })
+            }
+            None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                wtx.commit().map_err(StoreError::from)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(StoreError::Io(format!(
+                    "the commit failed unexpectedly: {}",
+                    panic_text(&*panic)
+                )))
+            }),
         };
         metrics::histogram!("store_commit_batch_size").record(batch_size as f64);
         metrics::histogram!("store_commit_seconds").record(committing.elapsed().as_secs_f64());
@@ -328,6 +538,7 @@ impl Batch {
         for completion in self.completions {
             completion(error.as_ref());
         }
+        error
     }
 }
 

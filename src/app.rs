@@ -63,6 +63,12 @@ pub enum StartError {
     Config { flag: &'static str, message: String },
     #[error("data file {path}: {source}")]
     Store { path: String, source: StoreError },
+    /// The data file is damaged: the whole line an operator reads, advice included.
+    #[error("{0}")]
+    Damaged(String),
+    /// The server stopped by itself (a background task ended early).
+    #[error("the server stopped: {0}")]
+    Stopped(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -97,6 +103,11 @@ impl App {
                     path.display()
                 ),
             },
+            StoreError::Damaged(detail) => StartError::Damaged(format!(
+                "the data file {} is damaged ({detail}); the server does not start on it: {}",
+                path.display(),
+                Store::damage_advice(&path)
+            )),
             source => StartError::Store {
                 path: path.display().to_string(),
                 source,

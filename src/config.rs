@@ -19,6 +19,12 @@ pub const MAX_RPS_CAP: u32 = 50;
 /// Highest page ceiling a bootstrap step may be given.
 pub const MAX_BOOTSTRAP_PAGES: u32 = 100_000;
 
+/// The window of `--flow-loop-limit`.
+pub const FLOW_LOOP_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long a request body may take before `--min-body-rate-bytes` applies.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -131,6 +137,15 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub flow_auto_disable_after: u32,
+    /// A flow that runs this many times within a minute for the same entity (a time entry, a
+    /// project …) is disabled as a loop (0 = never)
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_FLOW_LOOP_LIMIT",
+        default_value_t = 10,
+        value_name = "N"
+    )]
+    pub flow_loop_limit: u32,
     /// Flow runs executed at once per workspace
     #[arg(long, env = "CLOCKIFY_STUDIO_FLOW_WORKSPACE_CONCURRENCY", default_value_t = 4, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -143,6 +158,28 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOCKIFY_STUDIO_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Most connections from one client address (0 = no cap); behind a reverse proxy on the
+    /// same host every connection comes from it, so raise this or set 0 there
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_MAX_CONNECTIONS_PER_PEER",
+        default_value_t = 256,
+        value_name = "N"
+    )]
+    pub max_connections_per_peer: u32,
+    /// Seconds an idle keep-alive connection is kept open
+    #[arg(long, env = "CLOCKIFY_STUDIO_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = 5, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_alive_timeout_secs: u64,
+    /// Slowest request body accepted, in bytes per second after the first 5 seconds; a slower
+    /// body is cut with 408 (0 = no floor)
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_MIN_BODY_RATE_BYTES",
+        default_value_t = 1024,
+        value_name = "BYTES"
+    )]
+    pub min_body_rate_bytes: u64,
     /// Seconds a request may take before it is answered 408
     #[arg(long, env = "CLOCKIFY_STUDIO_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -214,8 +251,17 @@ pub struct Config {
     pub flow_response_limit: usize,
     pub flow_auto_disable_after: u32,
     pub flow_workspace_concurrency: usize,
+    /// Runs of one flow for one entity within [`crate::config::FLOW_LOOP_WINDOW`] that count as
+    /// a loop (0 = never).
+    pub flow_loop_limit: u32,
     pub max_rps: u32,
     pub max_connections: usize,
+    /// Most connections from one client address (0 = no cap).
+    pub max_connections_per_peer: usize,
+    /// How long an idle keep-alive connection is kept.
+    pub keep_alive_timeout: Duration,
+    /// Slowest request body accepted, bytes per second after [`BODY_RATE_GRACE`] (0 = none).
+    pub min_body_rate: u64,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
     pub webhook_body_limit: usize,
@@ -297,8 +343,12 @@ impl Config {
             flow_response_limit: args.flow_response_limit_bytes,
             flow_auto_disable_after: args.flow_auto_disable_after,
             flow_workspace_concurrency: args.flow_workspace_concurrency as usize,
+            flow_loop_limit: args.flow_loop_limit,
             max_rps: args.max_rps,
             max_connections: args.max_connections as usize,
+            max_connections_per_peer: args.max_connections_per_peer as usize,
+            keep_alive_timeout: Duration::from_secs(args.keep_alive_timeout_secs),
+            min_body_rate: args.min_body_rate_bytes,
             request_timeout: Duration::from_secs(args.request_timeout_secs),
             header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
             webhook_body_limit: args.webhook_body_limit_bytes,
@@ -331,8 +381,12 @@ impl Config {
             flow_response_limit: 64 * 1024,
             flow_auto_disable_after: 5,
             flow_workspace_concurrency: 4,
+            flow_loop_limit: 10,
             max_rps: 25,
             max_connections: 1024,
+            max_connections_per_peer: 256,
+            keep_alive_timeout: Duration::from_secs(5),
+            min_body_rate: 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             webhook_body_limit: 5 * 1024 * 1024,

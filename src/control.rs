@@ -45,12 +45,12 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_NAME)
 }
 
-/// Listens on the data directory's control socket until shutdown. Without one (a path too
+/// Binds the data directory's control socket; the future returned serves it until shutdown. Without one (a path too
 /// long for a socket, say) the server still runs, and says so: commands then need it stopped.
-pub async fn start(app: App) -> Option<tokio::task::JoinHandle<()>> {
+pub async fn start(app: App) -> Option<impl Future<Output = ()> + Send + 'static> {
     let path = socket_path(&app.config.data_dir);
     match bind(&path) {
-        Ok((listener, uid)) => Some(tokio::spawn(serve(app, listener, path, uid))),
+        Ok((listener, uid)) => Some(serve(app, listener, path, uid)),
         Err(err) => {
             tracing::warn!(path = %path.display(), error = %err, "no control socket: erase-workspace needs the server stopped");
             None

@@ -255,6 +255,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(guard) => guard,
         Err(err) => return usage_error(err),
     };
+    clockify_studio::telemetry::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -274,19 +275,32 @@ fn serve(args: ServeArgs) -> ExitCode {
             })?;
         server::launch(config, listener, shutdown_signal()).await
     });
+    // A blocking call still under way (a Clockify call waiting on its own timeout) must not
+    // hold the exit past the stop budget.
+    runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+    // Printed once: on stderr, and in the log only when the log is a file (stdout and stderr
+    // both go to the journal under systemd).
+    let log_to_file = args.log_dir.is_some();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(server::StartError::Config { flag, message }) => {
-            tracing::error!(flag, %message, "cannot start");
+            if log_to_file {
+                tracing::error!(flag, %message, "cannot start");
+            }
             usage_error(format!("{flag}: {message}"))
         }
         Err(err) => {
-            tracing::error!(error = %err, "cannot start");
+            if log_to_file {
+                tracing::error!(error = %err, "cannot start");
+            }
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// How long the runtime waits for blocking work at exit.
+const RUNTIME_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -40,6 +40,9 @@ pub enum ApiError {
     Timeout(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The disk holding the data file is full: nothing was stored; retry later.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// Logged with its cause and call site; the client only sees a plain 500.
     #[error("internal error at {location}: {cause}")]
     Internal {
@@ -56,7 +59,7 @@ pub struct ErrorBody {
     pub error: String,
     /// A stable, machine-readable kind: `bad_request`, `validation`, `unauthorized`,
     /// `forbidden`, `not_found`, `no_such_route`, `method_not_allowed`, `payload_too_large`,
-    /// `timeout`, `unavailable` or `internal`.
+    /// `timeout`, `unavailable`, `insufficient_storage` or `internal`.
     pub code: &'static str,
     /// Every problem found, for `validation` errors.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +112,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Timeout(_) => "timeout",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Internal { .. } => "internal",
         }
     }
@@ -135,15 +140,39 @@ impl IntoResponse for ApiError {
             problems,
             request_id,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE
+        ) {
+            // A condition that passes (a full disk freed, a reopen, a restart): say when to
+            // come back, so clients that honour it (Clockify's retries among them) wait.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
+
+/// `Retry-After` on 503 and 507 answers, in seconds.
+const RETRY_AFTER_SECS: &str = "30";
 
 impl From<StoreError> for ApiError {
     #[track_caller]
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            StoreError::OutOfSpace(_) => {
+                ApiError::InsufficientStorage(format!("nothing was stored: {err}; retry later"))
+            }
+            StoreError::Unavailable(_) | StoreError::Io(_) => {
+                ApiError::Unavailable(format!("nothing was stored or read: {err}"))
+            }
+            StoreError::Damaged(_) => ApiError::Unavailable(format!(
+                "{err}; the operator has to restore a backup (see /readyz)"
+            )),
             other => ApiError::internal(other),
         }
     }

@@ -85,6 +85,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(err) if super::connections::too_slow(&*err).is_some() => {
+            Err(ApiError::Timeout(err.to_string()))
+        }
         Err(err) => Err(ApiError::BadRequest(format!(
             "the body could not be read: {err}"
         ))),

@@ -14,8 +14,10 @@ use super::runs::{RunDetail, RunSummary, SentRequestView};
 use super::types::Deleted;
 use crate::app::App;
 use crate::auth::User;
+use crate::flows::model;
 use crate::flows::service::{self, FlowState, TestRequest};
 use crate::flows::views::{self, Candidate};
+use crate::problem::{self, Problem};
 use crate::store::{Flow, FlowAction, Json as Stored, format_id};
 use crate::time::rfc3339;
 
@@ -151,10 +153,15 @@ pub struct FlowView {
     last_run: Option<RunSummary>,
     /// Runs kept, by outcome.
     counts: RunCountsView,
+    /// What may go wrong with this definition although it is valid, e.g. an action that
+    /// changes the kind of entity the trigger is about (the flow may trigger itself). Saving
+    /// goes ahead; the UI shows them.
+    warnings: Vec<Problem>,
 }
 
 fn flow_view(app: &App, state: &FlowState) -> FlowView {
     let flow = &state.flow;
+    let warnings = model::warnings(&flow.trigger, &flow.actions, app.config.flow_loop_limit);
     FlowView {
         id: format_id(&flow.id),
         definition: FlowDefinition::from(flow),
@@ -167,6 +174,7 @@ fn flow_view(app: &App, state: &FlowState) -> FlowView {
             failed: state.stats.failed,
             skipped: state.stats.skipped,
         },
+        warnings: problem::from_texts(warnings),
     }
 }
 

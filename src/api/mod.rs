@@ -3,6 +3,7 @@
 //! document. The only code that speaks axum; handlers parse, call a domain function and shape
 //! the typed response.
 
+pub mod connections;
 mod error;
 mod events;
 mod explorer;

@@ -15,9 +15,13 @@ use crate::telemetry::{VERSION, current_request_id};
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok`, or `failing` when the data file is unusable and cannot recover by itself
+    /// (damaged, or it cannot be reopened): restart or restore.
     status: &'static str,
     version: &'static str,
+    /// Why it is failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -32,17 +36,33 @@ pub struct Readiness {
     request_id: Option<String>,
 }
 
-/// Liveness: the process answers (also at `/health`).
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn health() -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        version: VERSION,
-    })
+/// Liveness: the process answers and its data file is usable or will be again by itself
+/// (a full disk is not a liveness failure: the server recovers when space returns). Also at
+/// `/health`.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(app): State<App>) -> Response {
+    match app.store.status().alive {
+        Ok(()) => Json(Health {
+            status: "ok",
+            version: VERSION,
+            error: None,
+        })
+        .into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "failing",
+                version: VERSION,
+                error: Some(reason),
+            }),
+        )
+            .into_response(),
+    }
 }
 
-/// Readiness: a read and a durable write succeed and the data file is in place (also at
-/// `/ready`).
+/// Readiness: the data file is usable (not full, damaged or being reopened), a read and a
+/// durable write succeed and the file is in place (also at `/ready`).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn ready(State(app): State<App>) -> Response {

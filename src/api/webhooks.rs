@@ -58,6 +58,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         (status = 401, description = "Missing or invalid clockify-signature", body = ErrorBody),
         (status = 403, description = "Not installed, inactive, or another workspace's payload", body = ErrorBody),
         (status = 413, description = "Body over the webhook limit", body = ErrorBody),
+        (status = 503, description = "The store cannot write right now (reopening after an error, damaged, shutting down); nothing was stored; see Retry-After", body = ErrorBody),
+        (status = 507, description = "The disk holding the data file is full; nothing was stored; see Retry-After", body = ErrorBody),
     ))]
 // The whole request is taken (not `HeaderMap` + `Body`) so the headers are moved, not copied.
 pub async fn receive_for_event(
@@ -78,6 +80,8 @@ pub async fn receive_for_event(
         (status = 401, description = "Missing or invalid clockify-signature", body = ErrorBody),
         (status = 403, description = "Not installed, inactive, or another workspace's payload", body = ErrorBody),
         (status = 413, description = "Body over the webhook limit", body = ErrorBody),
+        (status = 503, description = "The store cannot write right now (reopening after an error, damaged, shutting down); nothing was stored; see Retry-After", body = ErrorBody),
+        (status = 507, description = "The disk holding the data file is full; nothing was stored; see Retry-After", body = ErrorBody),
     ))]
 pub async fn receive(
     State(app): State<App>,
@@ -125,6 +129,8 @@ async fn receive_clockify(
         (status = 403, description = "The add-on is not active in the source's workspace", body = ErrorBody),
         (status = 404, description = "No such source", body = ErrorBody),
         (status = 413, description = "Body over the webhook limit", body = ErrorBody),
+        (status = 503, description = "The store cannot write right now (reopening after an error, damaged, shutting down); nothing was stored; see Retry-After", body = ErrorBody),
+        (status = 507, description = "The disk holding the data file is full; nothing was stored; see Retry-After", body = ErrorBody),
     ))]
 pub async fn receive_custom(
     State(app): State<App>,

@@ -1,6 +1,14 @@
 //! Flow conditions: rules `{path, op, value}` where `path` is an RFC 9535 JSONPath into the
 //! event body. A path that selects one node yields that value; several nodes yield the list
 //! of them; none yields "absent" (and so does JSON `null`).
+//!
+//! Every evaluation is bounded: the event's nesting and size, the nodes a path may visit
+//! (estimated before the query runs: each descendant segment `..` may visit every node below
+//! each node it starts from), the nodes it may select, and the time all rules take. Past a
+//! bound the evaluation stops with an error saying which, and the run fails with it: a
+//! `$..*..*..*` on a deeply nested event would otherwise hold gigabytes of node lists.
+
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use serde_json_path::JsonPath;
@@ -9,6 +17,102 @@ use crate::store::{Conditions, Op, Rule};
 
 /// Compiled regexes are capped so a pattern cannot take much memory or time to build.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Events nested deeper are not evaluated (Clockify's are about 5 deep).
+pub const MAX_EVENT_DEPTH: usize = 64;
+/// Events with more values (objects, arrays and scalars) are not evaluated.
+pub const MAX_EVENT_NODES: usize = 250_000;
+/// Longest JSONPath accepted at save.
+pub const MAX_PATH_CHARS: usize = 512;
+/// Descendant segments (`..`) one path may have, checked at save.
+pub const MAX_DESCENDANT_SEGMENTS: usize = 2;
+/// Node visits one rule may make on an event, by the estimate above.
+pub const MAX_VISITS: u64 = 5_000_000;
+/// Values (counted with everything nested in them) one rule may select.
+pub const MAX_SELECTED_NODES: usize = 100_000;
+/// All rules of a flow together.
+pub const TIME_LIMIT: Duration = Duration::from_secs(2);
+
+/// How deep and how large an event is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventShape {
+    pub depth: usize,
+    pub nodes: usize,
+}
+
+/// Measures an event, refusing one nested deeper or larger than flows evaluate.
+pub fn measure(event: &Value) -> Result<EventShape, String> {
+    let mut shape = EventShape { depth: 0, nodes: 0 };
+    let mut stack = vec![(event, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        shape.nodes += 1;
+        shape.depth = shape.depth.max(depth);
+        if depth > MAX_EVENT_DEPTH {
+            return Err(format!(
+                "the event is nested more than {MAX_EVENT_DEPTH} levels deep; flows do not evaluate it"
+            ));
+        }
+        if shape.nodes > MAX_EVENT_NODES {
+            return Err(format!(
+                "the event has more than {MAX_EVENT_NODES} values; flows do not evaluate it"
+            ));
+        }
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(shape)
+}
+
+/// Descendant segments (`..`) in a JSONPath, outside quoted names and strings.
+pub fn descendant_segments(path: &str) -> usize {
+    let mut count = 0;
+    let mut quote: Option<char> = None;
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '.') if chars.peek() == Some(&'.') => {
+                chars.next();
+                count += 1;
+            }
+            _ => {}
+        }
+    }
+    count
+}
+
+/// The most nodes a path with `descendants` segments `..` may visit on an event of `shape`.
+fn visit_estimate(shape: EventShape, descendants: usize) -> u64 {
+    let per_segment = shape.depth as u64 + 1;
+    (0..descendants).fold(shape.nodes as u64, |visits, _| {
+        visits.saturating_mul(per_segment)
+    })
+}
+
+/// Counts the values in `value`, stopping once past `budget`.
+fn count_nodes(value: &Value, budget: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        count += 1;
+        if count > budget {
+            break;
+        }
+        match value {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
+}
 
 /// The outcome of one rule, for dry runs and run details.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,10 +126,18 @@ pub struct RuleOutcome {
 
 /// Checks one rule as saved; problems are reported under `at`.
 pub fn check_rule(rule: &Rule, at: &str, problems: &mut Vec<String>) {
-    if let Err(e) = JsonPath::parse(&rule.path) {
+    if rule.path.chars().count() > MAX_PATH_CHARS {
+        problems.push(format!(
+            "{at}.path: longer than {MAX_PATH_CHARS} characters"
+        ));
+    } else if let Err(e) = JsonPath::parse(&rule.path) {
         problems.push(format!(
             "{at}.path: {:?} is not a JSONPath (RFC 9535): {e}",
             rule.path
+        ));
+    } else if descendant_segments(&rule.path) > MAX_DESCENDANT_SEGMENTS {
+        problems.push(format!(
+            "{at}.path: at most {MAX_DESCENDANT_SEGMENTS} descendant segments (..) per path: each one may visit the whole event again for every node it starts from"
         ));
     }
     let value = &rule.value.0;
@@ -59,13 +171,47 @@ fn build_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
         .build()
 }
 
-/// Evaluates all rules (each is reported, even after the outcome is known).
-pub fn evaluate(conditions: &Conditions, event: &Value) -> (bool, Vec<RuleOutcome>) {
-    let outcomes: Vec<RuleOutcome> = conditions
-        .rules
-        .iter()
-        .map(|rule| evaluate_rule(rule, event))
-        .collect();
+/// Evaluates all rules (each is reported, even after the outcome is known). `Err` when the
+/// event or a rule is past a bound (see the module docs): the run fails with it.
+pub fn evaluate(
+    conditions: &Conditions,
+    event: &Value,
+) -> Result<(bool, Vec<RuleOutcome>), String> {
+    let started = Instant::now();
+    let shape = if conditions.rules.is_empty() {
+        EventShape { depth: 0, nodes: 0 }
+    } else {
+        measure(event)?
+    };
+    let mut outcomes = Vec::with_capacity(conditions.rules.len());
+    for (i, rule) in conditions.rules.iter().enumerate() {
+        let at = || format!("conditions.rules[{i}] ({})", rule.path);
+        let visits = visit_estimate(shape, descendant_segments(&rule.path));
+        if visits > MAX_VISITS {
+            return Err(format!(
+                "{} could visit about {visits} values of this event ({} values, {} levels deep), more than the {MAX_VISITS} allowed; use a more specific path",
+                at(),
+                shape.nodes,
+                shape.depth
+            ));
+        }
+        let outcome = evaluate_rule(rule, event);
+        if let Some(error) = outcome
+            .error
+            .as_ref()
+            .filter(|e| e.starts_with(SELECTED_TOO_MUCH))
+        {
+            return Err(format!("{}: {error}", at()));
+        }
+        outcomes.push(outcome);
+        if started.elapsed() > TIME_LIMIT {
+            return Err(format!(
+                "the conditions took longer than {} s to evaluate (stopped after {})",
+                TIME_LIMIT.as_secs(),
+                at()
+            ));
+        }
+    }
     let matched = if conditions.rules.is_empty() {
         true
     } else if conditions.any {
@@ -73,8 +219,10 @@ pub fn evaluate(conditions: &Conditions, event: &Value) -> (bool, Vec<RuleOutcom
     } else {
         outcomes.iter().all(|o| o.passed)
     };
-    (matched, outcomes)
+    Ok((matched, outcomes))
 }
+
+const SELECTED_TOO_MUCH: &str = "selects more than";
 
 pub fn evaluate_rule(rule: &Rule, event: &Value) -> RuleOutcome {
     let path = match JsonPath::parse(&rule.path) {
@@ -88,6 +236,20 @@ pub fn evaluate_rule(rule: &Rule, event: &Value) -> RuleOutcome {
         }
     };
     let nodes = path.query(event).all();
+    // What is selected is copied into the outcome: count before copying.
+    let mut selected = 0usize;
+    for node in &nodes {
+        selected += count_nodes(node, MAX_SELECTED_NODES);
+        if selected > MAX_SELECTED_NODES {
+            return RuleOutcome {
+                actual: None,
+                passed: false,
+                error: Some(format!(
+                    "{SELECTED_TOO_MUCH} {MAX_SELECTED_NODES} values of the event"
+                )),
+            };
+        }
+    }
     let actual = match nodes.as_slice() {
         [] => None,
         [one] => Some((*one).clone()),
@@ -277,12 +439,12 @@ mod tests {
                 rule("$.b", "exists", json!(null)),
             ],
         };
-        assert!(!evaluate(&all, &event).0);
+        assert!(!evaluate(&all, &event).unwrap().0);
         let any = Conditions {
             any: true,
             ..all.clone()
         };
-        assert!(evaluate(&any, &event).0);
+        assert!(evaluate(&any, &event).unwrap().0);
         assert!(
             evaluate(
                 &Conditions {
@@ -291,6 +453,7 @@ mod tests {
                 },
                 &event
             )
+            .unwrap()
             .0
         );
         let mut problems = Vec::new();
@@ -298,5 +461,59 @@ mod tests {
         check_rule(&rule("$.a", "in", json!(1)), "r1", &mut problems);
         check_rule(&rule("$.a", "matches", json!("(")), "r2", &mut problems);
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    /// `$..*..*..*` on a 120-deep event once took more than 3 GiB: now every evaluation is
+    /// bounded, and refused before the query runs when it would be too costly.
+    #[test]
+    fn evaluations_are_bounded() {
+        let exists = |path: &str| Conditions {
+            any: false,
+            rules: vec![rule(path, "exists", Value::Null)],
+        };
+        let mut deep = json!(1);
+        for _ in 0..120 {
+            deep = json!({"a": deep, "b": [1, 2]});
+        }
+        let err = evaluate(&exists("$..*..*..*"), &deep).unwrap_err();
+        assert!(err.contains("nested more than 64"), "{err}");
+
+        let mut wide = json!(1);
+        for _ in 0..60 {
+            wide = json!({"a": wide, "items": (0..100).collect::<Vec<u32>>()});
+        }
+        let err = evaluate(&exists("$..*..*"), &wide).unwrap_err();
+        assert!(err.contains("could visit about"), "{err}");
+        assert!(
+            evaluate(&exists("$..items[0]"), &wide).unwrap().0,
+            "one `..` is fine"
+        );
+
+        let big = json!({"items": (0..150_000).collect::<Vec<u32>>()});
+        let err = evaluate(&exists("$..*"), &big).unwrap_err();
+        assert!(err.contains("selects more than"), "{err}");
+
+        let mut problems = Vec::new();
+        check_rule(
+            &rule("$..*..*..*", "exists", Value::Null),
+            "r",
+            &mut problems,
+        );
+        check_rule(
+            &rule(&format!("$.{}", "a".repeat(600)), "exists", Value::Null),
+            "s",
+            &mut problems,
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("descendant segments"), "{problems:?}");
+    }
+
+    #[test]
+    fn descendant_segments_are_counted_outside_quotes() {
+        assert_eq!(descendant_segments("$.a.b"), 0);
+        assert_eq!(descendant_segments("$..a"), 1);
+        assert_eq!(descendant_segments("$['x..y']..z"), 1);
+        assert_eq!(descendant_segments("$..[?@..id == 'a..b']"), 2);
+        assert_eq!(descendant_segments(r#"$["q\"..x"]..y"#), 1);
     }
 }

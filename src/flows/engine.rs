@@ -5,11 +5,20 @@
 //! A non-idempotent action is marked `sending` durably before its call, so after a crash its
 //! outcome is known to be unknown and it is not repeated; idempotent ones (GET/PUT/DELETE)
 //! may be resent, so they skip that write.
+//!
+//! Every start of a run is counted durably before anything of it is evaluated, and the count
+//! is cleared when the run ends or stops cleanly. A run found with a count left by a process
+//! that died is a suspect: suspects run one at a time, so that a run that kills the process
+//! is the only one in flight when it does; one that was in flight at [`MAX_UNCLEAN_STARTS`]
+//! such deaths is quarantined (failed with the reason) instead of started again. A flow that
+//! runs more than `--flow-loop-limit` times a minute for the same entity is disabled as a loop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 
@@ -21,13 +30,18 @@ use super::template::Context;
 use crate::app::App;
 use crate::clockify::catalog;
 use crate::clockify::client::{Acting, ApiClient, ApiRequest, RetryPolicy};
+use crate::config::FLOW_LOOP_WINDOW;
 use crate::store::{
-    ActionRun, ActionStatus, AutoDisable, Flow, FlowAction, Installation, InstallationStatus,
-    QueuedRun, Run, RunId, RunOrigin, RunStatus, StoreError, StoredEvent,
+    ActionRun, ActionStatus, AutoDisable, Flow, FlowAction, FlowId, Installation,
+    InstallationStatus, QueuedRun, Run, RunId, RunOrigin, RunStatus, StoreError, StoredEvent,
 };
 
-/// How long in-flight runs get to finish their current action at shutdown.
+/// How long in-flight runs get to finish their current action at shutdown (within the
+/// server's own drain; what is cut off resumes at the next start).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deaths of the process while a run was executing before the run is quarantined. One is not
+/// enough: a power cut or a `kill -9` is not the run's fault.
+pub const MAX_UNCLEAN_STARTS: u32 = 2;
 
 /// Methods that may be sent twice with the same effect.
 pub fn idempotent(method: &str) -> bool {
@@ -139,12 +153,8 @@ impl Backlog {
     }
 }
 
-/// Starts the engine; the task ends after shutdown once in-flight runs stopped.
-pub fn start(app: App) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(dispatch(app))
-}
-
-async fn dispatch(app: App) {
+/// The engine; ends after shutdown once in-flight runs stopped (or were cut off).
+pub async fn run(app: App) {
     let Some(mut receiver) = app.store.take_queued_runs() else {
         tracing::error!("the flow engine was started twice");
         return;
@@ -152,7 +162,7 @@ async fn dispatch(app: App) {
     let mut shutdown = app.shutdown.subscribe();
     let concurrency = app.config.flow_workspace_concurrency;
     let mut backlog = Backlog::default();
-    let mut running = Running::default();
+    let mut running = Running::new(app.config.flow_loop_limit);
     // Runs found on the queue at start; one committed meanwhile also arrives live, once.
     let mut recovered: HashSet<RunId> = HashSet::new();
     match app.store.queued_runs().await {
@@ -206,20 +216,50 @@ async fn dispatch(app: App) {
     if drained.is_err() {
         tracing::warn!("flow runs still in flight at shutdown resume on the next start");
         running.tasks.abort_all();
+        // Cut off by the shutdown, not by a crash: their starts do not count against them.
+        let cut_off: Vec<RunId> = app
+            .active_runs
+            .lock()
+            .expect("active runs lock")
+            .iter()
+            .copied()
+            .collect();
+        if let Err(err) = app.store.forget_run_starts(cut_off).await {
+            tracing::warn!(error = %err, "cannot record that flow runs stopped cleanly");
+        }
     }
 }
 
+/// What run tasks share: the lane suspects take one at a time, and the loop detector.
+struct Shared {
+    suspects: tokio::sync::Mutex<()>,
+    loops: Mutex<LoopDetector>,
+}
+
 /// The runs executing, each with its workspace: a task that panicked still frees its slot.
-#[derive(Default)]
 struct Running {
     tasks: JoinSet<()>,
     workspaces: HashMap<tokio::task::Id, String>,
+    shared: Arc<Shared>,
 }
 
 impl Running {
+    fn new(loop_limit: u32) -> Running {
+        Running {
+            tasks: JoinSet::new(),
+            workspaces: HashMap::new(),
+            shared: Arc::new(Shared {
+                suspects: tokio::sync::Mutex::new(()),
+                loops: Mutex::new(LoopDetector::new(loop_limit, FLOW_LOOP_WINDOW)),
+            }),
+        }
+    }
+
     fn start(&mut self, app: &App, job: Job) {
         let workspace_id = job.workspace_id().to_string();
-        let handle = self.tasks.spawn(run_job(app.clone(), job));
+        let handle = self
+            .tasks
+            .spawn(run_job(app.clone(), job, self.shared.clone()));
         self.workspaces.insert(handle.id(), workspace_id);
     }
 
@@ -233,14 +273,110 @@ impl Running {
     }
 }
 
-async fn run_job(app: App, job: Job) {
+/// How far `execute` took a run.
+enum Ended {
+    /// Finished (succeeded, failed or skipped), or never started.
+    Finished,
+    /// Stopped for the shutdown; the next start resumes it.
+    Interrupted,
+}
+
+async fn run_job(app: App, job: Job, shared: Arc<Shared>) {
     let id = job.run_id();
+    let workspace_id = job.workspace_id().to_string();
     set_active(&app, id, true);
-    if let Err(err) = execute(&app, job).await {
-        // The run stays queued and is retried at the next start.
-        tracing::error!(error = %err, run = %crate::store::format_id(&id), "flow run could not be recorded");
+    let outcome = AssertUnwindSafe(execute(&app, job, &shared))
+        .catch_unwind()
+        .await;
+    let clean_stop = match outcome {
+        Ok(Ok(Ended::Finished)) => false,
+        Ok(Ok(Ended::Interrupted)) => true,
+        Ok(Err(err)) => {
+            // The run stays queued and is retried at the next start.
+            tracing::error!(error = %err, run = %crate::store::format_id(&id), "flow run could not be recorded");
+            true
+        }
+        Err(panic) => {
+            // The panic hook logged where; the run fails instead of being retried.
+            let why = format!(
+                "the flow engine failed while running it: {}",
+                crate::store::panic_text(&*panic)
+            );
+            fail_stored_run(&app, &workspace_id, id, &why).await;
+            false
+        }
+    };
+    if clean_stop && let Err(err) = app.store.forget_run_starts(vec![id]).await {
+        tracing::warn!(error = %err, "cannot record that a flow run stopped cleanly");
     }
     set_active(&app, id, false);
+}
+
+/// Fails a run as stored (after a panic left no run in hand).
+async fn fail_stored_run(app: &App, ws: &str, id: RunId, why: &str) {
+    match app.store.run(ws, id).await {
+        Ok(Some(run)) if !run.status.is_final() => {
+            if let Err(err) = finish(app, run, RunStatus::Failed, Some(why)).await {
+                tracing::error!(error = %err, "cannot record a failed flow run");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => tracing::error!(error = %err, "cannot read a failed flow run"),
+    }
+}
+
+/// Runs of one flow for one entity within a window: more than the limit is a loop (the
+/// flow's own actions trigger it again).
+struct LoopDetector {
+    limit: u32,
+    window: Duration,
+    runs: HashMap<(FlowId, String), VecDeque<Instant>>,
+}
+
+/// Entities tracked before stale ones are dropped.
+const LOOP_DETECTOR_CAPACITY: usize = 10_000;
+
+impl LoopDetector {
+    fn new(limit: u32, window: Duration) -> LoopDetector {
+        LoopDetector {
+            limit,
+            window,
+            runs: HashMap::new(),
+        }
+    }
+
+    /// Counts a run of `flow` for `entity`; true when it is one too many.
+    fn run(&mut self, flow: FlowId, entity: &str, now: Instant) -> bool {
+        if self.limit == 0 {
+            return false;
+        }
+        let window = self.window;
+        if self.runs.len() >= LOOP_DETECTOR_CAPACITY {
+            self.runs.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < window)
+            });
+        }
+        let times = self.runs.entry((flow, entity.to_string())).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            times.pop_front();
+        }
+        times.push_back(now);
+        times.len() > self.limit as usize
+    }
+}
+
+/// The entity an event is about (its `id`), for loop detection.
+fn entity_of(event: &Value) -> Option<String> {
+    match event.get("id")? {
+        Value::String(id) if !id.is_empty() => Some(id.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Notes whether a run is being executed (shown as `running` by [`displayed_status`]).
@@ -382,7 +518,7 @@ fn action_result_body(record: &ActionRun) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn execute(app: &App, job: Job) -> Result<(), StoreError> {
+async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreError> {
     let (mut run, event, committed) = match job {
         Job::Live(queued) => {
             let queued = *queued;
@@ -394,8 +530,8 @@ async fn execute(app: &App, job: Job) -> Result<(), StoreError> {
             committed,
         } => match app.store.run(&workspace_id, id).await? {
             Some(run) if !run.status.is_final() => (run, None, committed),
-            Some(_) => return Ok(()),
-            None => return app.store.dequeue_run(id).await,
+            Some(_) => return Ok(Ended::Finished),
+            None => return app.store.dequeue_run(id).await.map(|()| Ended::Finished),
         },
     };
     let not_started = run.status == RunStatus::Queued && run.actions.is_empty();
@@ -410,6 +546,22 @@ async fn execute(app: &App, job: Job) -> Result<(), StoreError> {
             Some(_) => {}
         }
     }
+    // Counted before anything of the run is evaluated (see the module docs).
+    let unclean = app.store.note_run_start(run.id).await?;
+    if unclean >= MAX_UNCLEAN_STARTS {
+        metrics::counter!("flow_runs_quarantined_total").increment(1);
+        let why = format!(
+            "quarantined: the server stopped abnormally (crash, kill or power loss) {unclean} times while this run was executing, so it is not started again; check the flow's conditions and templates, then replay the event"
+        );
+        tracing::warn!(run = %crate::store::format_id(&run.id), flow = %crate::store::format_id(&run.flow.id), "flow run quarantined");
+        return finish(app, run, RunStatus::Failed, Some(&why)).await;
+    }
+    // A suspect runs alone: if it kills the process again, it was the only one in flight.
+    let _alone = if unclean > 0 {
+        Some(shared.suspects.lock().await)
+    } else {
+        None
+    };
     let Some(event) = event_body(app, &run, event).await? else {
         return finish(
             app,
@@ -419,6 +571,9 @@ async fn execute(app: &App, job: Job) -> Result<(), StoreError> {
         )
         .await;
     };
+    if let Err(why) = conditions::measure(&event) {
+        return finish(app, run, RunStatus::Failed, Some(&why)).await;
+    }
     let installation = match app.store.installation(&run.workspace_id).await? {
         Some(i) if i.status == InstallationStatus::Active => i,
         Some(i) => {
@@ -436,10 +591,35 @@ async fn execute(app: &App, job: Job) -> Result<(), StoreError> {
         }
     };
     if run.status == RunStatus::Queued {
-        let (matched, outcomes) = conditions::evaluate(&run.flow.conditions, &event);
+        let (matched, outcomes) = match conditions::evaluate(&run.flow.conditions, &event) {
+            Ok(evaluated) => evaluated,
+            Err(why) => {
+                let why = format!("conditions not evaluated: {why}");
+                return finish(app, run, RunStatus::Failed, Some(&why)).await;
+            }
+        };
         if !matched {
             let why = skipped_reason(&run.flow, &outcomes);
             return finish(app, run, RunStatus::Skipped, Some(&why)).await;
+        }
+        if run.origin == RunOrigin::Event
+            && let Some(entity) = entity_of(&event)
+        {
+            let looping = shared.loops.lock().expect("loop detector lock").run(
+                run.flow.id,
+                &entity,
+                Instant::now(),
+            );
+            if looping {
+                let why = format!(
+                    "disabled automatically: it ran more than {} times within {} s for the same {} ({entity}); its own actions probably trigger it again",
+                    app.config.flow_loop_limit,
+                    FLOW_LOOP_WINDOW.as_secs(),
+                    super::model::entity_name(&run.event_type).unwrap_or("entity"),
+                );
+                disable_flow(app, &run.flow, &why).await?;
+                return finish(app, run, RunStatus::Skipped, Some(&why)).await;
+            }
         }
         run.status = RunStatus::Running;
         run.started_at = Some(now_ms());
@@ -487,7 +667,7 @@ async fn execute(app: &App, job: Job) -> Result<(), StoreError> {
         }
         if *shutdown.borrow_and_update() {
             // Earlier outcomes are committed; the next start resumes at this action.
-            return Ok(());
+            return Ok(Ended::Interrupted);
         }
         let started = now_ms();
         let rendered = match render_action(action, &context, &installation, retry) {
@@ -613,12 +793,34 @@ fn skipped_reason(flow: &Flow, outcomes: &[RuleOutcome]) -> String {
     format!("conditions not met: {}", failed.join("; "))
 }
 
+/// Turns a flow off with `reason` (unless it was changed meanwhile: then it is left alone).
+async fn disable_flow(app: &App, flow: &Flow, reason: &str) -> Result<(), StoreError> {
+    let (id, version, reason) = (flow.id, flow.updated_at, reason.to_string());
+    let disabled = app
+        .store
+        .update_flow(&flow.workspace_id, id, move |current| {
+            let mut flow = current
+                .filter(|f| f.enabled && f.updated_at == version)
+                .ok_or(())?;
+            flow.enabled = false;
+            flow.disabled_reason = Some(reason);
+            flow.updated_at = now_ms();
+            Ok::<_, ()>(flow)
+        })
+        .await?;
+    if disabled.is_ok() {
+        metrics::counter!("flow_loops_stopped_total").increment(1);
+        tracing::warn!(flow = %crate::store::format_id(&id), workspace_id = %flow.workspace_id, "flow disabled: it triggers itself");
+    }
+    Ok(())
+}
+
 async fn finish(
     app: &App,
     mut run: Run,
     status: RunStatus,
     error: Option<&str>,
-) -> Result<(), StoreError> {
+) -> Result<Ended, StoreError> {
     run.status = status;
     run.error = error.map(str::to_string);
     run.finished_at = Some(now_ms());
@@ -645,7 +847,7 @@ async fn finish(
             "flow disabled after repeated failures"
         );
     }
-    Ok(())
+    Ok(Ended::Finished)
 }
 
 /// A run's status as shown: a queued run the engine is executing shows as `running`.
@@ -750,5 +952,26 @@ mod tests {
             assert_eq!(next.workspace_id(), "ws");
         }
         assert_eq!((backlog.waiting, backlog.waiting_in_memory), (0, 0));
+    }
+
+    #[test]
+    fn loops_are_counted_per_flow_and_entity_within_the_window() {
+        let mut detector = LoopDetector::new(3, Duration::from_secs(60));
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(!detector.run([1; 16], "te", start));
+        }
+        assert!(
+            detector.run([1; 16], "te", start),
+            "the fourth run is a loop"
+        );
+        assert!(!detector.run([2; 16], "te", start), "another flow");
+        assert!(!detector.run([1; 16], "te-2", start), "another entity");
+        let later = start + Duration::from_secs(61);
+        assert!(!detector.run([1; 16], "te", later), "the window moved on");
+        let mut never = LoopDetector::new(0, Duration::from_secs(60));
+        assert!((0..100).all(|_| !never.run([1; 16], "te", start)));
+        assert_eq!(entity_of(&json!({"id": "te-1"})), Some("te-1".into()));
+        assert_eq!(entity_of(&json!({"name": "x"})), None);
     }
 }

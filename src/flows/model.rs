@@ -74,6 +74,7 @@ pub fn parse(input: &Value, known: &Known) -> Result<FlowSpec, Vec<String>> {
                 | "updatedAt"
                 | "lastRun"
                 | "counts"
+                | "warnings"
         ) {
             problems.push(format!("{key}: unknown field"));
         }
@@ -434,5 +435,142 @@ fn check_against_operation(
             problems.push(format!("{at}.body: {} needs a request body", op.id))
         }
         _ => {}
+    }
+}
+
+/// The entities Clockify's events are about: a keyword of the event type, the entity's name,
+/// and the path segment of the API operations that change it.
+const ENTITIES: &[(&str, &str, &str)] = &[
+    ("TIME_OFF", "time off request", "time-off"),
+    ("TIME_ENTRY", "time entry", "time-entries"),
+    ("TIMER", "time entry", "time-entries"),
+    ("USER_GROUP", "user group", "user-groups"),
+    ("APPROVAL_REQUEST", "approval request", "approval-requests"),
+    ("ASSIGNMENT", "assignment", "assignments"),
+    ("EXPENSE", "expense", "expenses"),
+    ("INVOICE", "invoice", "invoices"),
+    ("PROJECT", "project", "projects"),
+    ("CLIENT", "client", "clients"),
+    ("TAG", "tag", "tags"),
+    ("TASK", "task", "tasks"),
+];
+
+/// What a Clockify event type is about (`TIME_ENTRY_UPDATED` → `time entry`).
+pub fn entity_name(event_type: &str) -> Option<&'static str> {
+    ENTITIES
+        .iter()
+        .find(|(keyword, _, _)| event_type.contains(keyword))
+        .map(|(_, name, _)| *name)
+}
+
+/// What an operation changes: the entity of the last collection in its path, for methods
+/// that change something.
+fn changed_entity(operation: &Operation) -> Option<&'static str> {
+    if matches!(operation.method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+        return None;
+    }
+    operation
+        .path
+        .split('/')
+        .rev()
+        .filter(|segment| !segment.starts_with('{'))
+        .find_map(|segment| {
+            ENTITIES
+                .iter()
+                .find(|(_, _, collection)| *collection == segment)
+                .map(|(_, name, _)| *name)
+        })
+}
+
+/// Warnings about a flow as saved (it is saved anyway): an action that changes the kind of
+/// entity the trigger is about may trigger the flow again, for ever. `loop_limit` is what
+/// stops such a loop at run time (0 = nothing).
+pub fn warnings(trigger: &Trigger, actions: &[FlowAction], loop_limit: u32) -> Vec<String> {
+    if trigger.source != CLOCKIFY_SOURCE {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    for (i, action) in actions.iter().enumerate() {
+        let Some(operation) = catalog::catalog().operation(&action.operation_id) else {
+            continue;
+        };
+        let Some(changed) = changed_entity(operation) else {
+            continue;
+        };
+        let triggers: Vec<&str> = trigger
+            .events
+            .iter()
+            .filter(|event| entity_name(event) == Some(changed))
+            .map(String::as_str)
+            .collect();
+        if triggers.is_empty() {
+            continue;
+        }
+        let stop = if loop_limit > 0 {
+            format!(
+                "; a flow that runs more than {loop_limit} times a minute for the same {changed} is disabled"
+            )
+        } else {
+            String::new()
+        };
+        warnings.push(format!(
+            "actions[{i}].operationId: {} changes a {changed} and the flow runs on {}: its own change may trigger it again{stop}",
+            operation.id,
+            triggers.join(", "),
+        ));
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(operation_id: &str) -> FlowAction {
+        FlowAction {
+            name: "a".into(),
+            operation_id: operation_id.into(),
+            path_params: Vec::new(),
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    fn trigger(source: &str, events: &[&str]) -> Trigger {
+        Trigger {
+            source: source.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn actions_that_change_what_triggers_the_flow_are_warned_about() {
+        assert_eq!(entity_name("TIME_ENTRY_UPDATED"), Some("time entry"));
+        assert_eq!(entity_name("NEW_TIMER_STARTED"), Some("time entry"));
+        assert_eq!(entity_name("TIME_OFF_REQUESTED"), Some("time off request"));
+        assert_eq!(entity_name("USER_GROUP_CREATED"), Some("user group"));
+        let on_update = trigger(CLOCKIFY_SOURCE, &["TIME_ENTRY_UPDATED", "NEW_PROJECT"]);
+        let found = warnings(
+            &on_update,
+            &[action("getTag"), action("updateTimeEntry")],
+            10,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("actions[1].operationId: updateTimeEntry changes a time entry and the flow runs on TIME_ENTRY_UPDATED"), "{found:?}");
+        assert!(found[0].contains("more than 10 times"), "{found:?}");
+        let on_tag = trigger(CLOCKIFY_SOURCE, &["NEW_TAG"]);
+        assert_eq!(warnings(&on_tag, &[action("createNewTag")], 0).len(), 1);
+        assert!(
+            warnings(&on_tag, &[action("getTag")], 10).is_empty(),
+            "reads change nothing"
+        );
+        assert!(
+            warnings(
+                &trigger("custom-1", &["NEW_TAG"]),
+                &[action("createNewTag")],
+                10
+            )
+            .is_empty()
+        );
     }
 }

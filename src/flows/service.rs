@@ -296,7 +296,14 @@ pub async fn test<'a>(
     }
     let event = test_event(app, &user.workspace_id, flow, &request).await?;
     let trigger_matched = flow.trigger.events.contains(&event.event_type);
-    let (conditions_passed, outcomes) = conditions::evaluate(&flow.conditions, &event.body);
+    // The same bounds as a real run.
+    let (conditions_passed, outcomes) = conditions::measure(&event.body)
+        .and_then(|_| conditions::evaluate(&flow.conditions, &event.body))
+        .map_err(|why| {
+            FlowError::BadRequest(format!(
+                "the conditions cannot be evaluated on this event: {why}"
+            ))
+        })?;
     let mut context = context_for(&user.installation, &event.body, &event.event_type);
     let retry = RetryPolicy::default();
     let mut actions = Vec::new();

@@ -13,8 +13,12 @@ use serde_json::{Map, Value};
 
 /// Enough for any sensible template; stops runaway loops.
 const FUEL: u64 = 100_000;
-/// Rendered text larger than this is refused (a loop could build megabytes).
-const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+/// What one rendered value (a parameter, or a body with all its strings) may grow to: text is
+/// cut off while it is written, a value converted back to JSON while it is built (a loop or a
+/// repetition could build gigabytes within the fuel).
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+/// JSON values one rendered value may hold.
+pub const MAX_RENDERED_NODES: usize = 100_000;
 /// The variables a template may use.
 pub const CONTEXT_VARIABLES: [&str; 5] = [
     "event",
@@ -189,20 +193,54 @@ impl Context {
         }
     }
 
-    /// Renders every template in `value` (strings elsewhere are kept as they are).
+    /// Renders every template in `value` (strings elsewhere are kept as they are), within
+    /// [`MAX_RENDERED_BYTES`] and [`MAX_RENDERED_NODES`] for the whole value.
     pub fn render(&self, value: &Value, location: &str) -> Result<Value, TemplateError> {
         let root = self.root();
-        render_value(&root, value, location)
+        let mut budget = Budget {
+            bytes: MAX_RENDERED_BYTES,
+            nodes: MAX_RENDERED_NODES,
+        };
+        render_value(&root, value, location, &mut budget)
     }
 }
 
-fn render_value(root: &Mj, value: &Value, location: &str) -> Result<Value, TemplateError> {
+/// What is left of the size one rendered value may have.
+struct Budget {
+    bytes: usize,
+    nodes: usize,
+}
+
+impl Budget {
+    fn take_node(&mut self) -> Result<(), String> {
+        self.nodes = self
+            .nodes
+            .checked_sub(1)
+            .ok_or_else(|| format!("renders to more than {MAX_RENDERED_NODES} values"))?;
+        Ok(())
+    }
+
+    fn take_bytes(&mut self, n: usize) -> Result<(), String> {
+        self.bytes = self
+            .bytes
+            .checked_sub(n)
+            .ok_or_else(|| format!("renders to more than {MAX_RENDERED_BYTES} bytes"))?;
+        Ok(())
+    }
+}
+
+fn render_value(
+    root: &Mj,
+    value: &Value,
+    location: &str,
+    budget: &mut Budget,
+) -> Result<Value, TemplateError> {
     match value {
-        Value::String(s) => render_string(root, s, location),
+        Value::String(s) => render_string(root, s, location, budget),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| render_value(root, item, &format!("{location}[{i}]")))
+            .map(|(i, item)| render_value(root, item, &format!("{location}[{i}]"), budget))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         Value::Object(map) => {
@@ -210,7 +248,7 @@ fn render_value(root: &Mj, value: &Value, location: &str) -> Result<Value, Templ
             for (k, v) in map {
                 out.insert(
                     k.clone(),
-                    render_value(root, v, &format!("{location}.{k}"))?,
+                    render_value(root, v, &format!("{location}.{k}"), budget)?,
                 );
             }
             Ok(Value::Object(out))
@@ -219,7 +257,34 @@ fn render_value(root: &Mj, value: &Value, location: &str) -> Result<Value, Templ
     }
 }
 
-fn render_string(root: &Mj, s: &str, location: &str) -> Result<Value, TemplateError> {
+/// Text output that stops the render once the budget is spent.
+struct CappedWriter<'a> {
+    text: Vec<u8>,
+    budget: &'a mut Budget,
+    exceeded: Option<String>,
+}
+
+impl std::io::Write for CappedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Err(message) = self.budget.take_bytes(buf.len()) {
+            self.exceeded = Some(message.clone());
+            return Err(std::io::Error::other(message));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn render_string(
+    root: &Mj,
+    s: &str,
+    location: &str,
+    budget: &mut Budget,
+) -> Result<Value, TemplateError> {
     let error = |message: String| TemplateError {
         location: location.to_string(),
         message,
@@ -236,26 +301,33 @@ fn render_string(root: &Mj, s: &str, location: &str) -> Result<Value, TemplateEr
             if value.is_undefined() {
                 return Err(error(format!("missing value: `{expr}` is undefined")));
             }
-            to_json(&value, expr).map_err(error)
+            to_json(&value, expr, budget).map_err(error)
         }
         Kind::Text => {
             let template = ENV.template_from_str(s).map_err(|e| error(describe(&e)))?;
-            let text = template
-                .render(root.clone())
-                .map_err(|e| error(describe(&e)))?;
-            if text.len() > MAX_RENDERED_BYTES {
-                return Err(error(format!(
-                    "renders to more than {MAX_RENDERED_BYTES} bytes"
-                )));
+            let mut out = CappedWriter {
+                text: Vec::new(),
+                budget,
+                exceeded: None,
+            };
+            let rendered = template
+                .render_captured_to(root.clone(), &mut out)
+                .map(drop);
+            if let Some(exceeded) = out.exceeded {
+                return Err(error(exceeded));
             }
-            Ok(Value::String(text))
+            rendered.map_err(|e| error(describe(&e)))?;
+            String::from_utf8(out.text)
+                .map(Value::String)
+                .map_err(|_| error("renders to text that is not UTF-8".into()))
         }
     }
 }
 
-/// Converts a minijinja value back to JSON, keeping its type. Undefined parts are errors
-/// (strict mode lets `[a.missing]` through as a value holding an undefined).
-fn to_json(value: &Mj, expr: &str) -> Result<Value, String> {
+/// Converts a minijinja value back to JSON, keeping its type, within `budget`. Undefined
+/// parts are errors (strict mode lets `[a.missing]` through as a value holding an undefined).
+fn to_json(value: &Mj, expr: &str, budget: &mut Budget) -> Result<Value, String> {
+    budget.take_node()?;
     Ok(match value.kind() {
         ValueKind::Undefined => return Err(format!("missing value in `{expr}`")),
         ValueKind::None => Value::Null,
@@ -272,13 +344,21 @@ fn to_json(value: &Mj, expr: &str) -> Result<Value, String> {
                     .ok_or_else(|| format!("`{expr}` is not a finite number"))?
             }
         }
-        ValueKind::String => Value::String(value.as_str().unwrap_or_default().to_string()),
-        ValueKind::Bytes => Value::String(value.to_str().unwrap_or_default().to_string()),
+        ValueKind::String => {
+            let text = value.as_str().unwrap_or_default();
+            budget.take_bytes(text.len())?;
+            Value::String(text.to_string())
+        }
+        ValueKind::Bytes => {
+            let text = value.to_str().unwrap_or_default();
+            budget.take_bytes(text.len())?;
+            Value::String(text.to_string())
+        }
         ValueKind::Seq | ValueKind::Iterable => {
             let iter = value.try_iter().map_err(|e| describe(&e))?;
             let mut items = Vec::new();
             for item in iter {
-                items.push(to_json(&item, expr)?);
+                items.push(to_json(&item, expr, budget)?);
             }
             Value::Array(items)
         }
@@ -291,11 +371,16 @@ fn to_json(value: &Mj, expr: &str) -> Result<Value, String> {
                     Some(k) => k.to_string(),
                     None => key.to_string(),
                 };
-                map.insert(key, to_json(&item, expr)?);
+                budget.take_bytes(key.len())?;
+                map.insert(key, to_json(&item, expr, budget)?);
             }
             Value::Object(map)
         }
-        _ => Value::String(value.to_string()),
+        _ => {
+            let text = value.to_string();
+            budget.take_bytes(text.len())?;
+            Value::String(text)
+        }
     })
 }
 
@@ -452,5 +537,28 @@ mod tests {
             )
             .unwrap_err();
         assert!(!err.message.is_empty());
+    }
+
+    /// A loop or a repetition cannot build more than the budget, whatever the fuel allows.
+    #[test]
+    fn rendering_is_bounded() {
+        let c = context();
+        let err = c
+            .render(
+                &json!("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"),
+                "b",
+            )
+            .unwrap_err();
+        assert!(err.message.contains("more than 1048576 bytes"), "{err}");
+        let err = c.render(&json!("{{ [1] * 1000000 }}"), "b").unwrap_err();
+        assert!(err.message.contains("more than 100000 values"), "{err}");
+        let err = c.render(&json!("{{ 'x' * 2000000 }}"), "b").unwrap_err();
+        assert!(err.message.contains("bytes"), "{err}");
+        // The budget is per rendered value, across its strings.
+        let half = "{{ 'x' * 600000 }}";
+        let err = c
+            .render(&json!({"a": half, "b": half}), "body")
+            .unwrap_err();
+        assert_eq!(err.location, "body.b");
     }
 }

@@ -617,6 +617,10 @@ fn a_workspace_runs_its_flows_one_at_a_time_in_order() {
             .map(|c| body_of(c)["name"].as_str().unwrap().to_string())
             .collect()
     };
+    assert!(
+        wait_until(Duration::from_secs(10), || !tags_of(WS).is_empty()),
+        "the first run reaches Clockify"
+    );
     assert_eq!(tags_of(WS), ["one"], "the others wait for the held run");
     release.send(true).unwrap();
     let runs = finished_runs(&env.server, WS, &flow, 3);

@@ -8,6 +8,7 @@ mod client;
 mod custom_sources;
 mod events_api;
 mod explorer;
+mod faults;
 mod flows;
 mod lifecycle;
 mod openapi;

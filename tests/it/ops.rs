@@ -28,8 +28,16 @@ fn readiness_fails_when_the_data_directory_disappears() {
         "{}",
         r.body
     );
-    // Liveness is unaffected.
-    assert_eq!(server.get("/healthz", &[]).status, 200);
+    // The file it writes to is gone: what it acknowledged now would be lost at the next
+    // start, so liveness fails too (and writes are refused), for a supervisor to act.
+    let r = server.get("/healthz", &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("deleted or replaced"), "{}", r.body);
+    let r = server.lifecycle(
+        "installed",
+        &install_payload("ws-gone", "addon", UNREACHABLE_API),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
 }
 
 #[test]

@@ -755,8 +755,230 @@ impl LoggedServer {
 }
 
 impl Drop for LoggedServer {
+
+/// The server binary run as a child process (for what only a process can show: its exit, its
+/// log, a SIGKILL), with the test key and JSON logs on stdout, read by a thread.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub client: TestClient,
+    log: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// How a child server start ended before it listened.
+#[derive(Debug)]
+pub struct ChildExit {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+    pub log: Vec<String>,
+}
+
+impl ChildServer {
+    /// `serve` on `data_dir`, port 0, JSON logs, the test key; add flags to it.
+    pub fn command(data_dir: &Path) -> std::process::Command {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--clockify-public-key")
+            .arg(fixture("test-signing-key.pub.pem"))
+            .env_remove("CLOCKIFY_STUDIO_LOG_LEVEL");
+        command
+    }
+
+    /// Starts `command` and waits for it to listen.
+    pub fn start(command: std::process::Command) -> ChildServer {
+        ChildServer::try_start(command).unwrap_or_else(|exit| panic!("the server exited: {exit:?}"))
+    }
+
+    /// Starts `command`; `Err` with what it printed when it exits before listening.
+    pub fn try_start(mut command: std::process::Command) -> Result<ChildServer, ChildExit> {
+        use std::io::{BufRead, Read};
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stderr: Arc<Mutex<String>> = Arc::default();
+        let stdout = child.stdout.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut err_pipe = child.stderr.take().unwrap();
+        let err_text = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                match err_pipe.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => err_text
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buffer[..n])),
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let address = log.lock().unwrap().iter().find_map(|line| {
+                let value: Value = serde_json::from_str(line).ok()?;
+                (value["message"] == "listening")
+                    .then(|| value["address"].as_str().map(String::from))?
+            });
+            if let Some(address) = address {
+                return Ok(ChildServer {
+                    child,
+                    client: TestClient::new(&format!("http://{address}")),
+                    log,
+                    stderr,
+                });
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the reader threads take the last output.
+                std::thread::sleep(Duration::from_millis(200));
+                return Err(ChildExit {
+                    status,
+                    stderr: stderr.lock().unwrap().clone(),
+                    log: log.lock().unwrap().clone(),
+                });
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server neither listened nor exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log lines so far (JSON), and what went to stderr.
+    pub fn output(&self) -> String {
+        let mut out = self.log.lock().unwrap().join("\n");
+        out.push_str("\n--- stderr ---\n");
+        out.push_str(&self.stderr.lock().unwrap());
+        out
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as systemd stops it; returns how long it took to exit, and its status.
+    pub fn terminate(mut self, patience: Duration) -> (Duration, Option<std::process::ExitStatus>) {
+        let started = Instant::now();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (started.elapsed(), Some(status));
+            }
+            if started.elapsed() > patience {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return (started.elapsed(), None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl std::ops::Deref for ChildServer {
+    type Target = TestClient;
+    fn deref(&self) -> &TestClient {
+        &self.client
+    }
+}
+
+impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+
+/// A small tmpfs the test mounts itself (to fill a disk); unmounted when dropped. `None`
+/// (with a visible SKIPPED line) where mounting is not possible, except under `CI=true`,
+/// where it fails the test.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(test: &str, size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Tmpfs {
+                path: dir.path().to_path_buf(),
+                _dir: dir,
+            }),
+            other => {
+                let why = match other {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    Err(err) => err.to_string(),
+                };
+                let why = format!("cannot mount a tmpfs (needs root): {why}");
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "{test}: {why}"
+                );
+                skipped(test, &why);
+                None
+            }
+        }
+    }
+
+    /// Fills the file system, leaving about `leave` bytes free; returns the filler's path.
+    pub fn fill(&self, leave: u64) -> PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0xa5u8; 64 * 1024];
+        loop {
+            if self.free() <= leave + chunk.len() as u64 {
+                break;
+            }
+            if file.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = file.sync_all();
+        filler
+    }
+
+    /// Bytes free, as `df` reports them.
+    pub fn free(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
     }
 }

@@ -755,6 +755,11 @@ impl LoggedServer {
 }
 
 impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// The server binary run as a child process (for what only a process can show: its exit, its
 /// log, a SIGKILL), with the test key and JSON logs on stdout, read by a thread.

@@ -169,6 +169,16 @@ pub fn agent() -> ureq::Agent {
 }
 
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    try_request(method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// `request`, with a transport failure (the server died, say) returned instead of a panic.
+pub fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, ureq::Error> {
     let agent = agent();
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
@@ -178,7 +188,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
         Some(bytes) => agent.run(builder.body(bytes.to_vec()).unwrap()),
         None => agent.run(builder.body(()).unwrap()),
     };
-    let mut response = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let mut response = result?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -191,11 +201,11 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
         .limit(64 * 1024 * 1024)
         .read_to_string()
         .unwrap_or_default();
-    Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// Path of a file in the repository (tests never read outside it).

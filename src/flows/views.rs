@@ -83,8 +83,8 @@ pub async fn candidates(
         let body = serde_json::from_slice(&stored.body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&stored.body).into_owned()));
         // Past a bound the run would fail without acting: not a candidate.
-        let conditions_passed = conditions::evaluate(&flow.conditions, &body)
-            .is_ok_and(|(passed, _)| passed);
+        let conditions_passed =
+            conditions::evaluate(&flow.conditions, &body).is_ok_and(|(passed, _)| passed);
         out.push(Candidate::Checked {
             id: id.clone(),
             trigger_matched: flow.trigger.events.contains(&stored.event_type),

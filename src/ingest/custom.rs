@@ -124,8 +124,8 @@ fn event_type_of(payload: &Value, header: Option<&str>) -> Result<String, String
 }
 
 /// Verifies a Standard Webhooks signature or a bearer secret against any valid secret.
-/// Returns the `webhook-id` when the request was signed.
-fn verify(
+/// Returns the `webhook-id` when the request was signed. Public for the fuzz targets.
+pub fn verify(
     credentials: &Credentials<'_>,
     body: &[u8],
     secrets: &[String],

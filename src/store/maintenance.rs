@@ -116,8 +116,8 @@ fn scan(db: &impl ReadableDatabase) -> Result<(u32, Vec<(String, u64)>), StoreEr
 }
 
 /// Whether a value of `table` reads back as what that table holds: records decode (event
-/// bodies decompress), index values have their fixed shapes.
-pub(crate) fn check_value(table: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+/// bodies decompress), index values have their fixed shapes. Public for the fuzz targets.
+pub fn check_value(table: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     let shape = |ok: bool, what: &str| {
         if ok {
             Ok(())

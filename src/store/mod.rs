@@ -49,7 +49,7 @@ pub use health::{StoreStatus, panic_text};
 pub use installation_model::{
     Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
 };
-pub use maintenance::{CheckReport, VerifyReport, backup, check, partial_path};
+pub use maintenance::{CheckReport, VerifyReport, backup, check, check_value, partial_path};
 pub(crate) use schema::token_digest;
 pub use schema::{
     EventId, FlowId, RunId, format_event_id, format_id, new_id, parse_event_id, parse_id,

@@ -854,7 +854,9 @@ fn crash_cycles_lose_nothing_and_repeat_nothing() {
     // as Clockify retries (the server may have stored it; it must not store it twice).
     let mut unanswered: Vec<Option<String>> = vec![None; senders];
     for cycle in 0..cycles {
-        let running = server.take().unwrap_or_else(|| child_with(&fake, dir.path()));
+        let running = server
+            .take()
+            .unwrap_or_else(|| child_with(&fake, dir.path()));
         let base = running.client.base.clone();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads: Vec<_> = (0..senders)

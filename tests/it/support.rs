@@ -919,7 +919,6 @@ impl Drop for ChildServer {
     }
 }
 
-
 /// A small tmpfs the test mounts itself (to fill a disk); unmounted when dropped. `None`
 /// (with a visible SKIPPED line) where mounting is not possible, except under `CI=true`,
 /// where it fails the test.

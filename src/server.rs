@@ -194,6 +194,19 @@ pub async fn serve(
     }
 }
 
+/// Ends each rejection-log interval with its summary lines, and the last one at shutdown.
+async fn summarise_rejections(app: App) {
+    let interval = app.config.rejection_log_interval;
+    let mut shutdown = app.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => app.rejection_log.summarise(interval),
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    app.rejection_log.summarise(interval);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,17 +223,4 @@ mod tests {
         assert!(ended.contains("panicked: kaboom"), "{ended}");
         assert_eq!(background.running(), ["quiet"]);
     }
-}
-
-/// Ends each rejection-log interval with its summary lines, and the last one at shutdown.
-async fn summarise_rejections(app: App) {
-    let interval = app.config.rejection_log_interval;
-    let mut shutdown = app.shutdown.subscribe();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => app.rejection_log.summarise(interval),
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        }
-    }
-    app.rejection_log.summarise(interval);
 }

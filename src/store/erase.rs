@@ -9,8 +9,9 @@ use super::error::StoreError;
 use super::installation_model::{InstallationStatus, decode_installation, encode_installation};
 use super::schema::{
     BOOTSTRAP, ENTITIES, EVENT_DEDUPE, EVENTS, EVENTS_BY_TYPE, EXECUTIONS, FLOW_RUN_QUEUE,
-    FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS, INSTALLATIONS, SOURCES,
-    SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table, WEBHOOK_TOKENS, prefix_end, workspace_prefix,
+    FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS,
+    INSTALLATIONS, SOURCES, SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table, WEBHOOK_TOKENS, prefix_end,
+    workspace_prefix,
 };
 use super::sources::source_workspace;
 
@@ -25,11 +26,14 @@ pub(crate) enum Owner {
     Value,
     /// A source record, which names its workspace.
     Source,
+    /// The key is the id of a queued run (`flow_run_starts`): the workspace of that run.
+    QueuedRun,
 }
 
 /// Every per-workspace table, in the order erasure empties them: what refers to other rows
 /// first, the installation (whose absence ends every later write) last.
 pub(crate) const WORKSPACE_TABLES: &[(Table, Owner)] = &[
+    (FLOW_RUN_STARTS, Owner::QueuedRun),
     (FLOW_RUN_QUEUE, Owner::Value),
     (FLOW_RUNS_BY_EVENT, Owner::Prefix),
     (FLOW_RUNS_BY_FLOW, Owner::Prefix),
@@ -69,15 +73,27 @@ pub fn check_workspace_id(ws: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The keys of up to `max` rows of `ws` in `table`.
+/// The keys of up to `max` rows of `ws` in `table`; `queued` are the ids of the workspace's
+/// queued runs.
 fn owned_keys(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     owner: Owner,
     ws: &str,
     max: usize,
+    queued: &[Vec<u8>],
 ) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut keys = Vec::new();
     match owner {
+        Owner::QueuedRun => {
+            for id in queued {
+                if keys.len() >= max {
+                    break;
+                }
+                if table.get(id.as_slice())?.is_some() {
+                    keys.push(id.clone());
+                }
+            }
+        }
         Owner::Prefix => {
             let prefix = workspace_prefix(ws);
             let end = prefix_end(&prefix);
@@ -115,6 +131,11 @@ fn owned_keys(
 
 /// Per table, how many rows `ws` owns.
 pub(crate) fn count_workspace(rtx: &ReadTransaction, ws: &str) -> Result<TableCounts, StoreError> {
+    let queued = match rtx.open_table(FLOW_RUN_QUEUE) {
+        Ok(queue) => owned_keys(&queue, Owner::Value, ws, usize::MAX, &[])?,
+        Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     let mut counts = zero_counts();
     for ((table, owner), slot) in WORKSPACE_TABLES.iter().zip(counts.iter_mut()) {
         let handle = match rtx.open_table(*table) {
@@ -122,7 +143,7 @@ pub(crate) fn count_workspace(rtx: &ReadTransaction, ws: &str) -> Result<TableCo
             Err(redb::TableError::TableDoesNotExist(_)) => continue,
             Err(e) => return Err(e.into()),
         };
-        slot.1 = owned_keys(&handle, *owner, ws, usize::MAX)?.len() as u64;
+        slot.1 = owned_keys(&handle, *owner, ws, usize::MAX, &queued)?.len() as u64;
     }
     Ok(counts)
 }
@@ -143,13 +164,21 @@ pub(crate) fn erase_batch(
     {
         slot.1 = tokens;
     }
+    // Read before any row is removed: `flow_run_starts` rows belong to these runs.
+    let queued = owned_keys(
+        &wtx.open_table(FLOW_RUN_QUEUE)?,
+        Owner::Value,
+        ws,
+        usize::MAX,
+        &[],
+    )?;
     let mut left = max;
     for ((table, owner), slot) in WORKSPACE_TABLES.iter().zip(counts.iter_mut()) {
         if left == 0 {
             break;
         }
         let mut handle = wtx.open_table(*table)?;
-        let keys = owned_keys(&handle, *owner, ws, left)?;
+        let keys = owned_keys(&handle, *owner, ws, left, &queued)?;
         for key in &keys {
             handle.remove(key.as_slice())?;
         }

@@ -433,6 +433,24 @@ fn child_with(fake: &FakeClockify, dir: &Path) -> ChildServer {
     ChildServer::start(command)
 }
 
+/// Waits for the latest run of `flow` to fail, and checks its error says `why`.
+fn assert_first_run_failed(server: &ChildServer, flow: &str, why: &str) {
+    let mut runs = Vec::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            runs = runs_of(server, flow);
+            runs.first().is_some_and(|r| r["status"] == "failed")
+        }),
+        "{runs:?} {}",
+        server.output()
+    );
+    let id = runs[0]["id"].as_str().unwrap();
+    let run = server
+        .admin_get(WS, ADDON, &format!("/api/runs/{id}"))
+        .json();
+    assert!(run["error"].as_str().unwrap_or("").contains(why), "{run}");
+}
+
 fn runs_of(server: &TestClient, flow: &str) -> Vec<Value> {
     let r = server.admin_get(WS, ADDON, &format!("/api/flows/{flow}/runs?limit=50"));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -470,25 +488,7 @@ fn a_run_in_flight_at_two_crashes_is_quarantined() {
     server.kill();
 
     let server = child_with(&fake, dir.path());
-    let mut runs = Vec::new();
-    assert!(
-        wait_until(DEADLINE, || {
-            runs = runs_of(&server, &flow);
-            runs.first().is_some_and(|r| r["status"] == "failed")
-        }),
-        "{runs:?}"
-    );
-    let run = server
-        .admin_get(
-            WS,
-            ADDON,
-            &format!("/api/runs/{}", runs[0]["id"].as_str().unwrap()),
-        )
-        .json();
-    assert!(
-        run["error"].as_str().unwrap_or("").contains("quarantined"),
-        "{run}"
-    );
+    assert_first_run_failed(&server, &flow, "quarantined");
     assert_eq!(tag_calls(&fake, "te-crash"), 2, "not started a third time");
     assert_eq!(server.get("/healthz", &[]).status, 200);
 }
@@ -549,26 +549,7 @@ fn a_poison_condition_fails_its_run_and_the_server_stays_up() {
         &serde_json::to_vec(&event).unwrap(),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let mut runs = Vec::new();
-    assert!(
-        wait_until(DEADLINE, || {
-            runs = runs_of(&server, &flow_id);
-            runs.first().is_some_and(|r| r["status"] == "failed")
-        }),
-        "{runs:?} {}",
-        server.output()
-    );
-    let run = server
-        .admin_get(
-            WS,
-            ADDON,
-            &format!("/api/runs/{}", runs[0]["id"].as_str().unwrap()),
-        )
-        .json();
-    assert!(
-        run["error"].as_str().unwrap_or("").contains("could visit"),
-        "{run}"
-    );
+    assert_first_run_failed(&server, &flow_id, "could visit");
     assert_eq!(server.get("/healthz", &[]).status, 200);
     let next = server.deliver(WS, ADDON, "NEW_TIME_ENTRY", &entry("te-next", "n", 16));
     assert_eq!(next.status, 200, "{}", next.body);

@@ -882,11 +882,13 @@ fn table_lines(stdout: &str, prefix: &str) -> std::collections::BTreeMap<String,
 }
 
 /// Writes rows a busy server leaves behind but a short test does not produce: a dedupe row in
-/// its table (they are written in bulk after 32k deliveries) and a queued run (the queue is
+/// its table (they are written in bulk after 32k deliveries) a queued run and the count of its starts (the queue is
 /// empty once runs finish). The server must be stopped.
 fn add_rows_a_busy_server_would_have(dir: &std::path::Path, ws: &str) {
     const DEDUPE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("event_dedupe");
     const QUEUE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("flow_run_queue");
+    const STARTS: redb::TableDefinition<&[u8], &[u8]> =
+        redb::TableDefinition::new("flow_run_starts");
     let db = redb::Database::open(dir.join("clockify-studio.redb")).unwrap();
     let wtx = db.begin_write().unwrap();
     let mut key = vec![ws.len() as u8];
@@ -901,6 +903,11 @@ fn add_rows_a_busy_server_would_have(dir: &std::path::Path, ws: &str) {
     wtx.open_table(QUEUE)
         .unwrap()
         .insert([9u8; 16].as_slice(), ws.as_bytes())
+        .unwrap();
+    // The queued run was executing when the process died once.
+    wtx.open_table(STARTS)
+        .unwrap()
+        .insert([9u8; 16].as_slice(), 1u32.to_le_bytes().as_slice())
         .unwrap();
     wtx.commit().unwrap();
 }

@@ -882,8 +882,8 @@ fn table_lines(stdout: &str, prefix: &str) -> std::collections::BTreeMap<String,
 }
 
 /// Writes rows a busy server leaves behind but a short test does not produce: a dedupe row in
-/// its table (they are written in bulk after 32k deliveries) a queued run and the count of its starts (the queue is
-/// empty once runs finish). The server must be stopped.
+/// its table (they are written in bulk after 32k deliveries), a queued run and the count of its
+/// starts (the queue is empty once runs finish). The server must be stopped.
 fn add_rows_a_busy_server_would_have(dir: &std::path::Path, ws: &str) {
     const DEDUPE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("event_dedupe");
     const QUEUE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("flow_run_queue");

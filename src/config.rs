@@ -229,6 +229,32 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOCKIFY_STUDIO_REJECTION_LOG_INTERVAL_SECS", default_value_t = 60, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub rejection_log_interval_secs: u64,
+    /// Destination host (HOST[:PORT]) that may use plain http and an internal address
+    /// (loopback, private, link-local …); repeatable
+    #[arg(long, env = "CLOCKIFY_STUDIO_ALLOW_DESTINATION_HOST", value_delimiter = ',',
+          value_name = "HOST[:PORT]", value_parser = parse_host)]
+    pub allow_destination_host: Vec<String>,
+    /// Delay before each delivery attempt to a destination: the first is the delay before
+    /// the first attempt, each later one the wait after a failed attempt (jittered ±10%)
+    #[arg(long, env = "CLOCKIFY_STUDIO_DESTINATION_RETRY_SCHEDULE", value_name = "DURATIONS",
+          default_value = DEFAULT_RETRY_SCHEDULE, value_parser = parse_schedule)]
+    pub destination_retry_schedule: Schedule,
+    /// A destination whose every attempt failed for this long is disabled (e.g. 5d, 12h)
+    #[arg(long, env = "CLOCKIFY_STUDIO_DESTINATION_DISABLE_AFTER", value_name = "DURATION",
+          default_value = "5d", value_parser = parse_duration)]
+    pub destination_disable_after: Duration,
+    /// Attempts in flight at once per destination
+    #[arg(long, env = "CLOCKIFY_STUDIO_DESTINATION_CONCURRENCY", default_value_t = 4, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub destination_concurrency: u32,
+    /// Attempts started per second per destination
+    #[arg(long, env = "CLOCKIFY_STUDIO_DESTINATION_MAX_RPS", default_value_t = 50, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub destination_max_rps: u32,
+    /// Seconds one delivery attempt may take in all (connecting takes at most 10)
+    #[arg(long, env = "CLOCKIFY_STUDIO_DESTINATION_TIMEOUT_SECS", default_value_t = 15, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub destination_timeout_secs: u64,
     /// Extra origin allowed to frame /ui besides https://*.clockify.me (repeatable)
     #[arg(long, env = "CLOCKIFY_STUDIO_UI_FRAME_ANCESTOR", value_delimiter = ',',
           value_name = "ORIGIN", value_parser = parse_frame_ancestor)]
@@ -282,7 +308,22 @@ pub struct Config {
     /// Rejected requests logged per route and status per [`Config::rejection_log_interval`].
     pub rejection_log_burst: u32,
     pub rejection_log_interval: Duration,
+    /// Destination hosts (`host` or `host:port`) allowed plain http and internal addresses.
+    pub allow_destination_hosts: Vec<String>,
+    /// Delay before each delivery attempt (see `--destination-retry-schedule`).
+    pub destination_retry_schedule: Vec<Duration>,
+    pub destination_disable_after: Duration,
+    pub destination_concurrency: usize,
+    pub destination_max_rps: u32,
+    pub destination_timeout: Duration,
 }
+
+/// The default delays between delivery attempts: eight attempts over about a day.
+pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,5s,5m,30m,2h,5h,10h,10h";
+
+/// A parsed retry schedule (a newtype, so clap does not take it for a repeated flag).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule(pub Vec<Duration>);
 
 /// A configuration problem, always naming the flag it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +402,12 @@ impl Config {
             entity_refresh: Duration::from_secs(u64::from(args.entity_refresh_hours) * 3600),
             rejection_log_burst: args.rejection_log_burst,
             rejection_log_interval: Duration::from_secs(args.rejection_log_interval_secs),
+            allow_destination_hosts: args.allow_destination_host.clone(),
+            destination_retry_schedule: args.destination_retry_schedule.0.clone(),
+            destination_disable_after: args.destination_disable_after,
+            destination_concurrency: args.destination_concurrency as usize,
+            destination_max_rps: args.destination_max_rps,
+            destination_timeout: Duration::from_secs(args.destination_timeout_secs),
         })
     }
 
@@ -399,6 +446,14 @@ impl Config {
             entity_refresh: Duration::from_secs(24 * 3600),
             rejection_log_burst: 5,
             rejection_log_interval: Duration::from_secs(60),
+            allow_destination_hosts: Vec::new(),
+            destination_retry_schedule: parse_schedule(DEFAULT_RETRY_SCHEDULE)
+                .expect("the default schedule parses")
+                .0,
+            destination_disable_after: Duration::from_secs(5 * 24 * 3600),
+            destination_concurrency: 4,
+            destination_max_rps: 50,
+            destination_timeout: Duration::from_secs(15),
         }
     }
 
@@ -482,6 +537,42 @@ fn parse_frame_ancestor(value: &str) -> Result<String, String> {
         return Err(bad());
     }
     Ok(value.to_ascii_lowercase())
+}
+
+/// A duration such as `250ms`, `5s`, `5m`, `2h` or `5d`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{value:?} has no unit (ms, s, m, h or d)"))?;
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number followed by ms, s, m, h or d"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{value:?}: the unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(ms)
+        .filter(|ms| *ms <= 366 * 86_400_000)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{value:?} is longer than a year"))
+}
+
+/// Comma-separated durations: 1 to 50 of them.
+fn parse_schedule(value: &str) -> Result<Schedule, String> {
+    let delays = value
+        .split(',')
+        .map(parse_duration)
+        .collect::<Result<Vec<_>, _>>()?;
+    if delays.is_empty() || delays.len() > 50 {
+        return Err("must list 1 to 50 durations".into());
+    }
+    Ok(Schedule(delays))
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {

@@ -17,6 +17,7 @@ pub mod bootstrap;
 pub mod clockify;
 pub mod config;
 pub mod control;
+pub mod destinations;
 pub mod entities;
 pub mod event_summary;
 pub mod events;

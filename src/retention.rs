@@ -60,6 +60,31 @@ async fn delete_old_runs(app: &App, now: i64) -> Result<usize, StoreError> {
     Ok(deleted)
 }
 
+/// Deletes finished destination deliveries older than each workspace's run retention
+/// (pending ones stay until they finish).
+async fn delete_old_deliveries(app: &App, now: i64) -> Result<(), StoreError> {
+    for ws in app.store.delivery_workspaces().await? {
+        let installation = app.store.installation(&ws).await?;
+        let days = run_retention_days(app, installation.as_deref());
+        if days == 0 {
+            continue;
+        }
+        let cutoff = now - days as i64 * DAY_MS;
+        loop {
+            let n = app
+                .store
+                .delete_deliveries_before(&ws, cutoff, BATCH)
+                .await?;
+            metrics::counter!("retention_deleted_total", "kind" => "delivery").increment(n as u64);
+            if n < BATCH {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(())
+}
+
 /// One pass over every workspace; returns how many events were deleted.
 pub async fn run_once(app: &App) -> Result<usize, StoreError> {
     let now = jiff::Timestamp::now().as_millisecond()
@@ -84,6 +109,7 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
         }
     }
     delete_old_runs(app, now).await?;
+    delete_old_deliveries(app, now).await?;
     // Explorer executions are kept like flow runs, in every workspace that has any.
     for ws in app.store.execution_workspaces().await? {
         let installation = app.store.installation(&ws).await?;

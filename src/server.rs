@@ -17,7 +17,7 @@ use crate::app::App;
 pub use crate::app::StartError;
 use crate::config::Config;
 use crate::telemetry::{self, VERSION};
-use crate::{api, bootstrap, control, entities, flows, retention, subscriptions};
+use crate::{api, bootstrap, control, destinations, entities, flows, retention, subscriptions};
 
 /// Everything after the shutdown signal, up to the writer's flush, fits in this; systemd's
 /// `TimeoutStopSec=30` leaves the rest for the runtime to stop and the process to exit.
@@ -118,6 +118,7 @@ pub async fn serve(
     });
     background.spawn("idle connection sweep", connections.clone().sweep_idle());
     background.spawn("flow engine", flows::engine::run(app.clone()));
+    background.spawn("delivery engine", destinations::engine::run(app.clone()));
     app.spawn(bootstrap::resume_all(app.clone()));
     background.spawn("rejection summaries", summarise_rejections(app.clone()));
     background.spawn("entity applier", entities::run_applier(app.clone()));

@@ -300,3 +300,22 @@ impl From<crate::flows::service::FlowError> for ApiError {
         }
     }
 }
+
+impl From<crate::destinations::DestinationError> for ApiError {
+    #[track_caller]
+    fn from(err: crate::destinations::DestinationError) -> Self {
+        use crate::destinations::DestinationError;
+        match err {
+            DestinationError::NotFound(_) | DestinationError::DeliveryNotFound(_) => {
+                ApiError::NotFound(err.to_string())
+            }
+            DestinationError::Invalid(problems) => ApiError::invalid(
+                format!("the destination has {} problem(s)", problems.len()),
+                problems,
+            ),
+            DestinationError::BadRequest(message) => ApiError::BadRequest(message),
+            DestinationError::NotInstalled => ApiError::Forbidden(err.to_string()),
+            DestinationError::Store(err) => err.into(),
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! the typed response.
 
 pub mod connections;
+mod destinations;
 mod error;
 mod events;
 mod explorer;
@@ -87,6 +88,27 @@ pub fn router(app: &App) -> Router {
         .route("/api/runs", get(runs::list))
         .route("/api/runs/{id}", get(runs::run))
         .route("/api/runs/{id}/retry", post(runs::retry))
+        .route(
+            "/api/destinations",
+            get(destinations::list).post(destinations::create),
+        )
+        .route(
+            "/api/destinations/{id}",
+            get(destinations::get)
+                .put(destinations::update)
+                .delete(destinations::remove),
+        )
+        .route(
+            "/api/destinations/{id}/rotate-secret",
+            post(destinations::rotate_secret),
+        )
+        .route("/api/destinations/{id}/test", post(destinations::test))
+        .route(
+            "/api/destinations/{id}/deliveries",
+            get(destinations::deliveries),
+        )
+        .route("/api/destinations/{id}/recover", post(destinations::recover))
+        .route("/api/deliveries/{id}/retry", post(destinations::retry))
         .route("/api/operations", get(explorer::list))
         .route("/api/operations/{operationId}", get(explorer::get))
         .route("/api/execute", post(explorer::execute))

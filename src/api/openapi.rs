@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{events, explorer, flows, lifecycle, ops, runs, sources, webhooks, workspace};
+use super::{destinations, events, explorer, flows, lifecycle, ops, runs, sources, webhooks, workspace};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -58,6 +58,16 @@ use super::{events, explorer, flows, lifecycle, ops, runs, sources, webhooks, wo
         runs::run,
         runs::list,
         runs::retry,
+        destinations::list,
+        destinations::create,
+        destinations::get,
+        destinations::update,
+        destinations::remove,
+        destinations::rotate_secret,
+        destinations::test,
+        destinations::deliveries,
+        destinations::retry,
+        destinations::recover,
         explorer::list,
         explorer::get,
         explorer::execute,
@@ -77,6 +87,7 @@ use super::{events, explorer, flows, lifecycle, ops, runs, sources, webhooks, wo
         (name = "events", description = "The stored event log"),
         (name = "sources", description = "Custom sources"),
         (name = "flows", description = "No-code flows and their runs"),
+        (name = "destinations", description = "Forwarding events to the workspace's own endpoints, signed and retried"),
         (name = "explorer", description = "The Clockify API explorer"),
         (name = "workspace", description = "Settings, subscriptions, bootstrap, entities, overview"),
         (name = "operations", description = "Health, readiness, metrics, the manifest, this document"),

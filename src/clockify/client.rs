@@ -418,7 +418,7 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
     let value = headers
         .iter()
         .find(|(k, _)| k == "retry-after")

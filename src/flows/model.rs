@@ -163,7 +163,7 @@ fn parse_trigger(value: &Value, known: &Known, problems: &mut Vec<String>) -> Tr
     trigger
 }
 
-fn parse_conditions(value: &Value, problems: &mut Vec<String>) -> Conditions {
+pub fn parse_conditions(value: &Value, problems: &mut Vec<String>) -> Conditions {
     let mut conditions = Conditions {
         any: false,
         rules: Vec::new(),

@@ -2,16 +2,13 @@
 //! Standard Webhooks signature (`webhook-id`, `webhook-timestamp`, `webhook-signature`) or
 //! `Authorization: Bearer <secret>`. Sources themselves are managed in `crate::sources`.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{IngestError, Received, RejectKind, reject, store_event};
 use crate::app::App;
-use crate::sources::SECRET_PREFIX;
+use crate::sources::standard_webhooks_signature;
 use crate::store::{InstallationStatus, NewEvent, Source};
 use crate::time::now_ms;
 
@@ -145,19 +142,9 @@ pub fn verify(
         if (now_secs - ts).abs() > TIMESTAMP_TOLERANCE_SECS {
             return Err("webhook-timestamp is more than 5 minutes away from now".into());
         }
-        let mut signed = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
-        signed.extend_from_slice(id.as_bytes());
-        signed.push(b'.');
-        signed.extend_from_slice(timestamp.as_bytes());
-        signed.push(b'.');
-        signed.extend_from_slice(body);
         for secret in secrets {
-            let key = STANDARD
-                .decode(secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret))
-                .map_err(|_| "stored secret is not base64")?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-            mac.update(&signed);
-            let expected = STANDARD.encode(mac.finalize().into_bytes());
+            let expected = standard_webhooks_signature(secret, id, timestamp, body)
+                .ok_or("stored secret is not base64")?;
             for candidate in signatures.split_whitespace() {
                 if let Some(sig) = candidate.strip_prefix("v1,")
                     && bool::from(sig.as_bytes().ct_eq(expected.as_bytes()))

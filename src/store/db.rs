@@ -8,6 +8,7 @@ use std::sync::Arc;
 use redb::{Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable};
 
 use super::dedupe::{self, PendingDedupe};
+use super::destination_model::{DeliveryDispatch, DestinationIndex};
 use super::error::StoreError;
 use super::event_record::StoredEvent;
 use super::flow_index::FlowIndex;
@@ -20,7 +21,7 @@ use super::writer::{Reopen, Writer};
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
@@ -34,6 +35,9 @@ const MIGRATIONS: &[Migration] = &[
     |_| Ok(()),
     // 3 → 4: bootstrap progress gained `V2` (steps know whether they were truncated). `V1`
     // records stay readable; the bump makes older binaries refuse the file.
+    |_| Ok(()),
+    // 4 → 5: destinations and their deliveries (new tables, created on first use). Older
+    // binaries would neither deliver the queued ones nor erase them with a workspace.
     |_| Ok(()),
 ];
 
@@ -72,6 +76,10 @@ pub struct Store {
     pub(super) run_dispatch: Arc<RunDispatch>,
     /// Dedupe rows not yet written to their table.
     pub(super) dedupe: Arc<PendingDedupe>,
+    /// Enabled destinations by workspace: ingestion queues deliveries without a read.
+    pub(super) destination_index: Arc<DestinationIndex>,
+    /// Committed deliveries on their way to the delivery engine.
+    pub(super) delivery_dispatch: Arc<DeliveryDispatch>,
 }
 
 /// Committed events buffered for slow live listeners before they fall back to the store.
@@ -88,14 +96,15 @@ impl Store {
             ));
         }
         let secrets = SecretBox::new(key);
-        let (db, cache, flow_index, dedupe) = catch_panic(|| {
+        let (db, cache, flow_index, destination_index, dedupe) = catch_panic(|| {
             let db = builder().create(path)?;
             prepare(&db, &secrets)?;
             let cache = Arc::new(InstallationCache::load(&db)?);
             let flow_index = Arc::new(FlowIndex::load(&db)?);
+            let destination_index = Arc::new(DestinationIndex::load(&db)?);
             let now_ms = jiff::Timestamp::now().as_millisecond();
             let dedupe = Arc::new(PendingDedupe::load(&db, now_ms)?);
-            Ok((db, cache, flow_index, dedupe))
+            Ok((db, cache, flow_index, destination_index, dedupe))
         })
         .map_err(|err| match err {
             // Every record read at open was written by this or an older release.
@@ -108,12 +117,14 @@ impl Store {
         let reopen = {
             let path = path.to_path_buf();
             let (cache, flow_index, dedupe) = (cache.clone(), flow_index.clone(), dedupe.clone());
+            let destinations = destination_index.clone();
             Reopen {
                 // `open`, not `create`: a file that vanished must not come back empty.
                 open: Box::new(move || Ok(builder().open(&path)?)),
                 reload: Box::new(move |db| {
                     cache.replace_with(InstallationCache::load(db)?);
                     flow_index.replace_with(FlowIndex::load(db)?);
+                    destinations.replace_with(DestinationIndex::load(db)?);
                     let now_ms = jiff::Timestamp::now().as_millisecond();
                     dedupe.replace_with(PendingDedupe::load(db, now_ms)?);
                     Ok(())
@@ -131,6 +142,8 @@ impl Store {
             flow_index,
             run_dispatch: Arc::new(RunDispatch::new()),
             dedupe,
+            destination_index,
+            delivery_dispatch: Arc::new(DeliveryDispatch::new()),
         })
     }
 

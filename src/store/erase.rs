@@ -8,10 +8,10 @@ use super::db::{Store, builder, check_schema};
 use super::error::StoreError;
 use super::installation_model::{InstallationStatus, decode_installation, encode_installation};
 use super::schema::{
-    BOOTSTRAP, ENTITIES, EVENT_DEDUPE, EVENTS, EVENTS_BY_TYPE, EXECUTIONS, FLOW_RUN_QUEUE,
-    FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS,
-    INSTALLATIONS, SOURCES, SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table, WEBHOOK_TOKENS, prefix_end,
-    workspace_prefix,
+    BOOTSTRAP, DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS, ENTITIES,
+    EVENT_DEDUPE, EVENTS, EVENTS_BY_TYPE, EXECUTIONS, FLOW_RUN_QUEUE, FLOW_RUN_STARTS, FLOW_RUNS,
+    FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS, INSTALLATIONS, SOURCES,
+    SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table, WEBHOOK_TOKENS, prefix_end, workspace_prefix,
 };
 use super::sources::source_workspace;
 
@@ -35,6 +35,10 @@ pub(crate) enum Owner {
 pub(crate) const WORKSPACE_TABLES: &[(Table, Owner)] = &[
     (FLOW_RUN_STARTS, Owner::QueuedRun),
     (FLOW_RUN_QUEUE, Owner::Value),
+    (DELIVERY_QUEUE, Owner::Value),
+    (DELIVERIES_BY_DESTINATION, Owner::Prefix),
+    (DELIVERIES, Owner::Prefix),
+    (DESTINATIONS, Owner::Prefix),
     (FLOW_RUNS_BY_EVENT, Owner::Prefix),
     (FLOW_RUNS_BY_FLOW, Owner::Prefix),
     (FLOW_RUNS, Owner::Prefix),
@@ -238,10 +242,11 @@ impl Store {
         check_workspace_id(ws)?;
         let mut total = zero_counts();
         loop {
-            let (cache, flow_index, dedupe) = (
+            let (cache, flow_index, dedupe, destinations) = (
                 self.cache.clone(),
                 self.flow_index.clone(),
                 self.dedupe.clone(),
+                self.destination_index.clone(),
             );
             let (name, after) = (ws.to_string(), ws.to_string());
             let removed = self
@@ -259,6 +264,7 @@ impl Store {
                     },
                     move |(_, installation)| {
                         flow_index.remove_workspace(&after);
+                        destinations.remove_workspace(&after);
                         match installation {
                             Some(installation) => cache.put(installation.clone()),
                             None => cache.remove(&after),

@@ -10,6 +10,7 @@ use super::error::StoreError;
 use super::event_record::{
     StoredBody, StoredEvent, UnstampedRecord, count_duplicate, decode_event,
 };
+use super::destination_model::{DestinationIndex, QueuedDelivery, enqueue_deliveries};
 use super::flow_index::{FlowIndex, enqueue_for_event};
 use super::flow_model::QueuedRun;
 use super::schema::{
@@ -100,14 +101,28 @@ impl PreparedEvent {
     }
 }
 
+/// What ingestion queues beside the event, in the same transaction.
+#[derive(Default)]
+pub(crate) struct Queued {
+    pub(crate) runs: Vec<QueuedRun>,
+    pub(crate) deliveries: Vec<QueuedDelivery>,
+}
+
+/// The in-memory views ingestion consults to queue work without a read.
+pub(crate) struct Routing<'a> {
+    pub(crate) flows: &'a FlowIndex,
+    pub(crate) destinations: &'a DestinationIndex,
+}
+
 /// Inserts one event (or records a duplicate) inside the writer's transaction, and queues
-/// a run for every enabled flow it triggers (into `runs`) in the same transaction.
+/// a run for every enabled flow it triggers and a delivery for every destination that wants
+/// it (into `queued`) in the same transaction.
 pub(crate) fn insert_event(
     tables: &mut OpenTables<'_>,
     prepared: PreparedEvent,
     now_ms: i64,
-    flows: &FlowIndex,
-    runs: &mut Vec<QueuedRun>,
+    routing: &Routing<'_>,
+    queued: &mut Queued,
     dedupe: &PendingDedupe,
 ) -> Result<Ingested, StoreError> {
     let PreparedEvent {
@@ -139,7 +154,13 @@ pub(crate) fn insert_event(
         type_key(&event.workspace_id, &event.event_type, &id).as_slice(),
         [].as_slice(),
     )?;
-    enqueue_for_event(tables.wtx(), flows, &event, runs)?;
+    enqueue_for_event(tables.wtx(), routing.flows, &event, &mut queued.runs)?;
+    enqueue_deliveries(
+        tables.wtx(),
+        routing.destinations,
+        &event,
+        &mut queued.deliveries,
+    )?;
     Ok(Ingested::Stored(std::sync::Arc::new(event)))
 }
 
@@ -167,22 +188,25 @@ fn remove_event(
 }
 
 /// What an ingest job hands its after-commit hook.
-type IngestOutcome = (Ingested, Vec<QueuedRun>, Option<dedupe::Flushed>);
+type IngestOutcome = (Ingested, Queued, Option<dedupe::Flushed>);
 
 impl Store {
     /// Stores an event durably (or counts a duplicate); resolves after the commit.
     pub async fn ingest(&self, new: NewEvent) -> Result<Ingested, StoreError> {
         let live = self.live.clone();
         let (flows, dispatch) = (self.flow_index.clone(), self.run_dispatch.clone());
+        let destinations = self.destination_index.clone();
+        let deliveries = self.delivery_dispatch.clone();
         let dedupe = self.dedupe.clone();
         let prepared = PreparedEvent::new(new);
         let after_commit: AfterCommit<IngestOutcome> =
-            Box::new(move |(ingested, runs, flushed): &IngestOutcome| {
+            Box::new(move |(ingested, queued, flushed): &IngestOutcome| {
                 if let Some(flushed) = flushed {
                     flushed.committed();
                 }
                 if let Ingested::Stored(event) = ingested {
-                    dispatch.committed(runs, Some(event));
+                    dispatch.committed(&queued.runs, Some(event));
+                    deliveries.committed(&queued.deliveries);
                     // No receivers is normal (nobody has the page open).
                     let _ = live.send(event.clone());
                 }
@@ -191,11 +215,16 @@ impl Store {
         self.writer
             .write_with_tables(
                 move |tables: &mut OpenTables<'_>| {
-                    let mut runs = Vec::new();
+                    let mut queued = Queued::default();
                     let now = jiff::Timestamp::now().as_millisecond();
-                    let ingested = insert_event(tables, prepared, now, &flows, &mut runs, &dedupe)?;
+                    let routing = Routing {
+                        flows: &flows,
+                        destinations: &destinations,
+                    };
+                    let ingested =
+                        insert_event(tables, prepared, now, &routing, &mut queued, &dedupe)?;
                     let flushed = dedupe.flush_if_full(tables, now)?;
-                    Ok((ingested, runs, flushed))
+                    Ok((ingested, queued, flushed))
                 },
                 Some(after_commit),
             )

@@ -4,15 +4,18 @@
 //!
 //! Files, each building only on those listed before it: `error`, `schema` (tables, ids,
 //! keys, record encoding), `secrets`, `health` (the shared handle and what is known about the
-//! file), `writer`, `event_record`, `flow_model`, `dedupe`,
-//! `installation_model`, `installation_cache`, `flow_index`, `run_dispatch`, `db` (the open file: [`Store`]), then
-//! one file per kind of data adding its methods to [`Store`] (`installations`, `events`,
-//! `flows`, `sources`, `cache`, `subscriptions`), `erase` (everything a workspace owns, counted
+//! file), `writer`, `event_record`, `flow_model`, `dedupe`, `installation_model`,
+//! `installation_cache`, `flow_index`, `run_dispatch`, `destination_model`, `db` (the open
+//! file: [`Store`]), then one file per kind of data adding its methods to [`Store`]
+//! (`installations`, `events`, `flows`, `sources`, `cache`, `subscriptions`,
+//! `destinations`), `erase` (everything a workspace owns, counted
 //! or erased), and `maintenance` (`check`, `backup`).
 
 mod cache;
 mod db;
 mod dedupe;
+mod destination_model;
+mod destinations;
 mod erase;
 mod error;
 mod event_record;
@@ -36,6 +39,11 @@ mod writer;
 pub use cache::{BootstrapProgress, BootstrapStep, Entity, EntityChange, Execution, StepStatus};
 pub use db::{SCHEMA_VERSION, Store};
 pub use dedupe::DEDUPE_WINDOW_MS;
+pub use destination_model::{
+    Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Destination, DestinationFilter,
+    DestinationId, DestinationSecret, QueuedDelivery,
+};
+pub use destinations::{AttemptOutcome, DeliveryPage, DestinationChange};
 pub use erase::{FileErasure, TableCounts, check_workspace_id, erase_workspace_file};
 pub use error::StoreError;
 pub use event_record::StoredEvent;

@@ -49,6 +49,15 @@ pub(crate) const FLOW_RUN_QUEUE: Table = TableDefinition::new("flow_run_queue");
 /// `[run id]` → how many times the run was started without ending cleanly (u32, LE): a run
 /// in flight when the process died is counted, and quarantined when it happens again.
 pub(crate) const FLOW_RUN_STARTS: Table = TableDefinition::new("flow_run_starts");
+/// `[ws][destination id]` → destination record.
+pub(crate) const DESTINATIONS: Table = TableDefinition::new("destinations");
+/// `[ws][delivery id]` → delivery record (with its attempts).
+pub(crate) const DELIVERIES: Table = TableDefinition::new("deliveries");
+/// `[ws][destination id][delivery id]` → empty.
+pub(crate) const DELIVERIES_BY_DESTINATION: Table =
+    TableDefinition::new("deliveries_by_destination");
+/// `[delivery id]` → workspace id: deliveries not finished yet, oldest first.
+pub(crate) const DELIVERY_QUEUE: Table = TableDefinition::new("delivery_queue");
 
 /// Every table of the file; backups copy exactly these, `check` counts them.
 pub(crate) const TABLES: &[Table] = &[
@@ -71,6 +80,10 @@ pub(crate) const TABLES: &[Table] = &[
     FLOW_RUNS_BY_EVENT,
     FLOW_RUN_QUEUE,
     FLOW_RUN_STARTS,
+    DESTINATIONS,
+    DELIVERIES,
+    DELIVERIES_BY_DESTINATION,
+    DELIVERY_QUEUE,
 ];
 
 /// Whether `ws` has an installation record: writes that follow slow outside work (a Clockify

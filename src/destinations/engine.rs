@@ -1,0 +1,464 @@
+//! Sends queued deliveries. They arrive from the store right after the commit that queued
+//! them (and, at start, from the queue table: what a restart resumes), wait in a timer heap
+//! until due, and are attempted with at most `--destination-concurrency` in flight and
+//! `--destination-max-rps` started per second per destination, so one slow receiver cannot
+//! starve the others. Each attempt's outcome is committed before the next is scheduled; a
+//! crash between sending and committing sends it again (at-least-once: receivers dedupe by
+//! `webhook-id`).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::attempt_headers;
+use super::outbound::{Exchange, Outbound};
+use crate::app::App;
+use crate::flows::conditions;
+use crate::store::{
+    AttemptOutcome, Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Destination,
+    DestinationChange, DestinationId, QueuedDelivery, StoreError, format_id,
+};
+use crate::time::now_ms;
+
+/// How long attempts in flight get to finish at shutdown; the rest are sent again later.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` honoured; longer asks wait this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// A delivery whose attempt could not be recorded (the store failing) is tried again after this.
+const STORE_RETRY_MS: i64 = 5_000;
+/// How often the queue gauges are recomputed at most.
+const GAUGE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What every attempt shares: the agent and the per-destination limits.
+struct Shared {
+    outbound: Outbound,
+    slots: Mutex<HashMap<DestinationId, Arc<Semaphore>>>,
+    limiters: Mutex<HashMap<DestinationId, Arc<DefaultDirectRateLimiter>>>,
+}
+
+impl Shared {
+    fn slots(&self, app: &App, id: DestinationId) -> Arc<Semaphore> {
+        self.slots
+            .lock()
+            .expect("slots lock")
+            .entry(id)
+            .or_insert_with(|| Arc::new(Semaphore::new(app.config.destination_concurrency)))
+            .clone()
+    }
+
+    fn limiter(&self, app: &App, id: DestinationId) -> Arc<DefaultDirectRateLimiter> {
+        self.limiters
+            .lock()
+            .expect("limiters lock")
+            .entry(id)
+            .or_insert_with(|| {
+                let rps = NonZeroU32::new(app.config.destination_max_rps).unwrap_or(NonZeroU32::MIN);
+                Arc::new(RateLimiter::direct(Quota::per_second(rps)))
+            })
+            .clone()
+    }
+}
+
+/// A delivery the engine knows of: waiting in the heap until `due`, or in flight.
+struct Entry {
+    due: Option<i64>,
+    workspace_id: String,
+    destination_id: DestinationId,
+}
+
+/// Runs until shutdown; attempts in flight then get [`DRAIN_TIMEOUT`] to finish.
+pub async fn run(app: App) {
+    let Some(mut receiver) = app.store.take_queued_deliveries() else {
+        tracing::error!("the delivery engine was started twice");
+        return;
+    };
+    let mut shutdown = app.shutdown.subscribe();
+    let shared = Arc::new(Shared {
+        outbound: Outbound::new(&app.config),
+        slots: Mutex::default(),
+        limiters: Mutex::default(),
+    });
+    let mut entries: HashMap<DeliveryId, Entry> = HashMap::new();
+    let mut heap: BinaryHeap<Reverse<(i64, DeliveryId)>> = BinaryHeap::new();
+    let mut tasks: JoinSet<(DeliveryId, Option<QueuedDelivery>)> = JoinSet::new();
+    let mut gauges = Gauges::default();
+    match app.store.queued_deliveries().await {
+        Ok(queued) => {
+            if !queued.is_empty() {
+                tracing::info!(deliveries = queued.len(), "resuming queued deliveries");
+            }
+            for q in queued {
+                schedule(&mut entries, &mut heap, q);
+            }
+        }
+        Err(err) => tracing::error!(error = %err, "cannot read the delivery queue"),
+    }
+    loop {
+        let now = now_ms();
+        while let Some(Reverse((due, id))) = heap.peek().copied() {
+            if due > now {
+                break;
+            }
+            heap.pop();
+            // A stale heap entry: the delivery was rescheduled or is in flight.
+            let Some(entry) = entries.get_mut(&id).filter(|e| e.due == Some(due)) else {
+                continue;
+            };
+            entry.due = None;
+            let job = QueuedDelivery {
+                id,
+                workspace_id: entry.workspace_id.clone(),
+                destination_id: entry.destination_id,
+                next_at: due,
+            };
+            let (app, shared) = (app.clone(), shared.clone());
+            tasks.spawn(async move { (id, attempt(&app, &shared, job).await) });
+        }
+        gauges.update(&entries);
+        let wait = heap
+            .peek()
+            .map(|Reverse((due, _))| Duration::from_millis((due - now).max(0) as u64))
+            .unwrap_or(Duration::from_secs(3600))
+            .min(GAUGE_INTERVAL * 4);
+        tokio::select! {
+            received = receiver.recv() => match received {
+                Some(queued) => schedule(&mut entries, &mut heap, queued),
+                None => break,
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok((id, next)) = joined {
+                    entries.remove(&id);
+                    if let Some(next) = next {
+                        schedule(&mut entries, &mut heap, next);
+                    }
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    // Waiting deliveries stay in the queue table for the next start.
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("delivery attempts still in flight at shutdown are sent again on the next start");
+        tasks.abort_all();
+    }
+}
+
+/// Puts a delivery on the heap, unless it is in flight or already due no later.
+fn schedule(
+    entries: &mut HashMap<DeliveryId, Entry>,
+    heap: &mut BinaryHeap<Reverse<(i64, DeliveryId)>>,
+    queued: QueuedDelivery,
+) {
+    match entries.get_mut(&queued.id) {
+        // In flight: its attempt reads the stored record when it ends.
+        Some(Entry { due: None, .. }) => {}
+        Some(entry) => {
+            if entry.due.is_some_and(|due| queued.next_at < due) {
+                entry.due = Some(queued.next_at);
+                heap.push(Reverse((queued.next_at, queued.id)));
+            }
+        }
+        None => {
+            entries.insert(
+                queued.id,
+                Entry {
+                    due: Some(queued.next_at),
+                    workspace_id: queued.workspace_id,
+                    destination_id: queued.destination_id,
+                },
+            );
+            heap.push(Reverse((queued.next_at, queued.id)));
+        }
+    }
+}
+
+/// Queue depth and oldest pending age per destination, recomputed at most every
+/// [`GAUGE_INTERVAL`]; destinations that emptied are set to zero.
+#[derive(Default)]
+struct Gauges {
+    last: Option<Instant>,
+    labelled: HashSet<DestinationId>,
+}
+
+impl Gauges {
+    fn update(&mut self, entries: &HashMap<DeliveryId, Entry>) {
+        if self.last.is_some_and(|t| t.elapsed() < GAUGE_INTERVAL) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let now = now_ms();
+        let mut per: HashMap<DestinationId, (u64, i64)> = HashMap::new();
+        for (id, entry) in entries {
+            let created = millis_of_id(id);
+            let slot = per.entry(entry.destination_id).or_insert((0, created));
+            slot.0 += 1;
+            slot.1 = slot.1.min(created);
+        }
+        for gone in self.labelled.iter().filter(|d| !per.contains_key(*d)) {
+            let label = format_id(gone);
+            metrics::gauge!("destination_queue_depth", "destination" => label.clone()).set(0.0);
+            metrics::gauge!("destination_oldest_pending_seconds", "destination" => label).set(0.0);
+        }
+        self.labelled = per.keys().copied().collect();
+        for (destination, (depth, oldest)) in per {
+            let label = format_id(&destination);
+            metrics::gauge!("destination_queue_depth", "destination" => label.clone())
+                .set(depth as f64);
+            metrics::gauge!("destination_oldest_pending_seconds", "destination" => label)
+                .set(((now - oldest).max(0) as f64) / 1000.0);
+        }
+    }
+}
+
+/// Milliseconds since the epoch in a UUIDv7 (a delivery's id is made when it is queued).
+fn millis_of_id(id: &[u8; 16]) -> i64 {
+    let mut bytes = [0u8; 8];
+    bytes[2..].copy_from_slice(&id[..6]);
+    u64::from_be_bytes(bytes) as i64
+}
+
+/// One attempt of a due delivery; returns it again when another attempt is due later.
+async fn attempt(app: &App, shared: &Shared, job: QueuedDelivery) -> Option<QueuedDelivery> {
+    match try_attempt(app, shared, &job).await {
+        Ok(next) => next,
+        Err(StoreError::Closed) => None,
+        Err(err) => {
+            tracing::warn!(error = %err, delivery = %format_id(&job.id), "delivery attempt could not be recorded; trying again");
+            Some(QueuedDelivery {
+                next_at: now_ms() + STORE_RETRY_MS,
+                ..job
+            })
+        }
+    }
+}
+
+async fn try_attempt(
+    app: &App,
+    shared: &Shared,
+    job: &QueuedDelivery,
+) -> Result<Option<QueuedDelivery>, StoreError> {
+    let ws = job.workspace_id.as_str();
+    let Some(delivery) = app.store.delivery(ws, job.id).await? else {
+        app.store.drop_delivery(ws, job.id).await?;
+        return Ok(None);
+    };
+    if delivery.status != DeliveryStatus::Pending {
+        return Ok(None);
+    }
+    if delivery.next_at > now_ms() + 5 {
+        // Rescheduled meanwhile (a retry that answered Retry-After, say).
+        return Ok(Some(QueuedDelivery::of(&delivery)));
+    }
+    let Some(destination) = app
+        .store
+        .destination(ws, delivery.destination_id)
+        .await?
+    else {
+        app.store.drop_delivery(ws, job.id).await?;
+        return Ok(None);
+    };
+    let give_up = |reason: String| {
+        app.store
+            .delivery_attempted(ws, job.id, None, AttemptOutcome::Failed(reason))
+    };
+    if !destination.enabled {
+        let reason = destination
+            .disabled_reason
+            .clone()
+            .unwrap_or_else(|| "by an admin".into());
+        give_up(format!("not sent: the destination is disabled ({reason})")).await?;
+        count_final(&destination, DeliveryStatus::Failed);
+        return Ok(None);
+    }
+    let Some(event) = app.store.event(ws, delivery.event_id).await? else {
+        give_up("not sent: the event is no longer stored".into()).await?;
+        count_final(&destination, DeliveryStatus::Failed);
+        return Ok(None);
+    };
+    let payload: Value = serde_json::from_slice(&event.body).unwrap_or(Value::Null);
+    if delivery.attempts.is_empty() && !destination.filter.conditions.rules.is_empty() {
+        let (passed, _) = conditions::evaluate(&destination.filter.conditions, &payload);
+        if !passed {
+            app.store.drop_delivery(ws, job.id).await?;
+            return Ok(None);
+        }
+    }
+    let body = match &destination.template {
+        None => event.body.clone(),
+        Some(template) => match render(app, ws, template, &payload, &event.event_type).await? {
+            Ok(body) => body,
+            Err(message) => {
+                give_up(format!("not sent: the template failed: {message}")).await?;
+                count_final(&destination, DeliveryStatus::Failed);
+                return Ok(None);
+            }
+        },
+    };
+    let slot = shared
+        .slots(app, destination.id)
+        .acquire_owned()
+        .await
+        .expect("slots never close");
+    shared.limiter(app, destination.id).until_ready().await;
+    let now = now_ms();
+    let headers = attempt_headers(app, &destination, &format_id(&delivery.id), &body, now)?;
+    if delivery.attempts.is_empty() {
+        metrics::histogram!("destination_first_attempt_delay_seconds")
+            .record(((now - delivery.created_at).max(0) as f64) / 1000.0);
+    }
+    let exchange = shared.outbound.post(&destination.url, headers, body).await;
+    drop(slot);
+    record(app, &destination, &delivery, now, exchange).await
+}
+
+/// Renders a destination's template against the event; the body is the rendered text, or
+/// the rendered value as JSON.
+async fn render(
+    app: &App,
+    ws: &str,
+    template: &str,
+    payload: &Value,
+    event_type: &str,
+) -> Result<Result<Vec<u8>, String>, StoreError> {
+    let Some(installation) = app.store.installation(ws).await? else {
+        return Ok(Err("the workspace is not installed".into()));
+    };
+    let context = crate::flows::engine::context_for(&installation, payload, event_type);
+    Ok(
+        match context.render(&Value::String(template.to_string()), "template") {
+            Ok(Value::String(text)) => Ok(text.into_bytes()),
+            Ok(value) => Ok(serde_json::to_vec(&value).expect("JSON serializes")),
+            Err(err) => Err(err.message),
+        },
+    )
+}
+
+/// Stores an attempt and what follows from it; returns the delivery when it is retried.
+async fn record(
+    app: &App,
+    destination: &Destination,
+    delivery: &Delivery,
+    now: i64,
+    exchange: Exchange,
+) -> Result<Option<QueuedDelivery>, StoreError> {
+    let label = format_id(&destination.id);
+    let class = match exchange.status {
+        Some(status) => format!("{}xx", status / 100),
+        None => "error".to_string(),
+    };
+    metrics::counter!("destination_attempts_total", "destination" => label.clone(), "result" => class)
+        .increment(1);
+    let attempt = DeliveryAttempt {
+        at: now,
+        status: exchange.status,
+        latency_ms: exchange.latency_ms,
+        response: exchange.response,
+    };
+    let attempts = delivery.attempts.len() + 1;
+    let schedule = &app.config.destination_retry_schedule;
+    let (outcome, change) = match exchange.status {
+        Some(status) if (200..300).contains(&status) => {
+            (AttemptOutcome::Delivered, DestinationChange::Succeeded)
+        }
+        Some(410) => (
+            AttemptOutcome::Failed("the receiver answered 410 Gone: the destination is disabled".into()),
+            DestinationChange::Disable("the receiver answered 410 Gone".into()),
+        ),
+        _ => {
+            metrics::counter!("destination_failures_total", "destination" => label.clone())
+                .increment(1);
+            let outcome = match schedule.get(attempts) {
+                Some(delay) => {
+                    let wait = jittered(*delay).max(
+                        exchange
+                            .retry_after
+                            .map(|r| r.min(MAX_RETRY_AFTER))
+                            .unwrap_or_default(),
+                    );
+                    AttemptOutcome::RetryAt(now + wait.as_millis() as i64)
+                }
+                None => AttemptOutcome::Failed(format!(
+                    "no 2xx answer after {attempts} attempt(s)"
+                )),
+            };
+            let disable_before = now - app.config.destination_disable_after.as_millis() as i64;
+            (
+                outcome,
+                DestinationChange::Failed {
+                    now,
+                    disable_before,
+                },
+            )
+        }
+    };
+    let ws = &delivery.workspace_id;
+    let stored = app
+        .store
+        .delivery_attempted(ws, delivery.id, Some(attempt), outcome)
+        .await?;
+    if let Some(disabled) = app
+        .store
+        .destination_attempted(ws, destination.id, change)
+        .await?
+    {
+        tracing::warn!(
+            workspace = %ws,
+            destination = %label,
+            reason = disabled.disabled_reason.as_deref().unwrap_or(""),
+            "destination disabled"
+        );
+        metrics::counter!("destination_disabled_total", "destination" => label).increment(1);
+    }
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    if stored.status == DeliveryStatus::Pending {
+        return Ok(Some(QueuedDelivery::of(&stored)));
+    }
+    count_final(destination, stored.status);
+    Ok(None)
+}
+
+fn count_final(destination: &Destination, status: DeliveryStatus) {
+    metrics::counter!("destination_deliveries_total", "destination" => format_id(&destination.id), "status" => status.as_str())
+        .increment(1);
+}
+
+/// `delay` ± 10%, so receivers recovering from an outage are not hit by every retry at once.
+fn jittered(delay: Duration) -> Duration {
+    let ms = delay.as_millis() as u64;
+    if ms == 0 {
+        return delay;
+    }
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("operating system random source");
+    let spread = ms / 5;
+    let offset = u64::from_le_bytes(random) % (spread + 1);
+    Duration::from_millis(ms - ms / 10 + offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_millis(1000)).as_millis();
+            assert!((900..=1100).contains(&d), "{d}");
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
+}

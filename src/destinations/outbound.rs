@@ -1,0 +1,294 @@
+//! The outbound side of destinations: which URLs may be called, and one POST with the
+//! safety rules every attempt follows. The host is resolved by a resolver that drops
+//! loopback, private, link-local and other internal addresses (so a name cannot be pointed
+//! at the server's own network, also not between a check and the connection) unless the
+//! operator allowed that host; redirects are never followed; at most the first KB of the
+//! answer is kept; the connection and the whole attempt have time limits.
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+use crate::config::Config;
+
+/// The part of an answer kept in the attempt log.
+pub const RESPONSE_KEEP_BYTES: usize = 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether an address is internal: anything but a public unicast address.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => internal_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return internal_v4(v4);
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                // NAT64 and 6to4 carry an IPv4 address that may be internal.
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0])
+                || s[0] == 0x2002
+                || v6 == Ipv6Addr::from([0u8; 16])
+        }
+    }
+}
+
+fn internal_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, _, _] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240 // reserved
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+}
+
+/// Destination hosts the operator allowed (`--allow-destination-host`).
+#[derive(Clone, Debug, Default)]
+pub struct AllowedHosts(Arc<Vec<String>>);
+
+impl AllowedHosts {
+    pub fn new(hosts: &[String]) -> AllowedHosts {
+        AllowedHosts(Arc::new(
+            hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        ))
+    }
+
+    /// Whether `host` (with `port`, the URL's or its scheme's default) is allowed.
+    fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.0.iter().any(|entry| {
+            let entry = entry.as_str();
+            let bare = entry.trim_start_matches('[');
+            entry == host || bare == format!("{host}]") || entry == format!("{host}:{port}")
+                || bare == format!("{host}]:{port}")
+        })
+    }
+}
+
+/// Why a URL may not be a destination.
+pub fn check_url(url: &str, allowed: &AllowedHosts) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    let Some(authority) = uri.authority() else {
+        return Err("must be an absolute URL (https://…)".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not contain user credentials".into());
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "http" { 80 } else { 443 });
+    let allowed_host = allowed.allows(host, port);
+    match scheme {
+        "https" => {}
+        "http" if allowed_host => {}
+        "http" => {
+            return Err(format!(
+                "must use https (plain http only for hosts allowed by --allow-destination-host; {host}:{port} is not)"
+            ));
+        }
+        _ => return Err("must use https".into()),
+    }
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>()
+        && is_internal(ip)
+        && !allowed_host
+    {
+        return Err(format!(
+            "{ip} is an internal address (allow it with --allow-destination-host {host}:{port})"
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves like ureq's default resolver, then keeps only public addresses unless the host
+/// is allowed; refuses the connection when none is left.
+#[derive(Debug)]
+struct GuardedResolver {
+    inner: DefaultResolver,
+    allowed: AllowedHosts,
+}
+
+impl Resolver for GuardedResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let resolved = self.inner.resolve(uri, config, timeout)?;
+        let host = uri.host().unwrap_or("");
+        let port = resolved.first().map(|a| a.port()).unwrap_or(0);
+        if self.allowed.allows(host, port) {
+            return Ok(resolved);
+        }
+        let mut kept = self.inner.empty();
+        for addr in resolved.iter().filter(|a| !is_internal(a.ip())) {
+            kept.push(*addr);
+        }
+        if kept.is_empty() {
+            let found: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
+            return Err(ureq::Error::Other(
+                format!(
+                    "refused: {host} resolves only to internal addresses ({}); allow it with --allow-destination-host",
+                    found.join(", ")
+                )
+                .into(),
+            ));
+        }
+        Ok(kept)
+    }
+}
+
+/// What one POST brought back.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    /// `None` when no answer came.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// The first KB of the answer, or what went wrong.
+    pub response: String,
+    /// `Retry-After` of a 429 or 503.
+    pub retry_after: Option<Duration>,
+}
+
+/// The agent every destination attempt goes through.
+#[derive(Clone)]
+pub struct Outbound {
+    agent: ureq::Agent,
+}
+
+impl Outbound {
+    pub fn new(config: &Config) -> Outbound {
+        let ureq_config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // Never follow a redirect: the URL was checked, where it points to was not.
+            .max_redirects(0)
+            .timeout_connect(Some(CONNECT_TIMEOUT.min(config.destination_timeout)))
+            .timeout_global(Some(config.destination_timeout))
+            .user_agent(format!("clockify-studio/{}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let resolver = GuardedResolver {
+            inner: DefaultResolver::default(),
+            allowed: AllowedHosts::new(&config.allow_destination_hosts),
+        };
+        Outbound {
+            agent: ureq::Agent::with_parts(ureq_config, DefaultConnector::default(), resolver),
+        }
+    }
+
+    /// One POST on the blocking pool; never fails (a transport error is an exchange
+    /// without a status).
+    pub async fn post(&self, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Exchange {
+        let agent = self.agent.clone();
+        let url = url.to_string();
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let mut builder = ureq::http::Request::builder().method("POST").uri(&url);
+            for (name, value) in &headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            let request = builder.body(body).map_err(|e| e.to_string())?;
+            let mut response = agent.run(request).map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let retry_after: Vec<(String, String)> = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| vec![("retry-after".to_string(), v.to_string())])
+                .unwrap_or_default();
+            // Only the first KB is kept; a slow or endless body is cut there.
+            let mut kept = Vec::with_capacity(RESPONSE_KEEP_BYTES);
+            let _ = response
+                .body_mut()
+                .as_reader()
+                .take(RESPONSE_KEEP_BYTES as u64)
+                .read_to_end(&mut kept);
+            Ok((status, retry_after, kept))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("attempt task failed: {e}")));
+        let latency_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok((status, retry_after, kept)) => Exchange {
+                status: Some(status),
+                latency_ms,
+                response: String::from_utf8_lossy(&kept).into_owned(),
+                retry_after: if matches!(status, 429 | 503) {
+                    crate::clockify::client::retry_after(&retry_after)
+                } else {
+                    None
+                },
+            },
+            Err(error) => Exchange {
+                status: None,
+                latency_ms,
+                response: error,
+                retry_after: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn urls_need_https_and_a_public_host_unless_allowed() {
+        let none = AllowedHosts::default();
+        let local = AllowedHosts::new(&["127.0.0.1:9000".into()]);
+        assert!(check_url("https://example.com/hook", &none).is_ok());
+        assert!(check_url("http://example.com/hook", &none).is_err());
+        assert!(check_url("https://127.0.0.1:9000/", &none).is_err());
+        assert!(check_url("https://[::1]/", &none).is_err());
+        assert!(check_url("http://127.0.0.1:9000/x", &local).is_ok());
+        assert!(check_url("http://127.0.0.1:9001/x", &local).is_err());
+        assert!(check_url("https://user:pw@example.com/", &none).is_err());
+        assert!(check_url("ftp://example.com/", &none).is_err());
+    }
+}

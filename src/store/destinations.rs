@@ -1,0 +1,507 @@
+//! Destinations and their deliveries: the records, the queue the delivery engine works
+//! from, the attempt log, retries and recovery. Deliveries of events are queued by
+//! ingestion itself (`events::insert_event`, `destination_model::enqueue_deliveries`).
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::db::Store;
+use super::destination_model::{
+    Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Destination, DestinationId,
+    QueuedDelivery, by_destination_key, decode_delivery, decode_destination, encode_destination,
+    insert_delivery, ws_key,
+};
+use super::error::StoreError;
+use super::schema::{
+    DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS, id_floor_for_millis,
+    ids_before, installed, prefix_end, with_suffix, workspace_prefix, workspaces_of,
+};
+
+/// A page of a destination's deliveries, newest first.
+pub struct DeliveryPage {
+    pub items: Vec<Delivery>,
+    pub next_cursor: Option<DeliveryId>,
+}
+
+/// What an attempt leads to.
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at this time (unix ms).
+    RetryAt(i64),
+    /// Give up, with the reason.
+    Failed(String),
+}
+
+/// What a finished attempt does to its destination.
+pub enum DestinationChange {
+    /// A 2xx: the destination is healthy again.
+    Succeeded,
+    /// A failure at `now`; disable the destination when it has been failing since before
+    /// `disable_before` (unix ms).
+    Failed { now: i64, disable_before: i64 },
+    /// Disable at once (410 Gone).
+    Disable(String),
+}
+
+fn bad_key() -> StoreError {
+    StoreError::Decode("malformed delivery key".into())
+}
+
+fn read_delivery(
+    wtx: &WriteTransaction,
+    ws: &str,
+    id: &DeliveryId,
+) -> Result<Option<Delivery>, StoreError> {
+    wtx.open_table(DELIVERIES)?
+        .get(ws_key(ws, id).as_slice())?
+        .map(|v| decode_delivery(v.value()))
+        .transpose()
+}
+
+fn remove_delivery(wtx: &WriteTransaction, ws: &str, delivery: &Delivery) -> Result<(), StoreError> {
+    wtx.open_table(DELIVERIES)?
+        .remove(ws_key(ws, &delivery.id).as_slice())?;
+    wtx.open_table(DELIVERIES_BY_DESTINATION)?.remove(
+        by_destination_key(ws, &delivery.destination_id, &delivery.id).as_slice(),
+    )?;
+    wtx.open_table(DELIVERY_QUEUE)?
+        .remove(delivery.id.as_slice())?;
+    Ok(())
+}
+
+/// Makes a delivery pending and due at `now`; `None` when it is already pending.
+fn requeue(delivery: &mut Delivery, now: i64) -> bool {
+    if delivery.status == DeliveryStatus::Pending {
+        return false;
+    }
+    delivery.status = DeliveryStatus::Pending;
+    delivery.next_at = now;
+    delivery.error = None;
+    true
+}
+
+impl Store {
+    /// Inserts or replaces a destination of an installed workspace; returns whether it was
+    /// written (an erased workspace is not partly recreated).
+    pub async fn put_destination(&self, destination: Destination) -> Result<bool, StoreError> {
+        let index = self.destination_index.clone();
+        let written = destination.clone();
+        self.write_then(
+            move |wtx| {
+                if !installed(wtx, &destination.workspace_id)? {
+                    return Ok(false);
+                }
+                wtx.open_table(DESTINATIONS)?.insert(
+                    ws_key(&destination.workspace_id, &destination.id).as_slice(),
+                    encode_destination(&destination).as_slice(),
+                )?;
+                Ok(true)
+            },
+            move |done| {
+                if *done {
+                    index.put(written);
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn destination(
+        &self,
+        ws: &str,
+        id: DestinationId,
+    ) -> Result<Option<Destination>, StoreError> {
+        self.read_record(DESTINATIONS, ws_key(ws, &id), decode_destination)
+            .await
+    }
+
+    /// A workspace's destinations, oldest first.
+    pub async fn destinations(&self, ws: &str) -> Result<Vec<Destination>, StoreError> {
+        let ws = ws.to_string();
+        self.read(move |rtx| {
+            let table = rtx.open_table(DESTINATIONS)?;
+            let prefix = workspace_prefix(&ws);
+            let end = prefix_end(&prefix);
+            let mut out = Vec::new();
+            for entry in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
+                out.push(decode_destination(entry?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Changes a stored destination; `change` returns `Err` to leave it as it was.
+    /// `Ok(None)`: no such destination.
+    pub async fn update_destination<E: Send + 'static>(
+        &self,
+        ws: &str,
+        id: DestinationId,
+        change: impl FnOnce(&mut Destination) -> Result<(), E> + Send + 'static,
+    ) -> Result<Result<Option<Destination>, E>, StoreError> {
+        let key = ws_key(ws, &id);
+        let index = self.destination_index.clone();
+        self.write_then(
+            move |wtx| {
+                let mut table = wtx.open_table(DESTINATIONS)?;
+                let current = table
+                    .get(key.as_slice())?
+                    .map(|v| decode_destination(v.value()))
+                    .transpose()?;
+                let Some(mut destination) = current else {
+                    return Ok(Ok(None));
+                };
+                if let Err(e) = change(&mut destination) {
+                    return Ok(Err(e));
+                }
+                table.insert(key.as_slice(), encode_destination(&destination).as_slice())?;
+                Ok(Ok(Some(destination)))
+            },
+            move |result| {
+                if let Ok(Some(destination)) = result {
+                    index.put(destination.clone());
+                }
+            },
+        )
+        .await
+    }
+
+    /// Deletes a destination with all its deliveries; returns whether it existed.
+    pub async fn delete_destination(&self, ws: &str, id: DestinationId) -> Result<bool, StoreError> {
+        let ws = ws.to_string();
+        let index = self.destination_index.clone();
+        let (name, after) = (ws.clone(), ws);
+        self.write_then(
+            move |wtx| {
+                let existed = wtx
+                    .open_table(DESTINATIONS)?
+                    .remove(ws_key(&name, &id).as_slice())?
+                    .is_some();
+                let prefix = ws_key(&name, &id);
+                let ids = ids_before(
+                    &wtx.open_table(DELIVERIES_BY_DESTINATION)?,
+                    &prefix,
+                    i64::MAX,
+                    usize::MAX,
+                    bad_key,
+                )?;
+                for delivery_id in ids {
+                    if let Some(delivery) = read_delivery(wtx, &name, &delivery_id)? {
+                        remove_delivery(wtx, &name, &delivery)?;
+                    }
+                }
+                Ok(existed)
+            },
+            move |existed| {
+                if *existed {
+                    index.remove(&after, &id);
+                }
+            },
+        )
+        .await
+    }
+
+    /// What a destination changes after an attempt; returns the destination when the change
+    /// disabled it.
+    pub async fn destination_attempted(
+        &self,
+        ws: &str,
+        id: DestinationId,
+        change: DestinationChange,
+    ) -> Result<Option<Destination>, StoreError> {
+        let disabled = self
+            .update_destination(ws, id, move |d| -> Result<(), ()> {
+                match change {
+                    DestinationChange::Succeeded if d.failing_since.is_none() => Err(()),
+                    DestinationChange::Succeeded => {
+                        d.failing_since = None;
+                        Ok(())
+                    }
+                    DestinationChange::Failed {
+                        now,
+                        disable_before,
+                    } => match d.failing_since {
+                        None => {
+                            d.failing_since = Some(now);
+                            Ok(())
+                        }
+                        Some(since) if since < disable_before && d.enabled => {
+                            d.enabled = false;
+                            d.disabled_reason = Some(format!(
+                                "every attempt failed since {}",
+                                jiff::Timestamp::from_millisecond(since)
+                                    .map(|t| t.to_string())
+                                    .unwrap_or_default()
+                            ));
+                            Ok(())
+                        }
+                        Some(_) => Err(()),
+                    },
+                    DestinationChange::Disable(reason) if d.enabled => {
+                        d.enabled = false;
+                        d.disabled_reason = Some(reason);
+                        Ok(())
+                    }
+                    DestinationChange::Disable(_) => Err(()),
+                }
+            })
+            .await?;
+        Ok(disabled.ok().flatten().filter(|d| !d.enabled))
+    }
+
+    pub async fn delivery(&self, ws: &str, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        self.read_record(DELIVERIES, ws_key(ws, &id), decode_delivery)
+            .await
+    }
+
+    /// A destination's deliveries newest first, optionally of one status, below `before`.
+    pub async fn deliveries(
+        &self,
+        ws: &str,
+        destination: DestinationId,
+        status: Option<DeliveryStatus>,
+        before: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<DeliveryPage, StoreError> {
+        let ws = ws.to_string();
+        self.read(move |rtx| {
+            let index = rtx.open_table(DELIVERIES_BY_DESTINATION)?;
+            let deliveries = rtx.open_table(DELIVERIES)?;
+            let prefix = ws_key(&ws, &destination);
+            let end = match before {
+                Some(before) => with_suffix(&prefix, &before),
+                None => prefix_end(&prefix),
+            };
+            let mut items = Vec::new();
+            let mut last = None;
+            let mut more = false;
+            // A rare status may need a long scan; bounded so one request stays cheap.
+            let mut scanned = 0usize;
+            for entry in index
+                .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
+                .rev()
+            {
+                let (k, _) = entry?;
+                let id: DeliveryId = k.value()[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| bad_key())?;
+                if items.len() >= limit || scanned >= 10_000 {
+                    more = true;
+                    break;
+                }
+                scanned += 1;
+                last = Some(id);
+                if let Some(v) = deliveries.get(ws_key(&ws, &id).as_slice())? {
+                    let delivery = decode_delivery(v.value())?;
+                    if status.is_none_or(|s| s == delivery.status) {
+                        items.push(delivery);
+                    }
+                }
+            }
+            Ok(DeliveryPage {
+                items,
+                next_cursor: if more { last } else { None },
+            })
+        })
+        .await
+    }
+
+    /// Records an attempt and what it leads to; returns the delivery as stored, or `None`
+    /// when it is gone (its destination or workspace was deleted meanwhile).
+    pub async fn delivery_attempted(
+        &self,
+        ws: &str,
+        id: DeliveryId,
+        attempt: Option<DeliveryAttempt>,
+        outcome: AttemptOutcome,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let ws = ws.to_string();
+        self.write(move |wtx| {
+            let Some(mut delivery) = read_delivery(wtx, &ws, &id)? else {
+                wtx.open_table(DELIVERY_QUEUE)?.remove(id.as_slice())?;
+                return Ok(None);
+            };
+            delivery.attempts.extend(attempt);
+            match outcome {
+                AttemptOutcome::Delivered => {
+                    delivery.status = DeliveryStatus::Delivered;
+                    delivery.error = None;
+                }
+                AttemptOutcome::RetryAt(at) => {
+                    delivery.status = DeliveryStatus::Pending;
+                    delivery.next_at = at;
+                }
+                AttemptOutcome::Failed(error) => {
+                    delivery.status = DeliveryStatus::Failed;
+                    delivery.error = Some(error);
+                }
+            }
+            insert_delivery(wtx, &delivery)?;
+            Ok(Some(delivery))
+        })
+        .await
+    }
+
+    /// Drops a delivery whose event did not pass the destination's conditions.
+    pub async fn drop_delivery(&self, ws: &str, id: DeliveryId) -> Result<(), StoreError> {
+        let ws = ws.to_string();
+        self.write(move |wtx| {
+            match read_delivery(wtx, &ws, &id)? {
+                Some(delivery) => remove_delivery(wtx, &ws, &delivery)?,
+                None => {
+                    wtx.open_table(DELIVERY_QUEUE)?.remove(id.as_slice())?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Makes a finished delivery pending again, due now, and hands it to the engine.
+    /// `Ok(None)`: no such delivery.
+    pub async fn retry_delivery(
+        &self,
+        ws: &str,
+        id: DeliveryId,
+        now: i64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let ws = ws.to_string();
+        let dispatch = self.delivery_dispatch.clone();
+        self.write_then(
+            move |wtx| {
+                let Some(mut delivery) = read_delivery(wtx, &ws, &id)? else {
+                    return Ok(None);
+                };
+                if requeue(&mut delivery, now) {
+                    insert_delivery(wtx, &delivery)?;
+                }
+                Ok(Some(delivery))
+            },
+            move |delivery| {
+                if let Some(delivery) = delivery {
+                    dispatch.committed(&[QueuedDelivery::of(delivery)]);
+                }
+            },
+        )
+        .await
+    }
+
+    /// Makes every failed delivery of a destination created since `since_ms` pending again;
+    /// returns how many.
+    pub async fn recover_deliveries(
+        &self,
+        ws: &str,
+        destination: DestinationId,
+        since_ms: i64,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let ws = ws.to_string();
+        let dispatch = self.delivery_dispatch.clone();
+        self.write_then(
+            move |wtx| {
+                let prefix = ws_key(&ws, &destination);
+                let start = with_suffix(&prefix, &id_floor_for_millis(since_ms));
+                let end = prefix_end(&prefix);
+                let mut ids = Vec::new();
+                for entry in wtx
+                    .open_table(DELIVERIES_BY_DESTINATION)?
+                    .range::<&[u8]>(start.as_slice()..end.as_slice())?
+                {
+                    let (k, _) = entry?;
+                    let id: DeliveryId = k.value()[prefix.len()..]
+                        .try_into()
+                        .map_err(|_| bad_key())?;
+                    ids.push(id);
+                }
+                let mut requeued = Vec::new();
+                for id in ids {
+                    if let Some(mut delivery) = read_delivery(wtx, &ws, &id)?
+                        && delivery.status == DeliveryStatus::Failed
+                        && requeue(&mut delivery, now)
+                    {
+                        insert_delivery(wtx, &delivery)?;
+                        requeued.push(QueuedDelivery::of(&delivery));
+                    }
+                }
+                Ok(requeued)
+            },
+            move |requeued| dispatch.committed(requeued),
+        )
+        .await
+        .map(|requeued| requeued.len())
+    }
+
+    /// Takes the stream of committed deliveries (once: the delivery engine owns it).
+    pub fn take_queued_deliveries(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<QueuedDelivery>> {
+        self.delivery_dispatch
+            .receiver
+            .lock()
+            .expect("delivery receiver")
+            .take()
+    }
+
+    /// Every pending delivery (what a restart resumes), oldest first.
+    pub async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
+        self.read(|rtx| {
+            let queue = rtx.open_table(DELIVERY_QUEUE)?;
+            let deliveries = rtx.open_table(DELIVERIES)?;
+            let mut out = Vec::new();
+            for entry in queue.iter()? {
+                let (k, v) = entry?;
+                let id: DeliveryId = k.value().try_into().map_err(|_| bad_key())?;
+                let ws = String::from_utf8_lossy(v.value()).into_owned();
+                match deliveries.get(ws_key(&ws, &id).as_slice())? {
+                    Some(v) => out.push(QueuedDelivery::of(&decode_delivery(v.value())?)),
+                    // The engine drops the stale queue row.
+                    None => out.push(QueuedDelivery {
+                        id,
+                        workspace_id: ws,
+                        destination_id: [0; 16],
+                        next_at: 0,
+                    }),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes finished deliveries of `ws` among the `max` oldest created before
+    /// `cutoff_ms` (pending ones stay); returns how many were deleted.
+    pub async fn delete_deliveries_before(
+        &self,
+        ws: &str,
+        cutoff_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let ws = ws.to_string();
+        self.write(move |wtx| {
+            let prefix = workspace_prefix(&ws);
+            let ids = ids_before(
+                &wtx.open_table(DELIVERIES)?,
+                &prefix,
+                cutoff_ms,
+                max,
+                bad_key,
+            )?;
+            let mut deleted = 0;
+            for id in &ids {
+                if let Some(delivery) = read_delivery(wtx, &ws, id)?
+                    && delivery.status != DeliveryStatus::Pending
+                {
+                    remove_delivery(wtx, &ws, &delivery)?;
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    /// Workspaces that have stored deliveries (for retention).
+    pub async fn delivery_workspaces(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|rtx| workspaces_of(&rtx.open_table(DELIVERIES)?, bad_key))
+            .await
+    }
+}

@@ -6,6 +6,7 @@ mod catalog;
 mod cli;
 mod client;
 mod custom_sources;
+mod destinations;
 mod events_api;
 mod explorer;
 mod faults;

@@ -295,8 +295,7 @@ pub async fn create(
     Admin(user): Admin,
     JsonBody(body): JsonBody<DestinationBody>,
 ) -> Result<(StatusCode, Json<DestinationView>), ApiError> {
-    let (destination, secret) =
-        destinations::create(&app, &user.workspace_id, body.into()).await?;
+    let (destination, secret) = destinations::create(&app, &user.workspace_id, body.into()).await?;
     Ok((
         StatusCode::CREATED,
         Json(DestinationView::new(&destination, Some(secret))),
@@ -352,8 +351,7 @@ pub async fn rotate_secret(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<RotatedSecret>, ApiError> {
-    let (destination, secret) =
-        destinations::rotate_secret(&app, &user.workspace_id, &id).await?;
+    let (destination, secret) = destinations::rotate_secret(&app, &user.workspace_id, &id).await?;
     Ok(Json(RotatedSecret {
         secret,
         previous_secret_valid_until: destinations::previous_secret_valid_until(

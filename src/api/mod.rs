@@ -107,7 +107,10 @@ pub fn router(app: &App) -> Router {
             "/api/destinations/{id}/deliveries",
             get(destinations::deliveries),
         )
-        .route("/api/destinations/{id}/recover", post(destinations::recover))
+        .route(
+            "/api/destinations/{id}/recover",
+            post(destinations::recover),
+        )
         .route("/api/deliveries/{id}/retry", post(destinations::retry))
         .route("/api/operations", get(explorer::list))
         .route("/api/operations/{operationId}", get(explorer::get))

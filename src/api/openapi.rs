@@ -8,7 +8,9 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{destinations, events, explorer, flows, lifecycle, ops, runs, sources, webhooks, workspace};
+use super::{
+    destinations, events, explorer, flows, lifecycle, ops, runs, sources, webhooks, workspace,
+};
 
 #[derive(OpenApi)]
 #[openapi(

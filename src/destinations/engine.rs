@@ -59,7 +59,8 @@ impl Shared {
             .expect("limiters lock")
             .entry(id)
             .or_insert_with(|| {
-                let rps = NonZeroU32::new(app.config.destination_max_rps).unwrap_or(NonZeroU32::MIN);
+                let rps =
+                    NonZeroU32::new(app.config.destination_max_rps).unwrap_or(NonZeroU32::MIN);
                 Arc::new(RateLimiter::direct(Quota::per_second(rps)))
             })
             .clone()
@@ -150,7 +151,9 @@ pub async fn run(app: App) {
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("delivery attempts still in flight at shutdown are sent again on the next start");
+        tracing::warn!(
+            "delivery attempts still in flight at shutdown are sent again on the next start"
+        );
         tasks.abort_all();
     }
 }
@@ -261,11 +264,7 @@ async fn try_attempt(
         // Rescheduled meanwhile (a retry that answered Retry-After, say).
         return Ok(Some(QueuedDelivery::of(&delivery)));
     }
-    let Some(destination) = app
-        .store
-        .destination(ws, delivery.destination_id)
-        .await?
-    else {
+    let Some(destination) = app.store.destination(ws, delivery.destination_id).await? else {
         app.store.drop_delivery(ws, job.id).await?;
         return Ok(None);
     };
@@ -373,7 +372,9 @@ async fn record(
             (AttemptOutcome::Delivered, DestinationChange::Succeeded)
         }
         Some(410) => (
-            AttemptOutcome::Failed("the receiver answered 410 Gone: the destination is disabled".into()),
+            AttemptOutcome::Failed(
+                "the receiver answered 410 Gone: the destination is disabled".into(),
+            ),
             DestinationChange::Disable("the receiver answered 410 Gone".into()),
         ),
         _ => {
@@ -389,9 +390,9 @@ async fn record(
                     );
                     AttemptOutcome::RetryAt(now + wait.as_millis() as i64)
                 }
-                None => AttemptOutcome::Failed(format!(
-                    "no 2xx answer after {attempts} attempt(s)"
-                )),
+                None => {
+                    AttemptOutcome::Failed(format!("no 2xx answer after {attempts} attempt(s)"))
+                }
             };
             let disable_before = now - app.config.destination_disable_after.as_millis() as i64;
             (

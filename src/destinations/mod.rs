@@ -14,8 +14,8 @@ use crate::app::App;
 use crate::problem::{self, Problem};
 use crate::sources::{ROTATION_GRACE_MS, new_secret, standard_webhooks_signature};
 use crate::store::{
-    Conditions, Delivery, DeliveryId, DeliveryPage, DeliveryStatus, Destination,
-    DestinationFilter, DestinationId, DestinationSecret, StoreError, format_id, new_id,
+    Conditions, Delivery, DeliveryId, DeliveryPage, DeliveryStatus, Destination, DestinationFilter,
+    DestinationId, DestinationSecret, StoreError, format_id, new_id,
 };
 use crate::time::now_ms;
 use outbound::{AllowedHosts, Exchange, Outbound, check_url};
@@ -129,8 +129,16 @@ fn check(app: &App, spec: &Spec) -> Result<Checked, DestinationError> {
             ));
         } else {
             let mut errors = Vec::new();
-            crate::flows::template::check(&Value::String(template.clone()), "template", &mut errors);
-            problems.extend(errors.iter().map(|e| Problem::new("template", e.message.clone())));
+            crate::flows::template::check(
+                &Value::String(template.clone()),
+                "template",
+                &mut errors,
+            );
+            problems.extend(
+                errors
+                    .iter()
+                    .map(|e| Problem::new("template", e.message.clone())),
+            );
         }
     }
     if spec.headers.len() > MAX_HEADERS {
@@ -348,8 +356,7 @@ pub fn attempt_headers(
         .filter(|s| s.valid_until.is_none_or(|until| until > now))
     {
         let plain = app.store.secrets().open_str(&secret.secret)?;
-        if let Some(signature) = standard_webhooks_signature(&plain, webhook_id, &timestamp, body)
-        {
+        if let Some(signature) = standard_webhooks_signature(&plain, webhook_id, &timestamp, body) {
             signatures.push(format!("v1,{signature}"));
         }
     }

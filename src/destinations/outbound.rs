@@ -76,7 +76,9 @@ impl AllowedHosts {
         self.0.iter().any(|entry| {
             let entry = entry.as_str();
             let bare = entry.trim_start_matches('[');
-            entry == host || bare == format!("{host}]") || entry == format!("{host}:{port}")
+            entry == host
+                || bare == format!("{host}]")
+                || entry == format!("{host}:{port}")
                 || bare == format!("{host}]:{port}")
         })
     }

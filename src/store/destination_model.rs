@@ -295,7 +295,10 @@ pub(crate) fn enqueue_deliveries(
 }
 
 /// Writes a delivery with its index row, and its queue row while it is pending.
-pub(super) fn insert_delivery(wtx: &WriteTransaction, delivery: &Delivery) -> Result<(), StoreError> {
+pub(super) fn insert_delivery(
+    wtx: &WriteTransaction,
+    delivery: &Delivery,
+) -> Result<(), StoreError> {
     let ws = &delivery.workspace_id;
     wtx.open_table(DELIVERIES)?.insert(
         ws_key(ws, &delivery.id).as_slice(),

@@ -57,12 +57,15 @@ fn read_delivery(
         .transpose()
 }
 
-fn remove_delivery(wtx: &WriteTransaction, ws: &str, delivery: &Delivery) -> Result<(), StoreError> {
+fn remove_delivery(
+    wtx: &WriteTransaction,
+    ws: &str,
+    delivery: &Delivery,
+) -> Result<(), StoreError> {
     wtx.open_table(DELIVERIES)?
         .remove(ws_key(ws, &delivery.id).as_slice())?;
-    wtx.open_table(DELIVERIES_BY_DESTINATION)?.remove(
-        by_destination_key(ws, &delivery.destination_id, &delivery.id).as_slice(),
-    )?;
+    wtx.open_table(DELIVERIES_BY_DESTINATION)?
+        .remove(by_destination_key(ws, &delivery.destination_id, &delivery.id).as_slice())?;
     wtx.open_table(DELIVERY_QUEUE)?
         .remove(delivery.id.as_slice())?;
     Ok(())
@@ -166,7 +169,11 @@ impl Store {
     }
 
     /// Deletes a destination with all its deliveries; returns whether it existed.
-    pub async fn delete_destination(&self, ws: &str, id: DestinationId) -> Result<bool, StoreError> {
+    pub async fn delete_destination(
+        &self,
+        ws: &str,
+        id: DestinationId,
+    ) -> Result<bool, StoreError> {
         let ws = ws.to_string();
         let index = self.destination_index.clone();
         let (name, after) = (ws.clone(), ws);
@@ -275,10 +282,10 @@ impl Store {
             let mut last = None;
             let mut more = false;
             // A rare status may need a long scan; bounded so one request stays cheap.
-            let mut scanned = 0usize;
-            for entry in index
+            for (scanned, entry) in index
                 .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
                 .rev()
+                .enumerate()
             {
                 let (k, _) = entry?;
                 let id: DeliveryId = k.value()[prefix.len()..]
@@ -288,7 +295,6 @@ impl Store {
                     more = true;
                     break;
                 }
-                scanned += 1;
                 last = Some(id);
                 if let Some(v) = deliveries.get(ws_key(&ws, &id).as_slice())? {
                     let delivery = decode_delivery(v.value())?;

@@ -6,11 +6,11 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::db::Store;
 use super::dedupe::{self, DEDUPE_WINDOW_MS, PendingDedupe};
+use super::destination_model::{DestinationIndex, QueuedDelivery, enqueue_deliveries};
 use super::error::StoreError;
 use super::event_record::{
     StoredBody, StoredEvent, UnstampedRecord, count_duplicate, decode_event,
 };
-use super::destination_model::{DestinationIndex, QueuedDelivery, enqueue_deliveries};
 use super::flow_index::{FlowIndex, enqueue_for_event};
 use super::flow_model::QueuedRun;
 use super::schema::{

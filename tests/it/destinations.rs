@@ -64,8 +64,10 @@ fn create(env: &Env, path: &str, extra: Value) -> (String, String) {
 }
 
 fn entry(id: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"id": id, "workspaceId": WS, "description": "forwarded", "projectId": "p-1"}))
-        .unwrap()
+    serde_json::to_vec(
+        &json!({"id": id, "workspaceId": WS, "description": "forwarded", "projectId": "p-1"}),
+    )
+    .unwrap()
 }
 
 fn deliver(env: &Env, event: &str, id: &str) -> Vec<u8> {
@@ -157,7 +159,10 @@ fn matching_events_are_forwarded_signed_with_the_event_body_and_logged() {
     let ts: u64 = call.headers["webhook-timestamp"].parse().unwrap();
     assert!(ts.abs_diff(now_secs()) < 60, "{ts}");
     assert!(signed_with(&secret, call), "{:?}", call.headers);
-    assert!(!signed_with("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", call));
+    assert!(!signed_with(
+        "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        call
+    ));
     assert_eq!(items[0]["status"], "delivered");
     assert_eq!(items[0]["eventType"], "NEW_TIME_ENTRY");
     assert_eq!(items[0]["attempts"][0]["status"], 200);
@@ -211,12 +216,20 @@ fn conditions_and_templates_shape_what_is_sent() {
         &env.server,
         "POST",
         "/api/destinations",
-        Some(&json!({"name": "", "url": "ftp://x", "template": "{{ broken",
-            "filter": {"conditions": {"mode": "some"}}, "headers": {"webhook-id": "x"}})),
+        Some(
+            &json!({"name": "", "url": "ftp://x", "template": "{{ broken",
+            "filter": {"conditions": {"mode": "some"}}, "headers": {"webhook-id": "x"}}),
+        ),
     );
     assert_eq!(bad.status, 400, "{}", bad.body);
     let problems = bad.problems();
-    for field in ["name", "url", "template", "filter.conditions.mode", "headers.webhook-id"] {
+    for field in [
+        "name",
+        "url",
+        "template",
+        "filter.conditions.mode",
+        "headers.webhook-id",
+    ] {
         assert!(
             problems.iter().any(|p| p.starts_with(field)),
             "{field}: {problems:?}"
@@ -245,7 +258,11 @@ fn a_failing_receiver_is_retried_with_the_same_webhook_id_until_it_recovers() {
     let attempts = items[0]["attempts"].as_array().unwrap();
     assert_eq!(items[0]["status"], "delivered", "{items:#?}");
     assert_eq!(attempts.len(), 3, "{attempts:#?}");
-    assert!(attempts[0]["status"].is_null(), "timed out: {}", attempts[0]);
+    assert!(
+        attempts[0]["status"].is_null(),
+        "timed out: {}",
+        attempts[0]
+    );
     assert!(
         attempts[0]["response"]
             .as_str()
@@ -266,9 +283,10 @@ fn a_failing_receiver_is_retried_with_the_same_webhook_id_until_it_recovers() {
         "stable across retries: {ids:?}"
     );
     assert!(
-        env.server
-            .metric("destination_failures_total", &[&format!("destination=\"{id}\"")])
-            >= 2.0
+        env.server.metric(
+            "destination_failures_total",
+            &[&format!("destination=\"{id}\"")]
+        ) >= 2.0
     );
 }
 
@@ -307,7 +325,11 @@ fn gone_disables_the_destination_and_no_more_events_are_queued() {
     deliver(&env, "NEW_TIME_ENTRY", "te-1");
     let items = settled(&env, &id, 1);
     assert_eq!(items[0]["status"], "failed");
-    assert_eq!(items[0]["attempts"].as_array().unwrap().len(), 1, "not retried");
+    assert_eq!(
+        items[0]["attempts"].as_array().unwrap().len(),
+        1,
+        "not retried"
+    );
     let destination = admin(&env.server, "GET", &format!("/api/destinations/{id}"), None).json();
     assert_eq!(destination["enabled"], false);
     assert!(
@@ -352,7 +374,9 @@ fn a_destination_failing_for_longer_than_allowed_is_disabled() {
         &env.server,
         "PUT",
         &format!("/api/destinations/{id}"),
-        Some(&json!({"name": "again", "url": format!("{}/down", env.receiver.base), "enabled": true})),
+        Some(
+            &json!({"name": "again", "url": format!("{}/down", env.receiver.base), "enabled": true}),
+        ),
     );
     assert_eq!(enabled.status, 200, "{}", enabled.body);
     assert_eq!(enabled.json()["enabled"], true);
@@ -364,8 +388,9 @@ fn a_destination_failing_for_longer_than_allowed_is_disabled() {
 fn redirects_are_not_followed() {
     let env = start(&[0, 10], |_| {});
     let target = format!("{}/elsewhere", env.receiver.base);
-    env.receiver
-        .respond(move |c| (c.path == "/moved").then(|| (302, vec![("location".into(), target.clone())], vec![])));
+    env.receiver.respond(move |c| {
+        (c.path == "/moved").then(|| (302, vec![("location".into(), target.clone())], vec![]))
+    });
     let (id, _) = create(&env, "/moved", json!({}));
     deliver(&env, "NEW_TIME_ENTRY", "te-1");
     let items = settled(&env, &id, 1);
@@ -373,10 +398,7 @@ fn redirects_are_not_followed() {
     assert_eq!(items[0]["attempts"][0]["status"], 302);
     assert_eq!(posts(&env.receiver, "/moved").len(), 2);
     assert!(
-        env.receiver
-            .calls()
-            .iter()
-            .all(|c| c.path != "/elsewhere"),
+        env.receiver.calls().iter().all(|c| c.path != "/elsewhere"),
         "the redirect was followed"
     );
 }
@@ -387,7 +409,10 @@ fn internal_addresses_and_plain_http_are_refused_unless_allowed() {
     let port = env.receiver.host.rsplit(':').next().unwrap().to_string();
     for (url, why) in [
         (format!("http://127.0.0.2:{port}/x"), "https"),
-        (format!("https://127.0.0.1:{}/x", port.parse::<u16>().unwrap() + 1), "internal"),
+        (
+            format!("https://127.0.0.1:{}/x", port.parse::<u16>().unwrap() + 1),
+            "internal",
+        ),
         ("https://10.0.0.8/x".to_string(), "internal"),
         ("https://[::1]/x".to_string(), "internal"),
         ("https://169.254.169.254/latest".to_string(), "internal"),
@@ -400,7 +425,9 @@ fn internal_addresses_and_plain_http_are_refused_unless_allowed() {
         );
         assert_eq!(r.status, 400, "{url}: {}", r.body);
         assert!(
-            r.problems().iter().any(|p| p.starts_with("url") && p.contains(why)),
+            r.problems()
+                .iter()
+                .any(|p| p.starts_with("url") && p.contains(why)),
             "{url}: {:?}",
             r.problems()
         );
@@ -423,10 +450,20 @@ fn internal_addresses_and_plain_http_are_refused_unless_allowed() {
     assert!(response.contains("internal addresses"), "{response}");
     assert!(env.receiver.calls().is_empty());
     // The test button reports the same.
-    let test = admin(&env.server, "POST", &format!("/api/destinations/{id}/test"), None);
+    let test = admin(
+        &env.server,
+        "POST",
+        &format!("/api/destinations/{id}/test"),
+        None,
+    );
     assert_eq!(test.status, 200, "{}", test.body);
     assert_eq!(test.json()["ok"], false);
-    assert!(test.json()["response"].as_str().unwrap().contains("internal"));
+    assert!(
+        test.json()["response"]
+            .as_str()
+            .unwrap()
+            .contains("internal")
+    );
 }
 
 #[test]
@@ -447,9 +484,20 @@ fn manual_retry_recover_and_the_test_button() {
     down.store(false, Ordering::SeqCst);
     // One by hand.
     let one = items[0]["id"].as_str().unwrap();
-    let r = admin(&env.server, "POST", &format!("/api/deliveries/{one}/retry"), None);
+    let r = admin(
+        &env.server,
+        "POST",
+        &format!("/api/deliveries/{one}/retry"),
+        None,
+    );
     assert_eq!(r.status, 202, "{}", r.body);
-    assert!(wait_until(DEADLINE, || deliveries(&env, &id, "?status=delivered").len() == 1));
+    assert!(wait_until(DEADLINE, || deliveries(
+        &env,
+        &id,
+        "?status=delivered"
+    )
+    .len()
+        == 1));
     // The rest since a time.
     let r = admin(
         &env.server,
@@ -460,7 +508,10 @@ fn manual_retry_recover_and_the_test_button() {
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.json()["requeued"], 2);
     let items = settled(&env, &id, 3);
-    assert!(items.iter().all(|d| d["status"] == "delivered"), "{items:#?}");
+    assert!(
+        items.iter().all(|d| d["status"] == "delivered"),
+        "{items:#?}"
+    );
     assert_eq!(items[0]["attempts"].as_array().unwrap().len(), 2);
     let bad = admin(
         &env.server,
@@ -470,7 +521,12 @@ fn manual_retry_recover_and_the_test_button() {
     );
     assert_eq!(bad.status, 400);
     // The test button: a signed test event, the receiver's answer shown.
-    let test = admin(&env.server, "POST", &format!("/api/destinations/{id}/test"), None);
+    let test = admin(
+        &env.server,
+        "POST",
+        &format!("/api/destinations/{id}/test"),
+        None,
+    );
     assert_eq!(test.status, 200, "{}", test.body);
     assert_eq!(test.json()["ok"], true, "{}", test.body);
     assert_eq!(test.json()["status"], 200);
@@ -484,19 +540,42 @@ fn manual_retry_recover_and_the_test_button() {
 fn a_rotated_secret_signs_beside_the_new_one_for_the_overlap() {
     let env = start(&[0], |_| {});
     let (id, old) = create(&env, "/rotate", json!({}));
-    let r = admin(&env.server, "POST", &format!("/api/destinations/{id}/rotate-secret"), None);
+    let r = admin(
+        &env.server,
+        "POST",
+        &format!("/api/destinations/{id}/rotate-secret"),
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let new = r.json()["secret"].as_str().unwrap().to_string();
     assert_ne!(new, old);
-    assert!(r.json()["previousSecretValidUntil"].is_string(), "{}", r.body);
+    assert!(
+        r.json()["previousSecretValidUntil"].is_string(),
+        "{}",
+        r.body
+    );
     deliver(&env, "NEW_TIME_ENTRY", "te-1");
     settled(&env, &id, 1);
     let call = &posts(&env.receiver, "/rotate")[0];
-    assert!(signed_with(&old, call) && signed_with(&new, call), "{:?}", call.headers);
+    assert!(
+        signed_with(&old, call) && signed_with(&new, call),
+        "{:?}",
+        call.headers
+    );
     // Deleting removes it and its deliveries.
-    let r = admin(&env.server, "DELETE", &format!("/api/destinations/{id}"), None);
+    let r = admin(
+        &env.server,
+        "DELETE",
+        &format!("/api/destinations/{id}"),
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = admin(&env.server, "GET", &format!("/api/destinations/{id}/deliveries"), None);
+    let r = admin(
+        &env.server,
+        "GET",
+        &format!("/api/destinations/{id}/deliveries"),
+        None,
+    );
     assert_eq!(r.status, 404);
 }
 
@@ -550,7 +629,13 @@ fn spawn_server(data_dir: &std::path::Path, receiver_host: &str) -> ServerProces
         "/tests/fixtures/test-signing-key.pub.pem"
     );
     let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-level",
+            "warn",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--clockify-public-key", key])
@@ -564,7 +649,11 @@ fn spawn_server(data_dir: &std::path::Path, receiver_host: &str) -> ServerProces
         client: TestClient::new(&format!("http://127.0.0.1:{port}")),
     };
     assert!(
-        wait_until(DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        wait_until(DEADLINE, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
         "the server did not start"
     );
     server

@@ -4,7 +4,6 @@
 //! secret's bytes), not with the server's code. Retry schedules are milliseconds.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -85,9 +84,9 @@ fn posts(receiver: &FakeClockify, path: &str) -> Vec<RecordedCall> {
         .collect()
 }
 
-fn deliveries(env: &Env, destination: &str, query: &str) -> Vec<Value> {
+fn deliveries(server: &TestClient, destination: &str, query: &str) -> Vec<Value> {
     let r = admin(
-        &env.server,
+        server,
         "GET",
         &format!("/api/destinations/{destination}/deliveries{query}"),
         None,
@@ -100,7 +99,7 @@ fn deliveries(env: &Env, destination: &str, query: &str) -> Vec<Value> {
 fn settled(env: &Env, destination: &str, n: usize) -> Vec<Value> {
     let mut last = Vec::new();
     let done = wait_until(DEADLINE, || {
-        last = deliveries(env, destination, "");
+        last = deliveries(&env.server, destination, "");
         last.len() == n && last.iter().all(|d| d["status"] != "pending")
     });
     assert!(done, "deliveries did not settle: {last:#?}");
@@ -176,7 +175,7 @@ fn matching_events_are_forwarded_signed_with_the_event_body_and_logged() {
     );
     assert_eq!(event.status, 200, "{}", event.body);
     assert_eq!(
-        deliveries(&env, &id, "?status=failed").len(),
+        deliveries(&env.server, &id, "?status=failed").len(),
         0,
         "status filter"
     );
@@ -341,7 +340,7 @@ fn gone_disables_the_destination_and_no_more_events_are_queued() {
     );
     deliver(&env, "NEW_TIME_ENTRY", "te-2");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(deliveries(&env, &id, "").len(), 1);
+    assert_eq!(deliveries(&env.server, &id, "").len(), 1);
     assert_eq!(posts(&env.receiver, "/gone").len(), 1);
 }
 
@@ -607,56 +606,15 @@ fn erasing_the_workspace_erases_its_destinations_and_deliveries() {
 
 // --- Crash safety: the real binary, killed with SIGKILL while a delivery is in flight. ---
 
-struct ServerProcess {
-    child: Child,
-    client: TestClient,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(data_dir: &std::path::Path, receiver_host: &str) -> ServerProcess {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let key = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/test-signing-key.pub.pem"
-    );
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-level",
-            "warn",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--clockify-public-key", key])
-        .args(["--allow-destination-host", receiver_host])
-        .args(["--destination-retry-schedule", "0s,50ms,50ms"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the server binary");
-    let server = ServerProcess {
-        child,
-        client: TestClient::new(&format!("http://127.0.0.1:{port}")),
-    };
-    assert!(
-        wait_until(DEADLINE, || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "the server did not start"
-    );
-    server
+fn spawn_destination_server(data_dir: &std::path::Path, receiver_host: &str) -> ChildServer {
+    let mut command = ChildServer::command(data_dir);
+    command.args([
+        "--allow-destination-host",
+        receiver_host,
+        "--destination-retry-schedule",
+        "0s,50ms,50ms",
+    ]);
+    ChildServer::start(command)
 }
 
 #[test]
@@ -665,7 +623,7 @@ fn a_killed_server_delivers_every_acknowledged_event_after_restart() {
     // The first attempt is answered only once the server is dead.
     let release = receiver.hold_first(|c| c.path == "/crash");
     let dir = tempfile::tempdir().unwrap();
-    let server = spawn_server(dir.path(), &receiver.host);
+    let server = spawn_destination_server(dir.path(), &receiver.host);
     server.client.install(WS, ADDON, UNREACHABLE_API);
     let r = server.client.api(
         "POST",
@@ -688,23 +646,13 @@ fn a_killed_server_delivers_every_acknowledged_event_after_restart() {
         wait_until(DEADLINE, || !posts(&receiver, "/crash").is_empty()),
         "no attempt started"
     );
-    let mut server = server;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill();
     drop(release);
     let started = Instant::now();
-    let server = spawn_server(dir.path(), &receiver.host);
+    let server = spawn_destination_server(dir.path(), &receiver.host);
     let mut items = Vec::new();
     let done = wait_until(DEADLINE, || {
-        let r = server.client.api(
-            "GET",
-            WS,
-            ADDON,
-            "OWNER",
-            &format!("/api/destinations/{id}/deliveries"),
-            None,
-        );
-        items = r.json()["items"].as_array().cloned().unwrap_or_default();
+        items = deliveries(&server.client, &id, "");
         items.len() == 5 && items.iter().all(|d| d["status"] == "delivered")
     });
     assert!(done, "not all delivered after the restart: {items:#?}");

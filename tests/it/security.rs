@@ -912,9 +912,18 @@ fn add_rows_a_busy_server_would_have(dir: &std::path::Path, ws: &str) {
     wtx.commit().unwrap();
 }
 
-/// Fills every per-workspace table of `ws` through the API: events, a source, an explorer
-/// call, a flow with a finished run (bootstrap and subscription sync ran on install).
+/// Fills every per-workspace table of `ws` through the API: a destination, events (each with
+/// a delivery that stays pending: the destination's host resolves to loopback, which is
+/// refused, and the next attempt is seconds away), a source, an explorer call, a flow with a
+/// finished run (bootstrap and subscription sync ran on install).
 fn fill_workspace(server: &TestServer, ws: &str) {
+    let r = post_as_owner(
+        server,
+        ws,
+        "/api/destinations",
+        Some(&json!({"name": "warehouse", "url": "https://localhost:9/hook"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     for i in 0..3 {
         let body = json!({"id": format!("c{i}"), "name": format!("client {i}"), "workspaceId": ws});
         let r = server.deliver(ws, ADDON, "NEW_CLIENT", body.to_string().as_bytes());

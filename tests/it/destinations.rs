@@ -491,7 +491,7 @@ fn manual_retry_recover_and_the_test_button() {
     );
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(wait_until(DEADLINE, || deliveries(
-        &env,
+        &env.server,
         &id,
         "?status=delivered"
     )

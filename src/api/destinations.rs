@@ -17,7 +17,7 @@ use super::flows::ConditionsView;
 use super::types::Deleted;
 use crate::app::App;
 use crate::destinations::outbound::Exchange;
-use crate::destinations::{self, MASK, Spec};
+use crate::destinations::{self, DeliveryFilter, MASK, Spec};
 use crate::store::{Delivery, DeliveryAttempt, Destination, format_id};
 use crate::time::{now_ms, rfc3339};
 
@@ -232,6 +232,10 @@ pub struct DeliveryList {
 pub struct DeliveryParams {
     /// `pending`, `delivered` or `failed`.
     status: Option<String>,
+    /// Only the deliveries of this stored event.
+    #[serde(rename = "webhookId")]
+    #[param(rename = "webhookId")]
+    webhook_id: Option<String>,
     /// 1 to 200 (default 50).
     limit: Option<usize>,
     /// The previous page's `nextCursor`.
@@ -390,15 +394,13 @@ pub async fn deliveries(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1 to 200".into()));
     }
-    let page = destinations::deliveries(
-        &app,
-        &user.workspace_id,
-        &id,
-        params.status.as_deref(),
-        params.cursor.as_deref(),
+    let filter = DeliveryFilter {
+        status: params.status.as_deref(),
+        event: params.webhook_id.as_deref(),
+        cursor: params.cursor.as_deref(),
         limit,
-    )
-    .await?;
+    };
+    let page = destinations::deliveries(&app, &user.workspace_id, &id, filter).await?;
     Ok(Json(DeliveryList {
         items: page.items.iter().map(DeliveryView::new).collect(),
         next_cursor: page.next_cursor.as_ref().map(format_id),

@@ -390,15 +390,28 @@ pub async fn send_test(app: &App, ws: &str, id: &str) -> Result<Exchange, Destin
     Ok(outbound.post(&destination.url, headers, body).await)
 }
 
+/// Which deliveries of a destination to list.
+pub struct DeliveryFilter<'a> {
+    pub status: Option<&'a str>,
+    /// A stored event's id.
+    pub event: Option<&'a str>,
+    pub cursor: Option<&'a str>,
+    pub limit: usize,
+}
+
 /// A page of a destination's deliveries.
 pub async fn deliveries(
     app: &App,
     ws: &str,
     id: &str,
-    status: Option<&str>,
-    cursor: Option<&str>,
-    limit: usize,
+    filter: DeliveryFilter<'_>,
 ) -> Result<DeliveryPage, DestinationError> {
+    let DeliveryFilter {
+        status,
+        event,
+        cursor,
+        limit,
+    } = filter;
     let destination = get(app, ws, id).await?;
     let status = match status {
         None | Some("") => None,
@@ -413,9 +426,23 @@ pub async fn deliveries(
                 .ok_or_else(|| DestinationError::BadRequest("cursor is not a cursor".into()))?,
         ),
     };
+    let event =
+        match event {
+            None | Some("") => None,
+            Some(text) => Some(crate::store::parse_id(text).ok_or_else(|| {
+                DestinationError::BadRequest("webhookId is not an event id".into())
+            })?),
+        };
     Ok(app
         .store
-        .deliveries(ws, destination.id, status, before, limit.clamp(1, 200))
+        .deliveries(
+            ws,
+            destination.id,
+            status,
+            event,
+            before,
+            limit.clamp(1, 200),
+        )
         .await?)
 }
 

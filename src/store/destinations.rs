@@ -12,8 +12,9 @@ use super::destination_model::{
 };
 use super::error::StoreError;
 use super::schema::{
-    DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS, id_floor_for_millis,
-    ids_before, installed, prefix_end, with_suffix, workspace_prefix, workspaces_of,
+    DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS, EventId,
+    id_floor_for_millis, ids_before, installed, prefix_end, with_suffix, workspace_prefix,
+    workspaces_of,
 };
 
 /// A page of a destination's deliveries, newest first.
@@ -260,12 +261,14 @@ impl Store {
             .await
     }
 
-    /// A destination's deliveries newest first, optionally of one status, below `before`.
+    /// A destination's deliveries newest first, optionally of one status and of one event,
+    /// below `before`.
     pub async fn deliveries(
         &self,
         ws: &str,
         destination: DestinationId,
         status: Option<DeliveryStatus>,
+        event: Option<EventId>,
         before: Option<DeliveryId>,
         limit: usize,
     ) -> Result<DeliveryPage, StoreError> {
@@ -298,7 +301,9 @@ impl Store {
                 last = Some(id);
                 if let Some(v) = deliveries.get(ws_key(&ws, &id).as_slice())? {
                     let delivery = decode_delivery(v.value())?;
-                    if status.is_none_or(|s| s == delivery.status) {
+                    if status.is_none_or(|s| s == delivery.status)
+                        && event.is_none_or(|e| e == delivery.event_id)
+                    {
                         items.push(delivery);
                     }
                 }

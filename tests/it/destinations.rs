@@ -123,6 +123,11 @@ fn signed_with(secret: &str, call: &RecordedCall) -> bool {
         .any(|s| s == expected)
 }
 
+/// An event id that names no event.
+fn uuid_of_nothing() -> &'static str {
+    "01900000-0000-7000-8000-000000000000"
+}
+
 #[test]
 fn matching_events_are_forwarded_signed_with_the_event_body_and_logged() {
     let env = start(&[0, 20, 20], |_| {});
@@ -178,6 +183,21 @@ fn matching_events_are_forwarded_signed_with_the_event_body_and_logged() {
         deliveries(&env.server, &id, "?status=failed").len(),
         0,
         "status filter"
+    );
+    let by_event = format!(
+        "?status=delivered&webhookId={}",
+        items[0]["webhookId"].as_str().unwrap()
+    );
+    assert_eq!(
+        deliveries(&env.server, &id, &by_event).len(),
+        1,
+        "event filter"
+    );
+    let other = format!("?webhookId={}", uuid_of_nothing());
+    assert_eq!(
+        deliveries(&env.server, &id, &other).len(),
+        0,
+        "event filter"
     );
     assert!(
         env.server.metric(

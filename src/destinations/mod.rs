@@ -75,8 +75,22 @@ struct Checked {
     conditions: Conditions,
 }
 
-fn check(app: &App, spec: &Spec) -> Result<Checked, DestinationError> {
+/// Checks a spec; a named source must be `clockify` or one of the workspace's custom sources.
+async fn check(app: &App, ws: &str, spec: &Spec) -> Result<Checked, DestinationError> {
     let mut problems = Vec::new();
+    if let Some(source) = spec.source.as_deref()
+        && source != crate::store::CLOCKIFY_SOURCE
+        && !app
+            .store
+            .source(source)
+            .await?
+            .is_some_and(|s| s.workspace_id == ws)
+    {
+        problems.push(Problem::new(
+            "filter.source",
+            format!("no custom source {source} in this workspace (use \"clockify\", a source id, or null)"),
+        ));
+    }
     let name = spec.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         problems.push(Problem::new(
@@ -201,7 +215,7 @@ pub async fn create(
     ws: &str,
     spec: Spec,
 ) -> Result<(Destination, String), DestinationError> {
-    let checked = check(app, &spec)?;
+    let checked = check(app, ws, &spec).await?;
     let secret = new_secret();
     let now = now_ms();
     let destination = Destination {
@@ -252,7 +266,7 @@ pub async fn update(
     id: &str,
     spec: Spec,
 ) -> Result<Destination, DestinationError> {
-    let checked = check(app, &spec)?;
+    let checked = check(app, ws, &spec).await?;
     let key = parse_destination_id(id)?;
     let sealer = app.clone();
     let updated = app

@@ -80,11 +80,11 @@ async fn check(app: &App, ws: &str, spec: &Spec) -> Result<Checked, DestinationE
     let mut problems = Vec::new();
     if let Some(source) = spec.source.as_deref()
         && source != crate::store::CLOCKIFY_SOURCE
-        && !app
+        && app
             .store
             .source(source)
             .await?
-            .is_some_and(|s| s.workspace_id == ws)
+            .is_none_or(|s| s.workspace_id != ws)
     {
         problems.push(Problem::new(
             "filter.source",

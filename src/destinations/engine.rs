@@ -288,10 +288,20 @@ async fn try_attempt(
     };
     let payload: Value = serde_json::from_slice(&event.body).unwrap_or(Value::Null);
     if delivery.attempts.is_empty() && !destination.filter.conditions.rules.is_empty() {
-        let (passed, _) = conditions::evaluate(&destination.filter.conditions, &payload);
-        if !passed {
-            app.store.drop_delivery(ws, job.id).await?;
-            return Ok(None);
+        match conditions::evaluate(&destination.filter.conditions, &payload) {
+            Ok((true, _)) => {}
+            Ok((false, _)) => {
+                app.store.drop_delivery(ws, job.id).await?;
+                return Ok(None);
+            }
+            Err(message) => {
+                give_up(format!(
+                    "not sent: the conditions could not be evaluated: {message}"
+                ))
+                .await?;
+                count_final(&destination, DeliveryStatus::Failed);
+                return Ok(None);
+            }
         }
     }
     let body = match &destination.template {

@@ -349,8 +349,13 @@ fn gone_disables_the_destination_and_no_more_events_are_queued() {
         1,
         "not retried"
     );
-    let destination = admin(&env.server, "GET", &format!("/api/destinations/{id}"), None).json();
-    assert_eq!(destination["enabled"], false);
+    // The delivery's outcome is committed just before the destination is disabled.
+    let mut destination = Value::Null;
+    let disabled = wait_until(DEADLINE, || {
+        destination = admin(&env.server, "GET", &format!("/api/destinations/{id}"), None).json();
+        destination["enabled"] == false
+    });
+    assert!(disabled, "{destination}");
     assert!(
         destination["disabledReason"]
             .as_str()

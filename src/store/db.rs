@@ -258,13 +258,22 @@ impl Store {
     {
         let db = self.slot.db()?;
         let result = tokio::task::spawn_blocking(move || {
-            let rtx = db.begin_read()?;
-            op(&rtx)
+            // redb may panic on a page damaged outside it: caught here (the hook kept quiet),
+            // answered as an error, and left to the integrity pass to judge.
+            crate::telemetry::expected_panics(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let rtx = db.begin_read()?;
+                    op(&rtx)
+                }))
+            })
+            .map_err(|panic| super::health::panic_text(&*panic))
         })
         .await
-        .unwrap_or_else(|e| {
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .unwrap_or_else(|panic| {
             self.slot.suspect.notify_one();
-            Err(StoreError::Storage(format!("read task failed: {e}")))
+            Err(StoreError::Storage(format!("a read failed: {panic}")))
         });
         self.slot.observe(&result);
         result

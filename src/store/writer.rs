@@ -402,6 +402,12 @@ impl Recovery {
             return;
         }
         self.next_attempt = now + Duration::from_secs(1);
+        // No write commits while the disk is full, so the check after each commit does not
+        // run: a file deleted meanwhile (its space held by our handle) would otherwise keep
+        // the server waiting for space forever while it reports itself alive.
+        if matches!(slot.condition(), Condition::OutOfSpace(_)) {
+            slot.check_identity();
+        }
         let condition = slot.condition();
         let reopen_needed = match condition {
             Condition::Usable | Condition::Damaged(_) => return,
@@ -449,7 +455,11 @@ impl Recovery {
                 let condition = match err {
                     StoreError::OutOfSpace(detail) => Condition::OutOfSpace(detail),
                     StoreError::Damaged(detail) => Condition::Damaged(detail),
-                    other if self.failures >= REOPENS_BEFORE_UNUSABLE => {
+                    // Unusable stays so (a deleted file does not come back by retrying).
+                    other
+                        if self.failures >= REOPENS_BEFORE_UNUSABLE
+                            || matches!(condition, Condition::Unusable(_)) =>
+                    {
                         Condition::Unusable(format!("it cannot be reopened: {other}"))
                     }
                     other => Condition::Reopening(other.to_string()),

@@ -147,6 +147,11 @@ fn a_store_that_cannot_recover_fails_liveness() {
     server.install(WS, ADDON, UNREACHABLE_API);
     let filler = disk.fill(512 * 1024);
     deliver_until_full(&server);
+    // Reads answer again once the writer has reopened the file (still out of space): the
+    // file is deleted under that new handle, so removing it frees nothing.
+    assert!(wait_until(DEADLINE, || {
+        server.admin_get(WS, ADDON, "/api/webhooks?limit=1").status == 200
+    }));
     std::fs::remove_file(data.join(DATA_FILE)).unwrap();
     std::fs::remove_file(&filler).unwrap();
     assert!(

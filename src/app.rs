@@ -48,6 +48,8 @@ pub struct AppInner {
     pub stream_tickets: StreamTickets,
     /// How many rejected requests get a log line of their own.
     pub rejection_log: RejectionLog,
+    /// Consecutive failed subscription syncs per workspace (for the notification hook).
+    pub sync_failures: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl std::ops::Deref for App {
@@ -131,6 +133,7 @@ impl App {
             tasks: TaskTracker::new(),
             stream_tickets: StreamTickets::default(),
             rejection_log,
+            sync_failures: Default::default(),
         })))
     }
 

@@ -50,6 +50,22 @@ impl DataDirArgs {
     }
 }
 
+/// The encryption key of the data file, for commands that open its secrets.
+#[derive(Args, Clone, Debug)]
+pub struct KeyFileArgs {
+    /// Key that encrypts stored secrets [default: DATA_DIR/secret.key]
+    #[arg(long, env = "CLOCKIFY_STUDIO_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+impl KeyFileArgs {
+    pub fn key_file(&self, data: &DataDirArgs) -> PathBuf {
+        self.encryption_key_file
+            .clone()
+            .unwrap_or_else(|| data.data_dir.join("secret.key"))
+    }
+}
+
 /// Flags that shape the manifest (also accepted by `manifest`).
 #[derive(Args, Clone, Debug)]
 pub struct ManifestArgs {
@@ -255,6 +271,31 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOCKIFY_STUDIO_DESTINATION_TIMEOUT_SECS", default_value_t = 15, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub destination_timeout_secs: u64,
+    /// URL that receives a signed JSON message when a flow is disabled after repeated failures
+    /// or a workspace's subscription sync keeps failing
+    #[arg(long, env = "CLOCKIFY_STUDIO_NOTIFY_URL", value_name = "URL", value_parser = parse_base_url)]
+    pub notify_url: Option<String>,
+    /// File holding the secret that signs those messages (Standard Webhooks; a whsec_ secret
+    /// or any text)
+    #[arg(
+        long,
+        env = "CLOCKIFY_STUDIO_NOTIFY_SECRET_FILE",
+        value_name = "FILE",
+        requires = "notify_url"
+    )]
+    pub notify_secret_file: Option<PathBuf>,
+    /// Write a consistent snapshot of the data file into this directory every
+    /// --snapshot-every (off when unset); name the directory on the data file's disk or another
+    #[arg(long, env = "CLOCKIFY_STUDIO_SNAPSHOT_DIR", value_name = "DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Time between snapshots: a number and s, m, h or d (e.g. 6h)
+    #[arg(long, env = "CLOCKIFY_STUDIO_SNAPSHOT_EVERY", default_value = "6h", value_name = "INTERVAL",
+          value_parser = parse_interval)]
+    pub snapshot_every: Duration,
+    /// Snapshots kept; the oldest beyond this are removed
+    #[arg(long, env = "CLOCKIFY_STUDIO_SNAPSHOT_KEEP", default_value_t = 14, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub snapshot_keep: u32,
     /// Extra origin allowed to frame /ui besides https://*.clockify.me (repeatable)
     #[arg(long, env = "CLOCKIFY_STUDIO_UI_FRAME_ANCESTOR", value_delimiter = ',',
           value_name = "ORIGIN", value_parser = parse_frame_ancestor)]
@@ -316,6 +357,13 @@ pub struct Config {
     pub destination_concurrency: usize,
     pub destination_max_rps: u32,
     pub destination_timeout: Duration,
+    /// Where scheduled snapshots go (`None`: no snapshots), how often, and how many are kept.
+    pub snapshot_dir: Option<PathBuf>,
+    pub snapshot_every: Duration,
+    pub snapshot_keep: u32,
+    /// The notification hook and its signing secret.
+    pub notify_url: Option<String>,
+    pub notify_secret: Option<String>,
 }
 
 /// The default delays between delivery attempts: eight attempts over about a day.
@@ -366,6 +414,32 @@ impl Config {
                 pem
             }
         };
+        let snapshot_dir = match &args.snapshot_dir {
+            Some(dir) => {
+                ensure_writable_dir(dir).map_err(|m| config_error("--snapshot-dir", m))?;
+                Some(dir.clone())
+            }
+            None => None,
+        };
+        let notify_secret = match &args.notify_secret_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    config_error(
+                        "--notify-secret-file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let secret = text.trim().to_string();
+                if secret.len() < 16 {
+                    return Err(config_error(
+                        "--notify-secret-file",
+                        "the secret must have at least 16 characters",
+                    ));
+                }
+                Some(secret)
+            }
+            None => None,
+        };
         let encryption_key_file = args
             .encryption_key_file
             .clone()
@@ -408,6 +482,11 @@ impl Config {
             destination_concurrency: args.destination_concurrency as usize,
             destination_max_rps: args.destination_max_rps,
             destination_timeout: Duration::from_secs(args.destination_timeout_secs),
+            snapshot_dir,
+            snapshot_every: args.snapshot_every,
+            snapshot_keep: args.snapshot_keep,
+            notify_url: args.notify_url.clone(),
+            notify_secret,
         })
     }
 
@@ -454,6 +533,11 @@ impl Config {
             destination_concurrency: 4,
             destination_max_rps: 50,
             destination_timeout: Duration::from_secs(15),
+            snapshot_dir: None,
+            snapshot_every: Duration::from_secs(6 * 3600),
+            snapshot_keep: 14,
+            notify_url: None,
+            notify_secret: None,
         }
     }
 
@@ -573,6 +657,15 @@ fn parse_schedule(value: &str) -> Result<Schedule, String> {
         return Err("must list 1 to 50 durations".into());
     }
     Ok(Schedule(delays))
+}
+
+/// `30s`, `15m`, `6h`, `1d`: at least a minute, at most 365 days.
+pub fn parse_interval(value: &str) -> Result<Duration, String> {
+    let interval = parse_duration(value)?;
+    if !(Duration::from_secs(60)..=Duration::from_secs(365 * 86_400)).contains(&interval) {
+        return Err("must be from 1 minute to 365 days".into());
+    }
+    Ok(interval)
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {

@@ -1,5 +1,6 @@
 //! The operators' control channel. redb lets one process write the data file, so commands
-//! that change it while a server runs (`erase-workspace`) are sent to that server: it listens
+//! that need it while a server runs (`erase-workspace`, `export`, `import`, `workspaces`)
+//! are sent to that server: it listens
 //! on a Unix socket in the data directory ([`SOCKET_NAME`], mode 0600, and only its own user
 //! may connect). One JSON request per connection, one JSON reply; the command runs the same
 //! store function the CLI runs on a file no server holds.
@@ -13,7 +14,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::app::App;
+use crate::audit::{self, Actor, Change};
+use crate::overview::WorkspaceSummary;
 use crate::store::TableCounts;
+use crate::transfer::{self, ConfigDocument, ImportReport};
 
 /// The socket's file name inside the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -21,7 +25,8 @@ pub const SOCKET_NAME: &str = "control.sock";
 pub const ERASE_BATCH: usize = 256;
 /// The most a request may take to arrive, and its largest size.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_REQUEST: u64 = 64 * 1024;
+/// (An import carries its whole document.)
+const MAX_REQUEST: u64 = 32 * 1024 * 1024;
 
 /// A command for the running server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +35,22 @@ pub enum Command {
     /// Everything stored for a workspace, per table; erased unless `dry_run`.
     #[serde(rename_all = "camelCase")]
     EraseWorkspace { workspace_id: String, dry_run: bool },
+    /// The workspace's configuration document (with secrets when a passphrase is given).
+    #[serde(rename_all = "camelCase")]
+    ExportConfig {
+        workspace_id: String,
+        passphrase: Option<String>,
+    },
+    /// Checks and (unless `dry_run`) applies a configuration document.
+    #[serde(rename_all = "camelCase")]
+    ImportConfig {
+        workspace_id: String,
+        document: serde_json::Value,
+        passphrase: Option<String>,
+        dry_run: bool,
+    },
+    /// Every installation with its counts.
+    Workspaces,
 }
 
 /// The server's answer: an error, or what the command did.
@@ -39,6 +60,21 @@ pub struct Reply {
     pub error: Option<String>,
     /// Rows per table (`erase-workspace`).
     pub tables: Option<TableCounts>,
+    /// `export`.
+    pub document: Option<ConfigDocument>,
+    /// `import`.
+    pub import: Option<ImportReport>,
+    /// `import` refused the document: every problem, as `path: message`.
+    pub problems: Option<Vec<String>>,
+    /// `workspaces`.
+    pub workspaces: Option<Vec<WorkspaceSummary>>,
+}
+
+fn failed(error: impl std::fmt::Display) -> Reply {
+    Reply {
+        error: Some(error.to_string()),
+        ..Reply::default()
+    }
 }
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -150,16 +186,76 @@ pub async fn run(app: &App, command: Command) -> Reply {
                     let rows: u64 = tables.iter().map(|(_, n)| n).sum();
                     tracing::info!(workspace_id = %workspace_id, dry_run, rows, "erase-workspace (control socket)");
                     Reply {
-                        error: None,
                         tables: Some(tables),
+                        ..Reply::default()
                     }
                 }
-                Err(err) => Reply {
-                    error: Some(err.to_string()),
-                    ..Reply::default()
-                },
+                Err(err) => failed(err),
             }
         }
+        Command::ExportConfig {
+            workspace_id,
+            passphrase,
+        } => match transfer::export(app, &workspace_id, passphrase.as_deref()).await {
+            Ok(document) => Reply {
+                document: Some(document),
+                ..Reply::default()
+            },
+            Err(err) => failed(err),
+        },
+        Command::ImportConfig {
+            workspace_id,
+            document,
+            passphrase,
+            dry_run,
+        } => {
+            let parsed = transfer::parse_document(&document);
+            let result = match parsed {
+                Ok(document) => {
+                    transfer::import(
+                        app,
+                        &workspace_id,
+                        &document,
+                        passphrase.as_deref(),
+                        dry_run,
+                        None,
+                    )
+                    .await
+                }
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(report) => {
+                    if !dry_run {
+                        let actor = Actor::operator("import (command line)");
+                        let change = Change {
+                            action: "config.import",
+                            target: None,
+                            before: None,
+                            after: Some(transfer::audit_summary(&report)),
+                        };
+                        audit::record(app, &workspace_id, &actor, change).await;
+                    }
+                    Reply {
+                        import: Some(report),
+                        ..Reply::default()
+                    }
+                }
+                Err(transfer::TransferError::Invalid(problems)) => Reply {
+                    error: Some(format!("the document has {} problem(s)", problems.len())),
+                    problems: Some(problems.iter().map(ToString::to_string).collect()),
+                    ..Reply::default()
+                },
+                Err(err) => failed(err),
+            }
+        }
+        Command::Workspaces => match crate::overview::workspaces(app).await {
+            Ok(workspaces) => Reply {
+                workspaces: Some(workspaces),
+                ..Reply::default()
+            },
+            Err(err) => failed(err),
+        },
     }
 }
 

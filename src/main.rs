@@ -1,12 +1,14 @@
 //! Command line: `serve` (default), `manifest` / `--print-manifest`, `backup`, `check`,
-//! `erase-workspace`, and the hidden `generate` (man pages and shell completions, for
-//! packagers).
+//! `erase-workspace`, the operator's toolkit (`export`, `import`, `rotate-key`, `workspaces`,
+//! `stats`), and the hidden `generate` (man pages and shell completions, for packagers).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use clockify_studio::config::{Config, DataDirArgs, LogFormat, ManifestArgs, ServeArgs};
+use clockify_studio::config::{
+    Config, DataDirArgs, KeyFileArgs, LogFormat, ManifestArgs, ServeArgs,
+};
 use clockify_studio::{control, manifest, server, store};
 
 /// jemalloc instead of glibc's malloc, which took about a fifth of the server's CPU in
@@ -76,6 +78,100 @@ enum Command {
         #[command(flatten)]
         data: DataDirArgs,
     },
+    /// Write a workspace's configuration (flows, custom sources, settings) as one JSON
+    /// document; works while the server runs, through its control socket
+    #[command(
+        after_help = "Exit status: 0 written; 1 failure (no data file, workspace not \
+                            installed, wrong key, server unreachable); 2 bad flags."
+    )]
+    Export {
+        /// The Clockify workspace id
+        #[arg(long, value_name = "ID")]
+        workspace: String,
+        /// Include the custom sources' secrets, encrypted with the passphrase read from
+        /// --passphrase-file
+        #[arg(long, requires = "passphrase_file")]
+        with_secrets: bool,
+        /// File holding the passphrase (its first line; at least 12 characters)
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Write the document here instead of to standard output
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDirArgs,
+        #[command(flatten)]
+        key: KeyFileArgs,
+    },
+    /// Check a configuration document against a workspace and apply it in one transaction
+    /// (exit 3 when the document has problems: nothing is changed); works while the server
+    /// runs, through its control socket
+    #[command(
+        after_help = "Exit status: 0 imported (or checked, with --dry-run); 1 failure \
+                            (no data file, wrong key, server unreachable); 2 bad flags; 3 the \
+                            document has problems, each printed, and nothing was changed."
+    )]
+    Import {
+        /// The document, from `export` or GET /api/config/export
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The Clockify workspace id to import into
+        #[arg(long, value_name = "ID")]
+        workspace: String,
+        /// Only check the document and list what would change
+        #[arg(long)]
+        dry_run: bool,
+        /// File holding the export's passphrase (needed when the document carries secrets)
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDirArgs,
+        #[command(flatten)]
+        key: KeyFileArgs,
+    },
+    /// Re-seal every stored secret with a new encryption key in one transaction, then install
+    /// that key in the key file; the old key stops working. Needs the server stopped
+    #[command(
+        after_help = "Exit status: 0 rotated; 1 failure (a server holds the file, the \
+                            current key does not match, damaged file); 2 bad flags or the new \
+                            key equals the current one."
+    )]
+    RotateKey {
+        /// The new key (64 hex characters); created with a fresh random key if missing
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+        #[command(flatten)]
+        key: KeyFileArgs,
+    },
+    /// List every installation: status, events stored, last event, flows, share of the data;
+    /// works while the server runs, through its control socket
+    #[command(
+        after_help = "Exit status: 0 listed; 1 failure (no data file, wrong key, server \
+                            unreachable); 2 bad flags."
+    )]
+    Workspaces {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDirArgs,
+        #[command(flatten)]
+        key: KeyFileArgs,
+    },
+    /// Statistics of the whole data file: rows per table, pages used and free, oldest event
+    #[command(
+        after_help = "Exit status: 0 printed; 1 failure (no data file, damaged or newer \
+                            file); 2 bad flags. Page statistics need the server stopped."
+    )]
+    Stats {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
     /// Write the man pages (DIR/man) and bash, zsh and fish completions (DIR/completions)
     #[command(hide = true)]
     Generate {
@@ -112,6 +208,42 @@ fn main() -> ExitCode {
             dry_run,
             data,
         }) => erase_workspace(&data, &workspace, dry_run),
+        Some(Command::Export {
+            workspace,
+            with_secrets,
+            passphrase_file,
+            out,
+            data,
+            key,
+        }) => export(
+            &data,
+            &key,
+            &workspace,
+            passphrase_file.as_deref().filter(|_| with_secrets),
+            out.as_deref(),
+        ),
+        Some(Command::Import {
+            file,
+            workspace,
+            dry_run,
+            passphrase_file,
+            data,
+            key,
+        }) => import(
+            &data,
+            &key,
+            &file,
+            &workspace,
+            dry_run,
+            passphrase_file.as_deref(),
+        ),
+        Some(Command::RotateKey {
+            new_key_file,
+            data,
+            key,
+        }) => rotate_key(&data, &key, &new_key_file),
+        Some(Command::Workspaces { json, data, key }) => workspaces(&data, &key, json),
+        Some(Command::Stats { json, data }) => stats(&data, json),
         Some(Command::Generate { out_dir }) => generate(&out_dir),
     }
 }
@@ -218,6 +350,16 @@ fn main_man_page() -> std::io::Result<Vec<u8>> {
         bold("clockify-studio-check"),
         roman("(1), "),
         bold("clockify-studio-erase-workspace"),
+        roman("(1), "),
+        bold("clockify-studio-export"),
+        roman("(1), "),
+        bold("clockify-studio-import"),
+        roman("(1), "),
+        bold("clockify-studio-rotate-key"),
+        roman("(1), "),
+        bold("clockify-studio-workspaces"),
+        roman("(1), "),
+        bold("clockify-studio-stats"),
         roman("(1), "),
         bold("systemctl"),
         roman("(1), "),
@@ -416,6 +558,7 @@ fn erase_workspace(data: &DataDirArgs, workspace: &str, dry_run: bool) -> ExitCo
                 Ok(control::Reply {
                     error: None,
                     tables: Some(tables),
+                    ..
                 }) => (tables, "the running server"),
                 Ok(reply) => {
                     let error = reply.error.unwrap_or_else(|| "no answer".into());
@@ -451,5 +594,350 @@ fn erase_workspace(data: &DataDirArgs, workspace: &str, dry_run: bool) -> ExitCo
     for (table, count) in &counts {
         println!("table {table}: {count}");
     }
+    ExitCode::SUCCESS
+}
+
+/// Runs a control command on the data file when no server holds it (opening it like the
+/// server does, with the encryption key), else sends it to the running server. Returns the
+/// reply and which of the two answered.
+fn on_file_or_server(
+    data: &DataDirArgs,
+    key: &KeyFileArgs,
+    command: control::Command,
+) -> Result<(control::Reply, &'static str), String> {
+    use clockify_studio::app::{App, StartError};
+    let path = data.data_file();
+    if !path.exists() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    let key_file = key.key_file(data);
+    // The server would create a missing key; a command must not.
+    store::read_key(&key_file).map_err(|e| format!("--encryption-key-file: {e}"))?;
+    let mut config = Config::for_data_dir(&data.data_dir);
+    config.encryption_key_file = key_file;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    match App::open(config) {
+        Ok(app) => {
+            let reply = runtime.block_on(control::run(&app, command));
+            app.store.shutdown();
+            Ok((reply, "the data file"))
+        }
+        Err(StartError::Store {
+            source: store::StoreError::InUse,
+            ..
+        }) => control::request(&data.data_dir, &command)
+            .map(|reply| (reply, "the running server"))
+            .map_err(|err| {
+                format!(
+                    "a server holds {} and its control socket failed ({err}); stop the server or check that it runs as this user",
+                    path.display()
+                )
+            }),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// The part of a reply a command wants (`take`), or its error printed and exit code 1.
+fn answered<T>(
+    answer: Result<(control::Reply, &'static str), String>,
+    take: impl FnOnce(&mut control::Reply) -> Option<T>,
+) -> Result<T, ExitCode> {
+    let error = match answer {
+        Ok((mut reply, _)) => match take(&mut reply) {
+            Some(part) => return Ok(part),
+            None => reply.error.unwrap_or_else(|| "no answer".into()),
+        },
+        Err(err) => err,
+    };
+    eprintln!("error: {error}");
+    Err(ExitCode::FAILURE)
+}
+
+/// The first line of a passphrase file.
+fn read_passphrase(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--passphrase-file: cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+fn export(
+    data: &DataDirArgs,
+    key: &KeyFileArgs,
+    workspace: &str,
+    passphrase_file: Option<&Path>,
+    out: Option<&Path>,
+) -> ExitCode {
+    let passphrase = match passphrase_file.map(read_passphrase).transpose() {
+        Ok(passphrase) => passphrase,
+        Err(err) => return usage_error(err),
+    };
+    let command = control::Command::ExportConfig {
+        workspace_id: workspace.to_string(),
+        passphrase,
+    };
+    let document = match answered(on_file_or_server(data, key, command), |r| r.document.take()) {
+        Ok(document) => document,
+        Err(code) => return code,
+    };
+    let mut text = serde_json::to_string_pretty(&document).expect("documents serialize");
+    text.push('\n');
+    let written = match out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| e.to_string())
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import(
+    data: &DataDirArgs,
+    key: &KeyFileArgs,
+    file: &Path,
+    workspace: &str,
+    dry_run: bool,
+    passphrase_file: Option<&Path>,
+) -> ExitCode {
+    let passphrase = match passphrase_file.map(read_passphrase).transpose() {
+        Ok(passphrase) => passphrase,
+        Err(err) => return usage_error(err),
+    };
+    let document: serde_json::Value = match std::fs::read(file)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}")))
+    {
+        Ok(document) => document,
+        Err(err) => {
+            eprintln!("error: {}: {err}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = control::Command::ImportConfig {
+        workspace_id: workspace.to_string(),
+        document,
+        passphrase,
+        dry_run,
+    };
+    let (reply, via) = match on_file_or_server(data, key, command) {
+        Ok(answer) => answer,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match reply {
+        control::Reply {
+            import: Some(report),
+            ..
+        } => report,
+        control::Reply {
+            problems: Some(problems),
+            error,
+            ..
+        } => {
+            eprintln!(
+                "error: {}; nothing was changed",
+                error.unwrap_or_else(|| "the document has problems".into())
+            );
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::from(3);
+        }
+        reply => {
+            eprintln!(
+                "error: {}",
+                reply.error.unwrap_or_else(|| "no answer".into())
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let verb = if dry_run { "would import" } else { "imported" };
+    println!(
+        "{verb} into workspace {workspace} (via {via}): {} flow(s) created, {} replaced; {} source(s) created, {} updated",
+        report.flows_created.len(),
+        report.flows_replaced.len(),
+        report.sources_created.len(),
+        report.sources_updated.len()
+    );
+    for (from, to) in &report.sources_remapped {
+        println!("source {from} is taken by another workspace: imported as {to}");
+    }
+    for (id, secret) in &report.new_secrets {
+        println!("source {id} has a new secret (shown once): {secret}");
+    }
+    if let Some(why) = &report.settings_skipped {
+        println!("settings not applied: {why}");
+    }
+    if dry_run {
+        println!("dry run: nothing was changed");
+    }
+    ExitCode::SUCCESS
+}
+
+fn rotate_key(data: &DataDirArgs, key: &KeyFileArgs, new_key_file: &Path) -> ExitCode {
+    let key_file = key.key_file(data);
+    let old = match store::read_key(&key_file) {
+        Ok(key) => key,
+        Err(err) => {
+            eprintln!("error: --encryption-key-file: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let new = match store::load_or_create_key(new_key_file) {
+        Ok(key) => key,
+        Err(err) => return usage_error(format!("--new-key-file: {err}")),
+    };
+    if new == old {
+        return usage_error("--new-key-file holds the key already in use");
+    }
+    let path = data.data_file();
+    let done = match store::rotate_key_file(&path, &old, &new) {
+        Ok(done) => done,
+        Err(store::StoreError::InUse) => {
+            eprintln!(
+                "error: a server holds {}: stop it, rotate the key, start it again (rotation needs the file to itself, so no secret is sealed with the old key meanwhile)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(err) => {
+            eprintln!("error: {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // The file is sealed with the new key from here on: install it where the server reads it.
+    if let Err(err) = store::replace_key_file(&key_file, &new) {
+        eprintln!(
+            "error: the secrets are re-sealed with the key in {}, but {err}; copy that file to {} before starting the server",
+            new_key_file.display(),
+            key_file.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "re-sealed {} installation token(s), {} webhook token(s), {} source secret(s) and {} destination secret(s) and header value(s) in {} with the key from {}",
+        done.installation_tokens,
+        done.webhook_tokens,
+        done.source_secrets,
+        done.destination_secrets,
+        path.display(),
+        new_key_file.display()
+    );
+    println!(
+        "{} now holds the new key; the old key no longer opens the file. Backups taken before now still need the old key",
+        key_file.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn workspaces(data: &DataDirArgs, key: &KeyFileArgs, json: bool) -> ExitCode {
+    let answer = on_file_or_server(data, key, control::Command::Workspaces);
+    let list = match answered(answer, |r| r.workspaces.take()) {
+        Ok(list) => list,
+        Err(code) => return code,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("summaries serialize")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<26} {:<9} {:>10} {:<25} {:>6} {:>12} {:>6}",
+        "WORKSPACE", "STATUS", "EVENTS", "LAST EVENT", "FLOWS", "BYTES", "SHARE"
+    );
+    for w in &list {
+        println!(
+            "{:<26} {:<9} {:>10} {:<25} {:>6} {:>12} {:>5.1}%",
+            w.workspace_id,
+            w.status,
+            w.events,
+            w.last_event_at.as_deref().unwrap_or("-"),
+            w.flows,
+            w.data_bytes,
+            w.data_share * 100.0
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn stats(data: &DataDirArgs, json: bool) -> ExitCode {
+    let path = data.data_file();
+    let stats = match store::file_stats(&path) {
+        Ok(stats) => stats,
+        Err(err) => {
+            eprintln!("error: {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let oldest = stats.oldest_event_at.map(clockify_studio::time::rfc3339);
+    if json {
+        let pages = stats.pages.as_ref().map(|p| {
+            serde_json::json!({
+                "pageSize": p.page_size,
+                "allocatedPages": p.allocated_pages,
+                "leafPages": p.leaf_pages,
+                "branchPages": p.branch_pages,
+                "storedBytes": p.stored_bytes,
+                "metadataBytes": p.metadata_bytes,
+                "fragmentedBytes": p.fragmented_bytes,
+            })
+        });
+        let tables: serde_json::Map<String, serde_json::Value> = stats
+            .tables
+            .iter()
+            .map(|(name, rows)| (name.clone(), (*rows).into()))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": path.display().to_string(),
+                "fileBytes": stats.file_size,
+                "schemaVersion": stats.schema_version,
+                "tables": tables,
+                "pages": pages,
+                "oldestEventAt": oldest,
+            })
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!("data file: {} ({} bytes)", path.display(), stats.file_size);
+    println!("schema version: {}", stats.schema_version);
+    for (table, rows) in &stats.tables {
+        println!("table {table}: {rows} rows");
+    }
+    match &stats.pages {
+        Some(p) => {
+            let used = p.leaf_pages + p.branch_pages;
+            println!(
+                "pages: {} allocated of {} bytes, {used} holding tables; {} bytes stored, {} metadata, {} fragmented (free inside allocated pages)",
+                p.allocated_pages,
+                p.page_size,
+                p.stored_bytes,
+                p.metadata_bytes,
+                p.fragmented_bytes
+            );
+        }
+        None => {
+            println!("pages: unknown while a server holds the file (stop it for page statistics)")
+        }
+    }
+    println!("oldest event: {}", oldest.as_deref().unwrap_or("none"));
     ExitCode::SUCCESS
 }

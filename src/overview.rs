@@ -36,6 +36,8 @@ pub struct Overview {
     pub subscriptions: subscriptions::Summary,
     pub bootstrap: bootstrap::Status,
     pub data_file_bytes: u64,
+    /// The newest scheduled snapshot (`None`: snapshots off, or none taken yet).
+    pub last_snapshot: Option<crate::snapshots::Snapshot>,
 }
 
 pub async fn gather(app: &App, user: &User) -> Result<Overview, StoreError> {
@@ -118,5 +120,77 @@ pub async fn gather(app: &App, user: &User) -> Result<Overview, StoreError> {
         subscriptions: subscriptions::summary(&report),
         bootstrap: bootstrap::status(progress.as_ref()),
         data_file_bytes: app.store.file_size(),
+        last_snapshot: crate::snapshots::latest(app),
     })
+}
+
+/// One installation as the operator's `workspaces` command lists it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSummary {
+    pub workspace_id: String,
+    /// `ACTIVE`, `INACTIVE` or `DELETED`.
+    pub status: String,
+    pub events: u64,
+    /// RFC 3339.
+    pub last_event_at: Option<String>,
+    pub flows: u64,
+    /// Bytes of its rows, and that as a share of all workspaces' rows (0 to 1).
+    pub data_bytes: u64,
+    pub data_share: f64,
+}
+
+/// Every installation, with what it stores (reads every row: an operator command).
+pub async fn workspaces(app: &App) -> Result<Vec<WorkspaceSummary>, StoreError> {
+    let mut out = Vec::new();
+    for installation in app.store.installations().await? {
+        let usage = app
+            .store
+            .workspace_usage(&installation.workspace_id)
+            .await?;
+        out.push(WorkspaceSummary {
+            workspace_id: installation.workspace_id.clone(),
+            status: installation.status.as_str().to_string(),
+            events: usage.events,
+            last_event_at: usage.last_event_at.map(crate::time::rfc3339),
+            flows: usage.flows,
+            data_bytes: usage.bytes,
+            data_share: 0.0,
+        });
+    }
+    let total: u64 = out.iter().map(|w| w.data_bytes).sum();
+    for summary in &mut out {
+        if total > 0 {
+            summary.data_share = summary.data_bytes as f64 / total as f64;
+        }
+    }
+    out.sort_by(|a, b| a.workspace_id.cmp(&b.workspace_id));
+    Ok(out)
+}
+
+/// Gauges computed when Prometheus scrapes, for the shipped alert rules
+/// (`prometheus/alerts.yml`): installations by status, readiness (the same probe as
+/// `/readyz`), the data disk's free and total bytes, and the snapshot interval.
+pub async fn record_scrape_gauges(app: &App) {
+    use crate::store::InstallationStatus;
+    if let Ok(installations) = app.store.installations().await {
+        for status in [
+            InstallationStatus::Active,
+            InstallationStatus::Inactive,
+            InstallationStatus::Deleted,
+        ] {
+            let n = installations.iter().filter(|i| i.status == status).count();
+            metrics::gauge!("installations", "status" => status.as_str()).set(n as f64);
+        }
+    }
+    let ready = app.store.probe().await.is_ok();
+    metrics::gauge!("ready").set(if ready { 1.0 } else { 0.0 });
+    if let Ok(stat) = rustix::fs::statvfs(&app.config.data_dir) {
+        let block = stat.f_frsize as f64;
+        metrics::gauge!("data_disk_free_bytes").set(stat.f_bavail as f64 * block);
+        metrics::gauge!("data_disk_size_bytes").set(stat.f_blocks as f64 * block);
+    }
+    if app.config.snapshot_dir.is_some() {
+        metrics::gauge!("snapshot_interval_seconds").set(app.config.snapshot_every.as_secs_f64());
+    }
 }

@@ -1,4 +1,4 @@
-//! Background retention: deletes events and flow runs older than each workspace's retention
+//! Background retention: deletes events, flow runs, explorer executions and audit entries older than each workspace's retention
 //! settings in small batches (each its own short write, so ingestion is never stalled), and
 //! purges the data of installations DELETED for longer than the retention period.
 
@@ -37,70 +37,76 @@ fn run_retention_days(app: &App, installation: Option<&Installation>) -> u32 {
         .unwrap_or(app.config.flow_run_retention_days)
 }
 
-/// Deletes flow runs older than each workspace's run retention; returns how many.
-async fn delete_old_runs(app: &App, now: i64) -> Result<usize, StoreError> {
-    let mut deleted = 0;
-    for ws in app.store.run_workspaces().await? {
-        let installation = app.store.installation(&ws).await?;
-        let days = run_retention_days(app, installation.as_deref());
-        if days == 0 {
-            continue;
-        }
-        let cutoff = now - days as i64 * DAY_MS;
-        loop {
-            let n = app.store.delete_runs_before(&ws, cutoff, BATCH).await?;
-            deleted += n;
-            metrics::counter!("retention_deleted_total", "kind" => "flow_run").increment(n as u64);
-            if n < BATCH {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    Ok(deleted)
+/// What a retention sweep deletes; events follow the webhook retention, the rest the run
+/// retention.
+#[derive(Clone, Copy)]
+enum Kind {
+    Event,
+    FlowRun,
+    /// Finished destination deliveries (pending ones stay until they finish).
+    Delivery,
+    /// Explorer executions.
+    Execution,
+    /// Audit-log entries: a record of changes, kept like runs.
+    Audit,
 }
 
-/// Deletes finished destination deliveries older than each workspace's run retention
-/// (pending ones stay until they finish).
-async fn delete_old_deliveries(app: &App, now: i64) -> Result<(), StoreError> {
-    for ws in app.store.delivery_workspaces().await? {
-        let installation = app.store.installation(&ws).await?;
-        let days = run_retention_days(app, installation.as_deref());
-        if days == 0 {
-            continue;
-        }
-        let cutoff = now - days as i64 * DAY_MS;
-        loop {
-            let n = app
-                .store
-                .delete_deliveries_before(&ws, cutoff, BATCH)
-                .await?;
-            metrics::counter!("retention_deleted_total", "kind" => "delivery").increment(n as u64);
-            if n < BATCH {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Event => "event",
+            Kind::FlowRun => "flow_run",
+            Kind::Delivery => "delivery",
+            Kind::Execution => "execution",
+            Kind::Audit => "audit",
         }
     }
-    Ok(())
+
+    fn days(self, app: &App, installation: Option<&Installation>) -> u32 {
+        match self {
+            Kind::Event => retention_days(app, installation),
+            _ => run_retention_days(app, installation),
+        }
+    }
+
+    /// The workspaces with rows of this kind.
+    async fn workspaces(self, app: &App) -> Result<Vec<String>, StoreError> {
+        match self {
+            Kind::Event => app.store.event_workspaces().await,
+            Kind::FlowRun => app.store.run_workspaces().await,
+            Kind::Delivery => app.store.delivery_workspaces().await,
+            Kind::Execution => app.store.execution_workspaces().await,
+            Kind::Audit => app.store.audit_workspaces().await,
+        }
+    }
+
+    async fn delete_before(self, app: &App, ws: &str, cutoff: i64) -> Result<usize, StoreError> {
+        match self {
+            Kind::Event => app.store.delete_events_before(ws, cutoff, BATCH).await,
+            Kind::FlowRun => app.store.delete_runs_before(ws, cutoff, BATCH).await,
+            Kind::Delivery => app.store.delete_deliveries_before(ws, cutoff, BATCH).await,
+            Kind::Execution => app.store.delete_executions_before(ws, cutoff, BATCH).await,
+            Kind::Audit => app.store.delete_audit_before(ws, cutoff, BATCH).await,
+        }
+    }
 }
 
-/// One pass over every workspace; returns how many events were deleted.
-pub async fn run_once(app: &App) -> Result<usize, StoreError> {
-    let now = jiff::Timestamp::now().as_millisecond()
-        + app.config.retention_clock_skew.as_millis() as i64;
+/// Deletes the rows of `kind` older than each workspace's retention, a batch per write;
+/// returns how many.
+async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
     let mut deleted = 0;
-    for ws in app.store.event_workspaces().await? {
+    for ws in kind.workspaces(app).await? {
         let installation = app.store.installation(&ws).await?;
-        let days = retention_days(app, installation.as_deref());
+        let days = kind.days(app, installation.as_deref());
         if days == 0 {
             continue;
         }
         let cutoff = now - days as i64 * DAY_MS;
         loop {
-            let n = app.store.delete_events_before(&ws, cutoff, BATCH).await?;
+            let n = kind.delete_before(app, &ws, cutoff).await?;
             deleted += n;
-            metrics::counter!("retention_deleted_total", "kind" => "event").increment(n as u64);
+            metrics::counter!("retention_deleted_total", "kind" => kind.label())
+                .increment(n as u64);
             if n < BATCH {
                 break;
             }
@@ -108,27 +114,16 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    delete_old_runs(app, now).await?;
-    delete_old_deliveries(app, now).await?;
-    // Explorer executions are kept like flow runs, in every workspace that has any.
-    for ws in app.store.execution_workspaces().await? {
-        let installation = app.store.installation(&ws).await?;
-        let days = run_retention_days(app, installation.as_deref());
-        if days == 0 {
-            continue;
-        }
-        let cutoff = now - days as i64 * DAY_MS;
-        loop {
-            let n = app
-                .store
-                .delete_executions_before(&ws, cutoff, BATCH)
-                .await?;
-            metrics::counter!("retention_deleted_total", "kind" => "execution").increment(n as u64);
-            if n < BATCH {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    Ok(deleted)
+}
+
+/// One pass over every workspace; returns how many events were deleted.
+pub async fn run_once(app: &App) -> Result<usize, StoreError> {
+    let now = jiff::Timestamp::now().as_millisecond()
+        + app.config.retention_clock_skew.as_millis() as i64;
+    let mut deleted = sweep(app, now, Kind::Event).await?;
+    for kind in [Kind::FlowRun, Kind::Delivery, Kind::Execution, Kind::Audit] {
+        sweep(app, now, kind).await?;
     }
     for installation in app.store.installations().await? {
         let days = retention_days(app, Some(&installation));

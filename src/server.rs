@@ -126,6 +126,7 @@ pub async fn serve(
     if let Some(control) = control::start(app.clone()).await {
         background.spawn("control socket", control);
     }
+    background.spawn("snapshots", crate::snapshots::run(app.clone()));
     let mut shutdown: Pin<&mut _> = std::pin::pin!(shutdown);
     let mut failure = None;
     loop {

@@ -93,6 +93,23 @@ pub fn current(installation: &Installation) -> Map<String, Value> {
     current
 }
 
+/// Every problem of `changes` (unknown ids, values out of range), each at `prefix` + the id.
+pub fn problems(changes: &Map<String, Value>, prefix: &str) -> Vec<Problem> {
+    let defaults = manifest_defaults();
+    let mut problems = Vec::new();
+    for (id, value) in changes {
+        if !defaults.contains_key(id) {
+            problems.push(Problem::new(
+                format!("{prefix}{id}"),
+                format!("{id} is not a setting of this add-on"),
+            ));
+        } else if let Some(problem) = check(id, value) {
+            problems.push(Problem::new(format!("{prefix}{id}"), problem));
+        }
+    }
+    problems
+}
+
 /// Checks `changes`, writes them through Clockify's settings API, then into the stored
 /// snapshot; returns every setting's value afterwards.
 pub async fn patch(
@@ -100,18 +117,7 @@ pub async fn patch(
     user: &User,
     changes: Map<String, Value>,
 ) -> Result<Map<String, Value>, SettingsError> {
-    let defaults = manifest_defaults();
-    let mut problems = Vec::new();
-    for (id, value) in &changes {
-        if !defaults.contains_key(id) {
-            problems.push(Problem::new(
-                id.clone(),
-                format!("{id} is not a setting of this add-on"),
-            ));
-        } else if let Some(problem) = check(id, value) {
-            problems.push(Problem::new(id.clone(), problem));
-        }
-    }
+    let mut problems = problems(&changes, "");
     if changes.is_empty() {
         problems.push(Problem::new("", "nothing to change"));
     }

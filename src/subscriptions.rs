@@ -388,6 +388,19 @@ async fn finish(
         .filter(|(_, s)| matches!(s, SubscriptionState::Failed(_)))
         .count();
     tracing::info!(workspace_id = ws, failed, "subscriptions synced");
+    let outcome = if failed > 0 || report.error.is_some() {
+        "failed"
+    } else {
+        "ok"
+    };
+    metrics::counter!("subscription_syncs_total", "outcome" => outcome).increment(1);
+    let error = report.error.clone().or_else(|| {
+        report.events.iter().find_map(|(event, s)| match s {
+            SubscriptionState::Failed(e) => Some(format!("{event}: {e}")),
+            _ => None,
+        })
+    });
+    crate::notify::sync_outcome(app, ws, outcome == "failed", error.as_deref());
     Ok(report)
 }
 

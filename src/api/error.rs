@@ -319,3 +319,19 @@ impl From<crate::destinations::DestinationError> for ApiError {
         }
     }
 }
+
+impl From<crate::transfer::TransferError> for ApiError {
+    #[track_caller]
+    fn from(err: crate::transfer::TransferError) -> Self {
+        use crate::transfer::TransferError;
+        match err {
+            TransferError::Invalid(problems) => ApiError::invalid(
+                format!("the document has {} problem(s)", problems.len()),
+                problems,
+            ),
+            TransferError::NotInstalled(_) => ApiError::NotFound(err.to_string()),
+            TransferError::Settings(err) => err.into(),
+            TransferError::Store(err) => err.into(),
+        }
+    }
+}

@@ -326,6 +326,17 @@ pub async fn delete(
         .delete_event(&user.workspace_id, path_id(&id, "event")?)
         .await?
     {
+        crate::audit::by_user(
+            &app,
+            &user,
+            crate::audit::Change {
+                action: "event.delete",
+                target: Some(id.clone()),
+                before: None,
+                after: None,
+            },
+        )
+        .await;
         Ok(Json(Deleted::new(id)))
     } else {
         Err(ApiError::NotFound(format!("no event {id}")))

@@ -346,6 +346,25 @@ pub async fn execute(
     )
     .await?;
     let response = executed.response;
+    // Calls that may change something in Clockify are admin changes; reads are not.
+    if !executed.operation.method.eq_ignore_ascii_case("GET") {
+        crate::audit::by_user(
+            &app,
+            &user,
+            crate::audit::Change {
+                action: "explorer.execute",
+                target: Some(format_id(&executed.execution_id)),
+                before: None,
+                after: Some(serde_json::json!({
+                    "operationId": executed.operation.id,
+                    "method": executed.operation.method,
+                    "url": response.url,
+                    "status": response.status,
+                })),
+            },
+        )
+        .await;
+    }
     let body = serde_json::from_slice::<Value>(&response.body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned()));
     Ok(Json(ExecuteResponse {

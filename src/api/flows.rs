@@ -13,12 +13,13 @@ use super::extract::{Admin, JsonBody};
 use super::runs::{RunDetail, RunSummary, SentRequestView};
 use super::types::Deleted;
 use crate::app::App;
+use crate::audit::{self, Change};
 use crate::auth::User;
 use crate::flows::model;
 use crate::flows::service::{self, FlowState, TestRequest};
 use crate::flows::views::{self, Candidate};
 use crate::problem::{self, Problem};
-use crate::store::{Flow, FlowAction, Json as Stored, format_id};
+use crate::store::{Flow, FlowAction, FlowsPause, Json as Stored, PauseMode, format_id};
 use crate::time::rfc3339;
 
 /// Where a flow's events come from and which trigger it.
@@ -178,6 +179,29 @@ fn flow_view(app: &App, state: &FlowState) -> FlowView {
     }
 }
 
+/// What the audit log keeps of a flow: its id and definition.
+fn audited(flow: &Flow) -> Value {
+    let mut summary = model::definition(flow);
+    summary["id"] = Value::from(format_id(&flow.id));
+    summary
+}
+
+/// Records a change of a flow by the request's user.
+async fn record(app: &App, user: &User, action: &str, before: Option<&Flow>, after: Option<&Flow>) {
+    let target = before.or(after).map(|f| format_id(&f.id));
+    audit::by_user(
+        app,
+        user,
+        Change {
+            action,
+            target,
+            before: before.map(audited),
+            after: after.map(audited),
+        },
+    )
+    .await;
+}
+
 async fn described(app: &App, flow: Flow) -> Result<Json<FlowView>, ApiError> {
     let state = service::state(app, flow).await?;
     Ok(Json(flow_view(app, &state)))
@@ -186,17 +210,117 @@ async fn described(app: &App, flow: Flow) -> Result<Json<FlowView>, ApiError> {
 #[derive(Serialize, ToSchema)]
 pub struct FlowList {
     flows: Vec<FlowView>,
+    /// Set while every flow of the workspace is paused.
+    pause: Option<PauseView>,
+}
+
+/// A pause of every flow of the workspace.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseView {
+    reason: String,
+    /// `queue`: runs wait and start on resume; `skip`: runs are recorded as skipped.
+    mode: &'static str,
+    since: String,
+    /// The user id of the admin who paused.
+    by: Option<String>,
+}
+
+impl From<&FlowsPause> for PauseView {
+    fn from(pause: &FlowsPause) -> Self {
+        PauseView {
+            reason: pause.reason.clone(),
+            mode: match pause.mode {
+                PauseMode::Queue => "queue",
+                PauseMode::Skip => "skip",
+            },
+            since: rfc3339(pause.since),
+            by: pause.by.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PauseBody {
+    /// Shown with the flows while paused; 1 to 200 characters.
+    reason: String,
+    /// `queue` (runs wait, default) or `skip` (runs are recorded as skipped).
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+/// Pauses every flow of the workspace; events keep being stored.
+#[utoipa::path(post, path = "/api/flows/pause", tag = "flows", request_body = PauseBody,
+    responses((status = 200, body = PauseView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn pause(
+    State(app): State<App>,
+    Admin(user): Admin,
+    JsonBody(body): JsonBody<PauseBody>,
+) -> Result<Json<PauseView>, ApiError> {
+    let before = app.store.flows_pause(&user.workspace_id);
+    let mode = body.mode.as_deref().unwrap_or("queue");
+    let pause = service::pause(&app, &user, &body.reason, mode).await?;
+    let view = PauseView::from(&pause);
+    audit::by_user(
+        &app,
+        &user,
+        Change {
+            action: "flows.pause",
+            target: None,
+            before: before
+                .as_ref()
+                .map(|p| serde_json::to_value(PauseView::from(p)).expect("JSON")),
+            after: Some(serde_json::to_value(&view).expect("JSON")),
+        },
+    )
+    .await;
+    Ok(Json(view))
+}
+
+/// Ends the pause: runs held in the queue start.
+#[utoipa::path(post, path = "/api/flows/resume", tag = "flows",
+    responses((status = 200, body = FlowList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn resume(
+    State(app): State<App>,
+    Admin(user): Admin,
+) -> Result<Json<FlowList>, ApiError> {
+    let before = app.store.flows_pause(&user.workspace_id);
+    service::resume(&app, &user.workspace_id).await?;
+    if let Some(before) = &before {
+        audit::by_user(
+            &app,
+            &user,
+            Change {
+                action: "flows.resume",
+                target: None,
+                before: Some(serde_json::to_value(PauseView::from(before)).expect("JSON")),
+                after: None,
+            },
+        )
+        .await;
+    }
+    flow_list(&app, &user).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/api/flows", tag = "flows",
     responses((status = 200, body = FlowList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(State(app): State<App>, user: User) -> Result<Json<FlowList>, ApiError> {
+    flow_list(&app, &user).await.map(Json)
+}
+
+/// Every flow of the workspace, with the workspace's pause.
+async fn flow_list(app: &App, user: &User) -> Result<FlowList, ApiError> {
     let mut flows = Vec::new();
-    for flow in service::list(&app, &user.workspace_id).await? {
-        let state = service::state(&app, flow).await?;
-        flows.push(flow_view(&app, &state));
+    for flow in service::list(app, &user.workspace_id).await? {
+        let state = service::state(app, flow).await?;
+        flows.push(flow_view(app, &state));
     }
-    Ok(Json(FlowList { flows }))
+    let pause = app.store.flows_pause(&user.workspace_id);
+    Ok(FlowList {
+        flows,
+        pause: pause.as_ref().map(PauseView::from),
+    })
 }
 
 #[utoipa::path(post, path = "/api/flows", tag = "flows", request_body = FlowDefinition,
@@ -208,6 +332,7 @@ pub async fn create(
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<FlowView>), ApiError> {
     let flow = service::create(&app, &user.workspace_id, &input).await?;
+    record(&app, &user, "flow.create", None, Some(&flow)).await;
     Ok((StatusCode::CREATED, described(&app, flow).await?))
 }
 
@@ -233,7 +358,9 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<Value>,
 ) -> Result<Json<FlowView>, ApiError> {
+    let before = service::get(&app, &user.workspace_id, &id).await?;
     let flow = service::update(&app, &user.workspace_id, &id, &input).await?;
+    record(&app, &user, "flow.update", Some(&before), Some(&flow)).await;
     described(&app, flow).await
 }
 
@@ -245,7 +372,9 @@ pub async fn enable(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<FlowView>, ApiError> {
+    let before = service::get(&app, &user.workspace_id, &id).await?;
     let flow = service::set_enabled(&app, &user.workspace_id, &id, true).await?;
+    record(&app, &user, "flow.enable", Some(&before), Some(&flow)).await;
     described(&app, flow).await
 }
 
@@ -257,7 +386,9 @@ pub async fn disable(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<FlowView>, ApiError> {
+    let before = service::get(&app, &user.workspace_id, &id).await?;
     let flow = service::set_enabled(&app, &user.workspace_id, &id, false).await?;
+    record(&app, &user, "flow.disable", Some(&before), Some(&flow)).await;
     described(&app, flow).await
 }
 
@@ -269,7 +400,9 @@ pub async fn remove(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
+    let before = service::get(&app, &user.workspace_id, &id).await?;
     service::delete(&app, &user.workspace_id, &id).await?;
+    record(&app, &user, "flow.delete", Some(&before), None).await;
     Ok(Json(Deleted::new(id)))
 }
 
@@ -426,6 +559,18 @@ pub async fn replay(
     Path(id): Path<String>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     let runs = service::replay(&app, &user.workspace_id, &id).await?;
+    let started: Vec<String> = runs.iter().map(|r| format_id(&r.id)).collect();
+    audit::by_user(
+        &app,
+        &user,
+        Change {
+            action: "event.replay",
+            target: Some(id.clone()),
+            before: None,
+            after: Some(serde_json::json!({ "runs": started })),
+        },
+    )
+    .await;
     Ok(Json(ReplayResult {
         runs: runs.iter().map(|r| RunSummary::new(&app, r)).collect(),
     }))

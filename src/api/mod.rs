@@ -3,6 +3,7 @@
 //! document. The only code that speaks axum; handlers parse, call a domain function and shape
 //! the typed response.
 
+mod audit;
 pub mod connections;
 mod destinations;
 mod error;
@@ -16,6 +17,7 @@ mod openapi;
 mod ops;
 mod runs;
 mod sources;
+mod transfer;
 mod types;
 mod ui;
 mod webhooks;
@@ -76,6 +78,8 @@ pub fn router(app: &App) -> Router {
         .route("/api/sources/{id}/rotate", post(sources::rotate))
         .route("/api/flows", get(flows::list).post(flows::create))
         .route("/api/flows/test", post(flows::test_unsaved))
+        .route("/api/flows/pause", post(flows::pause))
+        .route("/api/flows/resume", post(flows::resume))
         .route("/api/flows/candidates", post(flows::candidates))
         .route(
             "/api/flows/{id}",
@@ -130,6 +134,12 @@ pub fn router(app: &App) -> Router {
             get(workspace::get_bootstrap).post(workspace::start_bootstrap),
         )
         .route("/api/entities", get(workspace::entities))
+        .route("/api/audit", get(audit::list))
+        .route(
+            "/api/config/export",
+            get(transfer::export).post(transfer::export_with_secrets),
+        )
+        .route("/api/config/import", post(transfer::import))
         // The sidebar page and its assets.
         .merge(ui::routes())
         .fallback(middleware::not_found)

@@ -9,7 +9,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    destinations, events, explorer, flows, lifecycle, ops, runs, sources, webhooks, workspace,
+    audit, destinations, events, explorer, flows, lifecycle, ops, runs, sources, transfer,
+    webhooks, workspace,
 };
 
 #[derive(OpenApi)]
@@ -55,6 +56,8 @@ use super::{
         flows::disable,
         flows::test,
         flows::test_unsaved,
+        flows::pause,
+        flows::resume,
         flows::candidates,
         runs::flow_runs,
         runs::run,
@@ -81,6 +84,10 @@ use super::{
         workspace::get_bootstrap,
         workspace::start_bootstrap,
         workspace::entities,
+        audit::list,
+        transfer::export,
+        transfer::export_with_secrets,
+        transfer::import,
     ),
     modifiers(&UserToken),
     tags(

@@ -109,6 +109,7 @@ pub async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Respo
     }
     metrics::gauge!("data_file_size_bytes").set(app.store.file_size() as f64);
     metrics::gauge!("uptime_seconds").set(app.started.elapsed().as_secs_f64());
+    crate::overview::record_scrape_gauges(&app).await;
     app.metrics.run_upkeep();
     Ok((
         [(

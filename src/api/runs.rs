@@ -415,5 +415,16 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<RunSummary>), ApiError> {
     let run = views::retry(&app, &user.workspace_id, &id).await?;
+    crate::audit::by_user(
+        &app,
+        &user,
+        crate::audit::Change {
+            action: "run.retry",
+            target: Some(id.clone()),
+            before: None,
+            after: Some(serde_json::json!({ "run": format_id(&run.id) })),
+        },
+    )
+    .await;
     Ok((StatusCode::ACCEPTED, Json(RunSummary::new(&app, &run))))
 }

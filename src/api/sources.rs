@@ -11,6 +11,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Admin, JsonBody};
 use super::types::Deleted;
 use crate::app::App;
+use crate::audit::{self, Change};
 use crate::auth::User;
 use crate::sources;
 use crate::store::Source;
@@ -31,6 +32,32 @@ pub struct SourceView {
     /// The secret (`whsec_…`): only in the answers to create and rotate.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
+}
+
+/// What the audit log keeps of a source (never a secret).
+fn audited(source: &Source) -> serde_json::Value {
+    serde_json::json!({"id": source.id, "name": source.name})
+}
+
+async fn record(
+    app: &App,
+    user: &User,
+    action: &str,
+    before: Option<&Source>,
+    after: Option<&Source>,
+) {
+    let target = before.or(after).map(|s| s.id.clone());
+    audit::by_user(
+        app,
+        user,
+        Change {
+            action,
+            target,
+            before: before.map(audited),
+            after: after.map(audited),
+        },
+    )
+    .await;
 }
 
 impl SourceView {
@@ -80,6 +107,7 @@ pub async fn create(
     JsonBody(request): JsonBody<CreateSource>,
 ) -> Result<(StatusCode, Json<SourceView>), ApiError> {
     let (source, secret) = sources::create(&app, &user.workspace_id, &request.name).await?;
+    record(&app, &user, "source.create", None, Some(&source)).await;
     Ok((
         StatusCode::CREATED,
         Json(SourceView::new(&app, &source, Some(secret))),
@@ -95,7 +123,13 @@ pub async fn delete(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
+    let before = app
+        .store
+        .source(&id)
+        .await?
+        .filter(|s| s.workspace_id == user.workspace_id);
     sources::delete(&app, &user.workspace_id, &id).await?;
+    record(&app, &user, "source.delete", before.as_ref(), None).await;
     Ok(Json(Deleted::new(id)))
 }
 
@@ -110,5 +144,6 @@ pub async fn rotate(
     Path(id): Path<String>,
 ) -> Result<Json<SourceView>, ApiError> {
     let (source, secret) = sources::rotate(&app, &user.workspace_id, &id).await?;
+    record(&app, &user, "source.rotate", Some(&source), Some(&source)).await;
     Ok(Json(SourceView::new(&app, &source, Some(secret))))
 }

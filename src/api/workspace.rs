@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Admin, JsonBody, Params};
 use crate::app::App;
+use crate::audit::{self, Change};
 use crate::auth::User;
 use crate::overview::{DAY_MS, HOUR_MS};
 use crate::store::{
@@ -57,7 +58,28 @@ pub async fn patch_settings(
     Admin(user): Admin,
     JsonBody(changes): JsonBody<Map<String, Value>>,
 ) -> Result<Json<SettingsView>, ApiError> {
-    Ok(settings_view(settings::patch(&app, &user, changes).await?))
+    let before = settings::current(&user.installation);
+    let changed: Vec<String> = changes.keys().cloned().collect();
+    let after = settings::patch(&app, &user, changes).await?;
+    let pick = |all: &Map<String, Value>| -> Value {
+        changed
+            .iter()
+            .map(|id| (id.clone(), all.get(id).cloned().unwrap_or(Value::Null)))
+            .collect::<Map<_, _>>()
+            .into()
+    };
+    audit::by_user(
+        &app,
+        &user,
+        Change {
+            action: "settings.update",
+            target: None,
+            before: Some(pick(&before)),
+            after: Some(pick(&after)),
+        },
+    )
+    .await;
+    Ok(settings_view(after))
 }
 
 // --- Subscriptions ------------------------------------------------------------------------
@@ -171,6 +193,17 @@ pub async fn sync_subscriptions(
     Admin(user): Admin,
 ) -> Result<Json<SubscriptionsView>, ApiError> {
     let report = subscriptions::sync(&app, &user.workspace_id).await?;
+    audit::by_user(
+        &app,
+        &user,
+        Change {
+            action: "subscriptions.sync",
+            target: None,
+            before: None,
+            after: None,
+        },
+    )
+    .await;
     Ok(Json(SubscriptionsView::from(&report)))
 }
 
@@ -261,6 +294,17 @@ pub async fn start_bootstrap(
     Admin(user): Admin,
 ) -> Result<(StatusCode, Json<BootstrapView>), ApiError> {
     let progress = bootstrap::start(&app, &user.installation, true).await?;
+    audit::by_user(
+        &app,
+        &user,
+        Change {
+            action: "bootstrap.start",
+            target: None,
+            before: None,
+            after: None,
+        },
+    )
+    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(BootstrapView::from(Some(&progress))),
@@ -409,6 +453,14 @@ pub struct UserView {
     theme: Option<String>,
 }
 
+/// The newest scheduled snapshot (`--snapshot-dir`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotView {
+    taken_at: String,
+    bytes: u64,
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OverviewView {
@@ -419,6 +471,8 @@ pub struct OverviewView {
     flow_runs: RunCounts,
     bootstrap: BootstrapSummary,
     data_file_bytes: u64,
+    /// Null when snapshots are off or none was taken yet.
+    last_snapshot: Option<SnapshotView>,
     version: &'static str,
     user: UserView,
 }
@@ -476,6 +530,10 @@ pub async fn overview(State(app): State<App>, user: User) -> Result<Json<Overvie
             items: o.bootstrap.items,
         },
         data_file_bytes: o.data_file_bytes,
+        last_snapshot: o.last_snapshot.as_ref().map(|s| SnapshotView {
+            taken_at: rfc3339(s.taken_at),
+            bytes: s.bytes,
+        }),
         version: VERSION,
         user: UserView {
             role: claims.workspace_role.clone(),

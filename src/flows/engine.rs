@@ -33,7 +33,8 @@ use crate::clockify::client::{Acting, ApiClient, ApiRequest, RetryPolicy};
 use crate::config::FLOW_LOOP_WINDOW;
 use crate::store::{
     ActionRun, ActionStatus, AutoDisable, Flow, FlowAction, FlowId, Installation,
-    InstallationStatus, QueuedRun, Run, RunId, RunOrigin, RunStatus, StoreError, StoredEvent,
+    InstallationStatus, PauseMode, QueuedRun, Run, RunId, RunOrigin, RunStatus, StoreError,
+    StoredEvent,
 };
 
 /// How long in-flight runs get to finish their current action at shutdown (within the
@@ -153,6 +154,31 @@ impl Backlog {
     }
 }
 
+/// Whether the workspace's flows are paused with runs held back in the queue.
+fn held(app: &App, workspace_id: &str) -> bool {
+    app.store
+        .flows_pause(workspace_id)
+        .is_some_and(|p| p.mode == PauseMode::Queue)
+}
+
+/// Runs held back by a workspace pause (their ids only; they stay in the queue table).
+type Parked = HashMap<String, Vec<Job>>;
+
+/// Starts `job` (which holds one of its workspace's slots), or parks it while its workspace
+/// is paused and gives the slot to the next waiting run.
+fn launch(app: &App, backlog: &mut Backlog, running: &mut Running, parked: &mut Parked, job: Job) {
+    let mut next = Some(job);
+    while let Some(job) = next.take() {
+        if held(app, job.workspace_id()) {
+            let ws = job.workspace_id().to_string();
+            parked.entry(ws.clone()).or_default().push(job.stored());
+            next = backlog.finished(&ws);
+        } else {
+            running.start(app, job);
+        }
+    }
+}
+
 /// The engine; ends after shutdown once in-flight runs stopped (or were cut off).
 pub async fn run(app: App) {
     let Some(mut receiver) = app.store.take_queued_runs() else {
@@ -165,6 +191,8 @@ pub async fn run(app: App) {
     let mut running = Running::new(app.config.flow_loop_limit);
     // Runs found on the queue at start; one committed meanwhile also arrives live, once.
     let mut recovered: HashSet<RunId> = HashSet::new();
+    let mut parked = Parked::new();
+    let mut pause_changes = app.store.pause_changes();
     match app.store.queued_runs().await {
         Ok(queued) => {
             metrics::gauge!("flow_queue_depth").set(queued.len() as f64);
@@ -179,7 +207,7 @@ pub async fn run(app: App) {
                     committed: None,
                 };
                 if let Some(job) = backlog.arrive(job, concurrency) {
-                    running.start(&app, job);
+                    launch(&app, &mut backlog, &mut running, &mut parked, job);
                 }
             }
         }
@@ -195,14 +223,26 @@ pub async fn run(app: App) {
                         continue;
                     }
                     if let Some(job) = backlog.arrive(Job::Live(Box::new(queued)), concurrency) {
-                        running.start(&app, job);
+                        launch(&app, &mut backlog, &mut running, &mut parked, job);
                     }
                 }
                 None => break,
             },
             Some(workspace_id) = running.next_ended(), if !running.tasks.is_empty() => {
                 if let Some(next) = backlog.finished(&workspace_id) {
-                    running.start(&app, next);
+                    launch(&app, &mut backlog, &mut running, &mut parked, next);
+                }
+            }
+            Ok(()) = pause_changes.changed() => {
+                // A pause ended (or now skips): its held runs go through as if just queued.
+                let released: Vec<String> =
+                    parked.keys().filter(|ws| !held(&app, ws)).cloned().collect();
+                for ws in released {
+                    for job in parked.remove(&ws).unwrap_or_default() {
+                        if let Some(job) = backlog.arrive(job, concurrency) {
+                            launch(&app, &mut backlog, &mut running, &mut parked, job);
+                        }
+                    }
                 }
             }
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -545,6 +585,14 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
             }
             Some(_) => {}
         }
+        if let Some(pause) = app
+            .store
+            .flows_pause(&run.workspace_id)
+            .filter(|p| p.mode == PauseMode::Skip)
+        {
+            let reason = format!("the workspace's flows are paused: {}", pause.reason);
+            return finish(app, run, RunStatus::Skipped, Some(&reason)).await;
+        }
     }
     // Counted before anything of the run is evaluated (see the module docs).
     let unclean = app.store.note_run_start(run.id).await?;
@@ -845,6 +893,16 @@ async fn finish(
             workspace_id = %flow.workspace_id,
             reason = flow.disabled_reason.as_deref().unwrap_or(""),
             "flow disabled after repeated failures"
+        );
+        crate::notify::send(
+            app,
+            "flow.auto_disabled",
+            &flow.workspace_id,
+            serde_json::json!({
+                "flowId": crate::store::format_id(&flow_id),
+                "flowName": flow.name,
+                "reason": flow.disabled_reason,
+            }),
         );
     }
     Ok(Ended::Finished)

@@ -33,6 +33,31 @@ pub struct FlowSpec {
     pub retry: FlowRetry,
 }
 
+impl FlowSpec {
+    /// The flow this definition makes, enabled unless it says otherwise.
+    pub fn into_flow(
+        self,
+        id: crate::store::FlowId,
+        workspace_id: &str,
+        created_at: i64,
+        updated_at: i64,
+    ) -> crate::store::Flow {
+        crate::store::Flow {
+            id,
+            workspace_id: workspace_id.to_string(),
+            name: self.name,
+            enabled: self.enabled.unwrap_or(true),
+            disabled_reason: None,
+            trigger: self.trigger,
+            conditions: self.conditions,
+            actions: self.actions,
+            retry: self.retry,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
 /// What the checks need to know about the workspace.
 pub struct Known {
     /// Whether a custom source with this id exists in the workspace.
@@ -520,6 +545,30 @@ pub fn warnings(trigger: &Trigger, actions: &[FlowAction], loop_limit: u32) -> V
         ));
     }
     warnings
+}
+
+/// A stored flow as the definition a user edits (the body [`parse`] reads back): what the
+/// export carries and what audit summaries show.
+pub fn definition(flow: &crate::store::Flow) -> Value {
+    serde_json::json!({
+        "name": flow.name,
+        "enabled": flow.enabled,
+        "trigger": {"source": flow.trigger.source, "events": flow.trigger.events},
+        "conditions": {
+            "mode": if flow.conditions.any { "any" } else { "all" },
+            "rules": flow.conditions.rules.iter().map(|r| serde_json::json!({
+                "path": r.path, "op": r.op.as_str(), "value": r.value.0,
+            })).collect::<Vec<_>>(),
+        },
+        "actions": flow.actions.iter().map(|a| serde_json::json!({
+            "name": a.name,
+            "operationId": a.operation_id,
+            "pathParams": pairs_json(&a.path_params),
+            "query": pairs_json(&a.query),
+            "body": a.body.as_ref().map(|b| b.0.clone()),
+        })).collect::<Vec<_>>(),
+        "retry": {"maxAttempts": flow.retry.max_attempts, "backoffMs": flow.retry.backoff_ms},
+    })
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use crate::auth::User;
 use crate::clockify::client::RetryPolicy;
 use crate::problem::{self, Problem};
 use crate::store::{
-    CLOCKIFY_SOURCE, Flow, FlowAction, FlowId, FlowStats, Rule, Run, RunId, RunOrigin, RunPage,
-    StoreError, new_id, parse_event_id, parse_id,
+    CLOCKIFY_SOURCE, Flow, FlowAction, FlowId, FlowStats, FlowsPause, PauseMode, Rule, Run, RunId,
+    RunOrigin, RunPage, StoreError, new_id, parse_event_id, parse_id,
 };
 use crate::time::now_ms;
 
@@ -94,19 +94,7 @@ pub async fn state(app: &App, flow: Flow) -> Result<FlowState, FlowError> {
 pub async fn create(app: &App, ws: &str, input: &Value) -> Result<Flow, FlowError> {
     let spec = spec(app, ws, input).await?;
     let now = now_ms();
-    let flow = Flow {
-        id: new_id(),
-        workspace_id: ws.to_string(),
-        name: spec.name,
-        enabled: spec.enabled.unwrap_or(true),
-        disabled_reason: None,
-        trigger: spec.trigger,
-        conditions: spec.conditions,
-        actions: spec.actions,
-        retry: spec.retry,
-        created_at: now,
-        updated_at: now,
-    };
+    let flow = spec.into_flow(new_id(), ws, now, now);
     let saved = app
         .store
         .update_flow(ws, flow.id, move |_| Ok::<_, ()>(flow))
@@ -169,6 +157,57 @@ pub async fn delete(app: &App, ws: &str, id: &str) -> Result<(), FlowError> {
     } else {
         Err(FlowError::NotFound(id.to_string()))
     }
+}
+
+/// Pauses every flow of the workspace: new runs wait in the queue (`queue`) or are skipped
+/// with the reason (`skip`) until [`resume`]. Events keep being stored either way.
+pub async fn pause(
+    app: &App,
+    user: &User,
+    reason: &str,
+    mode: &str,
+) -> Result<FlowsPause, FlowError> {
+    let reason = reason.trim();
+    let mut problems = Vec::new();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        problems.push(Problem::new(
+            "reason",
+            "reason: required, 1 to 200 characters",
+        ));
+    }
+    let mode = match mode {
+        "queue" => PauseMode::Queue,
+        "skip" => PauseMode::Skip,
+        _ => {
+            problems.push(Problem::new("mode", "mode must be \"queue\" or \"skip\""));
+            PauseMode::Queue
+        }
+    };
+    if !problems.is_empty() {
+        return Err(FlowError::Invalid(problems));
+    }
+    let pause = FlowsPause {
+        reason: reason.to_string(),
+        mode,
+        since: now_ms(),
+        by: user.claims.user.clone(),
+    };
+    if !app
+        .store
+        .set_flows_pause(&user.workspace_id, Some(pause.clone()))
+        .await?
+    {
+        return Err(FlowError::BadRequest(
+            "the workspace is not installed".into(),
+        ));
+    }
+    Ok(pause)
+}
+
+/// Ends the workspace's pause; runs held in the queue start.
+pub async fn resume(app: &App, ws: &str) -> Result<(), FlowError> {
+    app.store.set_flows_pause(ws, None).await?;
+    Ok(())
 }
 
 /// A newest-first page of a flow's runs (of a deleted flow too, while its runs are kept).

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::db::Store;
 use super::error::StoreError;
 use super::schema::{
-    BOOTSTRAP, ENTITIES, EXECUTIONS, decode, encode, ids_before, prefix_end, two_part_prefix,
-    with_suffix, workspace_prefix, workspaces_of,
+    BOOTSTRAP, ENTITIES, EXECUTIONS, decode, encode, prefix_end, remove_ids_before,
+    two_part_prefix, with_suffix, workspace_prefix, workspaces_of,
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -434,14 +434,9 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let prefix = workspace_prefix(ws);
         self.write(move |wtx| {
-            let mut table = wtx.open_table(EXECUTIONS)?;
-            let ids = ids_before(&table, &prefix, cutoff_ms, max, || {
+            remove_ids_before(wtx, EXECUTIONS, &prefix, cutoff_ms, max, || {
                 StoreError::Decode("malformed execution key".into())
-            })?;
-            for id in &ids {
-                table.remove(with_suffix(&prefix, id).as_slice())?;
-            }
-            Ok(ids.len())
+            })
         })
         .await
     }

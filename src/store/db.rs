@@ -14,6 +14,7 @@ use super::event_record::StoredEvent;
 use super::flow_index::FlowIndex;
 use super::health::{Slot, StoreStatus, catch_panic, damage_advice};
 use super::installation_cache::InstallationCache;
+use super::pause_mirror::PauseMirror;
 use super::run_dispatch::RunDispatch;
 use super::schema::{META, TABLES, Table, decode, encode};
 use super::secrets::{Sealed, SecretBox};
@@ -21,7 +22,7 @@ use super::writer::{Reopen, Writer};
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
@@ -39,11 +40,14 @@ const MIGRATIONS: &[Migration] = &[
     // 4 → 5: destinations and their deliveries (new tables, created on first use). Older
     // binaries would neither deliver the queued ones nor erase them with a workspace.
     |_| Ok(()),
+    // 5 → 6: new `audit` and `flow_pauses` tables (created empty on open). Older binaries
+    // would not erase them with a workspace nor honour a pause, so they refuse the file.
+    |_| Ok(()),
 ];
 
 pub(super) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
-const META_KEY_CHECK: &[u8] = b"key_check";
-const KEY_CHECK_PLAINTEXT: &[u8] = b"clockify-studio encryption key check";
+pub(super) const META_KEY_CHECK: &[u8] = b"key_check";
+pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"clockify-studio encryption key check";
 
 pub(super) fn builder() -> Builder {
     let mut builder = Builder::new();
@@ -80,6 +84,8 @@ pub struct Store {
     pub(super) destination_index: Arc<DestinationIndex>,
     /// Committed deliveries on their way to the delivery engine.
     pub(super) delivery_dispatch: Arc<DeliveryDispatch>,
+    /// Workspaces whose flows are paused.
+    pub(super) pauses: Arc<PauseMirror>,
 }
 
 /// Committed events buffered for slow live listeners before they fall back to the store.
@@ -96,7 +102,7 @@ impl Store {
             ));
         }
         let secrets = SecretBox::new(key);
-        let (db, cache, flow_index, destination_index, dedupe) = catch_panic(|| {
+        let (db, cache, flow_index, destination_index, dedupe, pauses) = catch_panic(|| {
             let db = builder().create(path)?;
             prepare(&db, &secrets)?;
             let cache = Arc::new(InstallationCache::load(&db)?);
@@ -104,7 +110,8 @@ impl Store {
             let destination_index = Arc::new(DestinationIndex::load(&db)?);
             let now_ms = jiff::Timestamp::now().as_millisecond();
             let dedupe = Arc::new(PendingDedupe::load(&db, now_ms)?);
-            Ok((db, cache, flow_index, destination_index, dedupe))
+            let pauses = Arc::new(PauseMirror::load(&db)?);
+            Ok((db, cache, flow_index, destination_index, dedupe, pauses))
         })
         .map_err(|err| match err {
             // Every record read at open was written by this or an older release.
@@ -118,6 +125,7 @@ impl Store {
             let path = path.to_path_buf();
             let (cache, flow_index, dedupe) = (cache.clone(), flow_index.clone(), dedupe.clone());
             let destinations = destination_index.clone();
+            let pauses = pauses.clone();
             Reopen {
                 // `open`, not `create`: a file that vanished must not come back empty.
                 open: Box::new(move || Ok(builder().open(&path)?)),
@@ -125,6 +133,7 @@ impl Store {
                     cache.replace_with(InstallationCache::load(db)?);
                     flow_index.replace_with(FlowIndex::load(db)?);
                     destinations.replace_with(DestinationIndex::load(db)?);
+                    pauses.replace_with(PauseMirror::load(db)?);
                     let now_ms = jiff::Timestamp::now().as_millisecond();
                     dedupe.replace_with(PendingDedupe::load(db, now_ms)?);
                     Ok(())
@@ -144,6 +153,7 @@ impl Store {
             dedupe,
             destination_index,
             delivery_dispatch: Arc::new(DeliveryDispatch::new()),
+            pauses,
         })
     }
 
@@ -354,6 +364,26 @@ pub(super) fn read_u32(bytes: &[u8]) -> Result<u32, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Decode("schema version is not 4 bytes".into()))?;
     Ok(u32::from_le_bytes(array))
+}
+
+/// Opens a data file for an offline command (`erase-workspace`, `rotate-key`): it must exist,
+/// no server may hold it ([`StoreError::InUse`] otherwise), and a newer release must not have
+/// written it.
+pub(super) fn open_unheld(path: &Path) -> Result<Database, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Storage(format!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    let db = match builder().open(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen)
+        | Err(redb::DatabaseError::LockProtocolMismatch) => return Err(StoreError::InUse),
+        Err(other) => return Err(other.into()),
+    };
+    check_schema(&db)?;
+    Ok(db)
 }
 
 /// The file's schema version, refused when a newer release wrote it.

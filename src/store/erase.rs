@@ -4,14 +4,15 @@
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
-use super::db::{Store, builder, check_schema};
+use super::db::{Store, open_unheld};
 use super::error::StoreError;
 use super::installation_model::{InstallationStatus, decode_installation, encode_installation};
 use super::schema::{
-    BOOTSTRAP, DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS, ENTITIES,
-    EVENT_DEDUPE, EVENTS, EVENTS_BY_TYPE, EXECUTIONS, FLOW_RUN_QUEUE, FLOW_RUN_STARTS, FLOW_RUNS,
-    FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS, INSTALLATIONS, SOURCES,
-    SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table, WEBHOOK_TOKENS, prefix_end, workspace_prefix,
+    AUDIT, BOOTSTRAP, DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS,
+    ENTITIES, EVENT_DEDUPE, EVENTS, EVENTS_BY_TYPE, EXECUTIONS, FLOW_PAUSES, FLOW_RUN_QUEUE,
+    FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS,
+    INSTALLATIONS, SOURCES, SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table, WEBHOOK_TOKENS, prefix_end,
+    workspace_prefix,
 };
 use super::sources::source_workspace;
 
@@ -53,6 +54,8 @@ pub(crate) const WORKSPACE_TABLES: &[(Table, Owner)] = &[
     (ENTITIES, Owner::Prefix),
     (BOOTSTRAP, Owner::Key),
     (EXECUTIONS, Owner::Prefix),
+    (AUDIT, Owner::Prefix),
+    (FLOW_PAUSES, Owner::Key),
     (WEBHOOK_TOKENS, Owner::Value),
     (INSTALLATIONS, Owner::Key),
 ];
@@ -242,11 +245,12 @@ impl Store {
         check_workspace_id(ws)?;
         let mut total = zero_counts();
         loop {
-            let (cache, flow_index, dedupe, destinations) = (
+            let (cache, flow_index, dedupe, destinations, pauses) = (
                 self.cache.clone(),
                 self.flow_index.clone(),
                 self.dedupe.clone(),
                 self.destination_index.clone(),
+                self.pauses.clone(),
             );
             let (name, after) = (ws.to_string(), ws.to_string());
             let removed = self
@@ -265,6 +269,7 @@ impl Store {
                     move |(_, installation)| {
                         flow_index.remove_workspace(&after);
                         destinations.remove_workspace(&after);
+                        pauses.forget(&after);
                         match installation {
                             Some(installation) => cache.put(installation.clone()),
                             None => cache.remove(&after),
@@ -295,19 +300,7 @@ pub fn erase_workspace_file(
     batch: usize,
 ) -> Result<FileErasure, StoreError> {
     check_workspace_id(ws)?;
-    if !path.exists() {
-        return Err(StoreError::Storage(format!(
-            "{} does not exist",
-            path.display()
-        )));
-    }
-    let db = match builder().open(path) {
-        Ok(db) => db,
-        Err(redb::DatabaseError::DatabaseAlreadyOpen)
-        | Err(redb::DatabaseError::LockProtocolMismatch) => return Err(StoreError::InUse),
-        Err(other) => return Err(other.into()),
-    };
-    check_schema(&db)?;
+    let db = open_unheld(path)?;
     if dry_run {
         return Ok(FileErasure {
             counts: count_workspace(&db.begin_read()?, ws)?,

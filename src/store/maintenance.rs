@@ -373,6 +373,33 @@ fn note_backup(src: &Path, dest: &Path) {
     );
 }
 
+impl Store {
+    /// [`backup`] from the server's own open file (a second open of it in this process is
+    /// refused): every table copied inside one read transaction, so writers go on meanwhile.
+    /// Runs on the blocking pool; returns the records copied.
+    pub async fn snapshot(&self, dest: std::path::PathBuf) -> Result<u64, StoreError> {
+        let db = self.slot.db()?;
+        tokio::task::spawn_blocking(move || {
+            let tmp = dest.with_extension("partial");
+            let _ = std::fs::remove_file(&tmp);
+            let copied = match copy_tables(&*db, &tmp) {
+                Ok(copied) => copied,
+                Err(err) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(err);
+                }
+            };
+            std::fs::rename(&tmp, &dest)?;
+            if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(copied)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("snapshot task failed: {e}")))?
+    }
+}
+
 fn copy_tables(src: &impl ReadableDatabase, tmp: &Path) -> Result<u64, StoreError> {
     let rtx = src.begin_read()?;
     // Written the way the server writes (two-phase commits), so the allocator state is kept

@@ -7,10 +7,12 @@
 //! file), `writer`, `event_record`, `flow_model`, `dedupe`, `installation_model`,
 //! `installation_cache`, `flow_index`, `run_dispatch`, `destination_model`, `db` (the open
 //! file: [`Store`]), then one file per kind of data adding its methods to [`Store`]
-//! (`installations`, `events`, `flows`, `sources`, `cache`, `subscriptions`,
-//! `destinations`), `erase` (everything a workspace owns, counted
-//! or erased), and `maintenance` (`check`, `backup`).
+//! (`installations`, `events`, `flows`, `sources`, `cache`, `subscriptions`, `destinations`,
+//! `audit`, `pauses` over `pause_mirror`), `erase` (everything a workspace owns, counted or
+//! erased), `maintenance` (`check`, `backup`, snapshots), `transfer` (an import's one
+//! transaction), `rekey` (key rotation) and `usage` (the operator's `workspaces` and `stats`).
 
+mod audit;
 mod cache;
 mod db;
 mod dedupe;
@@ -28,14 +30,20 @@ mod installation_cache;
 mod installation_model;
 mod installations;
 mod maintenance;
+mod pause_mirror;
+mod pauses;
+mod rekey;
 mod run_dispatch;
 mod schema;
 mod secrets;
 mod sources;
 mod subscriptions;
+mod transfer;
+mod usage;
 mod views;
 mod writer;
 
+pub use audit::{AuditEntry, AuditPage, AuditQuery};
 pub use cache::{BootstrapProgress, BootstrapStep, Entity, EntityChange, Execution, StepStatus};
 pub use db::{SCHEMA_VERSION, Store};
 pub use dedupe::DEDUPE_WINDOW_MS;
@@ -58,11 +66,14 @@ pub use installation_model::{
     Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
 };
 pub use maintenance::{CheckReport, VerifyReport, backup, check, check_value, partial_path};
+pub use pause_mirror::{FlowsPause, PauseMode};
+pub use rekey::{Rekeyed, rotate_key_file};
 pub(crate) use schema::token_digest;
 pub use schema::{
     EventId, FlowId, RunId, format_event_id, format_id, new_id, parse_event_id, parse_id,
 };
-pub use secrets::{Sealed, SecretBox, load_or_create_key};
+pub use secrets::{Sealed, SecretBox, load_or_create_key, read_key, replace_key_file};
 pub use sources::{Source, SourceSecret};
 pub use subscriptions::{SubscriptionReport, SubscriptionState};
+pub use usage::{FileStats, PageStats, WorkspaceUsage, file_stats};
 pub use views::{RunListPage, RunQuery};

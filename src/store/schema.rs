@@ -59,6 +59,12 @@ pub(crate) const DELIVERIES_BY_DESTINATION: Table =
 /// `[delivery id]` → workspace id: deliveries not finished yet, oldest first.
 pub(crate) const DELIVERY_QUEUE: Table = TableDefinition::new("delivery_queue");
 
+/// `[ws][UUIDv7]` → audit entry: who changed what, when.
+pub(crate) const AUDIT: Table = TableDefinition::new("audit");
+
+/// Workspace id → the pause of its flows.
+pub(crate) const FLOW_PAUSES: Table = TableDefinition::new("flow_pauses");
+
 /// Every table of the file; backups copy exactly these, `check` counts them.
 pub(crate) const TABLES: &[Table] = &[
     META,
@@ -84,6 +90,8 @@ pub(crate) const TABLES: &[Table] = &[
     DELIVERIES,
     DELIVERIES_BY_DESTINATION,
     DELIVERY_QUEUE,
+    AUDIT,
+    FLOW_PAUSES,
 ];
 
 /// Whether `ws` has an installation record: writes that follow slow outside work (a Clockify
@@ -232,6 +240,25 @@ pub(crate) fn ids_before(
     Ok(ids)
 }
 
+/// Removes the oldest rows (at most `max`) of `[prefix][UUIDv7]` in `table` made before
+/// `cutoff_ms` ([`ids_before`]); returns how many. Retention of simple logs (explorer
+/// executions, audit entries) is this one step.
+pub(crate) fn remove_ids_before(
+    wtx: &redb::WriteTransaction,
+    table: Table,
+    prefix: &[u8],
+    cutoff_ms: i64,
+    max: usize,
+    bad_key: fn() -> StoreError,
+) -> Result<usize, StoreError> {
+    let mut table = wtx.open_table(table)?;
+    let ids = ids_before(&table, prefix, cutoff_ms, max, bad_key)?;
+    for id in &ids {
+        table.remove(with_suffix(prefix, id).as_slice())?;
+    }
+    Ok(ids.len())
+}
+
 /// `[ws][flow id]`: flows and their counters.
 pub(super) fn flow_key(ws: &str, id: &FlowId) -> Vec<u8> {
     with_suffix(&workspace_prefix(ws), id)
@@ -257,7 +284,6 @@ pub(super) fn by_event_key(ws: &str, event: &EventId, flow: &FlowId) -> Vec<u8> 
 }
 
 /// Milliseconds since the epoch encoded in a UUIDv7.
-#[cfg(test)]
 pub(crate) fn millis_of_id(id: &[u8; 16]) -> i64 {
     let mut bytes = [0u8; 8];
     bytes[2..].copy_from_slice(&id[..6]);

@@ -23,6 +23,17 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
+impl Sealed {
+    /// Sealed bytes as they travel outside the store (an export's encrypted secrets).
+    pub fn from_bytes(bytes: Vec<u8>) -> Sealed {
+        Sealed(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
@@ -64,6 +75,35 @@ impl SecretBox {
     pub fn open_str(&self, sealed: &Sealed) -> Result<String, StoreError> {
         String::from_utf8(self.open(sealed)?).map_err(|_| StoreError::WrongKey)
     }
+}
+
+/// Reads an existing key file (64 hex characters); never creates one.
+pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_key(text.trim())
+        .ok_or_else(|| format!("{} does not hold a key (64 hex characters)", path.display()))
+}
+
+/// Writes `key` to `path` atomically (a temporary file with mode 0600, synced, then renamed
+/// over it), so a crash leaves either the old key or the new one.
+pub fn replace_key_file(path: &Path, key: &[u8; 32]) -> Result<(), String> {
+    let tmp = path.with_extension("key.new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    file.write_all(format!("{}\n", hex::encode(key)).as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// Reads the key file (64 hex characters), creating it with mode 0600 when it does not exist.

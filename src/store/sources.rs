@@ -49,22 +49,44 @@ fn index_key(ws: &str, id: &str) -> Vec<u8> {
     with_suffix(&workspace_prefix(ws), id.as_bytes())
 }
 
+/// Inserts or replaces a source and its workspace index row inside `wtx`.
+pub(super) fn write_source(
+    wtx: &redb::WriteTransaction,
+    source: &Source,
+) -> Result<(), StoreError> {
+    let mut sources = wtx.open_table(SOURCES)?;
+    sources.insert(
+        source.id.as_bytes(),
+        encode(&SourceRecordRef::V1(source)).as_slice(),
+    )?;
+    let mut index = wtx.open_table(SOURCES_BY_WORKSPACE)?;
+    index.insert(
+        index_key(&source.workspace_id, &source.id).as_slice(),
+        [].as_slice(),
+    )?;
+    Ok(())
+}
+
+/// The same encoding as [`SourceRecord`], from a borrow.
+#[derive(Serialize)]
+enum SourceRecordRef<'a> {
+    V1(&'a Source),
+}
+
+/// Every source record (for key rotation), decoded, with its key.
+pub(super) fn all_sources(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Result<Vec<Source>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        out.push(decode_source(entry?.1.value())?);
+    }
+    Ok(out)
+}
+
 impl Store {
     pub async fn put_source(&self, source: Source) -> Result<(), StoreError> {
-        self.write(move |wtx| {
-            let mut sources = wtx.open_table(SOURCES)?;
-            sources.insert(
-                source.id.as_bytes(),
-                encode(&SourceRecord::V1(source.clone())).as_slice(),
-            )?;
-            let mut index = wtx.open_table(SOURCES_BY_WORKSPACE)?;
-            index.insert(
-                index_key(&source.workspace_id, &source.id).as_slice(),
-                [].as_slice(),
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |wtx| write_source(wtx, &source)).await
     }
 
     pub async fn source(&self, id: &str) -> Result<Option<Source>, StoreError> {

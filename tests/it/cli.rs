@@ -250,7 +250,18 @@ fn man_pages_and_completions_cover_every_subcommand_and_flag() {
         std::fs::read_to_string(temp.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     };
     let main_page = read("man/clockify-studio.1");
-    let subcommands = ["serve", "manifest", "backup", "check", "erase-workspace"];
+    let subcommands = [
+        "serve",
+        "manifest",
+        "backup",
+        "check",
+        "erase-workspace",
+        "export",
+        "import",
+        "rotate-key",
+        "workspaces",
+        "stats",
+    ];
     for sub in subcommands {
         assert!(
             // roff escapes every hyphen.

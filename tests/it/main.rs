@@ -18,6 +18,7 @@ mod security;
 mod subscriptions;
 mod support;
 mod tokens;
+mod toolkit;
 mod ui;
 mod ui_api;
 mod webhooks;

@@ -955,6 +955,14 @@ fn fill_workspace(server: &TestServer, ws: &str) {
             .json()["counts"]["succeeded"]
             == 1
     }));
+    // A workspace switch (and with it an audit entry) is the workspace's too.
+    let r = post_as_owner(
+        server,
+        ws,
+        "/api/flows/pause",
+        Some(&json!({"reason": "filled", "mode": "skip"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[test]

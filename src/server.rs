@@ -126,7 +126,9 @@ pub async fn serve(
     if let Some(control) = control::start(app.clone()).await {
         background.spawn("control socket", control);
     }
-    background.spawn("snapshots", crate::snapshots::run(app.clone()));
+    if app.config.snapshot_dir.is_some() {
+        background.spawn("snapshots", crate::snapshots::run(app.clone()));
+    }
     let mut shutdown: Pin<&mut _> = std::pin::pin!(shutdown);
     let mut failure = None;
     loop {

@@ -98,7 +98,8 @@ pub async fn take(app: &App) -> Result<Snapshot, String> {
     Ok(snapshot)
 }
 
-/// Takes a snapshot whenever the newest is `--snapshot-every` old, until shutdown.
+/// Takes a snapshot whenever the newest is `--snapshot-every` old, until shutdown (started
+/// only with `--snapshot-dir`: the server treats a background task that ends as a failure).
 pub async fn run(app: App) {
     if app.config.snapshot_dir.is_none() {
         return;

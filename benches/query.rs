@@ -44,7 +44,6 @@ fn fill(dir: &std::path::Path, total: usize) {
                     "{{\"id\":\"{n:024x}\",\"description\":\"entry {n}\",\"workspaceId\":\"{}\",\"userId\":\"5a0ab5acb07987125438b60f\",\"billable\":true}}",
                     ws(n % WORKSPACES)
                 );
-                use sha2::Digest;
                 store
                     .ingest(NewEvent {
                         workspace_id: ws(n % WORKSPACES),
@@ -52,7 +51,8 @@ fn fill(dir: &std::path::Path, total: usize) {
                         source: "clockify".into(),
                         source_id: None,
                         headers: vec![("content-type".into(), "application/json".into())],
-                        dedupe_key: sha2::Sha256::digest(body.as_bytes()).into(),
+                        dedupe: clockify_studio::store::Dedupe::Body,
+                        entities: vec![],
                         body: body.into_bytes(),
                     })
                     .await

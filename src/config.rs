@@ -300,6 +300,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CLOCKIFY_STUDIO_UI_FRAME_ANCESTOR", value_delimiter = ',',
           value_name = "ORIGIN", value_parser = parse_frame_ancestor)]
     pub ui_frame_ancestor: Vec<String>,
+    /// Benchmarks only: seconds added to "now" by retention, to age stored events
+    #[arg(long, hide = true, default_value_t = 0, value_name = "SECS")]
+    pub retention_clock_skew_secs: u64,
 }
 
 /// The validated configuration of a running server.
@@ -337,7 +340,7 @@ pub struct Config {
     pub retention_interval: Duration,
     /// How often every workspace's webhook subscriptions are reconciled.
     pub subscription_sync_interval: Duration,
-    /// Added to "now" by retention; only tests set it, to age stored rows.
+    /// Added to "now" by retention; only tests and benchmarks set it, to age stored rows.
     pub retention_clock_skew: Duration,
     /// Origins allowed to frame `/ui` besides `https://*.clockify.me` (CSP frame-ancestors).
     pub ui_frame_ancestors: Vec<String>,
@@ -470,7 +473,7 @@ impl Config {
             api_body_limit: args.api_body_limit_bytes,
             retention_interval: Duration::from_secs(args.retention_interval_secs),
             subscription_sync_interval: Duration::from_secs(args.subscription_sync_interval_secs),
-            retention_clock_skew: Duration::ZERO,
+            retention_clock_skew: Duration::from_secs(args.retention_clock_skew_secs),
             ui_frame_ancestors: args.ui_frame_ancestor.clone(),
             bootstrap_max_pages: args.bootstrap_max_pages,
             entity_refresh: Duration::from_secs(u64::from(args.entity_refresh_hours) * 3600),

@@ -1,6 +1,7 @@
 //! Command line: `serve` (default), `manifest` / `--print-manifest`, `backup`, `check`,
-//! `erase-workspace`, the operator's toolkit (`export`, `import`, `rotate-key`, `workspaces`,
-//! `stats`), and the hidden `generate` (man pages and shell completions, for packagers).
+//! `compact`, `erase-workspace`, the operator's toolkit (`export`, `import`, `rotate-key`,
+//! `workspaces`, `stats`), and the hidden `generate` (man pages and shell completions, for
+//! packagers).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,6 +64,11 @@ enum Command {
         /// Also count this workspace's rows per table
         #[arg(long, value_name = "ID")]
         workspace: Option<String>,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
+    /// Give the data file's free pages back to the file system (stop the server first)
+    Compact {
         #[command(flatten)]
         data: DataDirArgs,
     },
@@ -203,6 +209,7 @@ fn main() -> ExitCode {
         Some(Command::Manifest(args)) => print_manifest(&args),
         Some(Command::Backup { to, data }) => backup(&data, &to),
         Some(Command::Check { data, workspace }) => check(&data, workspace.as_deref()),
+        Some(Command::Compact { data }) => compact(&data),
         Some(Command::EraseWorkspace {
             workspace,
             dry_run,
@@ -508,6 +515,30 @@ fn backup(data: &DataDirArgs, to: &std::path::Path) -> ExitCode {
     }
 }
 
+fn compact(data: &DataDirArgs) -> ExitCode {
+    let path = data.data_file();
+    match store::compact(&path) {
+        Ok((before, after)) => {
+            println!(
+                "compacted {}: {before} bytes before, {after} after",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(store::StoreError::InUse) => {
+            eprintln!(
+                "error: a server holds {}; stop it first (compaction needs the file alone)",
+                path.display()
+            );
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("error: {}: {err}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn check(data: &DataDirArgs, workspace: Option<&str>) -> ExitCode {
     let path = data.data_file();
     match store::check(&path, workspace) {
@@ -527,6 +558,12 @@ fn check(data: &DataDirArgs, workspace: Option<&str>) -> ExitCode {
             }
             for (table, count) in &report.tables {
                 println!("table {table}: {count}");
+            }
+            if let Some(pages) = report.pages {
+                println!(
+                    "pages: {} used, {} free ({} bytes each; free pages are reused, `compact` returns them)",
+                    pages.used, pages.free, pages.page_size
+                );
             }
             if let (Some(ws), Some(counts)) = (workspace, &report.workspace) {
                 for (table, count) in counts {

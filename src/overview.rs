@@ -65,6 +65,7 @@ pub async fn gather(app: &App, user: &User) -> Result<Overview, StoreError> {
                     event_types: Vec::new(),
                     limit: usize::MAX,
                     scan_limit: PAGE_SCAN,
+                    deadline: None,
                 },
                 // Counts without collecting: every row is rejected after it is tallied.
                 move |event| {
@@ -101,6 +102,7 @@ pub async fn gather(app: &App, user: &User) -> Result<Overview, StoreError> {
                 event_types: Vec::new(),
                 limit: 1,
                 scan_limit: 1,
+                deadline: None,
             },
             |_| true,
         )

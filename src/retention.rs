@@ -113,6 +113,17 @@ async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
             // Let waiting ingestion writes go first.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        // The entity index drops its rows a bucket at a time, once the whole bucket expired.
+        loop {
+            let n = app
+                .store
+                .delete_entity_rows_before(&ws, cutoff, BATCH)
+                .await?;
+            if n < BATCH {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     Ok(deleted)
 }

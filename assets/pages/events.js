@@ -59,13 +59,22 @@ function outcomeBadge(flows) {
   return h('span', { class: `badge outcome ${cls}`, title: `Flow runs this event started: ${counts}` }, label);
 }
 
+/** The id of what an event is about (a time entry, project, user, expense …), if its body says. */
+function ownEntityId(event) {
+  const body = event.body && typeof event.body === 'object' ? event.body : {};
+  const id = ['id', 'assignmentId', 'expenseId'].map((k) => body[k]).find((v) => typeof v === 'string' && v);
+  return id || null;
+}
+
 /**
- * Where "this entity's history" would link for an event: the other events about the same
- * time entry, project, user… That needs an index by entity, which the server does not keep
- * yet; until it does this returns null and the detail shows no link (never a dead one).
+ * "This entity's history": the events whose body names the same time entry, project, user …
+ * (GET /api/webhooks?entity=, from the server's entity index). None when the body names no id.
  */
-export function entityHistoryLink(event) { // eslint-disable-line no-unused-vars
-  return null;
+export function entityHistoryLink(event) {
+  const id = ownEntityId(event);
+  if (!id) return null;
+  return h('p', {}, h('a', { href: `#/events${qs({ entity: id })}` }, 'This entity\u2019s history'),
+    h('span', { class: 'small muted' }, ` (every event naming ${id})`));
 }
 
 function readFilters(params) {
@@ -77,6 +86,7 @@ function readFilters(params) {
     to: params.get('to') || '',
     q: params.get('q') || '',
     id: params.get('id') || '',
+    entity: params.get('entity') || '',
     live: params.get('live') !== '0',
   };
 }
@@ -123,11 +133,14 @@ export function mount(root, ctx) {
     if (f.q) params.set('q', f.q);
     if (!f.live) params.set('live', '0');
     if (f.id) params.set('id', f.id);
+    if (f.entity) params.set('entity', f.entity);
     ctx.setParams(params);
   }
 
   function apiQuery(cursor) {
     const f = state.filters;
+    // An entity's history is a lookup in the entity index; the other filters do not apply.
+    if (f.entity) return qs({ limit: PAGE_SIZE, cursor, entity: f.entity });
     let from = '';
     let to = '';
     if (RANGE_MS[f.range]) from = new Date(Date.now() - RANGE_MS[f.range]).toISOString();
@@ -158,7 +171,10 @@ export function mount(root, ctx) {
   const newBanner = h('button', { type: 'button', class: 'small', hidden: true, onclick: () => reload() });
   const list = h('ul', { class: 'list', id: 'event-list', 'aria-label': 'Events, newest first' });
   const foot = h('div', { class: 'list-foot', 'aria-live': 'polite' });
-  const listCol = h('section', { class: 'list-col', 'aria-label': 'Event list' }, newBanner, list, foot);
+  const entityBanner = h('p', { class: 'row', role: 'status', hidden: !state.filters.entity },
+    h('span', {}, 'History of ', h('span', { class: 'mono' }, state.filters.entity), ', newest first'),
+    h('button', { type: 'button', onclick: () => { state.filters.entity = ''; entityBanner.hidden = true; applyFilters(); } }, 'Show all events'));
+  const listCol = h('section', { class: 'list-col', 'aria-label': 'Event list' }, entityBanner, newBanner, list, foot);
   const detail = h('section', { class: 'detail card', 'aria-label': 'Event detail', hidden: true, tabindex: '-1' });
   const split = h('div', { class: 'split' }, listCol, detail);
 
@@ -258,7 +274,8 @@ export function mount(root, ctx) {
   }
 
   function resetFilters() {
-    Object.assign(state.filters, { event: [], source: '', range: '', from: '', to: '', q: '' });
+    Object.assign(state.filters, { event: [], source: '', range: '', from: '', to: '', q: '', entity: '' });
+    entityBanner.hidden = true;
     syncControls();
     applyFilters();
   }
@@ -411,6 +428,7 @@ export function mount(root, ctx) {
   // ------------------------------------------------------------ live stream
   function matchesFilters(item) {
     const f = state.filters;
+    if (f.entity) return 'maybe';
     if (f.event.length && !f.event.includes(item.eventType)) return 'no';
     if (f.source && item.source !== f.source && item.sourceId !== f.source) return 'no';
     // Text and upper time bounds are judged by the server: offer a refresh instead.

@@ -29,7 +29,7 @@ use crate::events::{self, EventFilter, TextFilter, preview};
 use crate::flows::{service, views};
 use crate::problem::Problem;
 use crate::store::{
-    EventId, EventQuery, Run, RunStatus, StoredEvent, format_event_id, parse_event_id,
+    EventId, EventQuery, Run, RunStatus, StoredEvent, format_event_id, millis_of_id, parse_event_id,
 };
 use crate::time::rfc3339;
 
@@ -166,6 +166,11 @@ pub struct EventList {
     items: Vec<EventSummary>,
     /// Where the next page starts (pass as `cursor`); null when there is no more.
     next_cursor: Option<String>,
+    /// Events examined for this page (a text or source search examines many per item).
+    scanned: usize,
+    /// When the oldest event examined was received (RFC 3339): with `nextCursor`, how far a
+    /// search got within its time budget.
+    scanned_to: Option<String>,
 }
 
 /// The filters of `GET /api/webhooks`.
@@ -186,8 +191,38 @@ pub struct EventListParams {
     /// Received at or before this RFC 3339 time.
     to: Option<String>,
     /// `field=value` (exact), `field:value` (contains) on a dotted path into the body, or
-    /// text the body contains; case-insensitive.
+    /// text the body contains; case-insensitive. Scans for up to a second per request.
     q: Option<String>,
+    /// An entity id (a time entry, user, project, task, client, tag …): the events whose body
+    /// names it, newest first, from the entity index. Combines with `cursor` and `limit` only.
+    entity: Option<String>,
+}
+
+/// `GET /api/webhooks?entity=`: the entity, if asked for, once no other filter is given.
+fn entity_param(query: &str) -> Result<Option<String>, Vec<Problem>> {
+    let mut entity = None;
+    let mut others = false;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "entity" => entity = Some(value.trim().to_string()),
+            "cursor" | "limit" => {}
+            _ if !value.trim().is_empty() => others = true,
+            _ => {}
+        }
+    }
+    match entity {
+        Some(e) if e.is_empty() || e.len() > 64 || e.chars().any(char::is_control) => {
+            Err(vec![Problem::new(
+                "entity",
+                "entity must be an id of 1 to 64 printable characters",
+            )])
+        }
+        Some(_) if others => Err(vec![Problem::new(
+            "entity",
+            "entity combines with cursor and limit only",
+        )]),
+        other => Ok(other),
+    }
 }
 
 /// Reads the query string of `GET /api/webhooks`, reporting every bad parameter.
@@ -200,6 +235,7 @@ fn event_filter(query: &str) -> Result<EventFilter, Vec<Problem>> {
             event_types: Vec::new(),
             limit: DEFAULT_LIMIT,
             scan_limit: SCAN_LIMIT,
+            deadline: None,
         },
         source: None,
         text: None,
@@ -255,9 +291,23 @@ pub async fn list(
     user: User,
     uri: Uri,
 ) -> Result<Json<EventList>, ApiError> {
-    let filter = event_filter(uri.query().unwrap_or(""))
-        .map_err(|problems| ApiError::invalid("invalid query parameters", problems))?;
-    let page = events::list(&app, &user.workspace_id, filter).await?;
+    let query = uri.query().unwrap_or("");
+    let invalid = |problems| ApiError::invalid("invalid query parameters", problems);
+    let entity = entity_param(query).map_err(invalid)?;
+    let filter = event_filter(query).map_err(invalid)?;
+    let page = match entity {
+        Some(entity) => {
+            events::entity_history(
+                &app,
+                &user.workspace_id,
+                &entity,
+                filter.query.before,
+                filter.query.limit,
+            )
+            .await?
+        }
+        None => events::list(&app, &user.workspace_id, filter).await?,
+    };
     let started = views::started_by_events(
         &app,
         &user.workspace_id,
@@ -278,6 +328,8 @@ pub async fn list(
     Ok(Json(EventList {
         items,
         next_cursor: page.next_cursor.as_ref().map(format_event_id),
+        scanned: page.scanned,
+        scanned_to: page.scanned_to.map(|id| rfc3339(millis_of_id(&id))),
     }))
 }
 
@@ -321,11 +373,7 @@ pub async fn delete(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    if app
-        .store
-        .delete_event(&user.workspace_id, path_id(&id, "event")?)
-        .await?
-    {
+    if events::delete(&app, &user.workspace_id, path_id(&id, "event")?).await? {
         crate::audit::by_user(
             &app,
             &user,
@@ -544,6 +592,7 @@ pub async fn export(State(app): State<App>, user: User, uri: Uri) -> Result<Resp
                     .min(EXPORT_MAX.saturating_sub(cursor.sent))
                     .max(1),
                 scan_limit: filter.query.scan_limit,
+                deadline: None,
             },
             source: filter.source.clone(),
             text: filter.text.clone(),

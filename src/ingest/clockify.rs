@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{IngestError, Received, RejectKind, is_clockify_event, reject, store_event};
 use crate::app::App;
 use crate::clockify::token::Expiry;
-use crate::store::{Installation, InstallationStatus, NewEvent, token_digest};
+use crate::store::{Dedupe, Installation, InstallationStatus, NewEvent, token_digest};
 
 pub const SIGNATURE_HEADER: &str = "clockify-signature";
 pub const EVENT_TYPE_HEADER: &str = "clockify-webhook-event-type";
@@ -95,7 +94,8 @@ pub async fn receive(
             source: SOURCE.to_string(),
             source_id: None,
             headers,
-            dedupe_key: Sha256::digest(body).into(),
+            dedupe: Dedupe::Body,
+            entities: crate::events::entity_ids(&installation.workspace_id, body),
             body: body.to_vec(),
         },
     )

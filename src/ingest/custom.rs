@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 use super::{IngestError, Received, RejectKind, reject, store_event};
 use crate::app::App;
 use crate::sources::standard_webhooks_signature;
-use crate::store::{InstallationStatus, NewEvent, Source};
+use crate::store::{Dedupe, InstallationStatus, NewEvent, Source};
 use crate::time::now_ms;
 
 /// Standard Webhooks: signatures older or newer than this are refused.
@@ -84,9 +84,9 @@ pub async fn receive(
     let event_type = event_type_of(&payload, credentials.event_type)
         .map_err(|e| reject(SOURCE, "invalid_event_type", RejectKind::Invalid, e))?;
     // Standard Webhooks: the message id identifies redeliveries; otherwise the bytes do.
-    let dedupe_key: [u8; 32] = match &webhook_id {
-        Some(id) => Sha256::digest(format!("webhook-id:{id}").as_bytes()).into(),
-        None => Sha256::digest(body).into(),
+    let dedupe = match &webhook_id {
+        Some(id) => Dedupe::Key(Sha256::digest(format!("webhook-id:{id}").as_bytes()).into()),
+        None => Dedupe::Body,
     };
     Ok(store_event(
         app,
@@ -96,8 +96,9 @@ pub async fn receive(
             source: source.name.clone(),
             source_id: Some(source.id.clone()),
             headers,
+            entities: crate::events::entity_ids(&source.workspace_id, body),
             body: body.to_vec(),
-            dedupe_key,
+            dedupe,
         },
     )
     .await?)

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use redb::{Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable};
 
-use super::dedupe::{self, PendingDedupe};
+use super::dedupe::PendingDedupe;
 use super::destination_model::{DeliveryDispatch, DestinationIndex};
+use super::entity_index::EntityIndex;
 use super::error::StoreError;
 use super::event_record::StoredEvent;
 use super::flow_index::FlowIndex;
@@ -22,7 +23,7 @@ use super::writer::{Reopen, Writer};
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
@@ -43,6 +44,11 @@ const MIGRATIONS: &[Migration] = &[
     // 5 → 6: new `audit` and `flow_pauses` tables (created empty on open). Older binaries
     // would not erase them with a workspace nor honour a pause, so they refuse the file.
     |_| Ok(()),
+    // 6 → 7: event records gained `V3` (zstd with a dictionary; older records still read),
+    // the log of recent events and the entity index. The dedupe rows that waited in memory
+    // were rebuilt at every start from the events after a watermark: that is done once
+    // more here, into the log, which every later start reads instead.
+    super::migrations::recent_events_from_watermark,
 ];
 
 pub(super) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -86,6 +92,8 @@ pub struct Store {
     pub(super) delivery_dispatch: Arc<DeliveryDispatch>,
     /// Workspaces whose flows are paused.
     pub(super) pauses: Arc<PauseMirror>,
+    /// Entity index rows not yet written to their table, and the buckets.
+    pub(super) entity_index: Arc<EntityIndex>,
 }
 
 /// Committed events buffered for slow live listeners before they fall back to the store.
@@ -102,16 +110,24 @@ impl Store {
             ));
         }
         let secrets = SecretBox::new(key);
-        let (db, cache, flow_index, destination_index, dedupe, pauses) = catch_panic(|| {
+        let (db, cache, flow_index, destination_index, dedupe, pauses, entity_index) =
+            catch_panic(|| {
             let db = builder().create(path)?;
             prepare(&db, &secrets)?;
             let cache = Arc::new(InstallationCache::load(&db)?);
             let flow_index = Arc::new(FlowIndex::load(&db)?);
             let destination_index = Arc::new(DestinationIndex::load(&db)?);
-            let now_ms = jiff::Timestamp::now().as_millisecond();
-            let dedupe = Arc::new(PendingDedupe::load(&db, now_ms)?);
             let pauses = Arc::new(PauseMirror::load(&db)?);
-            Ok((db, cache, flow_index, destination_index, dedupe, pauses))
+            let (dedupe, entity_index) = load_recent_views(&db)?;
+            Ok((
+                db,
+                cache,
+                flow_index,
+                destination_index,
+                Arc::new(dedupe),
+                pauses,
+                Arc::new(entity_index),
+            ))
         })
         .map_err(|err| match err {
             // Every record read at open was written by this or an older release.
@@ -123,19 +139,23 @@ impl Store {
         let slot = Arc::new(Slot::new(db, path));
         let reopen = {
             let path = path.to_path_buf();
-            let (cache, flow_index, dedupe) = (cache.clone(), flow_index.clone(), dedupe.clone());
+            let (cache, flow_index) = (cache.clone(), flow_index.clone());
             let destinations = destination_index.clone();
             let pauses = pauses.clone();
+            let (dedupe, entity_index) = (dedupe.clone(), entity_index.clone());
             Reopen {
                 // `open`, not `create`: a file that vanished must not come back empty.
                 open: Box::new(move || Ok(builder().open(&path)?)),
+                // The batch that failed was aborted: the views come back from what the file
+                // holds, as at a restart.
                 reload: Box::new(move |db| {
                     cache.replace_with(InstallationCache::load(db)?);
                     flow_index.replace_with(FlowIndex::load(db)?);
                     destinations.replace_with(DestinationIndex::load(db)?);
                     pauses.replace_with(PauseMirror::load(db)?);
-                    let now_ms = jiff::Timestamp::now().as_millisecond();
-                    dedupe.replace_with(PendingDedupe::load(db, now_ms)?);
+                    let (fresh_dedupe, fresh_index) = load_recent_views(db)?;
+                    dedupe.replace_with(fresh_dedupe);
+                    entity_index.replace_with(fresh_index);
                     Ok(())
                 }),
             }
@@ -154,6 +174,7 @@ impl Store {
             destination_index,
             delivery_dispatch: Arc::new(DeliveryDispatch::new()),
             pauses,
+            entity_index,
         })
     }
 
@@ -296,6 +317,16 @@ impl Drop for Store {
     }
 }
 
+/// The dedupe rows and entity index rows that wait in memory, rebuilt from the log of recent
+/// events alone (at open, and after the writer reopened the file).
+fn load_recent_views(db: &Database) -> Result<(PendingDedupe, EntityIndex), StoreError> {
+    let recent = super::recent::load(db)?;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let dedupe = PendingDedupe::load(&recent, now_ms);
+    let entity_index = EntityIndex::load(&db.begin_read()?, &recent)?;
+    Ok((dedupe, entity_index))
+}
+
 /// Creates missing tables, checks the schema version (migrating older files forward) and
 /// the encryption key, all in one transaction.
 fn prepare(db: &Database, secrets: &SecretBox) -> Result<(), StoreError> {
@@ -328,15 +359,6 @@ fn prepare(db: &Database, secrets: &SecretBox) -> Result<(), StoreError> {
                 let mut meta = wtx.open_table(META)?;
                 meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice())?;
             }
-        }
-    }
-    {
-        // A file without the watermark was written with every dedupe row in place (new, or
-        // from a release that wrote them with their events).
-        let mut meta = wtx.open_table(META)?;
-        if meta.get(dedupe::META_INDEXED_UNTIL)?.is_none() {
-            let now_ms = jiff::Timestamp::now().as_millisecond();
-            meta.insert(dedupe::META_INDEXED_UNTIL, now_ms.to_le_bytes().as_slice())?;
         }
     }
     {

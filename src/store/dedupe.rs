@@ -4,22 +4,19 @@
 //! commit could carry (`cargo bench --bench storage`). Rows therefore wait in memory, about
 //! [`FLUSH_ROWS`] of them, and are written a key range at a time: a range of a dense set
 //! shares leaves. The ranges sweep the key space in turn, so each write is small and no
-//! commit stalls. A watermark in META says up to when the table is complete; opening the
-//! store re-reads the keys of the events received after it, so a crash loses no dedupe row.
-
+//! commit stalls. A waiting row is durable all the same: its event's row in the log of recent
+//! events (`recent.rs`, appended in the event's transaction) is kept until the row is in the
+//! table, and opening the store rebuilds the waiting rows from that log alone.
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::error::StoreError;
-use super::event_record::decode_event;
-use super::schema::{
-    EVENT_DEDUPE, EVENTS, EventId, META, id_floor_for_millis, prefix_end, two_part_prefix,
-    with_suffix, workspace_prefix, workspaces_of,
-};
+use super::recent::RecentRow;
+use super::schema::{EVENT_DEDUPE, EventId, millis_of_id, two_part_prefix, with_suffix};
 use super::writer::OpenTables;
 
 /// Deliveries of the same bytes within this window are one event.
@@ -36,10 +33,6 @@ const FLUSH_ROWS: usize = 32 * 1024;
 const FLUSH_ROWS: usize = 1024;
 /// Rows written per flush (more when a batch brought more).
 const FLUSH_CHUNK: usize = 256;
-/// `META` key: every event received before this time (Unix ms) has its row in the table.
-pub(crate) const META_INDEXED_UNTIL: &[u8] = b"dedupe_indexed_until_ms";
-/// The wall clock may step back; re-read this much before the watermark.
-const REBUILD_MARGIN_MS: i64 = 60_000;
 
 /// Interned prefixes kept before unused ones are dropped (see [`Pending::intern`]).
 #[cfg(not(test))]
@@ -96,9 +89,9 @@ struct Pending {
     prefix_ids: HashMap<Vec<u8>, u32>,
     /// The last key written; the next flush continues after it.
     swept_to: Option<PendingKey>,
-    /// How many waiting rows were received in each minute: the oldest gives the watermark
-    /// without visiting every row.
-    minutes: BTreeMap<i64, u32>,
+    /// The events of the waiting rows (with how many rows each has): the oldest bounds what
+    /// the log of recent events must keep, without visiting every row.
+    waiting: BTreeMap<EventId, u32>,
     /// Interning a prefix when this many are interned first drops those no row uses.
     compact_at: usize,
 }
@@ -176,36 +169,32 @@ impl Pending {
         let key = self
             .intern(key)
             .expect("dedupe table keys end in a 32-byte hash");
-        *self.minutes.entry(minute_of(&row)).or_default() += 1;
+        *self.waiting.entry(row_parts(&row).0).or_default() += 1;
         if let Some(old) = self.rows.insert(key, row) {
-            self.forget_minute(&old);
+            self.forget(&old);
         }
     }
 
     fn remove(&mut self, key: &PendingKey) -> Option<Row> {
         let row = self.rows.remove(key)?;
-        self.forget_minute(&row);
+        self.forget(&row);
         Some(row)
     }
 
-    fn forget_minute(&mut self, row: &Row) {
-        let minute = minute_of(row);
-        if let Some(count) = self.minutes.get_mut(&minute) {
+    fn forget(&mut self, row: &Row) {
+        let id = row_parts(row).0;
+        if let Some(count) = self.waiting.get_mut(&id) {
             *count -= 1;
             if *count == 0 {
-                self.minutes.remove(&minute);
+                self.waiting.remove(&id);
             }
         }
     }
 
-    /// The start of the minute of the oldest waiting row.
-    fn oldest_waiting_ms(&self) -> Option<i64> {
-        self.minutes.keys().next().map(|minute| minute * 60_000)
+    /// The event of the oldest waiting row.
+    fn oldest_waiting(&self) -> Option<EventId> {
+        self.waiting.keys().next().copied()
     }
-}
-
-fn minute_of(row: &Row) -> i64 {
-    row_parts(row).1.div_euclid(60_000)
 }
 
 /// Rows a flush moved from memory into the open transaction. Unless [`Flushed::committed`]
@@ -238,36 +227,27 @@ impl Drop for Flushed {
 }
 
 impl PendingDedupe {
-    /// Loads the rows of events received after the watermark (see the module docs).
-    pub(crate) fn load(db: &Database, now_ms: i64) -> Result<PendingDedupe, StoreError> {
+    /// The waiting rows of a restart: those of the recent events (oldest first) that are
+    /// still inside the dedupe window. Rows already in the table are put back too; a flush
+    /// writes them again, unchanged.
+    pub(crate) fn load(recent: &[(EventId, RecentRow)], now_ms: i64) -> PendingDedupe {
         let pending = PendingDedupe::default();
-        let rtx = db.begin_read()?;
-        let indexed_until = rtx
-            .open_table(META)?
-            .get(META_INDEXED_UNTIL)?
-            .and_then(|v| v.value().try_into().ok().map(i64::from_le_bytes))
-            .unwrap_or(i64::MAX);
-        let since = indexed_until
-            .saturating_sub(REBUILD_MARGIN_MS)
-            .max(now_ms - DEDUPE_WINDOW_MS);
-        let floor = id_floor_for_millis(since);
-        let events = rtx.open_table(EVENTS)?;
         let mut rows = pending.inner.lock().expect("dedupe lock");
-        for ws in workspaces_of(&events, bad_key)? {
-            let prefix = workspace_prefix(&ws);
-            let lower = with_suffix(&prefix, &floor);
-            for entry in events.range(lower.as_slice()..prefix_end(&prefix).as_slice())? {
-                let (_, value) = entry?;
-                let event = decode_event(value.value())?;
-                // In id order, so a later event with the same key wins, as it did when stored.
-                rows.insert(
-                    &table_key(&ws, &event.event_type, &event.dedupe_key),
-                    row(&event.id, event.received_at),
-                );
+        for (id, recent) in recent {
+            let received = millis_of_id(id);
+            // In id order, so a later event with the same key wins, as it did when stored.
+            if now_ms - received < DEDUPE_WINDOW_MS && Pending::split(&recent.dedupe_key).is_some()
+            {
+                rows.insert(&recent.dedupe_key, row(id, received));
             }
         }
         drop(rows);
-        Ok(pending)
+        pending
+    }
+
+    /// The oldest event whose row still waits: the log of recent events keeps its row.
+    pub(crate) fn oldest_waiting(&self) -> Option<EventId> {
+        self.inner.lock().expect("dedupe lock").oldest_waiting()
     }
 
     /// Takes over the rows of `fresh` (after the file was reopened).
@@ -341,14 +321,12 @@ impl PendingDedupe {
     }
 
     /// When enough rows wait, moves the next key range of them into the table (lookups in the
-    /// same transaction find them there) and the watermark to the oldest receive time still
-    /// waiting. Call [`Flushed::committed`] after the commit.
+    /// same transaction find them there). Call [`Flushed::committed`] after the commit.
     pub(crate) fn flush_if_full(
         self: &Arc<Self>,
         tables: &mut OpenTables<'_>,
-        now_ms: i64,
     ) -> Result<Option<Flushed>, StoreError> {
-        let (mut rows, watermark) = {
+        let mut rows = {
             let mut pending = self.inner.lock().expect("dedupe lock");
             if pending.rows.len() < FLUSH_ROWS {
                 return Ok(None);
@@ -370,15 +348,12 @@ impl PendingDedupe {
             if let Some(last) = keys.last() {
                 pending.swept_to = Some(*last);
             }
-            let rows: Vec<(Vec<u8>, Row)> = keys
-                .iter()
+            keys.iter()
                 .filter_map(|key| {
                     let row = pending.remove(key)?;
                     Some((pending.table_key(key), row))
                 })
-                .collect();
-            let oldest_waiting = pending.oldest_waiting_ms();
-            (rows, oldest_waiting.unwrap_or(now_ms).min(now_ms))
+                .collect::<Vec<(Vec<u8>, Row)>>()
         };
         // Key order touches each leaf once.
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -391,15 +366,8 @@ impl PendingDedupe {
         for (key, row) in &flushed.rows {
             table.insert(key.as_slice(), row.as_slice())?;
         }
-        tables
-            .get(META)?
-            .insert(META_INDEXED_UNTIL, watermark.to_le_bytes().as_slice())?;
         Ok(Some(flushed))
     }
-}
-
-fn bad_key() -> StoreError {
-    StoreError::Decode("malformed event key".into())
 }
 
 #[cfg(test)]
@@ -415,7 +383,8 @@ mod tests {
             source: "clockify".into(),
             source_id: None,
             headers: vec![],
-            dedupe_key: token_digest(&format!("{n}")),
+            dedupe: crate::store::Dedupe::Key(token_digest(&format!("{n}"))),
+            entities: vec![],
             body,
         }
     }
@@ -491,10 +460,9 @@ mod tests {
     #[test]
     fn pending_rows_by_prefix_survive_an_aborted_flush() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("data.redb")).unwrap();
+        let db = redb::Database::create(dir.path().join("data.redb")).unwrap();
         let wtx = db.begin_write().unwrap();
         wtx.open_table(EVENT_DEDUPE).unwrap();
-        wtx.open_table(META).unwrap();
         wtx.commit().unwrap();
         let pending = Arc::new(PendingDedupe::default());
         let now = 1_700_000_000_000;
@@ -527,7 +495,7 @@ mod tests {
         }
         let before = pending.inner.lock().unwrap().rows.len();
         let flushed = pending
-            .flush_if_full(&mut OpenTables::new(&wtx), now)
+            .flush_if_full(&mut OpenTables::new(&wtx))
             .unwrap()
             .expect("a flush");
         assert!(pending.inner.lock().unwrap().rows.len() < before);
@@ -587,25 +555,55 @@ mod tests {
         );
         assert_eq!(pending.find(&key(0, 1)), None);
         assert!(pending.find(&key(1_000_000, 1)).is_some());
-        assert!(pending.minutes.values().sum::<u32>() as usize == pending.rows.len());
+        assert!(pending.waiting.values().sum::<u32>() as usize == pending.rows.len());
     }
 
     #[test]
-    fn the_watermark_is_the_minute_of_the_oldest_waiting_row() {
+    fn the_oldest_waiting_row_bounds_the_log() {
         let mut pending = Pending::default();
         let key = |n: u8| table_key("ws", "NEW_TIME_ENTRY", &[n; 32]);
-        pending.insert(&key(1), row(&[1; 16], 120_500));
-        pending.insert(&key(2), row(&[2; 16], 60_100));
-        assert_eq!(pending.oldest_waiting_ms(), Some(60_000));
-        // A newer delivery of the same key replaces the row and its minute.
+        pending.insert(&key(1), row(&[2; 16], 120_500));
+        pending.insert(&key(2), row(&[1; 16], 60_100));
+        assert_eq!(pending.oldest_waiting(), Some([1; 16]));
+        // A newer delivery of the same key replaces the row and its event.
         pending.insert(&key(2), row(&[3; 16], 180_000));
-        assert_eq!(pending.oldest_waiting_ms(), Some(120_000));
+        assert_eq!(pending.oldest_waiting(), Some([2; 16]));
         let first = pending.find(&key(1)).unwrap();
         assert!(pending.remove(&first).is_some());
-        assert_eq!(pending.oldest_waiting_ms(), Some(180_000));
+        assert_eq!(pending.oldest_waiting(), Some([3; 16]));
         let second = pending.find(&key(2)).unwrap();
         assert!(pending.remove(&second).is_some());
-        assert_eq!(pending.oldest_waiting_ms(), None);
-        assert!(pending.minutes.is_empty());
+        assert_eq!(pending.oldest_waiting(), None);
+        assert!(pending.waiting.is_empty());
+    }
+
+    /// A restart rebuilds the waiting rows from the log, inside the window only.
+    #[test]
+    fn waiting_rows_come_back_from_the_log_of_recent_events() {
+        let now = 1_700_000_000_000;
+        let id_at = |ms: i64, n: u8| {
+            let mut id = crate::store::schema::id_floor_for_millis(ms);
+            id[15] = n;
+            id
+        };
+        let recent = |n: u8| RecentRow {
+            workspace_id: "ws".into(),
+            dedupe_key: table_key("ws", "NEW_TIME_ENTRY", &[n; 32]),
+            entities: vec![],
+        };
+        let rows = vec![
+            (id_at(now - DEDUPE_WINDOW_MS - 1, 1), recent(1)),
+            (id_at(now - 1000, 2), recent(2)),
+            (id_at(now - 500, 3), recent(2)),
+        ];
+        let pending = PendingDedupe::load(&rows, now);
+        let inner = pending.inner.lock().unwrap();
+        assert_eq!(inner.get(&recent(1).dedupe_key), None, "outside the window");
+        assert_eq!(
+            inner.get(&recent(2).dedupe_key),
+            Some(row(&id_at(now - 500, 3), now - 500)),
+            "the later event wins"
+        );
+        assert_eq!(inner.oldest_waiting(), Some(id_at(now - 500, 3)));
     }
 }

@@ -7,12 +7,13 @@ use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle, WriteT
 use super::db::{Store, open_unheld};
 use super::error::StoreError;
 use super::installation_model::{InstallationStatus, decode_installation, encode_installation};
+use super::recent::RecentRow;
 use super::schema::{
     AUDIT, BOOTSTRAP, DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS,
-    ENTITIES, EVENT_DEDUPE, EVENTS, EVENTS_BY_TYPE, EXECUTIONS, FLOW_PAUSES, FLOW_RUN_QUEUE,
-    FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS,
-    INSTALLATIONS, SOURCES, SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table, WEBHOOK_TOKENS, prefix_end,
-    workspace_prefix,
+    ENTITIES, ENTITY_EVENTS, EVENT_DEDUPE, EVENTS, EVENTS_BY_TYPE, EXECUTIONS, FLOW_PAUSES,
+    FLOW_RUN_QUEUE, FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW,
+    FLOW_STATS, FLOWS, INSTALLATIONS, RECENT_EVENTS, SOURCES, SOURCES_BY_WORKSPACE,
+    SUBSCRIPTIONS, Table, WEBHOOK_TOKENS, decode, prefix_end, workspace_prefix,
 };
 use super::sources::source_workspace;
 
@@ -29,6 +30,8 @@ pub(crate) enum Owner {
     Source,
     /// The key is the id of a queued run (`flow_run_starts`): the workspace of that run.
     QueuedRun,
+    /// A row of the log of recent events, which names its workspace.
+    Recent,
 }
 
 /// Every per-workspace table, in the order erasure empties them: what refers to other rows
@@ -46,6 +49,8 @@ pub(crate) const WORKSPACE_TABLES: &[(Table, Owner)] = &[
     (FLOW_STATS, Owner::Prefix),
     (FLOWS, Owner::Prefix),
     (EVENTS_BY_TYPE, Owner::Prefix),
+    (ENTITY_EVENTS, Owner::Prefix),
+    (RECENT_EVENTS, Owner::Recent),
     (EVENT_DEDUPE, Owner::Prefix),
     (EVENTS, Owner::Prefix),
     (SOURCES, Owner::Source),
@@ -116,8 +121,9 @@ fn owned_keys(
                 keys.push(ws.as_bytes().to_vec());
             }
         }
-        // Small tables (one row per source, queued run or webhook token): a full scan.
-        Owner::Value | Owner::Source => {
+        // Small tables (one row per source, queued run, webhook token or event not yet in
+        // the dedupe and entity tables): a full scan.
+        Owner::Value | Owner::Source | Owner::Recent => {
             for entry in table.iter()? {
                 if keys.len() >= max {
                     break;
@@ -125,6 +131,7 @@ fn owned_keys(
                 let (k, v) = entry?;
                 let belongs = match owner {
                     Owner::Value => v.value() == ws.as_bytes(),
+                    Owner::Recent => decode::<RecentRow>(v.value())?.workspace_id == ws,
                     _ => source_workspace(v.value())? == ws,
                 };
                 if belongs {
@@ -239,18 +246,20 @@ impl Store {
     }
 
     /// Erases every row of `ws`, `batch` rows per write so ingestion keeps going meanwhile,
-    /// keeping the in-memory views (installations, flows, waiting dedupe rows) in step.
+    /// keeping the in-memory views (installations, flows, waiting dedupe and entity index rows)
+    /// in step.
     /// Returns the rows removed per table.
     pub async fn erase_workspace(&self, ws: &str, batch: usize) -> Result<TableCounts, StoreError> {
         check_workspace_id(ws)?;
         let mut total = zero_counts();
         loop {
-            let (cache, flow_index, dedupe, destinations, pauses) = (
+            let (cache, flow_index, dedupe, destinations, pauses, index) = (
                 self.cache.clone(),
                 self.flow_index.clone(),
                 self.dedupe.clone(),
                 self.destination_index.clone(),
                 self.pauses.clone(),
+                self.entity_index.clone(),
             );
             let (name, after) = (ws.to_string(), ws.to_string());
             let removed = self
@@ -258,6 +267,7 @@ impl Store {
                     move |wtx| {
                         // Rows still waiting in memory would be written back later.
                         dedupe.forget_workspace(&name);
+                        index.forget_workspace(&name);
                         let counts = erase_batch(wtx, &name, batch)?;
                         let installation = wtx
                             .open_table(INSTALLATIONS)?

@@ -103,7 +103,7 @@ macro_rules! nested_storage_errors {
         }
     )*};
 }
-nested_storage_errors!(TransactionError, TableError, CommitError);
+nested_storage_errors!(TransactionError, TableError, CommitError, CompactionError);
 
 impl From<redb::SetDurabilityError> for StoreError {
     fn from(err: redb::SetDurabilityError) -> Self {

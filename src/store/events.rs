@@ -1,21 +1,28 @@
 //! Stored events (Clockify webhooks and custom sources): the log itself, an index by event
-//! type, and the dedupe table. Ids are UUIDv7 made on the writer thread, so id order is
-//! commit order (SSE resume relies on that).
+//! type, the dedupe table, the entity index, and the log of recent events those two are
+//! rebuilt from. Ids are UUIDv7 made on the writer thread, so id order is commit order (SSE
+//! resume relies on that).
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use redb::{ReadableTable, WriteTransaction};
+use sha2::Digest;
 
 use super::db::Store;
 use super::dedupe::{self, DEDUPE_WINDOW_MS, PendingDedupe};
 use super::destination_model::{DestinationIndex, QueuedDelivery, enqueue_deliveries};
+use super::entity_index::{self, EntityIndex};
 use super::error::StoreError;
 use super::event_record::{
-    StoredBody, StoredEvent, UnstampedRecord, count_duplicate, decode_event,
+    StoredEvent, count_duplicate, decode_event, decode_with_dedupe_key, encode_new,
 };
 use super::flow_index::{FlowIndex, enqueue_for_event};
 use super::flow_model::QueuedRun;
+use super::recent::{self, RecentRow};
 use super::schema::{
-    EVENTS, EVENTS_BY_TYPE, EventId, id_floor_for_millis, ids_before, prefix_end, two_part_prefix,
-    with_suffix, workspace_prefix, workspaces_of,
+    EVENTS, EVENTS_BY_TYPE, EventId, id_floor_for_millis, ids_before, millis_of_id, prefix_end,
+    two_part_prefix, with_suffix, workspace_prefix, workspaces_of,
 };
 use super::writer::{AfterCommit, OpenTables};
 
@@ -27,8 +34,20 @@ pub struct NewEvent {
     pub source_id: Option<String>,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// Equal keys (same workspace and event type) within [`DEDUPE_WINDOW_MS`] are duplicates.
-    pub dedupe_key: [u8; 32],
+    /// Deliveries with the same key (same workspace and event type) within
+    /// [`DEDUPE_WINDOW_MS`] are one event.
+    pub dedupe: Dedupe,
+    /// The ids of the entities the body names, for the entity index (`crate::entities`).
+    pub entities: Vec<String>,
+}
+
+/// What makes two deliveries the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dedupe {
+    /// The same bytes (the key is their SHA-256, not stored with the event).
+    Body,
+    /// The same key (e.g. a Standard Webhooks message id, hashed).
+    Key([u8; 32]),
 }
 
 #[derive(Debug)]
@@ -50,12 +69,18 @@ pub struct EventQuery {
     pub limit: usize,
     /// Stop after examining this many rows, so a rare filter cannot scan the whole log.
     pub scan_limit: usize,
+    /// Stop examining rows at this instant (a page may come back short, with a cursor).
+    pub deadline: Option<Instant>,
 }
 
 pub struct EventPage {
     pub items: Vec<StoredEvent>,
     /// Where the next page starts, when there may be more.
     pub next_cursor: Option<EventId>,
+    /// Rows examined.
+    pub scanned: usize,
+    /// The oldest event examined.
+    pub scanned_to: Option<EventId>,
 }
 
 fn event_key(ws: &str, id: &EventId) -> Vec<u8> {
@@ -67,18 +92,42 @@ fn type_key(ws: &str, event_type: &str, id: &EventId) -> Vec<u8> {
 }
 
 /// What [`Store::ingest`] works out on the caller's thread, so the writer thread (the
-/// bottleneck) does less per event: the compressed, encoded record and the dedupe row key.
+/// bottleneck) does less per event: the compressed, encoded record, the dedupe row key and
+/// the row for the log of recent events.
 pub(crate) struct PreparedEvent {
     /// The event with an empty body and zero id and time.
     event: StoredEvent,
     body: Vec<u8>,
-    record: UnstampedRecord,
-    dedupe_row_key: Vec<u8>,
+    record: Vec<u8>,
+    recent: RecentRow,
 }
 
 impl PreparedEvent {
     fn new(new: NewEvent) -> PreparedEvent {
-        let dedupe_row_key = dedupe::table_key(&new.workspace_id, &new.event_type, &new.dedupe_key);
+        let (stored_key, dedupe_key) = match new.dedupe {
+            Dedupe::Body => (None, sha2::Sha256::digest(&new.body).into()),
+            Dedupe::Key(key) => (Some(key), key),
+        };
+        let record = encode_new(
+            &new.event_type,
+            &new.source,
+            new.source_id.as_deref(),
+            stored_key,
+            &new.headers,
+            &new.body,
+        );
+        let mut entities: Vec<Vec<u8>> = new
+            .entities
+            .iter()
+            .filter_map(|id| entity_index::entity_key(id))
+            .collect();
+        entities.sort_unstable();
+        entities.dedup();
+        let recent = RecentRow {
+            dedupe_key: dedupe::table_key(&new.workspace_id, &new.event_type, &dedupe_key),
+            workspace_id: new.workspace_id.clone(),
+            entities,
+        };
         let event = StoredEvent {
             id: [0; 16],
             workspace_id: new.workspace_id,
@@ -88,15 +137,13 @@ impl PreparedEvent {
             received_at: 0,
             headers: new.headers,
             body: Vec::new(),
-            dedupe_key: new.dedupe_key,
             duplicates: 0,
         };
-        let record = UnstampedRecord::encode(&event, &StoredBody::new(&new.body));
         PreparedEvent {
             event,
             body: new.body,
             record,
-            dedupe_row_key,
+            recent,
         }
     }
 }
@@ -116,7 +163,8 @@ pub(crate) struct Routing<'a> {
 
 /// Inserts one event (or records a duplicate) inside the writer's transaction, and queues
 /// a run for every enabled flow it triggers and a delivery for every destination that wants
-/// it (into `queued`) in the same transaction.
+/// it (into `queued`) in the same transaction. A stored event also gets its row in the log of
+/// recent events, whose entity keys are returned for the index (after the commit).
 pub(crate) fn insert_event(
     tables: &mut OpenTables<'_>,
     prepared: PreparedEvent,
@@ -124,14 +172,15 @@ pub(crate) fn insert_event(
     routing: &Routing<'_>,
     queued: &mut Queued,
     dedupe: &PendingDedupe,
-) -> Result<Ingested, StoreError> {
+) -> Result<(Ingested, Vec<Vec<u8>>), StoreError> {
     let PreparedEvent {
         mut event,
         body,
         record,
-        dedupe_row_key: dkey,
+        recent,
     } = prepared;
-    if let Some(seen) = dedupe.get(tables, &dkey)? {
+    let dkey = &recent.dedupe_key;
+    if let Some(seen) = dedupe.get(tables, dkey)? {
         let (original, received) = dedupe::row_parts(&seen);
         let okey = event_key(&event.workspace_id, &original);
         let events = tables.get(EVENTS)?;
@@ -140,20 +189,22 @@ pub(crate) fn insert_event(
             && now_ms - received < DEDUPE_WINDOW_MS
         {
             events.insert(okey.as_slice(), count_duplicate(&bytes)?.as_slice())?;
-            return Ok(Ingested::Duplicate { original });
+            return Ok((Ingested::Duplicate { original }, Vec::new()));
         }
     }
     let id = *uuid::Uuid::now_v7().as_bytes();
-    dedupe.insert(&dkey, dedupe::row(&id, now_ms));
+    let received = millis_of_id(&id);
+    dedupe.insert(dkey, dedupe::row(&id, received));
     tables.get(EVENTS)?.insert(
         event_key(&event.workspace_id, &id).as_slice(),
-        record.stamp(&id, now_ms).as_slice(),
+        record.as_slice(),
     )?;
-    (event.id, event.received_at, event.body) = (id, now_ms, body);
+    (event.id, event.received_at, event.body) = (id, received, body);
     tables.get(EVENTS_BY_TYPE)?.insert(
         type_key(&event.workspace_id, &event.event_type, &id).as_slice(),
         [].as_slice(),
     )?;
+    recent::append(tables, &id, &recent)?;
     enqueue_for_event(tables.wtx(), routing.flows, &event, &mut queued.runs)?;
     enqueue_deliveries(
         tables.wtx(),
@@ -161,15 +212,18 @@ pub(crate) fn insert_event(
         &event,
         &mut queued.deliveries,
     )?;
-    Ok(Ingested::Stored(std::sync::Arc::new(event)))
+    Ok((Ingested::Stored(Arc::new(event)), recent.entities))
 }
 
-/// Removes an event with its index and dedupe rows; returns whether it existed.
+/// Removes an event with its index and dedupe rows (and its entity index rows, for the
+/// `entities` given); returns whether it existed.
 fn remove_event(
     wtx: &WriteTransaction,
     ws: &str,
     id: &EventId,
+    entities: &[Vec<u8>],
     dedupe: &PendingDedupe,
+    index: &EntityIndex,
 ) -> Result<bool, StoreError> {
     let mut events = wtx.open_table(EVENTS)?;
     let removed = events
@@ -178,17 +232,28 @@ fn remove_event(
     let Some(bytes) = removed else {
         return Ok(false);
     };
-    let event = decode_event(&bytes)?;
+    let (event, dedupe_key) = decode_with_dedupe_key(ws, id, &bytes)?;
     let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
     by_type.remove(type_key(ws, &event.event_type, id).as_slice())?;
-    // Only drop the dedupe row if it still points at this event.
-    let dkey = dedupe::table_key(ws, &event.event_type, &event.dedupe_key);
-    dedupe.remove_if_points_at(wtx, &dkey, id)?;
+    // Only drop the dedupe row if it still points at this event; past the window it is of
+    // no use, so only younger events need the look-up.
+    if jiff::Timestamp::now().as_millisecond() - event.received_at < 2 * DEDUPE_WINDOW_MS {
+        let dkey = dedupe::table_key(ws, &event.event_type, &dedupe_key);
+        dedupe.remove_if_points_at(wtx, &dkey, id)?;
+        recent::remove(wtx, id)?;
+    }
+    index.remove(wtx, ws, id, entities)?;
     Ok(true)
 }
 
 /// What an ingest job hands its after-commit hook.
-type IngestOutcome = (Ingested, Queued, Option<dedupe::Flushed>);
+type IngestOutcome = (
+    Ingested,
+    Vec<Vec<u8>>,
+    Queued,
+    Option<dedupe::Flushed>,
+    Option<entity_index::Step>,
+);
 
 impl Store {
     /// Stores an event durably (or counts a duplicate); resolves after the commit.
@@ -197,20 +262,26 @@ impl Store {
         let (flows, dispatch) = (self.flow_index.clone(), self.run_dispatch.clone());
         let destinations = self.destination_index.clone();
         let deliveries = self.delivery_dispatch.clone();
-        let dedupe = self.dedupe.clone();
+        let (dedupe, index) = (self.dedupe.clone(), self.entity_index.clone());
+        let committed_index = index.clone();
         let prepared = PreparedEvent::new(new);
-        let after_commit: AfterCommit<IngestOutcome> =
-            Box::new(move |(ingested, queued, flushed): &IngestOutcome| {
+        let after_commit: AfterCommit<IngestOutcome> = Box::new(
+            move |(ingested, entities, queued, flushed, step): &IngestOutcome| {
                 if let Some(flushed) = flushed {
                     flushed.committed();
                 }
+                if let Some(step) = step {
+                    step.committed();
+                }
                 if let Ingested::Stored(event) = ingested {
+                    committed_index.committed(&event.workspace_id, &event.id, entities);
                     dispatch.committed(&queued.runs, Some(event));
                     deliveries.committed(&queued.deliveries);
                     // No receivers is normal (nobody has the page open).
                     let _ = live.send(event.clone());
                 }
-            });
+            },
+        );
         // Through the batch's open tables: ingestion is the writer's hot path.
         self.writer
             .write_with_tables(
@@ -221,24 +292,31 @@ impl Store {
                         flows: &flows,
                         destinations: &destinations,
                     };
-                    let ingested =
+                    let (ingested, entities) =
                         insert_event(tables, prepared, now, &routing, &mut queued, &dedupe)?;
-                    let flushed = dedupe.flush_if_full(tables, now)?;
-                    Ok((ingested, queued, flushed))
+                    let flushed = dedupe.flush_if_full(tables)?;
+                    let step = index.step(tables, dedupe.oldest_waiting())?;
+                    Ok((ingested, entities, queued, flushed, step))
                 },
                 Some(after_commit),
             )
             .await
-            .map(|(ingested, _, _)| ingested)
+            .map(|(ingested, ..)| ingested)
     }
 
     pub async fn event(&self, ws: &str, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
-        self.read_record(EVENTS, event_key(ws, &id), decode_event)
-            .await
+        let ws = ws.to_string();
+        self.read(move |rtx| {
+            let events = rtx.open_table(EVENTS)?;
+            let found = events.get(event_key(&ws, &id).as_slice())?;
+            found.map(|v| decode_event(&ws, &id, v.value())).transpose()
+        })
+        .await
     }
 
     /// Newest-first page of a workspace's events. `keep` filters (source, text …); the scan
-    /// stops after `scan_limit` rows and then reports a cursor to continue from.
+    /// stops after `scan_limit` rows or at the deadline and then reports a cursor to
+    /// continue from.
     pub async fn list_events(
         &self,
         ws: &str,
@@ -256,77 +334,148 @@ impl Store {
             if let Some(before) = query.before {
                 upper = upper.min(before);
             }
-            let mut items = Vec::new();
-            let mut scanned = 0usize;
-            let mut last_seen: Option<EventId> = None;
+            let mut page = EventPage {
+                items: Vec::new(),
+                next_cursor: None,
+                scanned: 0,
+                scanned_to: None,
+            };
+            // Whether to go on after `id` (just examined).
+            let consider = |id: EventId, record: &[u8], page: &mut EventPage| {
+                page.scanned += 1;
+                page.scanned_to = Some(id);
+                let event = decode_event(&ws, &id, record)?;
+                if keep(&event) {
+                    page.items.push(event);
+                }
+                // The clock is read every 64 rows.
+                let out_of_time =
+                    page.scanned % 64 == 0 && query.deadline.is_some_and(|d| Instant::now() >= d);
+                Ok::<_, StoreError>(
+                    page.items.len() < query.limit
+                        && page.scanned < query.scan_limit
+                        && !out_of_time,
+                )
+            };
+            let prefix = workspace_prefix(&ws);
             let mut exhausted = true;
-            let mut consider =
-                |id: EventId, items: &mut Vec<StoredEvent>| -> Result<bool, StoreError> {
-                    scanned += 1;
-                    last_seen = Some(id);
-                    if let Some(v) = events.get(event_key(&ws, &id).as_slice())? {
-                        let event = decode_event(v.value())?;
-                        if keep(&event) {
-                            items.push(event);
-                        }
-                    }
-                    Ok(items.len() < query.limit && scanned < query.scan_limit)
-                };
             if query.event_types.is_empty() {
-                let prefix = workspace_prefix(&ws);
                 let start = with_suffix(&prefix, &lower);
                 let end = with_suffix(&prefix, &upper);
                 for entry in events
                     .range::<&[u8]>(start.as_slice()..end.as_slice())?
                     .rev()
                 {
-                    let (k, _) = entry?;
+                    let (k, v) = entry?;
                     let id: EventId = k.value()[prefix.len()..]
                         .try_into()
                         .map_err(|_| bad_key())?;
-                    if !consider(id, &mut items)? {
+                    if !consider(id, v.value(), &mut page)? {
                         exhausted = false;
                         break;
                     }
                 }
             } else {
-                // Merge the per-type indexes newest first.
+                // The per-type indexes merged newest first.
                 let by_type = rtx.open_table(EVENTS_BY_TYPE)?;
-                let mut ids: Vec<EventId> = Vec::new();
-                for event_type in &query.event_types {
+                let mut types = query.event_types.clone();
+                types.sort();
+                types.dedup();
+                let mut sources = Vec::new();
+                for event_type in &types {
                     let prefix = two_part_prefix(&ws, event_type);
                     let start = with_suffix(&prefix, &lower);
                     let end = with_suffix(&prefix, &upper);
-                    let mut taken = 0;
-                    for entry in by_type
-                        .range::<&[u8]>(start.as_slice()..end.as_slice())?
-                        .rev()
-                    {
-                        let (k, _) = entry?;
-                        ids.push(
-                            k.value()[prefix.len()..]
-                                .try_into()
-                                .map_err(|_| bad_key())?,
-                        );
-                        taken += 1;
-                        if taken >= query.scan_limit {
-                            break;
+                    let range = by_type.range::<&[u8]>(start.as_slice()..end.as_slice())?;
+                    sources.push((prefix.len(), range.rev(), None::<EventId>));
+                }
+                loop {
+                    for (skip, range, head) in sources.iter_mut() {
+                        if head.is_none()
+                            && let Some(entry) = range.next()
+                        {
+                            let (k, _) = entry?;
+                            *head = Some(k.value()[*skip..].try_into().map_err(|_| bad_key())?);
                         }
                     }
-                }
-                ids.sort_unstable_by(|a, b| b.cmp(a));
-                ids.dedup();
-                for id in ids {
-                    if !consider(id, &mut items)? {
+                    let Some(newest) = sources
+                        .iter_mut()
+                        .filter(|s| s.2.is_some())
+                        .max_by_key(|s| s.2)
+                    else {
+                        break;
+                    };
+                    let id = newest.2.take().expect("a head");
+                    let Some(record) = events.get(event_key(&ws, &id).as_slice())? else {
+                        continue;
+                    };
+                    if !consider(id, record.value(), &mut page)? {
                         exhausted = false;
                         break;
                     }
                 }
             }
-            let next_cursor = if exhausted { None } else { last_seen };
-            Ok(EventPage { items, next_cursor })
+            if !exhausted {
+                page.next_cursor = page.scanned_to;
+            }
+            Ok(page)
         })
         .await
+    }
+
+    /// Newest-first page of the events of `ws` that name `entity` (see `crate::entities`).
+    pub async fn entity_events(
+        &self,
+        ws: &str,
+        entity: &str,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> Result<EventPage, StoreError> {
+        let Some(entity) = entity_index::entity_key(entity) else {
+            return Ok(EventPage {
+                items: Vec::new(),
+                next_cursor: None,
+                scanned: 0,
+                scanned_to: None,
+            });
+        };
+        let ws = ws.to_string();
+        let (db, index) = (self.slot.db()?, self.entity_index.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let mut items = Vec::new();
+            let mut scanned = 0;
+            let mut cursor = before;
+            // Ids of events deleted since are skipped; the next ids fill their places.
+            loop {
+                let want = limit - items.len();
+                let (ids, rtx) = index.events_of(&db, &ws, &entity, cursor, want)?;
+                let events = rtx.open_table(EVENTS)?;
+                let more = ids.len() > want;
+                for id in ids.iter().take(want) {
+                    scanned += 1;
+                    cursor = Some(*id);
+                    if let Some(v) = events.get(event_key(&ws, id).as_slice())? {
+                        items.push(decode_event(&ws, id, v.value())?);
+                    }
+                }
+                if !more || items.len() >= limit {
+                    return Ok(EventPage {
+                        items,
+                        next_cursor: if more { cursor } else { None },
+                        scanned,
+                        scanned_to: cursor,
+                    });
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            self.slot.suspect.notify_one();
+            Err(StoreError::Storage(format!("read task failed: {e}")))
+        });
+        // As for every other read (`Store::read`): damage met marks the file damaged.
+        self.slot.observe(&result);
+        result
     }
 
     /// Events with ids strictly after `after`, oldest first (SSE resume).
@@ -348,7 +497,10 @@ impl Store {
                 if k.value() == start.as_slice() {
                     continue;
                 }
-                out.push(decode_event(v.value())?);
+                let id: EventId = k.value()[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| bad_key())?;
+                out.push(decode_event(&ws, &id, v.value())?);
                 if out.len() >= limit {
                     break;
                 }
@@ -358,15 +510,35 @@ impl Store {
         .await
     }
 
-    pub async fn delete_event(&self, ws: &str, id: EventId) -> Result<bool, StoreError> {
+    /// Erases one event with its index rows; `entities` are the ids its body names
+    /// (`crate::entities`), whose entity index rows go too.
+    pub async fn delete_event(
+        &self,
+        ws: &str,
+        id: EventId,
+        entities: Vec<String>,
+    ) -> Result<bool, StoreError> {
         let ws = ws.to_string();
-        let dedupe = self.dedupe.clone();
-        self.write(move |wtx| remove_event(wtx, &ws, &id, &dedupe))
-            .await
+        let (dedupe, index) = (self.dedupe.clone(), self.entity_index.clone());
+        let erased = index.clone();
+        let keys: Vec<Vec<u8>> = entities
+            .iter()
+            .filter_map(|e| entity_index::entity_key(e))
+            .collect();
+        self.write_then(
+            move |wtx| remove_event(wtx, &ws, &id, &keys, &dedupe, &index),
+            move |removed| {
+                if *removed {
+                    erased.erased(&id);
+                }
+            },
+        )
+        .await
     }
 
     /// Deletes up to `max` of the workspace's events received before `cutoff_ms` (all of
-    /// them with `i64::MAX`); returns how many were deleted.
+    /// them with `i64::MAX`); returns how many were deleted. Their entity index rows go with
+    /// their bucket ([`Store::delete_entity_rows_before`]).
     pub async fn delete_events_before(
         &self,
         ws: &str,
@@ -374,15 +546,43 @@ impl Store {
         max: usize,
     ) -> Result<usize, StoreError> {
         let ws = ws.to_string();
-        let dedupe = self.dedupe.clone();
-        self.write(move |wtx| {
-            let prefix = workspace_prefix(&ws);
-            let ids = ids_before(&wtx.open_table(EVENTS)?, &prefix, cutoff_ms, max, bad_key)?;
-            for id in &ids {
-                remove_event(wtx, &ws, id, &dedupe)?;
-            }
-            Ok(ids.len())
-        })
+        let (dedupe, index) = (self.dedupe.clone(), self.entity_index.clone());
+        let erased = index.clone();
+        self.write_then(
+            move |wtx| {
+                let prefix = workspace_prefix(&ws);
+                let ids = ids_before(&wtx.open_table(EVENTS)?, &prefix, cutoff_ms, max, bad_key)?;
+                for id in &ids {
+                    remove_event(wtx, &ws, id, &[], &dedupe, &index)?;
+                }
+                Ok(ids)
+            },
+            move |ids| ids.iter().for_each(|id| erased.erased(id)),
+        )
+        .await
+        .map(|ids| ids.len())
+    }
+
+    /// Deletes up to `max` entity index rows of `ws` in buckets whose events were all received
+    /// before `cutoff_ms` (every row with `i64::MAX`, and the rows still in memory are then
+    /// forgotten); returns how many.
+    pub async fn delete_entity_rows_before(
+        &self,
+        ws: &str,
+        cutoff_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let ws = ws.to_string();
+        let (index, forget) = (self.entity_index.clone(), self.entity_index.clone());
+        let name = ws.clone();
+        self.write_then(
+            move |wtx| index.drop_before(wtx, &ws, cutoff_ms, max),
+            move |_| {
+                if cutoff_ms == i64::MAX {
+                    forget.forget_workspace(&name);
+                }
+            },
+        )
         .await
     }
 
@@ -400,47 +600,128 @@ fn bad_key() -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::event_record::EventRecordRef;
+    use crate::store::event_record::{EventRecord, LegacyEvent, StoredBody};
     use crate::store::schema::{META, encode};
 
-    /// A schema-1 file (every event a `V1` record) opens as schema 2 with its events intact.
+    fn legacy(id: EventId, received_at: i64, body: &[u8]) -> LegacyEvent {
+        LegacyEvent {
+            id,
+            workspace_id: "ws".into(),
+            event_type: "NEW_TIME_ENTRY".into(),
+            source: "clockify".into(),
+            source_id: None,
+            received_at,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_vec(),
+            dedupe_key: sha2::Sha256::digest(body).into(),
+            duplicates: 0,
+        }
+    }
+
+    /// Rewrites a fresh file as an older schema holding `records`, with `meta` rows.
+    fn write_old_file(
+        path: &std::path::Path,
+        schema: u32,
+        records: &[(EventId, Vec<u8>)],
+        meta: &[(&[u8], Vec<u8>)],
+    ) {
+        let db = redb::Database::open(path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut table = wtx.open_table(META).unwrap();
+            table
+                .insert(
+                    b"schema_version".as_slice(),
+                    schema.to_le_bytes().as_slice(),
+                )
+                .unwrap();
+            for (k, v) in meta {
+                table.insert(*k, v.as_slice()).unwrap();
+            }
+            let mut events = wtx.open_table(EVENTS).unwrap();
+            for (id, record) in records {
+                events
+                    .insert(event_key("ws", id).as_slice(), record.as_slice())
+                    .unwrap();
+            }
+        }
+        wtx.commit().unwrap();
+    }
+
+    /// A schema-1 file (every event a `V1` record) opens as the current schema with its
+    /// events intact.
     #[tokio::test]
     async fn a_schema_1_file_migrates_and_its_events_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.redb");
         let key = [3u8; 32];
-        let event = StoredEvent {
-            id: [7; 16],
-            workspace_id: "ws".into(),
-            event_type: "NEW_TIME_ENTRY".into(),
-            source: "clockify".into(),
-            source_id: None,
-            received_at: 1_700_000_000_000,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: br#"{"id":"written-by-schema-1"}"#.to_vec(),
-            dedupe_key: [9; 32],
-            duplicates: 0,
-        };
+        let old = legacy(
+            [7; 16],
+            1_700_000_000_000,
+            br#"{"id":"written-by-schema-1"}"#,
+        );
         Store::open(&path, &key).unwrap().shutdown();
-        {
-            let db = redb::Database::open(&path).unwrap();
-            let wtx = db.begin_write().unwrap();
-            wtx.open_table(META)
-                .unwrap()
-                .insert(b"schema_version".as_slice(), 1u32.to_le_bytes().as_slice())
-                .unwrap();
-            wtx.open_table(EVENTS)
-                .unwrap()
-                .insert(
-                    event_key(&event.workspace_id, &event.id).as_slice(),
-                    encode(&EventRecordRef::V1(&event)).as_slice(),
-                )
-                .unwrap();
-            wtx.commit().unwrap();
-        }
+        let record = encode(&EventRecord::V1(old.clone()));
+        write_old_file(&path, 1, &[(old.id, record)], &[]);
         assert_eq!(crate::store::check(&path, None).unwrap().schema_version, 1);
         let store = Store::open(&path, &key).unwrap();
-        assert_eq!(store.event("ws", event.id).await.unwrap(), Some(event));
+        let read = store.event("ws", old.id).await.unwrap().unwrap();
+        assert_eq!(
+            (read.id, read.received_at, read.body, read.headers),
+            (old.id, old.received_at, old.body, old.headers)
+        );
+        store.shutdown();
+        assert_eq!(
+            crate::store::check(&path, None).unwrap().schema_version,
+            crate::store::SCHEMA_VERSION
+        );
+    }
+
+    /// A schema-4 file whose recent events' dedupe rows were never written (they waited in
+    /// memory, behind the watermark) migrates: the log of recent events is rebuilt from the
+    /// events after the watermark once, so a redelivery after the upgrade is still a
+    /// duplicate, and the `V2` records read.
+    #[tokio::test]
+    async fn a_schema_4_file_keeps_deduplicating_its_recent_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.redb");
+        let key = [3u8; 32];
+        let now = jiff::Timestamp::now().as_millisecond();
+        let body = br#"{"id":"65b7a1f0c0ffee0000000001","description":"before the upgrade"}"#;
+        let id = *uuid::Uuid::now_v7().as_bytes();
+        let mut bare = legacy(id, now, b"");
+        bare.dedupe_key = sha2::Sha256::digest(body).into();
+        let mut stamp = [0u8; 24];
+        stamp[..16].copy_from_slice(&id);
+        stamp[16..].copy_from_slice(&now.to_le_bytes());
+        let record = encode(&EventRecord::V2(stamp, bare, StoredBody::new(body)));
+        Store::open(&path, &key).unwrap().shutdown();
+        let watermark = (now - 60_000).to_le_bytes().to_vec();
+        write_old_file(
+            &path,
+            4,
+            &[(id, record)],
+            &[(b"dedupe_indexed_until_ms".as_slice(), watermark)],
+        );
+        let store = Store::open(&path, &key).unwrap();
+        assert_eq!(store.event("ws", id).await.unwrap().unwrap().body, body);
+        let again = store
+            .ingest(NewEvent {
+                workspace_id: "ws".into(),
+                event_type: "NEW_TIME_ENTRY".into(),
+                source: "clockify".into(),
+                source_id: None,
+                headers: vec![],
+                body: body.to_vec(),
+                dedupe: Dedupe::Body,
+                entities: vec![],
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(again, Ingested::Duplicate { original } if original == id),
+            "{again:?}"
+        );
         store.shutdown();
         assert_eq!(
             crate::store::check(&path, None).unwrap().schema_version,

@@ -1,5 +1,6 @@
 //! Offline and side-by-side work on a data file: `check` (integrity, schema version, counts
-//! per table), `backup` (a consistent copy taken inside one read transaction), and the
+//! per table, used and free pages), `backup` (a consistent copy taken inside one read
+//! transaction), `compact` (gives free pages back to the file system; offline only), and the
 //! integrity pass a running server makes in the background.
 
 use std::ops::Bound;
@@ -11,13 +12,15 @@ use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
 use super::cache::check_cache_record;
 use super::db::{Store, builder, check_schema};
+use super::entity_index::{Bucket, META_BUCKETS};
 use super::erase::{TableCounts, check_workspace_id, count_workspace};
 use super::error::StoreError;
 use super::event_record::decode_event;
 use super::flow_model::{decode_flow, decode_run, decode_stats};
 use super::health::{Condition, LAST_BACKUP_FILE, Slot, catch_panic};
 use super::installation_model::decode_installation;
-use super::schema::{TABLES, Table, decode};
+use super::recent::RecentRow;
+use super::schema::{EventId, TABLES, Table, decode};
 use super::secrets::Sealed;
 use super::sources::decode_source;
 use super::subscriptions::check_report_record;
@@ -33,6 +36,52 @@ pub struct CheckReport {
     /// With a workspace asked for: its rows per table.
     pub workspace: Option<TableCounts>,
     pub file_size: u64,
+    /// Pages in use and free (reused by later writes; `compact` returns them), when no server
+    /// holds the file.
+    pub pages: Option<PageUse>,
+}
+
+/// How the file's pages are used.
+#[derive(Debug, Clone, Copy)]
+pub struct PageUse {
+    pub page_size: u64,
+    pub used: u64,
+    pub free: u64,
+}
+
+fn page_use(db: &redb::Database, file_size: u64) -> Result<PageUse, StoreError> {
+    let wtx = db.begin_write()?;
+    let stats = wtx.stats()?;
+    wtx.abort()?;
+    let page_size = stats.page_size() as u64;
+    let used = stats.allocated_pages();
+    Ok(PageUse {
+        page_size,
+        used,
+        free: (file_size / page_size).saturating_sub(used),
+    })
+}
+
+/// Gives the free pages of a file no server holds back to the file system; returns the file
+/// size before and after. A server must be stopped first ([`StoreError::InUse`]).
+pub fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Storage(format!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    let before = std::fs::metadata(path)?.len();
+    let mut db = match builder().open(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen)
+        | Err(redb::DatabaseError::LockProtocolMismatch) => return Err(StoreError::InUse),
+        Err(other) => return Err(other.into()),
+    };
+    check_schema(&db)?;
+    while db.compact()? {}
+    drop(db);
+    Ok((before, std::fs::metadata(path)?.len()))
 }
 
 /// Opens the file without the encryption key and checks it: integrity (when no server holds
@@ -61,6 +110,7 @@ pub fn check(path: &Path, workspace: Option<&str>) -> Result<CheckReport, StoreE
                 integrity_verified: Some(integrity),
                 tables,
                 workspace: workspace_counts(&db, workspace)?,
+                pages: Some(page_use(&db, file_size)?),
                 file_size,
             })
         }
@@ -73,6 +123,7 @@ pub fn check(path: &Path, workspace: Option<&str>) -> Result<CheckReport, StoreE
                 integrity_verified: None,
                 tables,
                 workspace: workspace_counts(&db, workspace)?,
+                pages: None,
                 file_size,
             })
         }
@@ -131,10 +182,16 @@ pub fn check_value(table: &str, key: &[u8], value: &[u8]) -> Result<(), StoreErr
     match table {
         "meta" => match key {
             b"key_check" => decode::<Sealed>(value).map(drop),
+            META_BUCKETS => decode::<Vec<Bucket>>(value).map(drop),
             _ => shape(value.len() == 4 || value.len() == 8, "a number"),
         },
         "installations" => decode_installation(value).map(drop),
-        "events" => decode_event(value).map(drop),
+        "events" => {
+            // `[len][ws][id]`; the key only fills in what a record leaves out.
+            let (ws, id) = split_event_key(key).unwrap_or_default();
+            decode_event(&ws, &id, value).map(drop)
+        }
+        "recent_events" => decode::<RecentRow>(value).map(drop),
         "flows" => decode_flow(value).map(drop),
         "flow_stats" => decode_stats(value).map(drop),
         "flow_runs" => decode_run(value).map(drop),
@@ -147,11 +204,21 @@ pub fn check_value(table: &str, key: &[u8], value: &[u8]) -> Result<(), StoreErr
         "event_dedupe" => shape(value.len() == 24, "a dedupe row"),
         "flow_runs_by_event" => shape(value.len() == 16, "a run id"),
         "flow_run_starts" => shape(value.len() == 4, "a count"),
-        "events_by_type" | "sources_by_workspace" | "flow_runs_by_flow" => {
+        "events_by_type" | "sources_by_workspace" | "flow_runs_by_flow" | "entity_events" => {
             shape(value.is_empty(), "empty")
         }
         _ => Ok(()),
     }
+}
+
+/// The workspace and event id of an `events` key.
+fn split_event_key(key: &[u8]) -> Option<(String, EventId)> {
+    let (len, rest) = key.split_first()?;
+    let (ws, id) = rest.split_at_checked(*len as usize)?;
+    Some((
+        std::str::from_utf8(ws).ok()?.to_string(),
+        id.try_into().ok()?,
+    ))
 }
 
 /// Entries read per read transaction by the integrity pass: short transactions do not hold

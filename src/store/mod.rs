@@ -4,13 +4,14 @@
 //!
 //! Files, each building only on those listed before it: `error`, `schema` (tables, ids,
 //! keys, record encoding), `secrets`, `health` (the shared handle and what is known about the
-//! file), `writer`, `event_record`, `flow_model`, `dedupe`, `installation_model`,
-//! `installation_cache`, `flow_index`, `run_dispatch`, `destination_model`, `db` (the open
-//! file: [`Store`]), then one file per kind of data adding its methods to [`Store`]
-//! (`installations`, `events`, `flows`, `sources`, `cache`, `subscriptions`, `destinations`,
-//! `audit`, `pauses` over `pause_mirror`), `erase` (everything a workspace owns, counted or
-//! erased), `maintenance` (`check`, `backup`, snapshots), `transfer` (an import's one
-//! transaction), `rekey` (key rotation) and `usage` (the operator's `workspaces` and `stats`).
+//! file), `writer`, `event_record`, `flow_model`, `recent` (the log of recent events),
+//! `dedupe`, `entity_index`, `installation_model`, `installation_cache`, `flow_index`,
+//! `run_dispatch`, `destination_model`, `migrations`, `db` (the open file: [`Store`]), then
+//! one file per kind of data adding its methods to [`Store`] (`installations`, `events`,
+//! `flows`, `sources`, `cache`, `subscriptions`, `destinations`, `audit`, `pauses` over
+//! `pause_mirror`), `erase` (everything a workspace owns, counted or erased), `maintenance`
+//! (`check`, `backup`, `compact`, snapshots), `transfer` (an import's one transaction),
+//! `rekey` (key rotation) and `usage` (the operator's `workspaces` and `stats`).
 
 mod audit;
 mod cache;
@@ -18,6 +19,7 @@ mod db;
 mod dedupe;
 mod destination_model;
 mod destinations;
+mod entity_index;
 mod erase;
 mod error;
 mod event_record;
@@ -30,8 +32,10 @@ mod installation_cache;
 mod installation_model;
 mod installations;
 mod maintenance;
+mod migrations;
 mod pause_mirror;
 mod pauses;
+mod recent;
 mod rekey;
 mod run_dispatch;
 mod schema;
@@ -55,7 +59,7 @@ pub use destinations::{AttemptOutcome, DeliveryPage, DestinationChange};
 pub use erase::{FileErasure, TableCounts, check_workspace_id, erase_workspace_file};
 pub use error::StoreError;
 pub use event_record::StoredEvent;
-pub use events::{EventPage, EventQuery, Ingested, NewEvent};
+pub use events::{Dedupe, EventPage, EventQuery, Ingested, NewEvent};
 pub use flow_model::{
     ActionRun, ActionStatus, CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, FlowStats,
     Json, Op, QueuedRun, Rule, Run, RunOrigin, RunStatus, Trigger,
@@ -65,12 +69,15 @@ pub use health::{StoreStatus, panic_text};
 pub use installation_model::{
     Installation, InstallationStatus, SettingValue, WebhookToken, WorkspaceSettings,
 };
-pub use maintenance::{CheckReport, VerifyReport, backup, check, check_value, partial_path};
+pub use maintenance::{
+    CheckReport, PageUse, VerifyReport, backup, check, check_value, compact, partial_path,
+};
 pub use pause_mirror::{FlowsPause, PauseMode};
 pub use rekey::{Rekeyed, rotate_key_file};
 pub(crate) use schema::token_digest;
 pub use schema::{
-    EventId, FlowId, RunId, format_event_id, format_id, new_id, parse_event_id, parse_id,
+    EventId, FlowId, RunId, format_event_id, format_id, millis_of_id, new_id, parse_event_id,
+    parse_id,
 };
 pub use secrets::{Sealed, SecretBox, load_or_create_key, read_key, replace_key_file};
 pub use sources::{Source, SourceSecret};

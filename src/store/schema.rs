@@ -22,6 +22,11 @@ pub(crate) const EVENTS: Table = TableDefinition::new("events");
 pub(crate) const EVENTS_BY_TYPE: Table = TableDefinition::new("events_by_type");
 /// `[ws][event type][dedupe key]` → `[id][received ms]`.
 pub(crate) const EVENT_DEDUPE: Table = TableDefinition::new("event_dedupe");
+/// `[id]` → what the in-memory dedupe rows and entity index rows of a recent event are
+/// rebuilt from at start (`store/recent.rs`): appended with the event, trimmed from the front.
+pub(crate) const RECENT_EVENTS: Table = TableDefinition::new("recent_events");
+/// `[ws][bucket][entity][event id]` → empty: the entity index (`store/entity_index.rs`).
+pub(crate) const ENTITY_EVENTS: Table = TableDefinition::new("entity_events");
 /// Source id → source record.
 pub(crate) const SOURCES: Table = TableDefinition::new("sources");
 /// `[ws][source id]` → empty.
@@ -73,6 +78,8 @@ pub(crate) const TABLES: &[Table] = &[
     EVENTS,
     EVENTS_BY_TYPE,
     EVENT_DEDUPE,
+    RECENT_EVENTS,
+    ENTITY_EVENTS,
     SOURCES,
     SOURCES_BY_WORKSPACE,
     SUBSCRIPTIONS,
@@ -284,7 +291,7 @@ pub(super) fn by_event_key(ws: &str, event: &EventId, flow: &FlowId) -> Vec<u8> 
 }
 
 /// Milliseconds since the epoch encoded in a UUIDv7.
-pub(crate) fn millis_of_id(id: &[u8; 16]) -> i64 {
+pub fn millis_of_id(id: &[u8; 16]) -> i64 {
     let mut bytes = [0u8; 8];
     bytes[2..].copy_from_slice(&id[..6]);
     u64::from_be_bytes(bytes) as i64

@@ -255,6 +255,7 @@ fn man_pages_and_completions_cover_every_subcommand_and_flag() {
         "manifest",
         "backup",
         "check",
+        "compact",
         "erase-workspace",
         "export",
         "import",

@@ -1,6 +1,7 @@
 //! One integration-test binary (it links once); a module per area.
 
 mod architecture;
+mod bigdata;
 mod browser;
 mod catalog;
 mod cli;

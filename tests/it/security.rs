@@ -882,8 +882,9 @@ fn table_lines(stdout: &str, prefix: &str) -> std::collections::BTreeMap<String,
 }
 
 /// Writes rows a busy server leaves behind but a short test does not produce: a dedupe row in
-/// its table (they are written in bulk after 32k deliveries), a queued run and the count of its
-/// starts (the queue is empty once runs finish). The server must be stopped.
+/// its table (they are written in bulk after 32k deliveries), an entity index row (in bulk
+/// too), a queued run and the count of its starts (the queue is empty once runs finish). The
+/// server must be stopped.
 fn add_rows_a_busy_server_would_have(dir: &std::path::Path, ws: &str) {
     const DEDUPE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("event_dedupe");
     const QUEUE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("flow_run_queue");
@@ -908,6 +909,20 @@ fn add_rows_a_busy_server_would_have(dir: &std::path::Path, ws: &str) {
     wtx.open_table(STARTS)
         .unwrap()
         .insert([9u8; 16].as_slice(), 1u32.to_le_bytes().as_slice())
+        .unwrap();
+    // An entity index row of bucket 1 (buckets are written after 131,072 rows):
+    // `[ws][bucket][entity][event id]`.
+    const ENTITY_EVENTS: redb::TableDefinition<&[u8], &[u8]> =
+        redb::TableDefinition::new("entity_events");
+    let mut key = vec![ws.len() as u8];
+    key.extend_from_slice(ws.as_bytes());
+    key.extend_from_slice(&1u32.to_be_bytes());
+    key.push(1);
+    key.extend_from_slice(&[5u8; 12]);
+    key.extend_from_slice(&[9u8; 16]);
+    wtx.open_table(ENTITY_EVENTS)
+        .unwrap()
+        .insert(key.as_slice(), [].as_slice())
         .unwrap();
     wtx.commit().unwrap();
 }

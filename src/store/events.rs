@@ -648,41 +648,53 @@ mod tests {
         wtx.commit().unwrap();
     }
 
-    /// A schema-1 file (every event a `V1` record) opens as the current schema with its
-    /// events intact.
+    /// A file of every older schema holding `V1` records (what schema 1 wrote; later schemas
+    /// still read them) opens as the current schema with its events intact.
     #[tokio::test]
-    async fn a_schema_1_file_migrates_and_its_events_still_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data.redb");
-        let key = [3u8; 32];
-        let old = legacy(
-            [7; 16],
-            1_700_000_000_000,
-            br#"{"id":"written-by-schema-1"}"#,
-        );
-        Store::open(&path, &key).unwrap().shutdown();
-        let record = encode(&EventRecord::V1(old.clone()));
-        write_old_file(&path, 1, &[(old.id, record)], &[]);
-        assert_eq!(crate::store::check(&path, None).unwrap().schema_version, 1);
-        let store = Store::open(&path, &key).unwrap();
-        let read = store.event("ws", old.id).await.unwrap().unwrap();
-        assert_eq!(
-            (read.id, read.received_at, read.body, read.headers),
-            (old.id, old.received_at, old.body, old.headers)
-        );
-        store.shutdown();
-        assert_eq!(
-            crate::store::check(&path, None).unwrap().schema_version,
-            crate::store::SCHEMA_VERSION
-        );
+    async fn a_file_of_every_older_schema_migrates_and_its_events_still_read() {
+        for schema in 1..crate::store::SCHEMA_VERSION {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("data.redb");
+            let key = [3u8; 32];
+            let old = legacy(
+                [7; 16],
+                1_700_000_000_000,
+                br#"{"id":"written-by-schema-1"}"#,
+            );
+            Store::open(&path, &key).unwrap().shutdown();
+            let record = encode(&EventRecord::V1(old.clone()));
+            write_old_file(&path, schema, &[(old.id, record)], &[]);
+            assert_eq!(
+                crate::store::check(&path, None).unwrap().schema_version,
+                schema
+            );
+            let store = Store::open(&path, &key).unwrap();
+            let read = store.event("ws", old.id).await.unwrap().unwrap();
+            assert_eq!(
+                (read.id, read.received_at, read.body, read.headers),
+                (old.id, old.received_at, old.body, old.headers),
+                "schema {schema}"
+            );
+            store.shutdown();
+            assert_eq!(
+                crate::store::check(&path, None).unwrap().schema_version,
+                crate::store::SCHEMA_VERSION
+            );
+        }
     }
 
-    /// A schema-4 file whose recent events' dedupe rows were never written (they waited in
-    /// memory, behind the watermark) migrates: the log of recent events is rebuilt from the
-    /// events after the watermark once, so a redelivery after the upgrade is still a
-    /// duplicate, and the `V2` records read.
+    /// A file of schema 3 to 5 (they kept a dedupe watermark) whose recent events' dedupe rows
+    /// were never written (they waited in memory, behind the watermark) migrates: the log of
+    /// recent events is rebuilt from the events after the watermark once, so a redelivery
+    /// after the upgrade is still a duplicate, and the `V2` records read.
     #[tokio::test]
-    async fn a_schema_4_file_keeps_deduplicating_its_recent_events() {
+    async fn a_file_with_a_dedupe_watermark_keeps_deduplicating_its_recent_events() {
+        for schema in 3..crate::store::SCHEMA_VERSION {
+            keeps_deduplicating_after_migrating_from(schema).await;
+        }
+    }
+
+    async fn keeps_deduplicating_after_migrating_from(schema: u32) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.redb");
         let key = [3u8; 32];
@@ -699,7 +711,7 @@ mod tests {
         let watermark = (now - 60_000).to_le_bytes().to_vec();
         write_old_file(
             &path,
-            4,
+            schema,
             &[(id, record)],
             &[(b"dedupe_indexed_until_ms".as_slice(), watermark)],
         );
@@ -720,7 +732,7 @@ mod tests {
             .unwrap();
         assert!(
             matches!(again, Ingested::Duplicate { original } if original == id),
-            "{again:?}"
+            "schema {schema}: {again:?}"
         );
         store.shutdown();
         assert_eq!(

@@ -287,15 +287,25 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     {
+        self.read_db(move |db| {
+            let rtx = db.begin_read()?;
+            op(&rtx)
+        })
+        .await
+    }
+
+    /// [`Store::read`] for reads that begin their own read transactions (entity lookups).
+    pub(super) async fn read_db<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
         let db = self.slot.db()?;
         let result = tokio::task::spawn_blocking(move || {
             // redb may panic on a page damaged outside it: caught here (the hook kept quiet),
             // answered as an error, and left to the integrity pass to judge.
             crate::telemetry::expected_panics(|| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let rtx = db.begin_read()?;
-                    op(&rtx)
-                }))
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&db)))
             })
             .map_err(|panic| super::health::panic_text(&*panic))
         })

@@ -440,15 +440,15 @@ impl Store {
             });
         };
         let ws = ws.to_string();
-        let (db, index) = (self.slot.db()?, self.entity_index.clone());
-        let result = tokio::task::spawn_blocking(move || {
+        let index = self.entity_index.clone();
+        self.read_db(move |db| {
             let mut items = Vec::new();
             let mut scanned = 0;
             let mut cursor = before;
             // Ids of events deleted since are skipped; the next ids fill their places.
             loop {
                 let want = limit - items.len();
-                let (ids, rtx) = index.events_of(&db, &ws, &entity, cursor, want)?;
+                let (ids, rtx) = index.events_of(db, &ws, &entity, cursor, want)?;
                 let events = rtx.open_table(EVENTS)?;
                 let more = ids.len() > want;
                 for id in ids.iter().take(want) {
@@ -469,13 +469,6 @@ impl Store {
             }
         })
         .await
-        .unwrap_or_else(|e| {
-            self.slot.suspect.notify_one();
-            Err(StoreError::Storage(format!("read task failed: {e}")))
-        });
-        // As for every other read (`Store::read`): damage met marks the file damaged.
-        self.slot.observe(&result);
-        result
     }
 
     /// Events with ids strictly after `after`, oldest first (SSE resume).

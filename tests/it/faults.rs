@@ -41,12 +41,17 @@ fn entry(id: &str, description: &str, padding: usize) -> Vec<u8> {
 
 /// Every event of WS, by paging the API.
 fn stored_events(server: &TestClient) -> usize {
+    events_matching(server, "")
+}
+
+/// The events of WS that `/api/webhooks?{filter}` lists, by paging the API.
+fn events_matching(server: &TestClient, filter: &str) -> usize {
     let mut count = 0;
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
-            Some(c) => format!("/api/webhooks?limit=200&cursor={c}"),
-            None => "/api/webhooks?limit=200".to_string(),
+            Some(c) => format!("/api/webhooks?limit=200&{filter}&cursor={c}"),
+            None => format!("/api/webhooks?limit=200&{filter}"),
         };
         let page = server.admin_get(WS, ADDON, &path);
         assert_eq!(page.status, 200, "{}", page.body);
@@ -130,6 +135,22 @@ fn a_full_disk_refuses_deliveries_with_507_and_recovers_when_space_returns() {
         stored_events(&server),
         acknowledged + 1,
         "every acknowledged event, and nothing that was refused"
+    );
+    // The views that wait in memory came back from the reopened file: the entity index
+    // (every delivery names user u1) and the dedupe rows (a redelivery is a duplicate).
+    assert_eq!(events_matching(&server, "entity=u1"), acknowledged + 1);
+    let redelivered = server.deliver(
+        WS,
+        ADDON,
+        "NEW_TIME_ENTRY",
+        &entry("te-0", "fill", 48 * 1024),
+    );
+    assert_eq!(redelivered.status, 200, "{}", redelivered.body);
+    assert_eq!(
+        redelivered.json()["duplicate"],
+        true,
+        "{}",
+        redelivered.body
     );
     drop(server);
 }

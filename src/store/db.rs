@@ -112,30 +112,30 @@ impl Store {
         let secrets = SecretBox::new(key);
         let (db, cache, flow_index, destination_index, dedupe, pauses, entity_index) =
             catch_panic(|| {
-            let db = builder().create(path)?;
-            prepare(&db, &secrets)?;
-            let cache = Arc::new(InstallationCache::load(&db)?);
-            let flow_index = Arc::new(FlowIndex::load(&db)?);
-            let destination_index = Arc::new(DestinationIndex::load(&db)?);
-            let pauses = Arc::new(PauseMirror::load(&db)?);
-            let (dedupe, entity_index) = load_recent_views(&db)?;
-            Ok((
-                db,
-                cache,
-                flow_index,
-                destination_index,
-                Arc::new(dedupe),
-                pauses,
-                Arc::new(entity_index),
-            ))
-        })
-        .map_err(|err| match err {
-            // Every record read at open was written by this or an older release.
-            StoreError::Decode(detail) => {
-                StoreError::Damaged(format!("a record does not decode: {detail}"))
-            }
-            other => other,
-        })?;
+                let db = builder().create(path)?;
+                prepare(&db, &secrets)?;
+                let cache = Arc::new(InstallationCache::load(&db)?);
+                let flow_index = Arc::new(FlowIndex::load(&db)?);
+                let destination_index = Arc::new(DestinationIndex::load(&db)?);
+                let pauses = Arc::new(PauseMirror::load(&db)?);
+                let (dedupe, entity_index) = load_recent_views(&db)?;
+                Ok((
+                    db,
+                    cache,
+                    flow_index,
+                    destination_index,
+                    Arc::new(dedupe),
+                    pauses,
+                    Arc::new(entity_index),
+                ))
+            })
+            .map_err(|err| match err {
+                // Every record read at open was written by this or an older release.
+                StoreError::Decode(detail) => {
+                    StoreError::Damaged(format!("a record does not decode: {detail}"))
+                }
+                other => other,
+            })?;
         let slot = Arc::new(Slot::new(db, path));
         let reopen = {
             let path = path.to_path_buf();

@@ -1,5 +1,5 @@
 //! How an event is kept on disk: the versioned record, encoded on the caller's thread so the
-//! writer only inserts it. Records of schema 6 (`V3`) keep the headers and body together,
+//! writer only inserts it. Records of schema 7 (`V3`) keep the headers and body together,
 //! compressed with zstd and a dictionary bundled in the binary (`dictionaries/`); the id,
 //! receive time and workspace come from the key. `V1` (plain) and `V2` (stamp, LZ4 body) are
 //! still read.

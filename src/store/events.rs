@@ -676,7 +676,7 @@ mod tests {
         }
     }
 
-    /// A file of schema 3 to 5 (they kept a dedupe watermark) whose recent events' dedupe rows
+    /// A file of schemas 3 to 6 (they kept a dedupe watermark) whose recent events' dedupe rows
     /// were never written (they waited in memory, behind the watermark) migrates: the log of
     /// recent events is rebuilt from the events after the watermark once, so a redelivery
     /// after the upgrade is still a duplicate, and the `V2` records read.

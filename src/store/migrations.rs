@@ -12,13 +12,13 @@ use super::schema::{
     workspace_prefix, workspaces_of,
 };
 
-/// `META` key of schemas 3 to 5: every event received before this time (Unix ms) had its
+/// `META` key of schemas 3 to 6: every event received before this time (Unix ms) had its
 /// dedupe row in the table; later ones waited in memory.
 const META_INDEXED_UNTIL: &[u8] = b"dedupe_indexed_until_ms";
-/// The wall clock may have stepped back; schemas 3 to 5 re-read this much before the watermark.
+/// The wall clock may have stepped back; schemas 3 to 6 re-read this much before the watermark.
 const REBUILD_MARGIN_MS: i64 = 60_000;
 
-/// 5 → 6: the events whose dedupe rows were not in the table yet get their row in the log of
+/// 6 → 7: the events whose dedupe rows were not in the table yet get their row in the log of
 /// recent events, from which every start rebuilds the waiting rows from now on.
 pub(super) fn recent_events_from_watermark(wtx: &WriteTransaction) -> Result<(), StoreError> {
     let mut meta = wtx.open_table(META)?;

@@ -4,7 +4,7 @@
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
-use super::db::{Store, open_unheld};
+use super::db::{Store, begin_durable, open_unheld};
 use super::error::StoreError;
 use super::installation_model::{InstallationStatus, decode_installation, encode_installation};
 use super::recent::RecentRow;
@@ -318,8 +318,7 @@ pub fn erase_workspace_file(
     }
     let mut total = zero_counts();
     loop {
-        let mut wtx = db.begin_write()?;
-        wtx.set_durability(redb::Durability::Immediate)?;
+        let wtx = begin_durable(&db)?;
         let removed = erase_batch(&wtx, ws, batch)?;
         wtx.commit()?;
         if add(&mut total, &removed) == 0 {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
 use super::cache::check_cache_record;
-use super::db::{Store, builder, check_schema};
+use super::db::{Store, begin_durable, builder, check_schema};
 use super::entity_index::{Bucket, META_BUCKETS};
 use super::erase::{TableCounts, check_workspace_id, count_workspace};
 use super::error::StoreError;
@@ -472,8 +472,7 @@ fn copy_tables(src: &impl ReadableDatabase, tmp: &Path) -> Result<u64, StoreErro
     // Written the way the server writes (two-phase commits), so the allocator state is kept
     // and a server started on a restored copy opens it without walking the whole file.
     let dest = builder().create(tmp)?;
-    let mut wtx = dest.begin_write()?;
-    wtx.set_durability(redb::Durability::Immediate)?;
+    let wtx = begin_durable(&dest)?;
     let mut copied = 0u64;
     for table in TABLES {
         let source = match rtx.open_table(*table) {

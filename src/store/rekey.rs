@@ -6,7 +6,7 @@
 
 use redb::ReadableTable;
 
-use super::db::{KEY_CHECK_PLAINTEXT, META_KEY_CHECK, open_unheld};
+use super::db::{KEY_CHECK_PLAINTEXT, META_KEY_CHECK, begin_durable, open_unheld};
 use super::destination_model::{decode_destination, encode_destination};
 use super::error::StoreError;
 use super::installation_model::{decode_installation, encode_installation};
@@ -39,8 +39,7 @@ pub fn rotate_key_file(
     let db = open_unheld(path)?;
     let (old, new) = (SecretBox::new(old_key), SecretBox::new(new_key));
     let mut done = Rekeyed::default();
-    let mut wtx = db.begin_write()?;
-    wtx.set_durability(redb::Durability::Immediate)?;
+    let wtx = begin_durable(&db)?;
     {
         let mut meta = wtx.open_table(META)?;
         let stored = meta.get(META_KEY_CHECK)?.map(|v| v.value().to_vec());

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, Table, TableDefinition, TableHandle, WriteTransaction};
+use redb::{Database, Table, TableDefinition, TableHandle, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use super::db::begin_durable;
 use super::health::{Condition, Slot, catch_panic, free_bytes, panic_text};
 
 /// Upper bound on jobs per transaction, so one commit never grows without limit.
@@ -473,11 +474,7 @@ impl Recovery {
 }
 
 fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
-    let mut wtx = db.begin_write()?;
-    if let Err(err) = wtx.set_durability(Durability::Immediate) {
-        tracing::error!(error = %err, "cannot set durable commits");
-    }
-    Ok(wtx)
+    begin_durable(db)
 }
 
 /// The jobs of one write transaction: each runs as soon as it joins, so the work of a batch

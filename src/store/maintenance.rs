@@ -392,6 +392,7 @@ pub fn backup(src: &Path, dest: &Path) -> Result<u64, StoreError> {
     }
     let tmp = partial_path(dest);
     let _ = std::fs::remove_file(&tmp);
+    yield_to_requests();
     let copied = match catch_panic(|| write_copy(src, dest, &tmp)) {
         Ok(copied) => copied,
         Err(err) => {
@@ -401,6 +402,19 @@ pub fn backup(src: &Path, dest: &Path) -> Result<u64, StoreError> {
     };
     note_backup(src, dest);
     Ok(copied)
+}
+
+/// Lowers the calling thread's CPU and I/O priority (on Linux both are per thread): a backup
+/// reads the whole file, and on a small machine it would otherwise take a core and the disk
+/// from the server's requests. It goes at full speed when the machine is idle. Best effort.
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread, with constant arguments.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        // IOPRIO_WHO_PROCESS (1), this thread (0), best-effort class (2) at its lowest level (7).
+        libc::syscall(libc::SYS_ioprio_set, 1, 0, (2 << 13) | 7);
+    }
 }
 
 /// Where a backup to `dest` is written before it is complete.
@@ -446,7 +460,10 @@ impl Store {
     /// Runs on the blocking pool; returns the records copied.
     pub async fn snapshot(&self, dest: std::path::PathBuf) -> Result<u64, StoreError> {
         let db = self.slot.db()?;
-        tokio::task::spawn_blocking(move || {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        // Its own thread: the lowered priority must not stay with a pooled thread.
+        let copy = move || {
+            yield_to_requests();
             let tmp = dest.with_extension("partial");
             let _ = std::fs::remove_file(&tmp);
             let copied = match copy_tables(&*db, &tmp) {
@@ -461,9 +478,15 @@ impl Store {
                 std::fs::File::open(dir)?.sync_all()?;
             }
             Ok(copied)
-        })
-        .await
-        .map_err(|e| StoreError::Storage(format!("snapshot task failed: {e}")))?
+        };
+        std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let _ = done.send(copy());
+            })?;
+        outcome
+            .await
+            .map_err(|e| StoreError::Storage(format!("snapshot task failed: {e}")))?
     }
 }
 

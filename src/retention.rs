@@ -2,13 +2,16 @@
 //! settings in small batches (each its own short write, so ingestion is never stalled), and
 //! purges the data of installations DELETED for longer than the retention period.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::store::{Installation, InstallationStatus, StoreError};
 
-/// Rows deleted per write transaction.
-const BATCH: usize = 256;
+/// Rows deleted per write transaction: small, so that a batch adds little to the commit that
+/// ingestion waits for.
+const BATCH: usize = 128;
+/// Pause after each batch, relative to the time it took (see [`pause_after`]).
+const PAUSE_FACTOR: f64 = 4.0;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Runs [`run_once`] every `config.retention_interval` until shutdown.
@@ -103,6 +106,7 @@ async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
         }
         let cutoff = now - days as i64 * DAY_MS;
         loop {
+            let started = Instant::now();
             let n = kind.delete_before(app, &ws, cutoff).await?;
             deleted += n;
             metrics::counter!("retention_deleted_total", "kind" => kind.label())
@@ -110,11 +114,11 @@ async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
             if n < BATCH {
                 break;
             }
-            // Let waiting ingestion writes go first.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            pause_after(started).await;
         }
         // The entity index drops its rows a bucket at a time, once the whole bucket expired.
         loop {
+            let started = Instant::now();
             let n = app
                 .store
                 .delete_entity_rows_before(&ws, cutoff, BATCH)
@@ -122,10 +126,19 @@ async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
             if n < BATCH {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            pause_after(started).await;
         }
     }
     Ok(deleted)
+}
+
+/// Waits [`PAUSE_FACTOR`] times as long as the batch begun at `started` took, so that
+/// deleting a backlog (a million expired events after a retention change) takes at most a
+/// fifth of the writer's time and ingestion keeps its latency; when the machine is idle the
+/// batches are quick and so are the pauses.
+async fn pause_after(started: Instant) {
+    let pause = started.elapsed().mul_f64(PAUSE_FACTOR);
+    tokio::time::sleep(pause.max(Duration::from_millis(1))).await;
 }
 
 /// One pass over every workspace; returns how many events were deleted.

@@ -939,7 +939,16 @@ fn stats(data: &DataDirArgs, json: bool) -> ExitCode {
         let tables: serde_json::Map<String, serde_json::Value> = stats
             .tables
             .iter()
-            .map(|(name, rows)| (name.clone(), (*rows).into()))
+            .map(|t| {
+                let usage = serde_json::json!({
+                    "rows": t.rows,
+                    "pages": t.pages,
+                    "storedBytes": t.stored_bytes,
+                    "metadataBytes": t.metadata_bytes,
+                    "fragmentedBytes": t.fragmented_bytes,
+                });
+                (t.name.clone(), usage)
+            })
             .collect();
         println!(
             "{}",
@@ -956,8 +965,11 @@ fn stats(data: &DataDirArgs, json: bool) -> ExitCode {
     }
     println!("data file: {} ({} bytes)", path.display(), stats.file_size);
     println!("schema version: {}", stats.schema_version);
-    for (table, rows) in &stats.tables {
-        println!("table {table}: {rows} rows");
+    for t in &stats.tables {
+        println!(
+            "table {}: {} rows, {} pages, {} bytes stored, {} metadata, {} fragmented",
+            t.name, t.rows, t.pages, t.stored_bytes, t.metadata_bytes, t.fragmented_bytes
+        );
     }
     match &stats.pages {
         Some(p) => {

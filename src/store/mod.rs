@@ -82,5 +82,5 @@ pub use schema::{
 pub use secrets::{Sealed, SecretBox, load_or_create_key, read_key, replace_key_file};
 pub use sources::{Source, SourceSecret};
 pub use subscriptions::{SubscriptionReport, SubscriptionState};
-pub use usage::{FileStats, PageStats, WorkspaceUsage, file_stats};
+pub use usage::{FileStats, PageStats, TableUsage, WorkspaceUsage, file_stats};
 pub use views::{RunListPage, RunQuery};

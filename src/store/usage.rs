@@ -73,7 +73,7 @@ impl Store {
 pub struct FileStats {
     pub file_size: u64,
     pub schema_version: u32,
-    pub tables: Vec<(String, u64)>,
+    pub tables: Vec<TableUsage>,
     /// `None` while a server holds the file (page statistics need exclusive access).
     pub pages: Option<PageStats>,
     pub oldest_event_at: Option<i64>,
@@ -90,20 +90,46 @@ pub struct PageStats {
     pub fragmented_bytes: u64,
 }
 
+/// One table's rows and what they cost on disk.
+#[derive(Debug, Default, Clone)]
+pub struct TableUsage {
+    pub name: String,
+    pub rows: u64,
+    /// Leaf and branch pages of its tree.
+    pub pages: u64,
+    /// Bytes of its keys and values.
+    pub stored_bytes: u64,
+    /// Bytes of page headers and offsets.
+    pub metadata_bytes: u64,
+    /// Unused bytes inside its pages.
+    pub fragmented_bytes: u64,
+}
+
 /// Rows per table, and the oldest event's time.
-type Counted = (Vec<(String, u64)>, Option<i64>);
+type Counted = (Vec<TableUsage>, Option<i64>);
 
 fn table_counts_and_oldest(db: &impl ReadableDatabase) -> Result<Counted, StoreError> {
     use redb::ReadableTableMetadata;
     let rtx = db.begin_read()?;
     let mut tables = Vec::new();
     for table in TABLES {
-        let rows = match rtx.open_table(*table) {
-            Ok(handle) => handle.len()?,
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(e.into()),
+        let mut usage = TableUsage {
+            name: table.name().to_string(),
+            ..TableUsage::default()
         };
-        tables.push((table.name().to_string(), rows));
+        match rtx.open_table(*table) {
+            Ok(handle) => {
+                let stats = handle.stats()?;
+                usage.rows = handle.len()?;
+                usage.pages = stats.leaf_pages() + stats.branch_pages();
+                usage.stored_bytes = stats.stored_bytes();
+                usage.metadata_bytes = stats.metadata_bytes();
+                usage.fragmented_bytes = stats.fragmented_bytes();
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tables.push(usage);
     }
     let events = rtx.open_table(EVENTS)?;
     let mut oldest: Option<i64> = None;

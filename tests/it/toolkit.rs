@@ -941,8 +941,13 @@ mod operator_views {
         );
         let stats: Value =
             serde_json::from_str(&succeeded(run_on(dir.path(), &["stats", "--json"]))).unwrap();
-        assert_eq!(stats["tables"]["events"], 3);
-        assert_eq!(stats["tables"]["installations"], 2);
+        assert_eq!(stats["tables"]["events"]["rows"], 3);
+        assert_eq!(stats["tables"]["installations"]["rows"], 2);
+        assert!(
+            stats["tables"]["events"]["storedBytes"].as_u64().unwrap() > 0
+                && stats["tables"]["events"]["pages"].as_u64().unwrap() > 0,
+            "{stats}"
+        );
         assert!(
             stats["pages"]["allocatedPages"].as_u64().unwrap() > 0,
             "{stats}"

@@ -26,7 +26,8 @@
 //!
 //! `BENCH_SERVER_BIN=/path/to/older/clockify-studio` measures another build with the same
 //! load; figures a build cannot give (no `compact`, no `entity` filter) are printed as `n/a`.
-//! `SCALE_SECONDS` (default 10) sets the length of each ingest-under-load run.
+//! `SCALE_SECONDS` (default 10) sets the length of each ingest-under-load run;
+//! `SCALE_FILL_ONLY=1` stops after the fill and disk figures (to compare ingest of two builds).
 
 mod common;
 
@@ -521,6 +522,7 @@ fn main() {
         None,
         true,
     );
+    let fill_ended = Instant::now();
     let cpu_us = (server.cpu_seconds() - cpu) * 1e6 / fill.acked.max(1) as f64;
     let mut body = Vec::new();
     let mean_body: f64 = (0..templates.len() as u64 * WORKSPACES as u64)
@@ -549,11 +551,29 @@ fn main() {
         "disk file_bytes={size} bytes_per_event={:.0} check_seconds={check_s:.1}",
         size as f64 / total as f64
     );
-    for line in check
-        .lines()
-        .filter(|l| l.starts_with("table ") || l.contains("pages"))
-    {
+    for line in check.lines().filter(|l| l.contains("pages")) {
         println!("  check: {line}");
+    }
+    // What each table costs per event (a build without per-table figures prints rows only).
+    let (_, stats, _) = cli("stats", dir, &["--json"]);
+    let stats = stats.lines().find(|l| l.starts_with('{')).unwrap_or("");
+    if let Ok(stats) = serde_json::from_str::<Value>(stats) {
+        for (name, t) in stats["tables"].as_object().into_iter().flatten() {
+            let pages = t["pages"].as_u64().unwrap_or(0);
+            if t["rows"].as_u64().unwrap_or(0) == 0 {
+                continue;
+            }
+            println!(
+                "  table {name}: rows={} bytes_per_event={:.0} stored_per_event={:.0}",
+                t["rows"],
+                (pages * 4096) as f64 / total as f64,
+                t["storedBytes"].as_u64().unwrap_or(0) as f64 / total as f64
+            );
+        }
+    }
+
+    if std::env::var_os("SCALE_FILL_ONLY").is_some() {
+        return;
     }
 
     // Start-up.
@@ -751,8 +771,11 @@ fn main() {
     let p99_without = run.p99();
     let rps_without = run.acked as f64 / run.seconds;
     server.stop();
-    let stored_before = stored_events(dir);
-    let skew = (100 * DAY_SECS).to_string();
+    // The server's retention clock is moved forward so that the events of the fill (and
+    // only those: not the ones ingested meanwhile) are past the default 90 days.
+    let stored_before = fill.acked;
+    let since_fill = fill_ended.elapsed().as_secs();
+    let skew = (90 * DAY_SECS - since_fill + 2).to_string();
     let (server, _) = start(
         dir,
         &[

@@ -326,3 +326,92 @@ pub fn scrape(base: &str) -> String {
         .read_to_string()
         .expect("metrics text")
 }
+
+/// What [`drive`] saw: each acknowledged delivery's sequence number, when its answer came
+/// and how long it took.
+pub struct Driven {
+    pub acks: Vec<(u64, std::time::Instant, f64)>,
+    pub failed: u64,
+    pub seconds: f64,
+}
+
+impl Driven {
+    /// Latencies in milliseconds, sorted.
+    pub fn latencies(&self) -> Vec<f64> {
+        let mut l: Vec<f64> = self.acks.iter().map(|a| a.2).collect();
+        l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        l
+    }
+}
+
+/// Posts signed `NEW_TIME_ENTRY` deliveries (the `template` body with a unique leading
+/// `"benchSeq":n` field) from `concurrency` connections until `seconds` have passed.
+pub fn drive(
+    client: &tokio::runtime::Runtime,
+    addr: &str,
+    signature: &str,
+    template: &str,
+    concurrency: usize,
+    seconds: f64,
+) -> Driven {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+    let counter = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let acks = client.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (addr, template, counter, failures) = (
+                addr.to_string(),
+                template.to_string(),
+                counter.clone(),
+                failures.clone(),
+            );
+            let head = format!(
+                "POST /webhooks/clockify/NEW_TIME_ENTRY HTTP/1.1\r\nHost: {addr}\r\n\
+                 clockify-signature: {signature}\r\nclockify-webhook-event-type: NEW_TIME_ENTRY\r\n\
+                 Content-Type: application/json\r\n"
+            );
+            tasks.spawn(async move {
+                let mut connection = RawConnection::connect(&addr).await;
+                let mut acks = Vec::new();
+                let mut body = Vec::with_capacity(template.len() + 32);
+                while Instant::now() < deadline {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    body.clear();
+                    write!(body, "{{\"benchSeq\":{n},").unwrap();
+                    body.extend_from_slice(&template.as_bytes()[1..]);
+                    let t = Instant::now();
+                    match connection.send(&head, &body).await {
+                        Ok(200) => {
+                            let now = Instant::now();
+                            acks.push((n, now, (now - t).as_secs_f64() * 1000.0));
+                        }
+                        Ok(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            connection = RawConnection::connect(&addr).await;
+                        }
+                    }
+                }
+                acks
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            all.extend(done.unwrap());
+        }
+        all
+    });
+    Driven {
+        acks,
+        failed: failures.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}

@@ -839,7 +839,8 @@ fn held_connections_do_not_keep_other_clients_waiting() {
 /// The crash-cycle suite: `cycles` rounds of {unique signed deliveries from `senders`
 /// concurrent clients, with a flow whose action POSTs to Clockify; SIGKILL at a random moment;
 /// restart on the same file; a delivery left unanswered is sent again}, then a last start that finishes the queued runs. Prints cycles,
-/// acknowledged, lost, stored twice and effects sent twice; all but the first two must be 0.
+/// acknowledged, lost, stored twice, effects sent twice and events never forwarded to the
+/// destination that matches them all; all but the first two must be 0.
 ///
 /// CI runs a short form (3 cycles, 8 senders). The long form:
 /// `CRASH_CYCLES=100 CRASH_SENDERS=32 cargo test --release --test it faults::crash_cycles -- --nocapture`.
@@ -856,6 +857,17 @@ fn crash_cycles_lose_nothing_and_repeat_nothing() {
     let r = server.api("POST", WS, ADDON, "OWNER", "/api/flows", Some(&flow));
     assert_eq!(r.status, 201, "{}", r.body);
     let flow = r.json()["id"].as_str().unwrap().to_string();
+    // Every event is also forwarded to a destination (the fake, on another path).
+    let destination = json!({"name": "crash receiver", "url": format!("{}/hook", fake.base)});
+    let r = server.api(
+        "POST",
+        WS,
+        ADDON,
+        "OWNER",
+        "/api/destinations",
+        Some(&destination),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     let token = webhook_token(WS, ADDON);
     let mut acknowledged: Vec<String> = Vec::new();
     let mut seed = u64::from(std::process::id()) | 1;
@@ -974,10 +986,25 @@ fn crash_cycles_lose_nothing_and_repeat_nothing() {
         }
     }
     let effects_twice = effects.values().filter(|n| **n > 1).count();
+    // Destinations deliver at least once: every stored event reaches the receiver.
+    let forwarded = || -> std::collections::HashSet<String> {
+        fake.calls()
+            .iter()
+            .filter(|c| c.method == "POST" && c.path == "/hook")
+            .filter_map(|c| serde_json::from_slice::<Value>(&c.body).ok())
+            .filter_map(|b| b["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut not_forwarded = stored.len();
+    wait_until(Duration::from_secs(120), || {
+        let got = forwarded();
+        not_forwarded = stored.iter().filter(|id| !got.contains(*id)).count();
+        not_forwarded == 0
+    });
     println!(
         "crash cycles: cycles={cycles} senders={senders} acknowledged={} stored={} lost={lost} \
          stored_twice={stored_twice} effects_sent={} effects_sent_twice={effects_twice} \
-         runs_finished={finished} runs_failed={} seed={}",
+         runs_finished={finished} runs_failed={} not_forwarded={not_forwarded} seed={}",
         acknowledged.len(),
         stored.len(),
         effects.len(),
@@ -988,6 +1015,10 @@ fn crash_cycles_lose_nothing_and_repeat_nothing() {
     assert_eq!(lost, 0, "acknowledged events lost");
     assert_eq!(stored_twice, 0, "events stored twice");
     assert_eq!(effects_twice, 0, "POSTs sent twice");
+    assert_eq!(
+        not_forwarded, 0,
+        "stored events never reached the destination"
+    );
     assert_eq!(server.get("/healthz", &[]).status, 200);
 }
 
@@ -1001,6 +1032,15 @@ fn crash_child(fake: &FakeClockify, dir: &Path) -> ChildServer {
         &fake.host,
         "--flow-auto-disable-after",
         "0",
+        "--allow-destination-host",
+        &fake.host,
+        // Quick retries, so an attempt cut by a kill is repeated within the final wait.
+        "--destination-retry-schedule",
+        "0s,1s,1s,1s,1s,1s,1s,1s,1s,1s",
+        "--destination-max-rps",
+        "10000",
+        "--destination-concurrency",
+        "16",
     ]);
     ChildServer::start(command)
 }

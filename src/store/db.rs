@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Builder, ConcurrencyMode, Database, ReadableDatabase, ReadableTable};
 
 use super::dedupe::PendingDedupe;
 use super::destination_model::{DeliveryDispatch, DestinationIndex};
-use super::entity_index::EntityIndex;
+use super::entity_index::{EntityIndex, IndexLoader};
 use super::error::StoreError;
 use super::event_record::StoredEvent;
 use super::flow_index::FlowIndex;
@@ -19,7 +19,7 @@ use super::pause_mirror::PauseMirror;
 use super::run_dispatch::RunDispatch;
 use super::schema::{META, TABLES, Table, decode, encode};
 use super::secrets::{Sealed, SecretBox};
-use super::writer::{Reopen, Writer};
+use super::writer::{Reopen, Writer, begin_durable};
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
@@ -54,16 +54,6 @@ const MIGRATIONS: &[Migration] = &[
 pub(super) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(super) const META_KEY_CHECK: &[u8] = b"key_check";
 pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"clockify-studio encryption key check";
-
-/// Starts a durable write transaction. Each commit also records the allocator state (redb's
-/// quick repair): without it, the first open after a crash walks every page of the file to
-/// rebuild that state, so the start after a kill would grow with the data.
-pub(super) fn begin_durable(db: &Database) -> Result<WriteTransaction, StoreError> {
-    let mut wtx = db.begin_write()?;
-    wtx.set_durability(redb::Durability::Immediate)?;
-    wtx.set_quick_repair(true);
-    Ok(wtx)
-}
 
 pub(super) fn builder() -> Builder {
     let mut builder = Builder::new();
@@ -353,11 +343,14 @@ impl Drop for Store {
 /// The dedupe rows and entity index rows that wait in memory, rebuilt from the log of recent
 /// events alone (at open, and after the writer reopened the file).
 fn load_recent_views(db: &Database) -> Result<(PendingDedupe, EntityIndex), StoreError> {
-    let recent = super::recent::load(db)?;
     let now_ms = jiff::Timestamp::now().as_millisecond();
-    let dedupe = PendingDedupe::load(&recent, now_ms);
-    let entity_index = EntityIndex::load(&db.begin_read()?, &recent)?;
-    Ok((dedupe, entity_index))
+    let dedupe = PendingDedupe::default();
+    let mut index = IndexLoader::new(&db.begin_read()?)?;
+    super::recent::for_each(db, |id, row| {
+        dedupe.restore(&id, &row, now_ms);
+        index.add(&id, &row);
+    })?;
+    Ok((dedupe, index.finish()))
 }
 
 /// Creates missing tables, checks the schema version (migrating older files forward) and

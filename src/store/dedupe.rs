@@ -230,19 +230,15 @@ impl PendingDedupe {
     /// The waiting rows of a restart: those of the recent events (oldest first) that are
     /// still inside the dedupe window. Rows already in the table are put back too; a flush
     /// writes them again, unchanged.
-    pub(crate) fn load(recent: &[(EventId, RecentRow)], now_ms: i64) -> PendingDedupe {
-        let pending = PendingDedupe::default();
-        let mut rows = pending.inner.lock().expect("dedupe lock");
-        for (id, recent) in recent {
-            let received = millis_of_id(id);
-            // In id order, so a later event with the same key wins, as it did when stored.
-            if now_ms - received < DEDUPE_WINDOW_MS && Pending::split(&recent.dedupe_key).is_some()
-            {
-                rows.insert(&recent.dedupe_key, row(id, received));
-            }
+    /// Puts back the row of one event of the log of recent events, if it is still inside the
+    /// window; called in id order, so a later event with the same key wins, as it did when
+    /// stored.
+    pub(crate) fn restore(&self, id: &EventId, recent: &RecentRow, now_ms: i64) {
+        let received = millis_of_id(id);
+        if now_ms - received < DEDUPE_WINDOW_MS && Pending::split(&recent.dedupe_key).is_some() {
+            let mut rows = self.inner.lock().expect("dedupe lock");
+            rows.insert(&recent.dedupe_key, row(id, received));
         }
-        drop(rows);
-        pending
     }
 
     /// The oldest event whose row still waits: the log of recent events keeps its row.
@@ -596,7 +592,10 @@ mod tests {
             (id_at(now - 1000, 2), recent(2)),
             (id_at(now - 500, 3), recent(2)),
         ];
-        let pending = PendingDedupe::load(&rows, now);
+        let pending = PendingDedupe::default();
+        for (id, row) in &rows {
+            pending.restore(id, row, now);
+        }
         let inner = pending.inner.lock().unwrap();
         assert_eq!(inner.get(&recent(1).dedupe_key), None, "outside the window");
         assert_eq!(

@@ -236,35 +236,41 @@ impl Drop for Step {
     }
 }
 
-impl EntityIndex {
-    /// The index of a restart: the buckets from `META`, and the rows of the recent events
-    /// that no complete bucket holds (a bucket left half-written is written again).
-    pub(crate) fn load(
-        rtx: &ReadTransaction,
-        recent: &[(EventId, RecentRow)],
-    ) -> Result<EntityIndex, StoreError> {
+/// Rebuilds the index of a restart, one row of the log of recent events at a time, in id
+/// order: the buckets from `META`, and the rows of the recent events that no complete bucket
+/// holds (a bucket left half-written is written again).
+pub(crate) struct IndexLoader {
+    inner: Inner,
+    complete_until: Option<EventId>,
+}
+
+impl IndexLoader {
+    pub(crate) fn new(rtx: &ReadTransaction) -> Result<IndexLoader, StoreError> {
         let buckets: Vec<Bucket> = rtx
             .open_table(META)?
             .get(META_BUCKETS)?
             .map(|v| decode(v.value()))
             .transpose()?
             .unwrap_or_default();
-        let mut inner = Inner {
-            buckets,
-            ..Inner::default()
-        };
-        let complete_until = inner
-            .buckets
-            .iter()
-            .filter(|b| b.complete)
-            .map(|b| b.last)
-            .max();
-        for (id, row) in recent {
-            if complete_until.is_none_or(|last| *id > last) {
-                inner.add(&row.workspace_id, id, &row.entities);
-            }
+        let complete_until = buckets.iter().filter(|b| b.complete).map(|b| b.last).max();
+        Ok(IndexLoader {
+            inner: Inner {
+                buckets,
+                ..Inner::default()
+            },
+            complete_until,
+        })
+    }
+
+    pub(crate) fn add(&mut self, id: &EventId, row: &RecentRow) {
+        if self.complete_until.is_none_or(|last| *id > last) {
+            self.inner.add(&row.workspace_id, id, &row.entities);
         }
-        inner.last_committed = recent.last().map(|(id, _)| *id);
+        self.inner.last_committed = Some(*id);
+    }
+
+    pub(crate) fn finish(self) -> EntityIndex {
+        let mut inner = self.inner;
         if let Some(open) = inner.buckets.iter().find(|b| !b.complete).cloned() {
             let (mut rows, rest): (Vec<Row>, Vec<Row>) = std::mem::take(&mut inner.waiting)
                 .into_iter()
@@ -277,11 +283,13 @@ impl EntityIndex {
                 written: 0,
             });
         }
-        Ok(EntityIndex {
+        EntityIndex {
             inner: Mutex::new(inner),
-        })
+        }
     }
+}
 
+impl EntityIndex {
     /// Takes over the buckets and waiting rows of `fresh` (after the file was reopened: a
     /// bucket step of the failed batch was undone with it).
     pub(crate) fn replace_with(&self, fresh: EntityIndex) {

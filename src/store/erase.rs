@@ -4,7 +4,7 @@
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
-use super::db::{Store, begin_durable, open_unheld};
+use super::db::{Store, open_unheld};
 use super::error::StoreError;
 use super::installation_model::{InstallationStatus, decode_installation, encode_installation};
 use super::recent::RecentRow;
@@ -16,6 +16,7 @@ use super::schema::{
     WEBHOOK_TOKENS, decode, prefix_end, workspace_prefix,
 };
 use super::sources::source_workspace;
+use super::writer::begin_durable;
 
 /// How a table's rows name the workspace they belong to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

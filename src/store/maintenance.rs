@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
 use super::cache::check_cache_record;
-use super::db::{Store, begin_durable, builder, check_schema};
+use super::db::{Store, builder, check_schema};
 use super::entity_index::{Bucket, META_BUCKETS};
 use super::erase::{TableCounts, check_workspace_id, count_workspace};
 use super::error::StoreError;
@@ -24,6 +24,7 @@ use super::schema::{EventId, TABLES, Table, decode};
 use super::secrets::Sealed;
 use super::sources::decode_source;
 use super::subscriptions::check_report_record;
+use super::writer::begin_durable;
 
 /// What `check` found in a data file.
 #[derive(Debug)]

@@ -63,18 +63,22 @@ pub(crate) fn trim(
     Ok(ids.len())
 }
 
-/// Every row, oldest first (what [`super::db::Store::open`] rebuilds the views from).
-pub(crate) fn load(db: &Database) -> Result<Vec<(EventId, RecentRow)>, StoreError> {
+/// Calls `each` with every row, oldest first (what [`super::db::Store::open`] rebuilds the
+/// views from), decoding one at a time: the whole log decoded at once would be tens of MB
+/// that the process keeps after its start.
+pub(crate) fn for_each(
+    db: &Database,
+    mut each: impl FnMut(EventId, RecentRow),
+) -> Result<(), StoreError> {
     let rtx = db.begin_read()?;
     let table = rtx.open_table(RECENT_EVENTS)?;
-    let mut rows = Vec::new();
     for entry in table.iter()? {
         let (k, v) = entry?;
         let id: EventId = k
             .value()
             .try_into()
             .map_err(|_| StoreError::Decode("malformed recent event key".into()))?;
-        rows.push((id, decode(v.value())?));
+        each(id, decode(v.value())?);
     }
-    Ok(rows)
+    Ok(())
 }

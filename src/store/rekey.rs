@@ -6,13 +6,14 @@
 
 use redb::ReadableTable;
 
-use super::db::{KEY_CHECK_PLAINTEXT, META_KEY_CHECK, begin_durable, open_unheld};
+use super::db::{KEY_CHECK_PLAINTEXT, META_KEY_CHECK, open_unheld};
 use super::destination_model::{decode_destination, encode_destination};
 use super::error::StoreError;
 use super::installation_model::{decode_installation, encode_installation};
 use super::schema::{DESTINATIONS, INSTALLATIONS, META, SOURCES, decode, encode};
 use super::secrets::{Sealed, SecretBox};
 use super::sources::{all_sources, write_source};
+use super::writer::begin_durable;
 
 /// How many secrets a rotation re-sealed.
 #[derive(Debug, Default)]

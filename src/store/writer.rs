@@ -16,7 +16,6 @@ use redb::{Database, Table, TableDefinition, TableHandle, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::db::begin_durable;
 use super::health::{Condition, Slot, catch_panic, free_bytes, panic_text};
 
 /// Upper bound on jobs per transaction, so one commit never grows without limit.
@@ -471,6 +470,16 @@ impl Recovery {
             }
         }
     }
+}
+
+/// Starts a durable write transaction. Each commit also records the allocator state (redb's
+/// quick repair): without it, the first open after a crash walks every page of the file to
+/// rebuild that state, so the start after a kill would grow with the data.
+pub(super) fn begin_durable(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut wtx = db.begin_write()?;
+    wtx.set_durability(redb::Durability::Immediate)?;
+    wtx.set_quick_repair(true);
+    Ok(wtx)
 }
 
 fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {

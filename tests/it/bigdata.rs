@@ -202,7 +202,11 @@ fn after_a_crash_the_index_and_dedupe_state_come_back() {
     let repairs: Vec<&Value> = server
         .seen
         .iter()
-        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("repairing")))
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("repairing"))
+        })
         .collect();
     assert!(repairs.is_empty(), "{repairs:?}");
     let all: Vec<String> = stored.iter().rev().map(|(_, id)| id.clone()).collect();

@@ -14,7 +14,7 @@ use crate::clockify::client::ApiClient;
 use crate::clockify::token::TokenVerifier;
 use crate::config::Config;
 use crate::locks::WorkspaceLocks;
-use crate::store::{RunId, Store, StoreError, load_or_create_key};
+use crate::store::{DestinationId, RunId, Store, StoreError, load_or_create_key};
 use crate::telemetry::RejectionLog;
 use crate::tickets::StreamTickets;
 use crate::{manifest, telemetry};
@@ -50,6 +50,10 @@ pub struct AppInner {
     pub rejection_log: RejectionLog,
     /// Consecutive failed subscription syncs per workspace (for the notification hook).
     pub sync_failures: Mutex<std::collections::HashMap<String, u32>>,
+    /// Pending deliveries per destination as the delivery engine last counted them: how
+    /// many, and when the oldest was queued (unix ms). The engine holds the queue in memory,
+    /// so the list of destinations shows its depth without scanning the store.
+    pub delivery_queue: Mutex<std::collections::HashMap<DestinationId, (u64, i64)>>,
 }
 
 impl std::ops::Deref for App {
@@ -134,6 +138,7 @@ impl App {
             stream_tickets: StreamTickets::default(),
             rejection_log,
             sync_failures: Default::default(),
+            delivery_queue: Default::default(),
         })))
     }
 

@@ -17,7 +17,7 @@ use super::flows::ConditionsView;
 use super::types::Deleted;
 use crate::app::App;
 use crate::destinations::outbound::Exchange;
-use crate::destinations::{self, DeliveryFilter, MASK, Spec};
+use crate::destinations::{self, DeliveryFilter, Health, MASK, Spec};
 use crate::store::{Delivery, DeliveryAttempt, Destination, format_id};
 use crate::time::{now_ms, rfc3339};
 
@@ -100,13 +100,37 @@ pub struct DestinationView {
     rotated_at: Option<String>,
     /// Until when the secret replaced by the last rotation still signs (beside the new one).
     previous_secret_valid_until: Option<String>,
+    health: HealthView,
     /// The signing secret (`whsec_…`): only in the answers to create and rotate.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
 }
 
+/// A destination's health at a glance.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthView {
+    /// Deliveries waiting to be sent or retried (the delivery engine's count, refreshed
+    /// about every second).
+    pending: u64,
+    /// When the oldest of them was queued.
+    oldest_pending_at: Option<String>,
+    /// The newest attempt among the destination's 20 newest deliveries; null when none.
+    last_attempt: Option<AttemptView>,
+}
+
+impl HealthView {
+    fn new(health: &Health) -> HealthView {
+        HealthView {
+            pending: health.pending,
+            oldest_pending_at: health.oldest_pending_at.map(rfc3339),
+            last_attempt: health.last_attempt.as_ref().map(AttemptView::new),
+        }
+    }
+}
+
 impl DestinationView {
-    fn new(destination: &Destination, secret: Option<String>) -> DestinationView {
+    fn new(destination: &Destination, health: &Health, secret: Option<String>) -> DestinationView {
         let conditions = &destination.filter.conditions;
         DestinationView {
             id: format_id(&destination.id),
@@ -139,6 +163,7 @@ impl DestinationView {
                 now_ms(),
             )
             .map(rfc3339),
+            health: HealthView::new(health),
             secret,
         }
     }
@@ -284,9 +309,12 @@ pub async fn list(
     State(app): State<App>,
     Admin(user): Admin,
 ) -> Result<Json<DestinationList>, ApiError> {
-    let all = destinations::list(&app, &user.workspace_id).await?;
+    let all = destinations::list_with_health(&app, &user.workspace_id).await?;
     Ok(Json(DestinationList {
-        destinations: all.iter().map(|d| DestinationView::new(d, None)).collect(),
+        destinations: all
+            .iter()
+            .map(|(d, health)| DestinationView::new(d, health, None))
+            .collect(),
     }))
 }
 
@@ -302,7 +330,11 @@ pub async fn create(
     let (destination, secret) = destinations::create(&app, &user.workspace_id, body.into()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(DestinationView::new(&destination, Some(secret))),
+        Json(DestinationView::new(
+            &destination,
+            &Health::default(),
+            Some(secret),
+        )),
     ))
 }
 
@@ -315,7 +347,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<DestinationView>, ApiError> {
     let destination = destinations::get(&app, &user.workspace_id, &id).await?;
-    Ok(Json(DestinationView::new(&destination, None)))
+    let health = destinations::health(&app, &destination).await?;
+    Ok(Json(DestinationView::new(&destination, &health, None)))
 }
 
 /// Replaces what an admin edits; enabling a disabled destination clears its failure state.
@@ -330,7 +363,8 @@ pub async fn update(
     JsonBody(body): JsonBody<DestinationBody>,
 ) -> Result<Json<DestinationView>, ApiError> {
     let destination = destinations::update(&app, &user.workspace_id, &id, body.into()).await?;
-    Ok(Json(DestinationView::new(&destination, None)))
+    let health = destinations::health(&app, &destination).await?;
+    Ok(Json(DestinationView::new(&destination, &health, None)))
 }
 
 /// Deletes the destination with its deliveries (pending ones are not sent).

@@ -122,7 +122,7 @@ pub async fn run(app: App) {
             let (app, shared) = (app.clone(), shared.clone());
             tasks.spawn(async move { (id, attempt(&app, &shared, job).await) });
         }
-        gauges.update(&entries);
+        gauges.update(&app, &entries);
         let wait = heap
             .peek()
             .map(|Reverse((due, _))| Duration::from_millis((due - now).max(0) as u64))
@@ -196,7 +196,7 @@ struct Gauges {
 }
 
 impl Gauges {
-    fn update(&mut self, entries: &HashMap<DeliveryId, Entry>) {
+    fn update(&mut self, app: &App, entries: &HashMap<DeliveryId, Entry>) {
         if self.last.is_some_and(|t| t.elapsed() < GAUGE_INTERVAL) {
             return;
         }
@@ -215,6 +215,10 @@ impl Gauges {
             metrics::gauge!("destination_oldest_pending_seconds", "destination" => label).set(0.0);
         }
         self.labelled = per.keys().copied().collect();
+        app.delivery_queue
+            .lock()
+            .expect("delivery queue lock")
+            .clone_from(&per);
         for (destination, (depth, oldest)) in per {
             let label = format_id(&destination);
             metrics::gauge!("destination_queue_depth", "destination" => label.clone())

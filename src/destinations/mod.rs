@@ -14,8 +14,8 @@ use crate::app::App;
 use crate::problem::{self, Problem};
 use crate::sources::{ROTATION_GRACE_MS, new_secret, standard_webhooks_signature};
 use crate::store::{
-    Conditions, Delivery, DeliveryId, DeliveryPage, DeliveryStatus, Destination, DestinationFilter,
-    DestinationId, DestinationSecret, StoreError, format_id, new_id,
+    Conditions, Delivery, DeliveryAttempt, DeliveryId, DeliveryPage, DeliveryStatus, Destination,
+    DestinationFilter, DestinationId, DestinationSecret, StoreError, format_id, new_id,
 };
 use crate::time::now_ms;
 use outbound::{AllowedHosts, Exchange, Outbound, check_url};
@@ -256,6 +256,53 @@ pub async fn get(app: &App, ws: &str, id: &str) -> Result<Destination, Destinati
 
 pub async fn list(app: &App, ws: &str) -> Result<Vec<Destination>, DestinationError> {
     Ok(app.store.destinations(ws).await?)
+}
+
+/// How many of a destination's newest deliveries are looked at for its last attempt.
+const LAST_ATTEMPT_SCAN: usize = 20;
+
+/// A destination's health at a glance, for its admins.
+#[derive(Default)]
+pub struct Health {
+    /// Deliveries waiting to be sent or retried.
+    pub pending: u64,
+    /// When the oldest of them was queued (unix ms).
+    pub oldest_pending_at: Option<i64>,
+    /// The newest attempt among its recent deliveries.
+    pub last_attempt: Option<DeliveryAttempt>,
+}
+
+/// The queue figures come from the delivery engine's own count (refreshed about every
+/// half second), the last attempt from the store.
+pub async fn health(app: &App, destination: &Destination) -> Result<Health, DestinationError> {
+    let queued = app
+        .delivery_queue
+        .lock()
+        .expect("delivery queue lock")
+        .get(&destination.id)
+        .copied();
+    let last_attempt = app
+        .store
+        .last_delivery_attempt(&destination.workspace_id, destination.id, LAST_ATTEMPT_SCAN)
+        .await?;
+    Ok(Health {
+        pending: queued.map_or(0, |(depth, _)| depth),
+        oldest_pending_at: queued.map(|(_, oldest)| oldest),
+        last_attempt,
+    })
+}
+
+/// A workspace's destinations with their health, oldest first.
+pub async fn list_with_health(
+    app: &App,
+    ws: &str,
+) -> Result<Vec<(Destination, Health)>, DestinationError> {
+    let mut out = Vec::new();
+    for destination in list(app, ws).await? {
+        let health = health(app, &destination).await?;
+        out.push((destination, health));
+    }
+    Ok(out)
 }
 
 /// Replaces what an admin edits; the secret, the creation time and the health stay.

@@ -316,6 +316,44 @@ impl Store {
         .await
     }
 
+    /// The newest attempt among the destination's `scan` newest deliveries (its health at a
+    /// glance; bounded so listing destinations stays cheap).
+    pub async fn last_delivery_attempt(
+        &self,
+        ws: &str,
+        destination: DestinationId,
+        scan: usize,
+    ) -> Result<Option<DeliveryAttempt>, StoreError> {
+        let ws = ws.to_string();
+        self.read(move |rtx| {
+            let index = rtx.open_table(DELIVERIES_BY_DESTINATION)?;
+            let deliveries = rtx.open_table(DELIVERIES)?;
+            let prefix = ws_key(&ws, &destination);
+            let end = prefix_end(&prefix);
+            let mut last: Option<DeliveryAttempt> = None;
+            for entry in index
+                .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
+                .rev()
+                .take(scan)
+            {
+                let (k, _) = entry?;
+                let id: DeliveryId = k.value()[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| bad_key())?;
+                if let Some(v) = deliveries.get(ws_key(&ws, &id).as_slice())? {
+                    let delivery = decode_delivery(v.value())?;
+                    if let Some(attempt) = delivery.attempts.into_iter().max_by_key(|a| a.at)
+                        && last.as_ref().is_none_or(|l| attempt.at > l.at)
+                    {
+                        last = Some(attempt);
+                    }
+                }
+            }
+            Ok(last)
+        })
+        .await
+    }
+
     /// Records an attempt and what it leads to; returns the delivery as stored, or `None`
     /// when it is gone (its destination or workspace was deleted meanwhile).
     pub async fn delivery_attempted(

@@ -38,7 +38,10 @@ function userToken({ role = 'OWNER', theme = 'DEFAULT', ttl = 1800 } = {}) {
   const unsigned = `${part({ alg: 'RS256', typ: 'JWT' })}.${part(claims)}`;
   return `${unsigned}.${crypto.sign('RSA-SHA256', Buffer.from(unsigned), SIGNING_KEY).toString('base64url')}`;
 }
-const PAGES = ['overview', 'events', 'explorer', 'flows', 'runs', 'sources', 'settings'];
+const PAGES = ['overview', 'events', 'explorer', 'flows', 'runs', 'sources', 'destinations', 'settings'];
+/** The fake receiver tests/it/browser.rs runs for destinations: 500 to the first attempt of an
+ * event whose body says "flaky", 200 with {"received": true} otherwise. */
+const RECEIVER_URL = env('RECEIVER_URL');
 // Stands in for Clockify's page. It is a loopback origin (Chromium blocks public pages
 // from framing loopback ones) that the server lists via --ui-frame-ancestor.
 const FAKE_CLOCKIFY = env('FRAME_ANCESTOR');
@@ -997,10 +1000,146 @@ await check('13. explorer bodies as forms: required first, enums, groups, arrays
   await p.close();
 });
 
+// ------------------------------------------------------------------------- destinations
+let destinationId = null;
+
+/** Clicks the attempt log's Refresh until `selector` is there (deliveries are sent in the background). */
+async function refreshUntil(page, selector, what) {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    await page.click('#attempt-log button:text("Refresh")');
+    await page.waitForSelector('#attempt-log .list-foot:not(:has(.sk))');
+    if (await page.locator(selector).count()) return;
+    await page.waitForTimeout(300);
+  }
+  throw new Error(`${what}: ${await page.locator('#attempt-log').innerText()}`);
+}
+
+await check('14. destinations: create with problems beside fields, secret once, test event, attempt log, retry, recover, delete; members see admins only', async () => {
+  const p = await openPage({ allowStatus: [400] });
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/destinations`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('text=No destinations yet');
+  await p.page.click('a:text("New destination")');
+  await p.page.waitForSelector('form[aria-label="Destination settings"]');
+  await p.page.fill('input[name=name]', 'Warehouse');
+  await p.page.fill('input[name=url]', 'ftp://warehouse.example/in');
+  await p.page.click('#save-destination');
+  await p.page.waitForSelector('[data-problem-key="url"] .problem');
+  assert(await p.page.locator('[data-problem-key="name"] .problem').count() === 0, 'a problem beside a valid field');
+  await p.page.fill('input[name=url]', RECEIVER_URL);
+  await p.page.click('summary:text("Event types")');
+  await p.page.check('input[value="NEW_CLIENT"]');
+  await p.page.click('button:text("Add header")');
+  await p.page.fill('input[aria-label="Header 1 name"]', 'X-Api-Key');
+  await p.page.fill('input[aria-label="Header 1 value"]', 'k-123');
+  await p.page.click('#save-destination');
+
+  // The secret: shown once, with a copy button and the note, gone when hidden or reopened.
+  await p.page.waitForSelector('#secret-once');
+  const secret = await p.page.locator('#secret-once pre[aria-label="Secret"]').innerText();
+  assert(/^whsec_[A-Za-z0-9+/=]{20,}$/.test(secret.trim()), `secret: ${secret}`);
+  assert(/Shown only now/.test(await p.page.locator('#secret-once').innerText()), 'no "shown only now" note');
+  assert(await p.page.locator('#secret-once button:text("Copy secret")').count() === 1, 'no copy button');
+  destinationId = decodeURIComponent(new URL(p.page.url()).hash.split('/')[2].split('?')[0]);
+  const stored = await apiJson(`/api/destinations/${destinationId}`);
+  assert(stored.secret === undefined && stored.headers['X-Api-Key'] === '********', JSON.stringify(stored));
+  assert(JSON.stringify(stored.filter.events) === '["NEW_CLIENT"]', JSON.stringify(stored.filter));
+  await p.page.click('button:text("I have copied it")');
+  assert(await p.page.locator('#secret-once').count() === 0, 'secret still shown');
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/destinations/${destinationId}`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('form[aria-label="Destination settings"]');
+  assert(await p.page.locator('#secret-once').count() === 0, 'the secret came back');
+  assert(!(await p.page.locator('main').innerText()).includes(secret.trim()), 'the secret is on the page again');
+
+  // Save stays off until something changed; a masked header value stays as stored.
+  assert(await p.page.locator('#save-destination').isDisabled(), 'Save enabled without a change');
+  assert(await p.page.inputValue('input[aria-label="Header 1 value"]') === '', 'a stored header value is shown');
+  await p.page.fill('input[name=name]', 'Warehouse loader');
+  assert(!(await p.page.locator('#save-destination').isDisabled()), 'Save still disabled after an edit');
+  await p.page.click('#save-destination');
+  await p.page.waitForSelector('.toast.success:text("saved")');
+  await p.page.waitForSelector('#save-destination:disabled');
+  const renamed = await apiJson(`/api/destinations/${destinationId}`);
+  assert(renamed.name === 'Warehouse loader' && renamed.headers['X-Api-Key'] === '********', JSON.stringify(renamed));
+
+  // The test event: the receiver's status, latency and answer.
+  await p.page.click('button:text("Send test event")');
+  await p.page.waitForSelector('#test-result .notice.ok');
+  const answer = await p.page.locator('#test-result').innerText();
+  assert(/200/.test(answer) && answer.includes('"received":true') && /\d+\s*ms/.test(answer), answer);
+
+  // A delivered event and a failed one appear in the attempt log; retry sends it again.
+  await deliver('NEW_CLIENT', { id: 'dest-c-1', name: 'Steady client', workspaceId: WS });
+  await deliver('NEW_CLIENT', { id: 'dest-c-2', name: 'flaky client', workspaceId: WS });
+  await refreshUntil(p.page, '#attempt-log details[data-status="delivered"]', 'no delivered delivery');
+  await refreshUntil(p.page, '#attempt-log details[data-status="failed"]', 'no failed delivery');
+  const failed = p.page.locator('#attempt-log details[data-status="failed"]').first();
+  await failed.locator('summary').click();
+  const failedText = await failed.innerText();
+  assert(/500/.test(failedText) && failedText.includes('receiver down') && failedText.includes('NEW_CLIENT'), failedText);
+  await p.page.selectOption('select[name=status]', 'failed');
+  await p.page.waitForSelector('#attempt-log .list-foot:not(:has(.sk))');
+  assert(new URL(p.page.url()).hash.includes('status=failed'), `filter not in the URL: ${p.page.url()}`);
+  assert(await p.page.locator('#attempt-log details[data-status="delivered"]').count() === 0, 'the failed filter shows a delivered one');
+  assert(await p.page.locator('#attempt-log details[data-status="failed"]').count() === 1, 'the failed delivery is not listed');
+  await p.page.locator('#attempt-log details[data-status="failed"] button:text("Retry")').click();
+  await p.page.waitForSelector('.toast.success:text("Sent again")');
+  await p.page.selectOption('select[name=status]', '');
+  await refreshUntil(p.page, '#attempt-log details[data-status="delivered"]:has-text("2 attempt(s)")', 'the retried delivery was not delivered');
+  const retried = p.page.locator('#attempt-log details[data-status="delivered"]:has-text("2 attempt(s)")');
+  await retried.locator('summary').click();
+  const rows = await retried.locator('table.attempts tbody tr').allInnerTexts();
+  assert(rows.length === 2 && /500/.test(rows[0]) && /200/.test(rows[1]), rows.join(' | '));
+
+  // "Retry all failed since": one more failure, recovered from the form.
+  await deliver('NEW_CLIENT', { id: 'dest-c-3', name: 'flaky again', workspaceId: WS });
+  await refreshUntil(p.page, '#attempt-log details[data-status="failed"]', 'the second failure is not listed');
+  await p.page.click('button:text("Retry all failed")');
+  await p.page.click('dialog button:text("Retry all")');
+  await p.page.waitForSelector('.toast.success:text("1 failed deliveries sent again")');
+  await refreshUntil(p.page, '#attempt-log:not(:has(details[data-status="failed"])):has(details[data-status="delivered"])', 'recover did not deliver');
+
+  // The list shows its health (the queue figures are the engine's, counted about every second).
+  let cardText = '';
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
+    await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/destinations`);
+    await waitForApp(p.page);
+    cardText = await p.page.locator(`section[data-id="${destinationId}"]`).innerText();
+    if (/Pending\s*0/.test(cardText)) break;
+    await p.page.waitForTimeout(500);
+  }
+  assert(cardText.includes('Warehouse loader') && /enabled/.test(cardText) && /Last attempt\s*200/.test(cardText) && /Pending\s*0/.test(cardText), cardText);
+
+  // Delete asks first.
+  const doomed = await apiJson('/api/destinations', { method: 'POST', body: { name: 'Old endpoint', url: RECEIVER_URL, filter: { events: ['NOTHING_EVER'] } } });
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/destinations/${doomed.id}`);
+  await waitForApp(p.page);
+  await p.page.click('button:text("Delete")');
+  await p.page.click('dialog button:text("Cancel")');
+  assert(await apiStatus(`/api/destinations/${doomed.id}`) === 200, 'deleted without confirming');
+  await p.page.click('button:text("Delete")');
+  await p.page.click('dialog button:text("Delete")');
+  await p.page.waitForSelector('.toast.success:text("Destination deleted")');
+  assert(await apiStatus(`/api/destinations/${doomed.id}`) === 404, 'not deleted');
+
+  const member = await openPage();
+  await member.page.goto(`${BASE}/ui?auth_token=${T.member}#/destinations`);
+  await waitForApp(member.page);
+  await member.page.waitForSelector('text=Only workspace owners and admins can see and manage destinations');
+  assert(await member.page.locator('a:text("New destination")').count() === 0, 'New destination shown to a member');
+  assert(p.errors().length === 0 && member.errors().length === 0, [...p.errors(), ...member.errors()].join('\n'));
+  await p.close();
+  await member.close();
+  return 'created, tested, delivered, retried, recovered, deleted';
+});
+
 await check('10 and 11. every page: cold load at most 60 KB transferred, and axe-core finds nothing in light or dark', async () => {
   const axeSource = fs.readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), 'node_modules/axe-core/axe.min.js'), 'utf8');
   const { flows } = await apiJson('/api/flows');
-  const extra = [['event detail', `events?id=${timeEntryIds[0]}`], ['flow editor', `flows/${flows[0].id}`], ['new flow', 'flows/new'], ['explorer operation', 'explorer?op=createTimeEntry']];
+  const extra = [['event detail', `events?id=${timeEntryIds[0]}`], ['flow editor', `flows/${flows[0].id}`], ['new flow', 'flows/new'], ['explorer operation', 'explorer?op=createTimeEntry'], ['new destination', 'destinations/new']];
+  if (destinationId) extra.push(['destination', `destinations/${destinationId}`]);
   const violations = [];
   const audit = async (page, label) => {
     await page.evaluate(axeSource);

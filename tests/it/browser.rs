@@ -2,11 +2,12 @@
 //! with 10,000 stored events for the timing figure), then runs tests/browser/ui.test.mjs
 //! (playwright-core driving Debian's chromium) and requires it to pass.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -128,11 +129,28 @@ fn the_ui_works_in_headless_chromium() {
             )
         })
     });
+    // The destinations page's receiver: the first attempt of an event saying "flaky" fails,
+    // so the page's retry and recover have something to send again.
+    let receiver = FakeClockify::start();
+    let failed_once = Arc::new(Mutex::new(HashSet::new()));
+    receiver.respond(move |call| {
+        let id = call.headers.get("webhook-id").cloned().unwrap_or_default();
+        let flaky = String::from_utf8_lossy(&call.body).contains("flaky");
+        Some(if flaky && failed_once.lock().unwrap().insert(id) {
+            (500, vec![], b"receiver down".to_vec())
+        } else {
+            (200, vec![], br#"{"received":true}"#.to_vec())
+        })
+    });
     let temp = tempfile::tempdir().expect("temp dir");
     let host = fake.host.clone();
+    let receiver_host = receiver.host.clone();
     let server = TestServer::start_in(temp.path(), move |c| {
         c.ui_frame_ancestors = vec![FRAME_ANCESTOR.to_string()];
         c.allow_api_hosts = vec![host];
+        c.allow_destination_hosts = vec![receiver_host];
+        // One attempt: a failure stays failed until the page retries it.
+        c.destination_retry_schedule = vec![Duration::ZERO];
     });
     server.install(WS, ADDON, &fake.base);
     server.install(PERF_WS, ADDON, UNREACHABLE_API);
@@ -181,6 +199,7 @@ fn the_ui_works_in_headless_chromium() {
         )
         .env("SCREENSHOT_DIR", &screenshots)
         .env("FRAME_ANCESTOR", FRAME_ANCESTOR)
+        .env("RECEIVER_URL", format!("{}/hook", receiver.base))
         .output()
         .expect("run node");
     println!("{}", String::from_utf8_lossy(&output.stdout));
@@ -189,5 +208,36 @@ fn the_ui_works_in_headless_chromium() {
         output.status.success(),
         "the browser tests failed ({})",
         output.status
+    );
+    // What the destinations page sent really reached the receiver, signed and with its header.
+    let hooks: Vec<_> = receiver
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "POST" && c.path == "/hook")
+        .collect();
+    let test_sends = hooks
+        .iter()
+        .filter(|c| {
+            c.headers
+                .get("webhook-id")
+                .is_some_and(|id| id.starts_with("test_"))
+        })
+        .count();
+    assert_eq!(test_sends, 1, "{hooks:#?}");
+    let flaky: Vec<_> = hooks
+        .iter()
+        .filter(|c| String::from_utf8_lossy(&c.body).contains("flaky client"))
+        .collect();
+    assert_eq!(flaky.len(), 2, "a failed attempt and the retry: {flaky:#?}");
+    assert_eq!(
+        flaky[0].headers["webhook-id"],
+        flaky[1].headers["webhook-id"]
+    );
+    assert!(
+        hooks.iter().all(
+            |c| c.headers.get("x-api-key").map(String::as_str) == Some("k-123")
+                && c.headers["webhook-signature"].starts_with("v1,")
+        ),
+        "{hooks:#?}"
     );
 }

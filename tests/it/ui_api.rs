@@ -541,3 +541,75 @@ fn text_responses_are_compressed_and_the_catalog_is_cached_by_etag() {
         401
     );
 }
+
+/// The destinations page lists each destination with its health: the engine's queue depth,
+/// the oldest pending delivery, the last attempt and the failing streak.
+#[test]
+fn the_destination_list_shows_each_ones_queue_and_last_attempt() {
+    let receiver = FakeClockify::start();
+    receiver.respond(|call| (call.path == "/down").then(|| (503, vec![], b"busy".to_vec())));
+    let fake = FakeClockify::start();
+    let dir = tempfile::tempdir().unwrap();
+    let host = receiver.host.clone();
+    let server = TestServer::start_in(dir.path(), |c| {
+        c.allow_destination_hosts = vec![host];
+        // One retry, far away: a failed first attempt stays pending.
+        c.destination_retry_schedule = vec![Duration::ZERO, Duration::from_secs(3600)];
+    });
+    server.install(WS, ADDON, &fake.base);
+    let env = Env {
+        fake,
+        server,
+        _dir: dir,
+    };
+    let create = |name: &str, path: &str| -> String {
+        let body = json!({"name": name, "url": format!("{}{path}", receiver.base),
+                          "filter": {"events": ["NEW_TIME_ENTRY"]}});
+        let created = ok(&env, "POST", "/api/destinations", Some(&body));
+        assert_eq!(created["health"]["pending"], 0, "{created}");
+        created["id"].as_str().unwrap().to_string()
+    };
+    let (up, down) = (create("up", "/up"), create("down", "/down"));
+    let listed = ok(&env, "GET", "/api/destinations", None);
+    for d in listed["destinations"].as_array().unwrap() {
+        assert_eq!(
+            d["health"],
+            json!({"pending": 0, "oldestPendingAt": null, "lastAttempt": null}),
+            "{d}"
+        );
+    }
+
+    deliver(&env, "NEW_TIME_ENTRY", entry("te-health", "forwarded"));
+    let mut last = Value::Null;
+    let settled = wait_until(DEADLINE, || {
+        last = ok(&env, "GET", "/api/destinations", None);
+        let by_name = |name: &str| {
+            last["destinations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["name"] == name)
+                .cloned()
+                .unwrap()
+        };
+        let (u, d) = (by_name("up"), by_name("down"));
+        u["health"]["lastAttempt"]["status"] == 200
+            && u["health"]["pending"] == 0
+            && d["health"]["lastAttempt"]["status"] == 503
+            && d["health"]["pending"] == 1
+    });
+    assert!(settled, "health not shown: {last:#}");
+    let down_view = ok(&env, "GET", &format!("/api/destinations/{down}"), None);
+    let health = &down_view["health"];
+    assert_eq!(health["pending"], 1, "{down_view}");
+    assert!(health["oldestPendingAt"].is_string(), "{down_view}");
+    assert_eq!(health["lastAttempt"]["response"], "busy", "{down_view}");
+    assert!(health["lastAttempt"]["latencyMs"].is_u64(), "{down_view}");
+    assert!(down_view["failingSince"].is_string(), "{down_view}");
+    let up_view = ok(&env, "GET", &format!("/api/destinations/{up}"), None);
+    assert!(up_view["failingSince"].is_null(), "{up_view}");
+    assert!(up_view["health"]["oldestPendingAt"].is_null(), "{up_view}");
+    // Members see no destination, health included.
+    let r = call(&env, "GET", "USER", "/api/destinations", None);
+    assert_eq!(r.status, 403, "{}", r.body);
+}

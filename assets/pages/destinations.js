@@ -386,9 +386,7 @@ function attemptLog(d, ctx, signal) {
 
   function deliveryItem(delivery) {
     // A pending delivery waiting for its next attempt can be sent now.
-    const retry = h('button', { type: 'button', class: 'small', onclick: async (event) => {
-      // In the summary: the click retries without folding the delivery open or shut.
-      event.preventDefault();
+    const retry = h('button', { type: 'button', class: 'small', onclick: async () => {
       retry.disabled = true;
       try {
         const again = await api(`/api/deliveries/${encodeURIComponent(delivery.id)}/retry`, { method: 'POST' });
@@ -401,26 +399,28 @@ function attemptLog(d, ctx, signal) {
       }
     } }, delivery.status === 'pending' ? 'Send now' : 'Retry');
     const attempts = delivery.attempts || [];
-    const item = h('details', { class: 'card delivery', dataset: { id: delivery.id, status: delivery.status } },
-      h('summary', { class: 'row' },
+    const item = h('div', { class: 'card delivery stack', dataset: { id: delivery.id, status: delivery.status } },
+      h('div', { class: 'row' },
         badgeFor(delivery.status),
         h('span', { class: 'ellipsis' }, delivery.eventType),
         h('span', { class: 'small muted' }, `${attempts.length} attempt(s) · `, timeEl(delivery.createdAt)),
         h('span', { class: 'spacer' }), retry),
-      h('div', { class: 'stack' },
-        h('div', { class: 'row small' },
-          h('a', { href: `#/events?id=${encodeURIComponent(delivery.webhookId)}` }, 'The event'),
-          h('span', { class: 'muted mono' }, `webhook-id ${delivery.id}`)),
-        delivery.error ? h('p', { class: 'problem' }, delivery.error) : null,
-        delivery.nextAttemptAt ? h('p', { class: 'small' }, 'Next attempt ', timeEl(delivery.nextAttemptAt), '.') : null,
-        attempts.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'attempts' },
-          h('caption', { class: 'offscreen' }, 'Attempts, oldest first'),
-          h('thead', {}, h('tr', {}, ['Time', 'Status', 'Latency', 'Response'].map((t) => h('th', { scope: 'col' }, t)))),
-          h('tbody', {}, attempts.map((a) => h('tr', {},
-            h('td', { class: 'nowrap' }, timeEl(a.at, { relative: false })),
-            h('td', {}, statusBadge(a.status)),
-            h('td', { class: 'nowrap' }, fmt.duration(a.latencyMs)),
-            h('td', {}, h('code', { class: 'small response' }, a.response || '(empty)'))))))) : h('p', { class: 'small muted' }, 'No attempt yet.')));
+      delivery.error ? h('p', { class: 'problem small' }, delivery.error) : null,
+      delivery.nextAttemptAt ? h('p', { class: 'small' }, 'Next attempt ', timeEl(delivery.nextAttemptAt), '.') : null,
+      h('details', {},
+        h('summary', {}, 'Attempts and answers'),
+        h('div', { class: 'stack' },
+          h('div', { class: 'row small' },
+            h('a', { href: `#/events?id=${encodeURIComponent(delivery.webhookId)}` }, 'The event'),
+            h('span', { class: 'muted mono' }, `webhook-id ${delivery.id}`)),
+          attempts.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'attempts' },
+            h('caption', { class: 'offscreen' }, 'Attempts, oldest first'),
+            h('thead', {}, h('tr', {}, ['Time', 'Status', 'Latency', 'Response'].map((t) => h('th', { scope: 'col' }, t)))),
+            h('tbody', {}, attempts.map((a) => h('tr', {},
+              h('td', { class: 'nowrap' }, timeEl(a.at, { relative: false })),
+              h('td', {}, statusBadge(a.status)),
+              h('td', { class: 'nowrap' }, fmt.duration(a.latencyMs)),
+              h('td', {}, h('code', { class: 'small response' }, a.response || '(empty)'))))))) : h('p', { class: 'small muted' }, 'No attempt yet.'))));
     return item;
   }
 

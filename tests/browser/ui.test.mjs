@@ -1073,33 +1073,33 @@ await check('14. destinations: create with problems beside fields, secret once, 
   // A delivered event and a failed one appear in the attempt log; retry sends it again.
   await deliver('NEW_CLIENT', { id: 'dest-c-1', name: 'Steady client', workspaceId: WS });
   await deliver('NEW_CLIENT', { id: 'dest-c-2', name: 'flaky client', workspaceId: WS });
-  await refreshUntil(p.page, '#attempt-log details[data-status="delivered"]', 'no delivered delivery');
-  await refreshUntil(p.page, '#attempt-log details[data-status="failed"]', 'no failed delivery');
-  const failed = p.page.locator('#attempt-log details[data-status="failed"]').first();
+  await refreshUntil(p.page, '#attempt-log .delivery[data-status="delivered"]', 'no delivered delivery');
+  await refreshUntil(p.page, '#attempt-log .delivery[data-status="failed"]', 'no failed delivery');
+  const failed = p.page.locator('#attempt-log .delivery[data-status="failed"]').first();
   await failed.locator('summary').click();
   const failedText = await failed.innerText();
   assert(/500/.test(failedText) && failedText.includes('receiver down') && failedText.includes('NEW_CLIENT'), failedText);
   await p.page.selectOption('select[name=status]', 'failed');
   await p.page.waitForSelector('#attempt-log .list-foot:not(:has(.sk))');
   assert(new URL(p.page.url()).hash.includes('status=failed'), `filter not in the URL: ${p.page.url()}`);
-  assert(await p.page.locator('#attempt-log details[data-status="delivered"]').count() === 0, 'the failed filter shows a delivered one');
-  assert(await p.page.locator('#attempt-log details[data-status="failed"]').count() === 1, 'the failed delivery is not listed');
-  await p.page.locator('#attempt-log details[data-status="failed"] button:text("Retry")').click();
+  assert(await p.page.locator('#attempt-log .delivery[data-status="delivered"]').count() === 0, 'the failed filter shows a delivered one');
+  assert(await p.page.locator('#attempt-log .delivery[data-status="failed"]').count() === 1, 'the failed delivery is not listed');
+  await p.page.locator('#attempt-log .delivery[data-status="failed"] button:text("Retry")').click();
   await p.page.waitForSelector('.toast.success:text("Sent again")');
   await p.page.selectOption('select[name=status]', '');
-  await refreshUntil(p.page, '#attempt-log details[data-status="delivered"]:has-text("2 attempt(s)")', 'the retried delivery was not delivered');
-  const retried = p.page.locator('#attempt-log details[data-status="delivered"]:has-text("2 attempt(s)")');
+  await refreshUntil(p.page, '#attempt-log .delivery[data-status="delivered"]:has-text("2 attempt(s)")', 'the retried delivery was not delivered');
+  const retried = p.page.locator('#attempt-log .delivery[data-status="delivered"]:has-text("2 attempt(s)")');
   await retried.locator('summary').click();
   const rows = await retried.locator('table.attempts tbody tr').allInnerTexts();
   assert(rows.length === 2 && /500/.test(rows[0]) && /200/.test(rows[1]), rows.join(' | '));
 
   // "Retry all failed since": one more failure, recovered from the form.
   await deliver('NEW_CLIENT', { id: 'dest-c-3', name: 'flaky again', workspaceId: WS });
-  await refreshUntil(p.page, '#attempt-log details[data-status="failed"]', 'the second failure is not listed');
+  await refreshUntil(p.page, '#attempt-log .delivery[data-status="failed"]', 'the second failure is not listed');
   await p.page.click('button:text("Retry all failed")');
   await p.page.click('dialog button:text("Retry all")');
   await p.page.waitForSelector('.toast.success:text("1 failed deliveries sent again")');
-  await refreshUntil(p.page, '#attempt-log:not(:has(details[data-status="failed"])):has(details[data-status="delivered"])', 'recover did not deliver');
+  await refreshUntil(p.page, '#attempt-log:not(:has(.delivery[data-status="failed"])):has(.delivery[data-status="delivered"])', 'recover did not deliver');
 
   // The list shows its health (the queue figures are the engine's, counted about every second).
   let cardText = '';

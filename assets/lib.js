@@ -65,6 +65,34 @@ export function field(labelText, control, { hint, required, problemKey } = {}) {
   return wrap;
 }
 
+/**
+ * Shows validation problems (`path: message`) beside the field of `form` whose
+ * `data-problem-key` is the longest prefix of the path (marking its control invalid), and
+ * the rest as a list in `generalBox`; earlier ones are cleared first.
+ */
+export function placeProblems(form, problems, generalBox) {
+  form.querySelectorAll('.problem.placed').forEach((p) => p.remove());
+  form.querySelectorAll('[aria-invalid]').forEach((el) => el.removeAttribute('aria-invalid'));
+  const general = [];
+  for (const problem of problems) {
+    const key = String(problem).split(/[:\s]/)[0].replace(/\.(\d+)(?=\.|$)/g, '[$1]');
+    let target = null;
+    for (let k = key; k && !target; k = k.replace(/(\.[^.[\]]+|\[\d+\])$/, '') === k ? '' : k.replace(/(\.[^.[\]]+|\[\d+\])$/, '')) {
+      target = form.querySelector(`[data-problem-key="${CSS.escape(k)}"]`);
+    }
+    if (target) {
+      target.append(h('div', { class: 'problem placed', role: 'alert' }, problem));
+      const control = target.querySelector('input, select, textarea');
+      if (control) control.setAttribute('aria-invalid', 'true');
+    } else {
+      general.push(problem);
+    }
+  }
+  clear(generalBox, general.length ? h('div', { class: 'notice bad' }, h('h2', {}, 'Please fix these first'), h('ul', {}, general.map((p) => h('li', {}, p)))) : null);
+  const first = form.querySelector('.problem.placed, .notice.bad');
+  if (first) first.scrollIntoView({ block: 'center' });
+}
+
 export function debounce(fn, ms) {
   let timer;
   return (...args) => {

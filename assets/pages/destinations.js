@@ -6,7 +6,7 @@
 
 import {
   h, clear, api, qs, fmt, timeEl, session, notify, reportError, confirmDialog, copyButton,
-  errorState, field, skeletonLines, badgeFor, EVENT_TYPES, disabledReasonText,
+  errorState, field, skeletonLines, badgeFor, EVENT_TYPES, disabledReasonText, placeProblems,
 } from '../lib.js';
 import { conditionEditor } from '../conditions.js';
 
@@ -284,27 +284,7 @@ function editor(d, sources, ctx) {
   }
 
   function showProblems(problems) {
-    form.querySelectorAll('.problem.placed').forEach((p) => p.remove());
-    form.querySelectorAll('[aria-invalid]').forEach((el) => el.removeAttribute('aria-invalid'));
-    const rest = [];
-    for (const problem of problems) {
-      const text = String(problem);
-      // "path: message"; the longest key that names a field here takes it.
-      const key = text.includes(': ') ? text.slice(0, text.indexOf(': ')).replace(/\.(\d+)(?=\.|$)/g, '[$1]') : '';
-      let target = null;
-      for (let k = key; k && !target; k = k.replace(/(\.[^.[\]]+|\[\d+\])$/, '') === k ? '' : k.replace(/(\.[^.[\]]+|\[\d+\])$/, '')) {
-        target = form.querySelector(`[data-problem-key="${CSS.escape(k)}"]`);
-      }
-      if (target) {
-        target.append(h('div', { class: 'problem placed', role: 'alert' }, text));
-        const control = target.querySelector('input, select, textarea');
-        if (control) control.setAttribute('aria-invalid', 'true');
-      } else {
-        rest.push(text);
-      }
-    }
-    clear(general, rest.length ? h('div', { class: 'notice bad' }, h('h2', {}, 'Please fix these first'), h('ul', {}, rest.map((p) => h('li', {}, p)))) : null);
-    form.querySelector('.problem.placed, .notice.bad')?.scrollIntoView({ block: 'center' });
+    placeProblems(form, problems, general);
   }
 
   const form = h('form', { class: 'card stack', 'aria-label': 'Destination settings', noValidate: true, onsubmit: async (event) => {

@@ -10,6 +10,7 @@ import {
 import { jsonView, leafPaths } from '../json-view.js';
 import { paramField, bodyTemplate, parseJsonText, methodBadge, schemaSkeleton, takesBody } from '../op-form.js';
 import { conditionEditor, toJsonPath } from '../conditions.js';
+import { placeProblems } from '../lib.js';
 
 export function mount(root, ctx) {
   const controller = new AbortController();
@@ -455,26 +456,7 @@ function builder(root, ctx, flowId, signal) {
     }
 
     function showProblems(problems) {
-      form.querySelectorAll('.problem.placed').forEach((p) => p.remove());
-      form.querySelectorAll('[aria-invalid]').forEach((el) => el.removeAttribute('aria-invalid'));
-      const general = [];
-      for (const problem of problems) {
-        const key = String(problem).split(/[:\s]/)[0].replace(/\.(\d+)(?=\.|$)/g, '[$1]');
-        let target = null;
-        for (let k = key; k && !target; k = k.replace(/(\.[^.[\]]+|\[\d+\])$/, '') === k ? '' : k.replace(/(\.[^.[\]]+|\[\d+\])$/, '')) {
-          target = form.querySelector(`[data-problem-key="${CSS.escape(k)}"]`);
-        }
-        if (target) {
-          target.append(h('div', { class: 'problem placed', role: 'alert' }, problem));
-          const control = target.querySelector('input, select, textarea');
-          if (control) control.setAttribute('aria-invalid', 'true');
-        } else {
-          general.push(problem);
-        }
-      }
-      clear(generalProblems, general.length ? h('div', { class: 'notice bad' }, h('h2', {}, 'Please fix these first'), h('ul', {}, general.map((p) => h('li', {}, p)))) : null);
-      const first = form.querySelector('.problem.placed, .notice.bad');
-      if (first) first.scrollIntoView({ block: 'center' });
+      placeProblems(form, problems, generalProblems);
     }
 
     async function save() {

@@ -132,6 +132,29 @@ async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
     Ok(deleted)
 }
 
+/// Rows of the dedupe table examined per step, and steps per pass: a pass goes through at
+/// most this many rows, from where the previous one stopped, so one pass stays short and the
+/// whole table is still gone through every few passes.
+const DEDUPE_STEP: usize = 2048;
+const DEDUPE_STEPS_PER_PASS: usize = 128;
+
+/// Deletes dedupe rows past the dedupe window. An event deleted more than two windows after
+/// it arrived leaves its row (looking it up would cost a random read per event), so without
+/// this the table would keep a row for every event ever received.
+async fn sweep_dedupe(app: &App, now: i64) -> Result<(), StoreError> {
+    for _ in 0..DEDUPE_STEPS_PER_PASS {
+        let started = Instant::now();
+        let (deleted, wrapped) = app.store.sweep_expired_dedupe(now, DEDUPE_STEP).await?;
+        metrics::counter!("retention_deleted_total", "kind" => "dedupe_row")
+            .increment(deleted as u64);
+        if wrapped {
+            break;
+        }
+        pause_after(started).await;
+    }
+    Ok(())
+}
+
 /// Waits [`PAUSE_FACTOR`] times as long as the batch begun at `started` took, so that
 /// deleting a backlog (a million expired events after a retention change) takes at most a
 /// fifth of the writer's time and ingestion keeps its latency; when the machine is idle the
@@ -149,6 +172,7 @@ pub async fn run_once(app: &App) -> Result<usize, StoreError> {
     for kind in [Kind::FlowRun, Kind::Delivery, Kind::Execution, Kind::Audit] {
         sweep(app, now, kind).await?;
     }
+    sweep_dedupe(app, now).await?;
     for installation in app.store.installations().await? {
         let days = retention_days(app, Some(&installation));
         let expired = installation.status == InstallationStatus::Deleted

@@ -65,6 +65,8 @@ pub(crate) fn row_parts(row: &Row) -> (EventId, i64) {
 #[derive(Default)]
 pub(crate) struct PendingDedupe {
     inner: Mutex<Pending>,
+    /// Where the sweep of expired rows goes on from (`None`: the start of the table).
+    sweep_from: Mutex<Option<Vec<u8>>>,
 }
 
 /// A waiting row's key: its `[ws][event type]` prefix, interned, and the content hash as two
@@ -291,6 +293,44 @@ impl PendingDedupe {
     }
 
     /// Drops the row for `key` if it still points at event `id`.
+    /// Deletes the rows, among the next `max` of the table from where the last call stopped,
+    /// of events received before `expired_before`; returns how many it deleted and whether it
+    /// reached the end of the table (the next call starts again at its beginning). Dedupe keys
+    /// are content hashes, so expired rows are found by sweeping the table in key order, not
+    /// by time; deleting an event past the window leaves its row to this sweep.
+    pub(crate) fn sweep_expired(
+        &self,
+        wtx: &WriteTransaction,
+        expired_before: i64,
+        max: usize,
+    ) -> Result<(usize, bool), StoreError> {
+        let mut from = self.sweep_from.lock().expect("dedupe sweep lock");
+        let mut table = wtx.open_table(EVENT_DEDUPE)?;
+        let start = match from.as_deref() {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let mut expired = Vec::new();
+        let (mut examined, mut last) = (0, None);
+        for entry in table.range::<&[u8]>((start, Bound::Unbounded))?.take(max) {
+            let (k, v) = entry?;
+            examined += 1;
+            let received = <Row>::try_from(v.value())
+                .map(|row| row_parts(&row).1)
+                .unwrap_or(i64::MAX);
+            if received < expired_before {
+                expired.push(k.value().to_vec());
+            }
+            last = Some(k.value().to_vec());
+        }
+        for key in &expired {
+            table.remove(key.as_slice())?;
+        }
+        let wrapped = examined < max;
+        *from = if wrapped { None } else { last };
+        Ok((expired.len(), wrapped))
+    }
+
     pub(crate) fn remove_if_points_at(
         &self,
         wtx: &WriteTransaction,
@@ -419,6 +459,44 @@ mod tests {
 
     /// Rows reach the table in bulk, duplicates are found whether their row was written, and
     /// rows still in memory come back after the store is reopened without a flush (a crash).
+    /// Rows past the window are swept from the table a step at a time: each step goes on
+    /// where the previous one stopped, and the sweep starts again after the end. Rows inside
+    /// the window stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_past_the_window_are_swept_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(Store::open(&dir.path().join("data.redb"), &[7u8; 32]).unwrap());
+        ingest_all(&store, 0..FLUSH_ROWS + 100).await;
+        let written = table_rows(&store).await;
+        assert!(written > 0, "rows reached the table");
+        let sweep = |now: i64| {
+            let store = store.clone();
+            async move {
+                let (mut deleted, mut steps) = (0u64, 0u64);
+                loop {
+                    let (n, wrapped) = store.sweep_expired_dedupe(now, 100).await.unwrap();
+                    deleted += n as u64;
+                    steps += 1;
+                    if wrapped {
+                        return (deleted, steps);
+                    }
+                }
+            }
+        };
+        let now = jiff::Timestamp::now().as_millisecond();
+        assert_eq!(
+            sweep(now).await,
+            (0, written / 100 + 1),
+            "inside the window"
+        );
+        assert_eq!(table_rows(&store).await, written);
+        let (deleted, _) = sweep(now + 2 * DEDUPE_WINDOW_MS).await;
+        assert_eq!(deleted, written, "past the window");
+        assert_eq!(table_rows(&store).await, 0);
+        store.shutdown();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rows_are_flushed_in_bulk_and_rebuilt_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();

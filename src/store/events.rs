@@ -529,6 +529,19 @@ impl Store {
         .await
     }
 
+    /// One step of the sweep of dedupe rows past the dedupe window as of `now_ms`: up to `max`
+    /// rows examined; returns how many were deleted and whether the sweep reached the end of
+    /// the table (and starts again).
+    pub async fn sweep_expired_dedupe(
+        &self,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<(usize, bool), StoreError> {
+        let dedupe = self.dedupe.clone();
+        self.write(move |wtx| dedupe.sweep_expired(wtx, now_ms - DEDUPE_WINDOW_MS, max))
+            .await
+    }
+
     /// Deletes up to `max` of the workspace's events received before `cutoff_ms` (all of
     /// them with `i64::MAX`); returns how many were deleted. Their entity index rows go with
     /// their bucket ([`Store::delete_entity_rows_before`]).

@@ -52,7 +52,9 @@ pub struct AuditEntryView {
     /// `flow.create`, `flow.update`, `flow.enable`, `flow.disable`, `flow.delete`,
     /// `source.create`, `source.rotate`, `source.delete`, `settings.update`,
     /// `subscriptions.sync`, `bootstrap.start`, `event.delete`, `event.replay`, `run.retry`,
-    /// `explorer.execute`, `config.import`, `flows.pause`, `flows.resume`.
+    /// `explorer.execute`, `config.import`, `config.export-secrets`, `flows.pause`,
+    /// `flows.resume`, `destination.create`, `destination.update`, `destination.delete`,
+    /// `destination.rotate`, `destination.recover`, `delivery.retry`.
     action: String,
     target: Option<String>,
     /// Summary of the thing before the change (JSON; never a secret).

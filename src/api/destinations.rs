@@ -16,6 +16,8 @@ use super::extract::{Admin, JsonBody, Params, time_param};
 use super::flows::ConditionsView;
 use super::types::Deleted;
 use crate::app::App;
+use crate::audit::{self, Change};
+use crate::auth::User;
 use crate::destinations::outbound::Exchange;
 use crate::destinations::{self, DeliveryFilter, Health, MASK, Spec};
 use crate::store::{Delivery, DeliveryAttempt, Destination, format_id};
@@ -131,7 +133,6 @@ impl HealthView {
 
 impl DestinationView {
     fn new(destination: &Destination, health: &Health, secret: Option<String>) -> DestinationView {
-        let conditions = &destination.filter.conditions;
         DestinationView {
             id: format_id(&destination.id),
             name: destination.name.clone(),
@@ -141,12 +142,7 @@ impl DestinationView {
             filter: FilterView {
                 source: destination.filter.source.clone(),
                 events: destination.filter.events.clone(),
-                conditions: serde_json::json!({
-                    "mode": if conditions.any { "any" } else { "all" },
-                    "rules": conditions.rules.iter().map(|r| serde_json::json!({
-                        "path": r.path, "op": r.op.as_str(), "value": r.value.0,
-                    })).collect::<Vec<_>>(),
-                }),
+                conditions: destinations::conditions_json(&destination.filter.conditions),
             },
             template: destination.template.clone(),
             headers: destination
@@ -167,6 +163,47 @@ impl DestinationView {
             secret,
         }
     }
+}
+
+/// What the audit log keeps of a destination: what an admin edits, with the header names but
+/// never their values or the signing secret (a URL cannot carry credentials).
+fn audited(destination: &Destination) -> Value {
+    serde_json::json!({
+        "id": format_id(&destination.id),
+        "name": destination.name,
+        "url": destination.url,
+        "enabled": destination.enabled,
+        "disabledReason": destination.disabled_reason,
+        "filter": {
+            "source": destination.filter.source,
+            "events": destination.filter.events,
+            "conditions": destinations::conditions_json(&destination.filter.conditions),
+        },
+        "template": destination.template,
+        "headers": destination.headers.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+    })
+}
+
+/// Records a change of a destination by the request's user.
+async fn record(
+    app: &App,
+    user: &User,
+    action: &str,
+    before: Option<&Destination>,
+    after: Option<&Destination>,
+) {
+    let target = before.or(after).map(|d| format_id(&d.id));
+    audit::by_user(
+        app,
+        user,
+        Change {
+            action,
+            target,
+            before: before.map(audited),
+            after: after.map(audited),
+        },
+    )
+    .await;
 }
 
 #[derive(Serialize, ToSchema)]
@@ -328,6 +365,7 @@ pub async fn create(
     JsonBody(body): JsonBody<DestinationBody>,
 ) -> Result<(StatusCode, Json<DestinationView>), ApiError> {
     let (destination, secret) = destinations::create(&app, &user.workspace_id, body.into()).await?;
+    record(&app, &user, "destination.create", None, Some(&destination)).await;
     Ok((
         StatusCode::CREATED,
         Json(DestinationView::new(
@@ -362,7 +400,16 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<DestinationBody>,
 ) -> Result<Json<DestinationView>, ApiError> {
+    let before = destinations::get(&app, &user.workspace_id, &id).await?;
     let destination = destinations::update(&app, &user.workspace_id, &id, body.into()).await?;
+    record(
+        &app,
+        &user,
+        "destination.update",
+        Some(&before),
+        Some(&destination),
+    )
+    .await;
     let health = destinations::health(&app, &destination).await?;
     Ok(Json(DestinationView::new(&destination, &health, None)))
 }
@@ -376,7 +423,9 @@ pub async fn remove(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
+    let before = destinations::get(&app, &user.workspace_id, &id).await?;
     destinations::delete(&app, &user.workspace_id, &id).await?;
+    record(&app, &user, "destination.delete", Some(&before), None).await;
     Ok(Json(Deleted::new(id)))
 }
 
@@ -389,7 +438,20 @@ pub async fn rotate_secret(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<RotatedSecret>, ApiError> {
+    let before = destinations::get(&app, &user.workspace_id, &id).await?;
     let (destination, secret) = destinations::rotate_secret(&app, &user.workspace_id, &id).await?;
+    // The summaries carry no secret: what changed is `rotatedAt`.
+    audit::by_user(
+        &app,
+        &user,
+        Change {
+            action: "destination.rotate",
+            target: Some(format_id(&destination.id)),
+            before: Some(serde_json::json!({"rotatedAt": before.rotated_at.map(rfc3339)})),
+            after: Some(serde_json::json!({"rotatedAt": destination.rotated_at.map(rfc3339)})),
+        },
+    )
+    .await;
     Ok(Json(RotatedSecret {
         secret,
         previous_secret_valid_until: destinations::previous_secret_valid_until(
@@ -450,7 +512,27 @@ pub async fn retry(
     Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
+    let before = destinations::delivery(&app, &user.workspace_id, &id).await?;
     let delivery = destinations::retry(&app, &user.workspace_id, &id).await?;
+    let summary = |d: &Delivery| {
+        serde_json::json!({
+            "destinationId": format_id(&d.destination_id),
+            "webhookId": format_id(&d.event_id),
+            "status": d.status.as_str(),
+            "attempts": d.attempts.len(),
+        })
+    };
+    audit::by_user(
+        &app,
+        &user,
+        Change {
+            action: "delivery.retry",
+            target: Some(format_id(&delivery.id)),
+            before: Some(summary(&before)),
+            after: Some(summary(&delivery)),
+        },
+    )
+    .await;
     Ok((StatusCode::ACCEPTED, Json(DeliveryView::new(&delivery))))
 }
 
@@ -468,5 +550,16 @@ pub async fn recover(
     let since = time_param("since", &body.since)
         .map_err(|problem| ApiError::invalid(problem.message.clone(), vec![problem]))?;
     let requeued = destinations::recover(&app, &user.workspace_id, &id, since).await?;
+    audit::by_user(
+        &app,
+        &user,
+        Change {
+            action: "destination.recover",
+            target: crate::store::parse_id(&id).map(|key| format_id(&key)),
+            before: None,
+            after: Some(serde_json::json!({"since": rfc3339(since), "requeued": requeued})),
+        },
+    )
+    .await;
     Ok((StatusCode::ACCEPTED, Json(Recovered { requeued })))
 }

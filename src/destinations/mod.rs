@@ -77,14 +77,26 @@ struct Checked {
 
 /// Checks a spec; a named source must be `clockify` or one of the workspace's custom sources.
 async fn check(app: &App, ws: &str, spec: &Spec) -> Result<Checked, DestinationError> {
-    let mut problems = Vec::new();
-    if let Some(source) = spec.source.as_deref()
-        && source != crate::store::CLOCKIFY_SOURCE
-        && app
+    let source_known = match spec.source.as_deref() {
+        Some(source) if source != crate::store::CLOCKIFY_SOURCE => app
             .store
             .source(source)
             .await?
-            .is_none_or(|s| s.workspace_id != ws)
+            .is_some_and(|s| s.workspace_id == ws),
+        _ => true,
+    };
+    check_spec(app, spec, source_known)
+        .map(|conditions| Checked { conditions })
+        .map_err(DestinationError::Invalid)
+}
+
+/// The checks of a spec that need no store; `source_known` says whether the custom source
+/// its filter names (if any) is the workspace's. An import checks with it, knowing the
+/// document's sources.
+pub fn check_spec(app: &App, spec: &Spec, source_known: bool) -> Result<Conditions, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if let Some(source) = spec.source.as_deref()
+        && !source_known
     {
         problems.push(Problem::new(
             "filter.source",
@@ -178,9 +190,9 @@ async fn check(app: &App, ws: &str, spec: &Spec) -> Result<Checked, DestinationE
         }
     }
     if problems.is_empty() {
-        Ok(Checked { conditions })
+        Ok(conditions)
     } else {
-        Err(DestinationError::Invalid(problems))
+        Err(problems)
     }
 }
 
@@ -189,7 +201,7 @@ fn parse_destination_id(id: &str) -> Result<DestinationId, DestinationError> {
 }
 
 /// Seals header values; [`MASK`] keeps the value `current` has under that name.
-fn seal_headers(
+pub fn seal_headers(
     app: &App,
     headers: &BTreeMap<String, String>,
     current: &[(String, crate::store::Sealed)],
@@ -245,6 +257,103 @@ pub async fn create(
         return Err(DestinationError::NotInstalled);
     }
     Ok((destination, secret))
+}
+
+/// A destination of an imported configuration, its `spec` checked with [`check_spec`].
+/// Replacing `existing` (the same id in this workspace) keeps its creation time, health and
+/// — unless `secret` is given — its secrets, as an update does. Returns the new secret when
+/// one had to be made (a new destination whose secret did not travel).
+pub fn imported(
+    app: &App,
+    ws: &str,
+    id: DestinationId,
+    spec: Spec,
+    conditions: Conditions,
+    secret: Option<&str>,
+    existing: Option<Destination>,
+) -> (Destination, Option<String>) {
+    let now = now_ms();
+    let sealed_secret = |secret: &str| {
+        vec![DestinationSecret {
+            secret: app.store.secrets().seal_str(secret),
+            valid_until: None,
+        }]
+    };
+    let mut made = None;
+    let mut destination = match existing {
+        Some(mut d) => {
+            let enabled = spec.enabled.unwrap_or(d.enabled);
+            if enabled && !d.enabled {
+                d.disabled_reason = None;
+                d.failing_since = None;
+            }
+            d.enabled = enabled;
+            if let Some(secret) = secret {
+                d.secrets = sealed_secret(secret);
+                d.rotated_at = Some(now);
+            }
+            d.updated_at = now;
+            d
+        }
+        None => {
+            let secret = match secret {
+                Some(secret) => secret.to_string(),
+                None => made.insert(new_secret()).clone(),
+            };
+            Destination {
+                id,
+                workspace_id: ws.to_string(),
+                name: String::new(),
+                url: String::new(),
+                enabled: spec.enabled.unwrap_or(true),
+                disabled_reason: None,
+                filter: DestinationFilter {
+                    source: None,
+                    events: Vec::new(),
+                    conditions: Conditions {
+                        any: false,
+                        rules: Vec::new(),
+                    },
+                },
+                template: None,
+                headers: Vec::new(),
+                secrets: sealed_secret(&secret),
+                failing_since: None,
+                created_at: now,
+                updated_at: now,
+                rotated_at: None,
+            }
+        }
+    };
+    destination.name = spec.name.trim().to_string();
+    destination.url = spec.url;
+    destination.filter = DestinationFilter {
+        source: spec.source,
+        events: spec.events,
+        conditions,
+    };
+    destination.template = spec.template;
+    destination.headers = seal_headers(app, &spec.headers, &destination.headers);
+    (destination, made)
+}
+
+/// A destination's filter as the API shows and takes it.
+pub fn filter_json(filter: &DestinationFilter) -> Value {
+    json!({
+        "source": filter.source,
+        "events": filter.events,
+        "conditions": conditions_json(&filter.conditions),
+    })
+}
+
+/// Conditions as flows write them: `{"mode": "all"|"any", "rules": [...]}`.
+pub fn conditions_json(conditions: &Conditions) -> Value {
+    json!({
+        "mode": if conditions.any { "any" } else { "all" },
+        "rules": conditions.rules.iter().map(|r| json!({
+            "path": r.path, "op": r.op.as_str(), "value": r.value.0,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 pub async fn get(app: &App, ws: &str, id: &str) -> Result<Destination, DestinationError> {
@@ -507,12 +616,22 @@ pub async fn deliveries(
         .await?)
 }
 
+fn parse_delivery_id(id: &str) -> Result<DeliveryId, DestinationError> {
+    crate::store::parse_id(id).ok_or_else(|| DestinationError::DeliveryNotFound(id.to_string()))
+}
+
+/// One delivery of the workspace.
+pub async fn delivery(app: &App, ws: &str, id: &str) -> Result<Delivery, DestinationError> {
+    app.store
+        .delivery(ws, parse_delivery_id(id)?)
+        .await?
+        .ok_or_else(|| DestinationError::DeliveryNotFound(id.to_string()))
+}
+
 /// Sends a delivery again now (a pending one is simply made due).
 pub async fn retry(app: &App, ws: &str, id: &str) -> Result<Delivery, DestinationError> {
-    let key: DeliveryId = crate::store::parse_id(id)
-        .ok_or_else(|| DestinationError::DeliveryNotFound(id.to_string()))?;
     app.store
-        .retry_delivery(ws, key, now_ms())
+        .retry_delivery(ws, parse_delivery_id(id)?, now_ms())
         .await?
         .ok_or_else(|| DestinationError::DeliveryNotFound(id.to_string()))
 }

@@ -585,7 +585,7 @@ fn parse_addon_key(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
-fn parse_host(value: &str) -> Result<String, String> {
+pub fn parse_host(value: &str) -> Result<String, String> {
     let value = value.trim();
     let authority: http::uri::Authority = value
         .parse()

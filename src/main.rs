@@ -130,6 +130,11 @@ enum Command {
         /// File holding the export's passphrase (needed when the document carries secrets)
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Destination host that may use plain http or an internal address, as the server's
+        /// flag (for an import on a stopped server's file; a running server uses its own)
+        #[arg(long, env = "CLOCKIFY_STUDIO_ALLOW_DESTINATION_HOST", value_delimiter = ',',
+              value_name = "HOST[:PORT]", value_parser = clockify_studio::config::parse_host)]
+        allow_destination_host: Vec<String>,
         #[command(flatten)]
         data: DataDirArgs,
         #[command(flatten)]
@@ -234,6 +239,7 @@ fn main() -> ExitCode {
             workspace,
             dry_run,
             passphrase_file,
+            allow_destination_host,
             data,
             key,
         }) => import(
@@ -243,6 +249,7 @@ fn main() -> ExitCode {
             &workspace,
             dry_run,
             passphrase_file.as_deref(),
+            allow_destination_host,
         ),
         Some(Command::RotateKey {
             new_key_file,
@@ -637,10 +644,12 @@ fn erase_workspace(data: &DataDirArgs, workspace: &str, dry_run: bool) -> ExitCo
 /// Runs a control command on the data file when no server holds it (opening it like the
 /// server does, with the encryption key), else sends it to the running server. Returns the
 /// reply and which of the two answered.
+/// `allow_destination_hosts`: as the server's flag, for a command on the file.
 fn on_file_or_server(
     data: &DataDirArgs,
     key: &KeyFileArgs,
     command: control::Command,
+    allow_destination_hosts: Vec<String>,
 ) -> Result<(control::Reply, &'static str), String> {
     use clockify_studio::app::{App, StartError};
     let path = data.data_file();
@@ -652,6 +661,7 @@ fn on_file_or_server(
     store::read_key(&key_file).map_err(|e| format!("--encryption-key-file: {e}"))?;
     let mut config = Config::for_data_dir(&data.data_dir);
     config.encryption_key_file = key_file;
+    config.allow_destination_hosts = allow_destination_hosts;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -715,7 +725,9 @@ fn export(
         workspace_id: workspace.to_string(),
         passphrase,
     };
-    let document = match answered(on_file_or_server(data, key, command), |r| r.document.take()) {
+    let document = match answered(on_file_or_server(data, key, command, Vec::new()), |r| {
+        r.document.take()
+    }) {
         Ok(document) => document,
         Err(code) => return code,
     };
@@ -748,6 +760,7 @@ fn import(
     workspace: &str,
     dry_run: bool,
     passphrase_file: Option<&Path>,
+    allow_destination_hosts: Vec<String>,
 ) -> ExitCode {
     let passphrase = match passphrase_file.map(read_passphrase).transpose() {
         Ok(passphrase) => passphrase,
@@ -769,7 +782,7 @@ fn import(
         passphrase,
         dry_run,
     };
-    let (reply, via) = match on_file_or_server(data, key, command) {
+    let (reply, via) = match on_file_or_server(data, key, command, allow_destination_hosts) {
         Ok(answer) => answer,
         Err(err) => {
             eprintln!("error: {err}");
@@ -805,17 +818,22 @@ fn import(
     };
     let verb = if dry_run { "would import" } else { "imported" };
     println!(
-        "{verb} into workspace {workspace} (via {via}): {} flow(s) created, {} replaced; {} source(s) created, {} updated",
+        "{verb} into workspace {workspace} (via {via}): {} flow(s) created, {} replaced; {} source(s) created, {} updated; {} destination(s) created, {} replaced",
         report.flows_created.len(),
         report.flows_replaced.len(),
         report.sources_created.len(),
-        report.sources_updated.len()
+        report.sources_updated.len(),
+        report.destinations_created.len(),
+        report.destinations_replaced.len()
     );
     for (from, to) in &report.sources_remapped {
         println!("source {from} is taken by another workspace: imported as {to}");
     }
     for (id, secret) in &report.new_secrets {
         println!("source {id} has a new secret (shown once): {secret}");
+    }
+    for (id, secret) in &report.new_destination_secrets {
+        println!("destination {id} has a new secret (shown once): {secret}");
     }
     if let Some(why) = &report.settings_skipped {
         println!("settings not applied: {why}");
@@ -883,7 +901,7 @@ fn rotate_key(data: &DataDirArgs, key: &KeyFileArgs, new_key_file: &Path) -> Exi
 }
 
 fn workspaces(data: &DataDirArgs, key: &KeyFileArgs, json: bool) -> ExitCode {
-    let answer = on_file_or_server(data, key, control::Command::Workspaces);
+    let answer = on_file_or_server(data, key, control::Command::Workspaces, Vec::new());
     let list = match answered(answer, |r| r.workspaces.take()) {
         Ok(list) => list,
         Err(code) => return code,

@@ -1,12 +1,14 @@
-//! Export and import of a workspace's configuration (its flows, custom sources and stored
-//! settings) as one versioned JSON document. Secrets are left out unless a passphrase is
-//! given; then the sources' current secrets travel encrypted with a key derived from it
-//! (Argon2id, XChaCha20-Poly1305). An import checks everything first — the same checks as
-//! the API, every problem listed — and then writes all flows and sources in one transaction.
-//! Flow ids are kept (a flow with the same id in the workspace is replaced); a source id
-//! already taken by another workspace is remapped, and the flows that name it follow.
+//! Export and import of a workspace's configuration (its flows, custom sources, destinations
+//! and stored settings) as one versioned JSON document. Secrets are left out unless a
+//! passphrase is given; then the sources' and destinations' current secrets and the
+//! destinations' header values travel encrypted with a key derived from it (Argon2id,
+//! XChaCha20-Poly1305). An import checks everything first — the same checks as the API, every
+//! problem listed — and then writes all flows, sources and destinations in one transaction.
+//! Flow and destination ids are kept (one with the same id in the workspace is replaced); a
+//! source id already taken by another workspace is remapped, and the flows and destinations
+//! that name it follow. Version 1 documents (before destinations) still import.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -15,17 +17,21 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::auth::User;
+use crate::destinations::{self, MASK};
 use crate::flows::model::{self, Known};
 use crate::problem::{self, Problem};
 use crate::settings::{self, SettingsError};
 use crate::store::{
-    CLOCKIFY_SOURCE, Sealed, SecretBox, Source, SourceSecret, StoreError, format_id, parse_id,
+    CLOCKIFY_SOURCE, Destination, Sealed, SecretBox, Source, SourceSecret, StoreError, format_id,
+    parse_id,
 };
 use crate::time::now_ms;
 
 /// The document's `format`; `version` says how to read the rest.
 pub const FORMAT: &str = "clockify-studio-config";
-pub const VERSION: u32 = 1;
+/// 2 added `destinations`; version 1 documents still import.
+pub const VERSION: u32 = 2;
+const OLDEST_VERSION: u32 = 1;
 /// The shortest passphrase accepted for exported secrets.
 pub const MIN_PASSPHRASE_CHARS: usize = 12;
 const KDF: &str = "argon2id";
@@ -60,7 +66,10 @@ pub struct ConfigDocument {
     pub sources: Vec<SourceDocument>,
     #[serde(default)]
     pub flows: Vec<Value>,
-    /// The sources' current secrets, encrypted (only with a passphrase).
+    /// Since version 2. Header values are masked; they travel in `secrets`.
+    #[serde(default)]
+    pub destinations: Vec<DestinationDocument>,
+    /// The current secrets, encrypted (only with a passphrase).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<EncryptedSecrets>,
 }
@@ -72,8 +81,44 @@ pub struct SourceDocument {
     pub name: String,
 }
 
-/// `data` is the XChaCha20-Poly1305 nonce and ciphertext (base64) of a JSON object mapping
-/// each source id to its secret, under the Argon2id key of the passphrase and `salt`.
+/// A destination as the API takes it, with its id; header values are [`MASK`] (the real
+/// ones travel encrypted in the document's `secrets`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationDocument {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    /// Missing: enabled.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub filter: FilterDocument,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterDocument {
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub conditions: Value,
+}
+
+/// `data` is the XChaCha20-Poly1305 nonce and ciphertext (base64) of a JSON object under the
+/// Argon2id key of the passphrase and `salt`. Version 1: each source id mapped to its
+/// secret. Version 2: `{"sources": {id: secret}, "destinations": {id: {"secret": …,
+/// "headers": {name: value}}}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EncryptedSecrets {
@@ -164,6 +209,11 @@ pub async fn export(
             name: s.name.clone(),
         })
         .collect();
+    let stored_destinations = app.store.destinations(ws).await?;
+    let destinations = stored_destinations
+        .iter()
+        .map(destination_document)
+        .collect();
     let flows = app
         .store
         .flows(ws)
@@ -184,13 +234,24 @@ pub async fn export(
     let secrets = match passphrase {
         None => None,
         Some(passphrase) => {
-            let mut plain = Map::new();
+            let mut sources = Map::new();
             for source in &stored_sources {
                 if let Some(current) = source.secrets.iter().find(|s| s.valid_until.is_none()) {
                     let secret = app.store.secrets().open_str(&current.secret)?;
-                    plain.insert(source.id.clone(), Value::from(secret));
+                    sources.insert(source.id.clone(), Value::from(secret));
                 }
             }
+            let mut destinations = Map::new();
+            for destination in &stored_destinations {
+                destinations.insert(
+                    format_id(&destination.id),
+                    destination_secrets(app, destination)?,
+                );
+            }
+            let plain = json!({"sources": sources, "destinations": destinations});
+            let Value::Object(plain) = plain else {
+                unreachable!("an object")
+            };
             Some(encrypt(&plain, passphrase)?)
         }
     };
@@ -200,8 +261,94 @@ pub async fn export(
         settings,
         sources,
         flows,
+        destinations,
         secrets,
     })
+}
+
+fn destination_document(destination: &Destination) -> DestinationDocument {
+    let filter = destinations::filter_json(&destination.filter);
+    DestinationDocument {
+        id: format_id(&destination.id),
+        name: destination.name.clone(),
+        url: destination.url.clone(),
+        enabled: destination.enabled,
+        filter: serde_json::from_value(filter).expect("a filter document"),
+        template: destination.template.clone(),
+        headers: destination
+            .headers
+            .iter()
+            .map(|(name, _)| (name.clone(), MASK.to_string()))
+            .collect(),
+    }
+}
+
+/// A destination's current secret and header values, in plain text (to be encrypted).
+fn destination_secrets(app: &App, destination: &Destination) -> Result<Value, StoreError> {
+    let secret = match destination.secrets.iter().find(|s| s.valid_until.is_none()) {
+        Some(current) => Some(app.store.secrets().open_str(&current.secret)?),
+        None => None,
+    };
+    let mut headers = Map::new();
+    for (name, sealed) in &destination.headers {
+        headers.insert(
+            name.clone(),
+            Value::from(app.store.secrets().open_str(sealed)?),
+        );
+    }
+    Ok(json!({"secret": secret, "headers": headers}))
+}
+
+/// The decrypted secrets of a document: sources' by id, destinations' by id.
+#[derive(Default)]
+struct Secrets {
+    sources: Map<String, Value>,
+    destinations: Map<String, Value>,
+}
+
+impl Secrets {
+    /// Reads the decrypted object as the document's `version` wrote it.
+    fn read(version: u32, mut plain: Map<String, Value>) -> Result<Secrets, Problem> {
+        if version == 1 {
+            return Ok(Secrets {
+                sources: plain,
+                destinations: Map::new(),
+            });
+        }
+        let mut part = |name: &str| match plain.remove(name) {
+            None => Ok(Map::new()),
+            Some(Value::Object(map)) => Ok(map),
+            Some(_) => Err(Problem::new(
+                "secrets",
+                format!("the decrypted {name} are not a JSON object"),
+            )),
+        };
+        Ok(Secrets {
+            sources: part("sources")?,
+            destinations: part("destinations")?,
+        })
+    }
+
+    /// A destination's secret, when it travelled; a problem when it is not a whsec_ secret.
+    fn destination_secret(&self, id: &str) -> Result<Option<String>, Problem> {
+        match self.destinations.get(id).map(|d| &d["secret"]) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.starts_with(crate::sources::SECRET_PREFIX) => {
+                Ok(Some(s.clone()))
+            }
+            Some(_) => Err(Problem::new(
+                format!("secrets.destinations.{id}.secret"),
+                "is not a whsec_ secret",
+            )),
+        }
+    }
+
+    /// The value of a destination's header, when it travelled.
+    fn header(&self, id: &str, name: &str) -> Option<String> {
+        self.destinations.get(id)?["headers"][name]
+            .as_str()
+            .map(str::to_string)
+    }
 }
 
 /// What an import did (or, dry, would do).
@@ -213,6 +360,10 @@ pub struct ImportReport {
     pub flows_replaced: Vec<String>,
     pub sources_created: Vec<String>,
     pub sources_updated: Vec<String>,
+    pub destinations_created: Vec<String>,
+    pub destinations_replaced: Vec<String>,
+    /// Destinations that came without a secret and were given a new one, shown this once.
+    pub new_destination_secrets: Vec<(String, String)>,
     /// Source ids taken by another workspace, and the ids they were given here.
     pub sources_remapped: Vec<(String, String)>,
     /// Sources that came without a secret and were given a new one, shown this once.
@@ -229,11 +380,13 @@ pub fn parse_document(input: &Value) -> Result<ConfigDocument, TransferError> {
         return Err(invalid("format", format!("must be \"{FORMAT}\"")));
     }
     match input.get("version").and_then(Value::as_u64) {
-        Some(v) if v == VERSION as u64 => {}
+        Some(v) if (OLDEST_VERSION as u64..=VERSION as u64).contains(&v) => {}
         Some(v) => {
             return Err(invalid(
                 "version",
-                format!("version {v} is not supported (this release reads version {VERSION})"),
+                format!(
+                    "version {v} is not supported (this release reads versions {OLDEST_VERSION} to {VERSION})"
+                ),
             ));
         }
         None => return Err(invalid("version", "required")),
@@ -275,20 +428,29 @@ pub async fn import(
         ..ImportReport::default()
     };
 
+    if document.version == 1 && !document.destinations.is_empty() {
+        problems.push(Problem::new(
+            "destinations",
+            "version 1 documents have no destinations (export again, or set version 2)",
+        ));
+    }
+
     // Secrets.
     let secrets = match (&document.secrets, passphrase) {
-        (None, _) => Map::new(),
+        (None, _) => Secrets::default(),
         (Some(_), None) => {
             problems.push(Problem::new(
                 "secrets",
                 "the document carries encrypted secrets: give the passphrase they were exported with",
             ));
-            Map::new()
+            Secrets::default()
         }
-        (Some(encrypted), Some(passphrase)) => decrypt(encrypted, passphrase).unwrap_or_else(|p| {
-            problems.push(p);
-            Map::new()
-        }),
+        (Some(encrypted), Some(passphrase)) => decrypt(encrypted, passphrase)
+            .and_then(|plain| Secrets::read(document.version, plain))
+            .unwrap_or_else(|p| {
+                problems.push(p);
+                Secrets::default()
+            }),
     };
 
     // Sources: ids kept when free or already this workspace's, else remapped.
@@ -321,7 +483,7 @@ pub async fn import(
             continue;
         }
         let existing = app.store.source(&doc.id).await?;
-        let secret = match secrets.get(&doc.id) {
+        let secret = match secrets.sources.get(&doc.id) {
             Some(Value::String(s)) if s.starts_with(crate::sources::SECRET_PREFIX) => {
                 Some(s.clone())
             }
@@ -445,6 +607,95 @@ pub async fn import(
         }
     }
 
+    // Destinations: checked like a save; their source follows a remapped one.
+    let mut imported_destinations = Vec::new();
+    let mut destination_ids = HashMap::new();
+    for (i, doc) in document.destinations.iter().enumerate() {
+        let at = format!("destinations[{i}]");
+        let Some(id) = parse_id(&doc.id) else {
+            problems.push(Problem::new(format!("{at}.id"), "is not a destination id"));
+            continue;
+        };
+        if destination_ids.insert(id, i).is_some() {
+            problems.push(Problem::new(format!("{at}.id"), "appears twice"));
+            continue;
+        }
+        let source = doc
+            .filter
+            .source
+            .as_ref()
+            .map(|s| source_ids.get(s).cloned().unwrap_or_else(|| s.clone()));
+        let source_known = match source.as_deref() {
+            Some(source) if source != CLOCKIFY_SOURCE => {
+                source_ids.values().any(|id| id == source)
+                    || workspace_sources.iter().any(|id| id == source)
+            }
+            _ => true,
+        };
+        let existing = app.store.destination(ws, id).await?;
+        let secret = secrets.destination_secret(&doc.id).unwrap_or_else(|p| {
+            problems.push(p);
+            None
+        });
+        // Header values: from the secrets, else as written (a hand-written document may
+        // carry them); a masked one keeps the value the destination has here.
+        let mut headers = BTreeMap::new();
+        for (name, value) in &doc.headers {
+            let value = secrets
+                .header(&doc.id, name)
+                .unwrap_or_else(|| value.clone());
+            let kept = existing
+                .as_ref()
+                .is_some_and(|d| d.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)));
+            if value == MASK && !kept {
+                problems.push(Problem::new(
+                    format!("{at}.headers.{name}"),
+                    "the value is not in the document: export with a passphrase (--with-secrets), or write the value here",
+                ));
+            }
+            headers.insert(name.clone(), value);
+        }
+        let spec = destinations::Spec {
+            name: doc.name.clone(),
+            url: doc.url.clone(),
+            enabled: Some(doc.enabled),
+            source,
+            events: doc.filter.events.clone(),
+            conditions: doc.filter.conditions.clone(),
+            template: doc.template.clone(),
+            headers,
+        };
+        match destinations::check_spec(app, &spec, source_known) {
+            Err(found) => problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| Problem::new(format!("{at}.{}", p.path), p.message)),
+            ),
+            Ok(conditions) => {
+                let replaced = existing.is_some();
+                let (destination, made) = destinations::imported(
+                    app,
+                    ws,
+                    id,
+                    spec,
+                    conditions,
+                    secret.as_deref(),
+                    existing,
+                );
+                let id = format_id(&id);
+                if replaced {
+                    report.destinations_replaced.push(id.clone());
+                } else {
+                    report.destinations_created.push(id.clone());
+                }
+                if let Some(made) = made {
+                    report.new_destination_secrets.push((id, made));
+                }
+                imported_destinations.push(destination);
+            }
+        }
+    }
+
     // Settings: only those that differ from the workspace's.
     let current = settings::current(&installation);
     let changes: Map<String, Value> = document
@@ -475,7 +726,11 @@ pub async fn import(
         }
         _ => {}
     }
-    if !app.store.import_config(ws, sources, flows).await? {
+    if !app
+        .store
+        .import_config(ws, sources, flows, imported_destinations)
+        .await?
+    {
         return Err(TransferError::NotInstalled(ws.to_string()));
     }
     metrics::counter!("config_imports_total").increment(1);
@@ -490,6 +745,50 @@ pub fn audit_summary(report: &ImportReport) -> Value {
         "sourcesCreated": report.sources_created,
         "sourcesUpdated": report.sources_updated,
         "sourcesRemapped": report.sources_remapped,
+        "destinationsCreated": report.destinations_created,
+        "destinationsReplaced": report.destinations_replaced,
         "settingsChanged": report.settings_changed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        let Value::Object(map) = value else {
+            panic!("an object")
+        };
+        map
+    }
+
+    #[test]
+    fn secrets_are_read_as_their_version_wrote_them() {
+        // Version 1: source ids to secrets, nothing else.
+        let v1 = Secrets::read(1, object(json!({"shop": "whsec_a"}))).unwrap();
+        assert_eq!(v1.sources["shop"], "whsec_a");
+        assert!(v1.destinations.is_empty());
+        // Version 2: sources and destinations apart.
+        let v2 = Secrets::read(
+            2,
+            object(json!({"sources": {"shop": "whsec_a"},
+                "destinations": {"d1": {"secret": "whsec_b", "headers": {"X-Key": "k"}}}})),
+        )
+        .unwrap();
+        assert_eq!(v2.sources["shop"], "whsec_a");
+        assert_eq!(
+            v2.destination_secret("d1").unwrap().as_deref(),
+            Some("whsec_b")
+        );
+        assert_eq!(v2.header("d1", "X-Key").as_deref(), Some("k"));
+        assert_eq!(v2.header("d1", "Other"), None);
+        assert_eq!(v2.destination_secret("d2").unwrap(), None);
+        let bad = Secrets::read(
+            2,
+            object(json!({"destinations": {"d1": {"secret": "nope"}}})),
+        )
+        .unwrap();
+        assert!(bad.destination_secret("d1").is_err());
+        assert!(Secrets::read(2, object(json!({"sources": []}))).is_err());
+    }
 }

@@ -1,4 +1,5 @@
-//! `/api/config`: the workspace's configuration (flows, custom sources, settings) as one
+//! `/api/config`: the workspace's configuration (flows, custom sources, destinations,
+//! settings) as one
 //! document, exported and imported by admins. The work is `crate::transfer`.
 
 use axum::Json;
@@ -17,7 +18,8 @@ fn document_json(document: &ConfigDocument) -> Json<Value> {
     Json(serde_json::to_value(document).expect("documents serialize"))
 }
 
-/// The configuration document without secrets: `{format, version, settings, sources, flows}`.
+/// The configuration document without secrets: `{format, version, settings, sources, flows,
+/// destinations}` (destinations' header values masked).
 #[utoipa::path(get, path = "/api/config/export", tag = "workspace",
     responses((status = 200, description = "The configuration document", body = Object),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -29,12 +31,14 @@ pub async fn export(State(app): State<App>, Admin(user): Admin) -> Result<Json<V
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExportBody {
-    /// At least 12 characters; the sources' secrets are encrypted with a key derived from
-    /// it (Argon2id, XChaCha20-Poly1305) and travel in the document's `secrets`.
+    /// At least 12 characters; the sources' and destinations' secrets and the destinations'
+    /// header values are encrypted with a key derived from it (Argon2id, XChaCha20-Poly1305)
+    /// and travel in the document's `secrets`.
     passphrase: String,
 }
 
-/// The configuration document with the sources' current secrets, encrypted with a passphrase.
+/// The configuration document with the current secrets (sources, destinations and their
+/// header values), encrypted with a passphrase.
 #[utoipa::path(post, path = "/api/config/export", tag = "workspace", request_body = ExportBody,
     responses((status = 200, description = "The configuration document with `secrets`", body = Object),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -89,6 +93,15 @@ pub struct NewSecret {
     secret: String,
 }
 
+/// A destination created without a secret in the document, and the secret it was given
+/// (shown this once; its receiver must be told).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewDestinationSecret {
+    destination_id: String,
+    secret: String,
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportResult {
@@ -99,6 +112,9 @@ pub struct ImportResult {
     sources_updated: Vec<String>,
     sources_remapped: Vec<Remapped>,
     new_secrets: Vec<NewSecret>,
+    destinations_created: Vec<String>,
+    destinations_replaced: Vec<String>,
+    new_destination_secrets: Vec<NewDestinationSecret>,
     /// Settings changed through Clockify's settings API.
     settings_changed: Vec<String>,
 }
@@ -121,14 +137,25 @@ impl From<ImportReport> for ImportResult {
                 .into_iter()
                 .map(|(source_id, secret)| NewSecret { source_id, secret })
                 .collect(),
+            destinations_created: report.destinations_created,
+            destinations_replaced: report.destinations_replaced,
+            new_destination_secrets: report
+                .new_destination_secrets
+                .into_iter()
+                .map(|(destination_id, secret)| NewDestinationSecret {
+                    destination_id,
+                    secret,
+                })
+                .collect(),
             settings_changed: report.settings_changed,
         }
     }
 }
 
 /// Checks the whole document (every problem listed, nothing changed when there is one),
-/// then applies it: settings through Clockify, then every flow and source in one
-/// transaction. Flows and sources not in the document are left as they are.
+/// then applies it: settings through Clockify, then every flow, source and destination in
+/// one transaction. Those not in the document are left as they are. Version 1 documents
+/// (without destinations) are read too.
 #[utoipa::path(post, path = "/api/config/import", tag = "workspace", request_body = ImportBody,
     responses((status = 200, body = ImportResult), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),

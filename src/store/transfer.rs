@@ -1,23 +1,26 @@
-//! Writing an imported configuration: every source and flow of one import in one write
-//! transaction, so an import is applied entirely or not at all.
+//! Writing an imported configuration: every source, flow and destination of one import in
+//! one write transaction, so an import is applied entirely or not at all.
 
 use super::db::Store;
+use super::destination_model::{Destination, encode_destination, ws_key};
 use super::error::StoreError;
 use super::flow_model::{Flow, encode_flow};
-use super::schema::{FLOWS, flow_key, installed};
+use super::schema::{DESTINATIONS, FLOWS, flow_key, installed};
 use super::sources::{Source, write_source};
 
 impl Store {
-    /// Inserts or replaces `sources` and `flows` of `ws` in one transaction; returns `false`
-    /// (writing nothing) when `ws` is not installed.
+    /// Inserts or replaces `sources`, `flows` and `destinations` of `ws` in one transaction;
+    /// returns `false` (writing nothing) when `ws` is not installed.
     pub async fn import_config(
         &self,
         ws: &str,
         sources: Vec<Source>,
         flows: Vec<Flow>,
+        destinations: Vec<Destination>,
     ) -> Result<bool, StoreError> {
         let ws = ws.to_string();
         let index = self.flow_index.clone();
+        let destination_index = self.destination_index.clone();
         self.write_then(
             move |wtx| {
                 if !installed(wtx, &ws)? {
@@ -33,11 +36,23 @@ impl Store {
                         encode_flow(flow).as_slice(),
                     )?;
                 }
-                Ok(Some(flows))
+                let mut table = wtx.open_table(DESTINATIONS)?;
+                for destination in &destinations {
+                    table.insert(
+                        ws_key(&ws, &destination.id).as_slice(),
+                        encode_destination(destination).as_slice(),
+                    )?;
+                }
+                Ok(Some((flows, destinations)))
             },
-            move |written: &Option<Vec<Flow>>| {
-                for flow in written.iter().flatten() {
-                    index.put(flow.clone());
+            move |written: &Option<(Vec<Flow>, Vec<Destination>)>| {
+                if let Some((flows, destinations)) = written {
+                    for flow in flows {
+                        index.put(flow.clone());
+                    }
+                    for destination in destinations {
+                        destination_index.put(destination.clone());
+                    }
                 }
             },
         )

@@ -5,9 +5,17 @@
 //! starve the others. Each attempt's outcome is committed before the next is scheduled; a
 //! crash between sending and committing sends it again (at-least-once: receivers dedupe by
 //! `webhook-id`).
+//!
+//! The workspace switch (`POST /api/flows/pause`) holds deliveries too. With `queue`, a
+//! delivery that comes due while its workspace is paused is parked here (it stays in the
+//! queue table, so a restart keeps holding it); on resume each destination's parked
+//! deliveries are sent one at a time in the order they came due, and deliveries of that
+//! destination that come due meanwhile wait behind them. With `skip`, a delivery that comes
+//! due is marked failed with the pause's reason, unsent (`recover` sends such deliveries
+//! later).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +31,7 @@ use crate::app::App;
 use crate::flows::conditions;
 use crate::store::{
     AttemptOutcome, Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Destination,
-    DestinationChange, DestinationId, QueuedDelivery, StoreError, format_id,
+    DestinationChange, DestinationId, PauseMode, QueuedDelivery, StoreError, format_id,
 };
 use crate::time::now_ms;
 
@@ -67,7 +75,8 @@ impl Shared {
     }
 }
 
-/// A delivery the engine knows of: waiting in the heap until `due`, or in flight.
+/// A delivery the engine knows of: waiting in the heap until `due`, or (`None`) in flight,
+/// parked by a pause, or waiting its turn after one.
 struct Entry {
     due: Option<i64>,
     workspace_id: String,
@@ -90,6 +99,8 @@ pub async fn run(app: App) {
     let mut heap: BinaryHeap<Reverse<(i64, DeliveryId)>> = BinaryHeap::new();
     let mut tasks: JoinSet<(DeliveryId, Option<QueuedDelivery>)> = JoinSet::new();
     let mut gauges = Gauges::default();
+    let mut held = Held::default();
+    let mut pause_changes = app.store.pause_changes();
     match app.store.queued_deliveries().await {
         Ok(queued) => {
             if !queued.is_empty() {
@@ -119,8 +130,9 @@ pub async fn run(app: App) {
                 destination_id: entry.destination_id,
                 next_at: due,
             };
-            let (app, shared) = (app.clone(), shared.clone());
-            tasks.spawn(async move { (id, attempt(&app, &shared, job).await) });
+            if let Some(job) = held.hold(&app, job) {
+                spawn(&mut tasks, &app, &shared, job);
+            }
         }
         gauges.update(&app, &entries);
         let wait = heap
@@ -135,10 +147,19 @@ pub async fn run(app: App) {
             },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok((id, next)) = joined {
-                    entries.remove(&id);
+                    if let Some(entry) = entries.remove(&id)
+                        && let Some(job) = held.finished(&app, entry.destination_id, id)
+                    {
+                        spawn(&mut tasks, &app, &shared, job);
+                    }
                     if let Some(next) = next {
                         schedule(&mut entries, &mut heap, next);
                     }
+                }
+            }
+            Ok(()) = pause_changes.changed() => {
+                for job in held.release(&app) {
+                    spawn(&mut tasks, &app, &shared, job);
                 }
             }
             _ = tokio::time::sleep(wait) => {}
@@ -156,6 +177,124 @@ pub async fn run(app: App) {
         );
         tasks.abort_all();
     }
+}
+
+fn spawn(
+    tasks: &mut JoinSet<(DeliveryId, Option<QueuedDelivery>)>,
+    app: &App,
+    shared: &Arc<Shared>,
+    job: QueuedDelivery,
+) {
+    let (app, shared) = (app.clone(), shared.clone());
+    let id = job.id;
+    tasks.spawn(async move { (id, attempt(&app, &shared, job).await) });
+}
+
+/// Deliveries held back by workspace pauses (`queue`), and those released by a resume that
+/// are sent one at a time per destination, in order.
+#[derive(Default)]
+struct Held {
+    /// Parked while their workspace is paused, in the order they came due.
+    parked: HashMap<String, Vec<QueuedDelivery>>,
+    /// Released (or due behind released ones), per destination, waiting their turn.
+    draining: HashMap<DestinationId, VecDeque<QueuedDelivery>>,
+    /// The delivery of each draining destination in flight.
+    sending: HashMap<DestinationId, DeliveryId>,
+}
+
+impl Held {
+    /// Returns `job` to send it now, or keeps it: parked while its workspace is paused with
+    /// `queue`, or in line behind its destination's released deliveries.
+    fn hold(&mut self, app: &App, job: QueuedDelivery) -> Option<QueuedDelivery> {
+        if holding(app, &job.workspace_id) {
+            self.parked
+                .entry(job.workspace_id.clone())
+                .or_default()
+                .push(job);
+            return None;
+        }
+        match self.draining.get_mut(&job.destination_id) {
+            Some(line) => {
+                line.push_back(job);
+                None
+            }
+            None => Some(job),
+        }
+    }
+
+    /// After a pause changed: the parked deliveries of workspaces no longer held go in line
+    /// per destination; returns the first of each line to send.
+    fn release(&mut self, app: &App) -> Vec<QueuedDelivery> {
+        let released: Vec<String> = self
+            .parked
+            .keys()
+            .filter(|ws| !holding(app, ws))
+            .cloned()
+            .collect();
+        let mut touched = Vec::new();
+        for ws in released {
+            for job in self.parked.remove(&ws).unwrap_or_default() {
+                let destination = job.destination_id;
+                self.draining.entry(destination).or_default().push_back(job);
+                touched.push(destination);
+            }
+        }
+        touched
+            .into_iter()
+            .filter_map(|destination| self.next(destination))
+            .collect()
+    }
+
+    /// The next delivery of `destination`'s line, unless one is in flight.
+    fn next(&mut self, destination: DestinationId) -> Option<QueuedDelivery> {
+        if self.sending.contains_key(&destination) {
+            return None;
+        }
+        let line = self.draining.get_mut(&destination)?;
+        match line.pop_front() {
+            Some(job) => {
+                self.sending.insert(destination, job.id);
+                Some(job)
+            }
+            None => {
+                self.draining.remove(&destination);
+                None
+            }
+        }
+    }
+
+    /// An attempt ended; returns the next delivery of its destination's line, if any. A line
+    /// whose workspace was paused again meanwhile is parked whole, ahead of what was parked
+    /// since (it came due first).
+    fn finished(
+        &mut self,
+        app: &App,
+        destination: DestinationId,
+        id: DeliveryId,
+    ) -> Option<QueuedDelivery> {
+        if self.sending.get(&destination) != Some(&id) {
+            return None;
+        }
+        self.sending.remove(&destination);
+        let line = self.draining.remove(&destination)?;
+        let ws = line.front()?.workspace_id.clone();
+        if holding(app, &ws) {
+            let parked = self.parked.entry(ws).or_default();
+            let since = std::mem::take(parked);
+            parked.extend(line);
+            parked.extend(since);
+            return None;
+        }
+        self.draining.insert(destination, line);
+        self.next(destination)
+    }
+}
+
+/// Whether the workspace is paused with deliveries held (`queue`).
+fn holding(app: &App, ws: &str) -> bool {
+    app.store
+        .flows_pause(ws)
+        .is_some_and(|p| p.mode == PauseMode::Queue)
 }
 
 /// Puts a delivery on the heap, unless it is in flight or already due no later.
@@ -276,6 +415,19 @@ async fn try_attempt(
         app.store
             .delivery_attempted(ws, job.id, None, AttemptOutcome::Failed(reason))
     };
+    if let Some(pause) = app
+        .store
+        .flows_pause(ws)
+        .filter(|p| p.mode == PauseMode::Skip)
+    {
+        give_up(format!(
+            "not sent: the workspace is paused ({})",
+            pause.reason
+        ))
+        .await?;
+        count_final(&destination, DeliveryStatus::Failed);
+        return Ok(None);
+    }
     if !destination.enabled {
         let reason = destination
             .disabled_reason

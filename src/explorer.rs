@@ -224,7 +224,11 @@ pub async fn execute(
         error: None,
         duration_ms: started.elapsed().as_millis() as u64,
         at: now_ms(),
+        user_id: None,
+        user_name: None,
     };
+    let who = crate::audit::Actor::of(app, user).await;
+    (execution.user_id, execution.user_name) = (who.user_id, who.user_name);
     match &outcome {
         Ok(response) => {
             execution.status = Some(response.status);

@@ -243,7 +243,7 @@ export function mount(root, ctx) {
         },
       }, methodBadge(item.method), h('span', { class: 'history-text' }, h('span', { class: 'ellipsis' }, item.operationId), item.request && paramSummary(item.request) ? h('span', { class: 'small muted ellipsis' }, paramSummary(item.request)) : null),
       h('span', { class: `badge ${item.status && item.status < 300 ? 'ok' : 'bad'}`, title: item.error || '' }, item.status ? String(item.status) : 'error'),
-      h('span', { class: 'small muted' }, timeEl(item.at)))))) : h('p', { class: 'muted' }, 'No calls yet.'));
+      h('span', { class: 'small muted' }, timeEl(item.at), item.userName || item.userId ? h('span', { class: 'history-who', title: item.userId || '' }, ` · ${item.userName || item.userId}`) : null))))) : h('p', { class: 'muted' }, 'No calls yet.'));
     } catch (error) {
       if (error.name !== 'AbortError') clear(historyBox, h('h2', {}, 'Recent calls'), errorState(error, 'Recent calls', loadHistory));
     }

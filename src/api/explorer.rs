@@ -415,6 +415,10 @@ pub struct ExecutionView {
     error: Option<String>,
     duration_ms: u64,
     at: String,
+    /// The Clockify user who made the call (null for calls kept before users were).
+    user_id: Option<String>,
+    /// Their name as the entity cache knew it at the time.
+    user_name: Option<String>,
     request: ExecutionInput,
 }
 
@@ -457,6 +461,8 @@ pub async fn history(
                 error: e.error.clone(),
                 duration_ms: e.duration_ms,
                 at: rfc3339(e.at),
+                user_id: e.user_id.clone(),
+                user_name: e.user_name.clone(),
                 request: ExecutionInput {
                     path_params: parse(&e.path_params),
                     query: parse(&e.query),

@@ -140,11 +140,58 @@ pub struct Execution {
     pub error: Option<String>,
     pub duration_ms: u64,
     pub at: i64,
+    /// Who made the call: the token's user id, and the name the entity cache knew then.
+    /// `None` in records written before they were kept.
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
+}
+
+/// An execution as records `V1` kept it (without the user).
+#[derive(Serialize, Deserialize)]
+struct ExecutionV1 {
+    id: [u8; 16],
+    operation_id: String,
+    method: String,
+    url: String,
+    path_params: String,
+    query: String,
+    body: Option<String>,
+    acting_as: String,
+    status: Option<u16>,
+    error: Option<String>,
+    duration_ms: u64,
+    at: i64,
 }
 
 #[derive(Serialize, Deserialize)]
 enum ExecutionRecord {
-    V1(Execution),
+    V1(ExecutionV1),
+    /// Adds the user who made the call.
+    V2(Execution),
+}
+
+impl ExecutionRecord {
+    fn into_execution(self) -> Execution {
+        match self {
+            ExecutionRecord::V2(execution) => execution,
+            ExecutionRecord::V1(v1) => Execution {
+                id: v1.id,
+                operation_id: v1.operation_id,
+                method: v1.method,
+                url: v1.url,
+                path_params: v1.path_params,
+                query: v1.query,
+                body: v1.body,
+                acting_as: v1.acting_as,
+                status: v1.status,
+                error: v1.error,
+                duration_ms: v1.duration_ms,
+                at: v1.at,
+                user_id: None,
+                user_name: None,
+            },
+        }
+    }
 }
 
 fn entity_key(ws: &str, entity_type: &str, id: &str) -> Vec<u8> {
@@ -377,7 +424,7 @@ impl Store {
             let mut table = wtx.open_table(EXECUTIONS)?;
             table.insert(
                 key.as_slice(),
-                encode(&ExecutionRecord::V1(execution)).as_slice(),
+                encode(&ExecutionRecord::V2(execution)).as_slice(),
             )?;
             Ok(())
         })
@@ -401,7 +448,7 @@ impl Store {
                 .rev()
             {
                 let (_, v) = entry?;
-                let ExecutionRecord::V1(execution) = decode::<ExecutionRecord>(v.value())?;
+                let execution = decode::<ExecutionRecord>(v.value())?.into_execution();
                 if keep(&execution) {
                     out.push(execution);
                     if out.len() >= limit {
@@ -439,5 +486,34 @@ impl Store {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executions_kept_before_users_were_still_read() {
+        let v1 = ExecutionV1 {
+            id: [7; 16],
+            operation_id: "getClients".into(),
+            method: "GET".into(),
+            url: "https://api.clockify.me/api/v1/workspaces/w/clients".into(),
+            path_params: "{}".into(),
+            query: "{}".into(),
+            body: None,
+            acting_as: "addon".into(),
+            status: Some(200),
+            error: None,
+            duration_ms: 12,
+            at: 1_700_000_000_000,
+        };
+        let bytes = encode(&ExecutionRecord::V1(v1));
+        check_cache_record("executions", &bytes).unwrap();
+        let read = decode::<ExecutionRecord>(&bytes).unwrap().into_execution();
+        assert_eq!(read.operation_id, "getClients");
+        assert_eq!(read.status, Some(200));
+        assert_eq!((read.user_id, read.user_name), (None, None));
     }
 }

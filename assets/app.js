@@ -3,7 +3,7 @@
 
 import { h, clear, session, notify, errorState } from './lib.js';
 
-const PAGES = ['overview', 'events', 'explorer', 'flows', 'runs', 'sources', 'destinations', 'settings'];
+const PAGES = ['overview', 'events', 'explorer', 'flows', 'runs', 'sources', 'destinations', 'settings', 'audit'];
 const DEFAULT_PAGE = 'overview';
 
 const view = document.getElementById('view');

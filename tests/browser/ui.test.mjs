@@ -38,7 +38,7 @@ function userToken({ role = 'OWNER', theme = 'DEFAULT', ttl = 1800 } = {}) {
   const unsigned = `${part({ alg: 'RS256', typ: 'JWT' })}.${part(claims)}`;
   return `${unsigned}.${crypto.sign('RSA-SHA256', Buffer.from(unsigned), SIGNING_KEY).toString('base64url')}`;
 }
-const PAGES = ['overview', 'events', 'explorer', 'flows', 'runs', 'sources', 'destinations', 'settings'];
+const PAGES = ['overview', 'events', 'explorer', 'flows', 'runs', 'sources', 'destinations', 'settings', 'audit'];
 /** The fake receiver tests/it/browser.rs runs for destinations: 500 to the first attempt of an
  * event whose body says "flaky", 200 with {"received": true} otherwise. */
 const RECEIVER_URL = env('RECEIVER_URL');
@@ -1133,6 +1133,45 @@ await check('14. destinations: create with problems beside fields, secret once, 
   await p.close();
   await member.close();
   return 'created, tested, delivered, retried, recovered, deleted';
+});
+
+await check('15. audit log: a change made in the UI appears with who made it, filters in the URL, before/after in the viewer; admins only', async () => {
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/sources`);
+  await waitForApp(p.page);
+  await p.page.fill('input[name=name]', 'Audited source');
+  await p.page.click('button:text("Create source")');
+  await p.page.waitForSelector('#secret-once');
+  await p.page.click('.tabs a[data-tab="audit"]');
+  await waitForApp(p.page);
+  const row = p.page.locator('tr[data-action="source.create"]').first();
+  await row.waitFor();
+  assert(await p.page.locator('tbody tr').first().getAttribute('data-action') === 'source.create', 'newest first');
+  assert((await row.innerText()).includes('user-1'), await row.innerText());
+  await row.locator('summary').click();
+  const after = await row.locator('.json').last().innerText();
+  assert(after.includes('Audited source'), after);
+  assert(!/whsec_/.test(await p.page.locator('main').innerText()), 'a secret on the audit page');
+  // Filters: in the URL, and they narrow the list.
+  await p.page.selectOption('select[name=action]', 'config.');
+  await p.page.waitForSelector('text=No changes match these filters.');
+  assert(p.page.url().includes('action=config.'), p.page.url());
+  await p.page.selectOption('select[name=action]', 'source.');
+  await p.page.locator('tr[data-action="source.create"]').first().waitFor();
+  assert(await p.page.locator('tbody tr:not([data-action^="source."])').count() === 0, 'the filter lets other changes through');
+  await p.page.fill('input[name=user]', 'someone-else');
+  await p.page.waitForSelector('text=No changes match these filters.');
+  assert(p.page.url().includes('user=someone-else'), p.page.url());
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+  // A member has no Audit tab, and the page says why.
+  const m = await openPage({ allowStatus: [403] });
+  await m.page.goto(`${BASE}/ui?auth_token=${T.member}#/audit`);
+  await waitForApp(m.page);
+  assert(!(await m.page.locator('.tabs a[data-tab="audit"]').isVisible()), 'the Audit tab shown to a member');
+  await m.page.waitForSelector('text=for workspace owners and admins');
+  assert(m.errors().length === 0, m.errors().join('\n'));
+  await m.close();
 });
 
 await check('10 and 11. every page: cold load at most 60 KB transferred, and axe-core finds nothing in light or dark', async () => {

@@ -84,6 +84,8 @@ fn execute_calls_the_installation_api_and_keeps_a_history() {
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["operationId"], "getClients");
     assert_eq!(items[0]["request"]["query"]["name"], "A&B");
+    // Who made the call is kept with it.
+    assert_eq!(items[0]["userId"], "user-1");
     assert!(!history.body.contains(&installation_token));
 }
 

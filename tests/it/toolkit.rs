@@ -16,10 +16,14 @@ const WS: &str = "ws-toolkit";
 const ADDON: &str = "addon-t";
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A server allowed to call `fake`, on `dir`, with WS installed.
+/// A server allowed to call `fake` (as Clockify and as a destination), on `dir`, with WS
+/// installed.
 fn start_on(dir: &Path, fake: &FakeClockify) -> TestServer {
     let host = fake.host.clone();
-    let server = TestServer::start_in(dir, |c| c.allow_api_hosts = vec![host]);
+    let server = TestServer::start_in(dir, |c| {
+        c.allow_api_hosts = vec![host.clone()];
+        c.allow_destination_hosts = vec![host];
+    });
     server.install(WS, ADDON, &fake.base);
     server
 }
@@ -298,6 +302,146 @@ mod audit {
     }
 
     #[test]
+    fn destination_changes_are_recorded_without_secrets_or_header_values() {
+        let fake = FakeClockify::start();
+        let receiver = FakeClockify::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (api_host, receiver_host) = (fake.host.clone(), receiver.host.clone());
+        let server = TestServer::start_in(dir.path(), |c| {
+            c.allow_api_hosts = vec![api_host];
+            c.allow_destination_hosts = vec![receiver_host];
+        });
+        server.install(WS, ADDON, &fake.base);
+        let url = format!("{}/in", receiver.base);
+        let created = ok(api(
+            &server,
+            "POST",
+            "/api/destinations",
+            Some(&json!({"name": "warehouse", "url": url,
+                "filter": {"events": ["NEW_TIME_ENTRY"]},
+                "headers": {"Authorization": "Bearer tok-never-logged"}})),
+        ));
+        let id = created["id"].as_str().unwrap().to_string();
+        let first_secret = created["secret"].as_str().unwrap().to_string();
+        ok(api(
+            &server,
+            "PUT",
+            &format!("/api/destinations/{id}"),
+            Some(&json!({"name": "warehouse 2", "url": url,
+                "headers": {"Authorization": "********", "X-Team": "blue-value"}})),
+        ));
+        let rotated = ok(api(
+            &server,
+            "POST",
+            &format!("/api/destinations/{id}/rotate-secret"),
+            None,
+        ));
+        let second_secret = rotated["secret"].as_str().unwrap().to_string();
+        ok(server.deliver(WS, ADDON, "NEW_TIME_ENTRY", &time_entry("te-dest")));
+        let mut delivery = String::new();
+        assert!(wait_until(DEADLINE, || {
+            let page = ok(api(
+                &server,
+                "GET",
+                &format!("/api/destinations/{id}/deliveries"),
+                None,
+            ));
+            let first = &page["items"][0];
+            delivery = first["id"].as_str().unwrap_or_default().to_string();
+            first["status"] == "delivered"
+        }));
+        ok(api(
+            &server,
+            "POST",
+            &format!("/api/deliveries/{delivery}/retry"),
+            None,
+        ));
+        ok(api(
+            &server,
+            "POST",
+            &format!("/api/destinations/{id}/recover"),
+            Some(&json!({"since": "2001-01-01T00:00:00Z"})),
+        ));
+        ok(api(
+            &server,
+            "DELETE",
+            &format!("/api/destinations/{id}"),
+            None,
+        ));
+
+        let entries: Vec<Value> = audit(&server, "")
+            .into_iter()
+            .filter(|e| {
+                let action = e["action"].as_str().unwrap();
+                action.starts_with("destination.") || action.starts_with("delivery.")
+            })
+            .collect();
+        let actions: Vec<&str> = entries
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "destination.delete",
+                "destination.recover",
+                "delivery.retry",
+                "destination.rotate",
+                "destination.update",
+                "destination.create"
+            ]
+        );
+        for entry in &entries {
+            assert_eq!(entry["userId"], "user-1", "{entry}");
+        }
+        let by_action = |action: &str| entries.iter().find(|e| e["action"] == action).unwrap();
+        let create = by_action("destination.create");
+        assert_eq!(create["target"], id);
+        assert_eq!(create["before"], Value::Null);
+        assert_eq!(create["after"]["name"], "warehouse");
+        assert_eq!(create["after"]["url"], url);
+        assert_eq!(create["after"]["headers"], json!(["Authorization"]));
+        assert_eq!(
+            create["after"]["filter"]["events"],
+            json!(["NEW_TIME_ENTRY"])
+        );
+        let update = by_action("destination.update");
+        assert_eq!(update["before"]["name"], "warehouse");
+        assert_eq!(update["after"]["name"], "warehouse 2");
+        assert_eq!(
+            update["after"]["headers"],
+            json!(["Authorization", "X-Team"])
+        );
+        let rotate = by_action("destination.rotate");
+        assert_eq!(rotate["target"], id);
+        assert_eq!(rotate["before"]["rotatedAt"], Value::Null);
+        assert!(rotate["after"]["rotatedAt"].is_string(), "{rotate}");
+        let retry = by_action("delivery.retry");
+        assert_eq!(retry["target"], delivery);
+        assert_eq!(retry["before"]["status"], "delivered");
+        assert_eq!(retry["after"]["status"], "pending");
+        assert_eq!(retry["after"]["destinationId"], id);
+        let recover = by_action("destination.recover");
+        assert_eq!(recover["target"], id);
+        assert_eq!(recover["after"]["since"], "2001-01-01T00:00:00Z");
+        let delete = by_action("destination.delete");
+        assert_eq!(delete["before"]["name"], "warehouse 2");
+        assert_eq!(delete["after"], Value::Null);
+        // Neither signing secret nor any header value reaches the log.
+        let everything = serde_json::to_string(&entries).unwrap();
+        for secret in [
+            first_secret.as_str(),
+            second_secret.as_str(),
+            "whsec_",
+            "tok-never-logged",
+            "blue-value",
+            "********",
+        ] {
+            assert!(!everything.contains(secret), "{secret} in {everything}");
+        }
+    }
+
+    #[test]
     fn entries_are_kept_like_runs_and_erased_with_the_workspace() {
         let fake = FakeClockify::start();
         let dir = tempfile::tempdir().unwrap();
@@ -339,9 +483,18 @@ mod transfer {
 
     const PASSPHRASE: &str = "correct horse battery staple";
 
-    /// WS with two flows (one on Clockify events, one on a custom source) and the source;
-    /// returns the source id and its secret.
-    fn configure(server: &TestClient) -> (String, String) {
+    /// What `configure` made.
+    struct Configured {
+        source: String,
+        source_secret: String,
+        /// The secret of the destination on new time entries.
+        destination_secret: String,
+    }
+
+    /// WS with two flows (one on Clockify events, one on a custom source), the source, and
+    /// two destinations posting to `receiver`: one on new time entries with a header, one on
+    /// the source's events.
+    fn configure(server: &TestClient, receiver: &str) -> Configured {
         let source = ok(api(
             server,
             "POST",
@@ -356,7 +509,50 @@ mod transfer {
             Some(&tags_flow("on entries")),
         ));
         ok(api(server, "POST", "/api/flows", Some(&source_flow(&id))));
-        (id, source["secret"].as_str().unwrap().to_string())
+        let entries = ok(api(
+            server,
+            "POST",
+            "/api/destinations",
+            Some(
+                &json!({"name": "entries", "url": format!("{receiver}/receiver"),
+                "filter": {"source": "clockify", "events": ["NEW_TIME_ENTRY"],
+                           "conditions": {"mode": "all", "rules": [{"path": "$.projectId", "op": "eq", "value": "p1"}]}},
+                "template": "{\"text\": \"{{ event.description }}\"}",
+                "headers": {"X-Api-Key": "key-never-exported"}}),
+            ),
+        ));
+        ok(api(
+            server,
+            "POST",
+            "/api/destinations",
+            Some(
+                &json!({"name": "orders", "url": format!("{receiver}/receiver-orders"),
+                "enabled": false, "filter": {"source": id}}),
+            ),
+        ));
+        Configured {
+            source: id,
+            source_secret: source["secret"].as_str().unwrap().to_string(),
+            destination_secret: entries["secret"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// The Standard Webhooks check, written out (as in destinations.rs).
+    fn signed_with(secret: &str, call: &RecordedCall) -> bool {
+        let key = STANDARD
+            .decode(secret.strip_prefix("whsec_").unwrap())
+            .unwrap();
+        let (id, ts) = (
+            &call.headers["webhook-id"],
+            &call.headers["webhook-timestamp"],
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(&call.body);
+        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        call.headers["webhook-signature"]
+            .split(' ')
+            .any(|s| s == expected)
     }
 
     fn import(server: &TestClient, body: &Value) -> Response {
@@ -368,14 +564,29 @@ mod transfer {
         let fake = FakeClockify::start();
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = start_on(dir_a.path(), &fake);
-        let (source, secret) = configure(&a);
+        let Configured {
+            source,
+            source_secret: secret,
+            destination_secret,
+        } = configure(&a, &fake.base);
         let plain = ok(api(&a, "GET", "/api/config/export", None));
         assert_eq!(plain["format"], "clockify-studio-config");
-        assert_eq!(plain["version"], 1);
+        assert_eq!(plain["version"], 2);
         assert_eq!(plain["flows"].as_array().unwrap().len(), 2);
         assert_eq!(plain["sources"], json!([{"id": source, "name": "shop"}]));
         assert!(plain.get("secrets").is_none());
         assert!(!plain.to_string().contains("whsec_"));
+        let destinations = plain["destinations"].as_array().unwrap();
+        assert_eq!(destinations.len(), 2, "{plain}");
+        assert_eq!(destinations[0]["name"], "entries");
+        assert_eq!(destinations[0]["headers"], json!({"X-Api-Key": "********"}));
+        assert_eq!(
+            destinations[0]["filter"]["conditions"]["rules"][0]["value"],
+            "p1"
+        );
+        assert_eq!(destinations[1]["enabled"], false);
+        assert_eq!(destinations[1]["filter"]["source"], source);
+        assert!(!plain.to_string().contains("key-never-exported"));
         let sealed = ok(api(
             &a,
             "POST",
@@ -383,10 +594,12 @@ mod transfer {
             Some(&json!({"passphrase": PASSPHRASE})),
         ));
         assert_eq!(sealed["secrets"]["kdf"], "argon2id");
-        assert!(
-            !sealed.to_string().contains(&secret),
-            "the secret travels encrypted"
-        );
+        for secret in [&secret, &destination_secret, "key-never-exported"] {
+            assert!(
+                !sealed.to_string().contains(secret),
+                "the secret travels encrypted"
+            );
+        }
         let short = api(
             &a,
             "POST",
@@ -403,11 +616,14 @@ mod transfer {
         assert_eq!(report["flowsCreated"].as_array().unwrap().len(), 2);
         assert_eq!(report["sourcesCreated"], json!([source]));
         assert_eq!(report["newSecrets"], json!([]));
+        assert_eq!(report["destinationsCreated"].as_array().unwrap().len(), 2);
+        assert_eq!(report["newDestinationSecrets"], json!([]));
         assert_eq!(ok(api(&b, "GET", "/api/config/export", None)), plain);
-        // Importing again replaces, and changes nothing.
+        // Importing again replaces, and changes nothing (masked header values are kept).
         let again = ok(import(&b, &json!({"document": plain})));
         assert_eq!(again["flowsReplaced"].as_array().unwrap().len(), 2);
         assert_eq!(again["sourcesUpdated"], json!([source]));
+        assert_eq!(again["destinationsReplaced"].as_array().unwrap().len(), 2);
         assert_eq!(ok(api(&b, "GET", "/api/config/export", None)), plain);
 
         // The moved workspace works: a Clockify event runs its flow, the source verifies with
@@ -436,6 +652,32 @@ mod transfer {
                 .any(|c| c.path.contains("/tags") && c.query.contains("sku-9")),
             "the source's flow called Clockify"
         );
+        // The moved destination delivers: its template, its header value and its secret
+        // travelled (the disabled one stays disabled).
+        let mut received = Vec::new();
+        assert!(wait_until(DEADLINE, || {
+            received = fake
+                .calls()
+                .into_iter()
+                .filter(|c| c.method == "POST" && c.path.starts_with("/receiver"))
+                .collect();
+            !received.is_empty()
+        }));
+        std::thread::sleep(Duration::from_millis(200));
+        let received: Vec<RecordedCall> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "POST" && c.path.starts_with("/receiver"))
+            .collect();
+        assert_eq!(received.len(), 1, "{received:#?}");
+        let call = &received[0];
+        assert_eq!(call.path, "/receiver");
+        assert_eq!(call.headers["x-api-key"], "key-never-exported");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&call.body).unwrap(),
+            json!({"text": "x"})
+        );
+        assert!(signed_with(&destination_secret, call), "{:?}", call.headers);
         // The import is in the audit log, without secrets.
         let log = ok(api(&b, "GET", "/api/audit?action=config.import", None));
         assert_eq!(log["items"].as_array().unwrap().len(), 2);
@@ -448,13 +690,21 @@ mod transfer {
         let dir = tempfile::tempdir().unwrap();
         let server = start_on(dir.path(), &fake);
         let document = json!({
-            "format": "clockify-studio-config", "version": 1,
+            "format": "clockify-studio-config", "version": 2,
             "settings": {"max_rps": 500, "nonsense": 1},
             "sources": [{"id": "src-1", "name": ""}],
             "flows": [
                 tags_flow("fine"),
                 {"name": "", "trigger": {"events": ["NEW_TIME_ENTRY"]}, "actions": []},
                 source_flow("no-such-source"),
+            ],
+            "destinations": [
+                {"id": "0190e6d0-0000-7000-8000-000000000001", "name": "a",
+                 "url": "ftp://example.com/x", "enabled": true,
+                 "filter": {"source": "no-such-source"}},
+                {"id": "0190e6d0-0000-7000-8000-000000000002", "name": "b",
+                 "url": "https://example.com/x", "enabled": true,
+                 "headers": {"Authorization": "********"}},
             ],
         });
         let r = import(&server, &json!({"document": document}));
@@ -467,6 +717,9 @@ mod transfer {
             "flows[1].name",
             "flows[1].actions",
             "flows[2].trigger.source",
+            "destinations[0].url",
+            "destinations[0].filter.source",
+            "destinations[1].headers.Authorization",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(wanted)),
@@ -483,6 +736,10 @@ mod transfer {
         );
         assert_eq!(
             ok(api(&server, "GET", "/api/sources", None))["sources"],
+            json!([])
+        );
+        assert_eq!(
+            ok(api(&server, "GET", "/api/destinations", None))["destinations"],
             json!([])
         );
 
@@ -508,12 +765,12 @@ mod transfer {
         );
 
         // Wrong version, wrong passphrase, missing passphrase; members may not import.
-        let v2 = import(
+        let v3 = import(
             &server,
-            &json!({"document": {"format": "clockify-studio-config", "version": 2}}),
+            &json!({"document": {"format": "clockify-studio-config", "version": 3}}),
         );
-        assert_eq!(v2.status, 400);
-        assert!(v2.problems()[0].starts_with("version"), "{}", v2.body);
+        assert_eq!(v3.status, 400);
+        assert!(v3.problems()[0].starts_with("version"), "{}", v3.body);
         let sealed = ok(api(
             &server,
             "POST",
@@ -544,7 +801,7 @@ mod transfer {
         let fake = FakeClockify::start();
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = start_on(dir_a.path(), &fake);
-        let (source, _) = configure(&a);
+        let Configured { source, .. } = configure(&a, &fake.base);
         let over_http = ok(api(&a, "GET", "/api/config/export", None));
         // While the server runs: through its control socket.
         let exported = succeeded(run_on(dir_a.path(), &["export", "--workspace", WS]));
@@ -615,7 +872,8 @@ mod transfer {
         ));
         assert_eq!(code, 3, "{stderr}");
         assert!(stderr.contains("passphrase"), "{stderr}");
-        let dry = succeeded(run_on(
+        // On the file, the destinations' plain-http receiver needs the server's flag.
+        let (code, stderr) = failed_with(run_on(
             dir_b.path(),
             &[
                 "import",
@@ -627,18 +885,31 @@ mod transfer {
                 text(&passphrase_file),
             ],
         ));
-        assert!(dry.contains("nothing was changed"), "{dry}");
-        succeeded(run_on(
-            dir_b.path(),
-            &[
+        assert_eq!(code, 3, "{stderr}");
+        assert!(
+            stderr.contains("destinations[0].url") && stderr.contains("--allow-destination-host"),
+            "{stderr}"
+        );
+        let with_flag = |dry_run: bool| {
+            let mut args = vec![
                 "import",
                 text(&file),
                 "--workspace",
                 WS,
                 "--passphrase-file",
                 text(&passphrase_file),
-            ],
-        ));
+                "--allow-destination-host",
+                &fake.host,
+            ];
+            if dry_run {
+                args.push("--dry-run");
+            }
+            succeeded(run_on(dir_b.path(), &args))
+        };
+        let dry = with_flag(true);
+        assert!(dry.contains("nothing was changed"), "{dry}");
+        assert!(dry.contains("2 destination(s) created"), "{dry}");
+        with_flag(false);
         let b = start_on(dir_b.path(), &fake);
         assert_eq!(ok(api(&b, "GET", "/api/config/export", None)), over_http);
     }
@@ -1174,5 +1445,126 @@ mod pause {
             .map(|e| e["action"].as_str().unwrap())
             .collect();
         assert_eq!(actions, ["flows.pause", "flows.resume", "flows.pause"]);
+    }
+}
+
+mod pause_destinations {
+    use super::*;
+
+    fn deliveries(server: &TestClient, destination: &str) -> Vec<Value> {
+        ok(api(
+            server,
+            "GET",
+            &format!("/api/destinations/{destination}/deliveries"),
+            None,
+        ))["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The ids of the time entries the receiver got, in the order they arrived.
+    fn received(receiver: &FakeClockify) -> Vec<String> {
+        receiver
+            .calls()
+            .iter()
+            .filter(|c| c.method == "POST" && c.path == "/in")
+            .map(|c| {
+                let body: Value = serde_json::from_slice(&c.body).unwrap();
+                body["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_paused_workspace_holds_its_deliveries_and_sends_them_in_order_on_resume() {
+        let receiver = FakeClockify::start();
+        let dir = tempfile::tempdir().unwrap();
+        let start = || {
+            let host = receiver.host.clone();
+            TestServer::start_in(dir.path(), |c| {
+                c.allow_destination_hosts = vec![host];
+                // Several attempts at once per destination: the order on resume must not
+                // depend on it.
+                c.destination_concurrency = 4;
+            })
+        };
+        let server = start();
+        server.install(WS, ADDON, UNREACHABLE_API);
+        let destination = ok(api(
+            &server,
+            "POST",
+            "/api/destinations",
+            Some(&json!({"name": "warehouse", "url": format!("{}/in", receiver.base)})),
+        ))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // Queue: events are stored, deliveries wait.
+        ok(api(
+            &server,
+            "POST",
+            "/api/flows/pause",
+            Some(&json!({"reason": "receiver maintenance"})),
+        ));
+        let held: Vec<String> = (0..6).map(|i| format!("held-{i}")).collect();
+        for id in &held {
+            ok(server.deliver(WS, ADDON, "NEW_TIME_ENTRY", &time_entry(id)));
+        }
+        assert_eq!(deliveries(&server, &destination).len(), 6);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(received(&receiver), Vec::<String>::new());
+        assert!(
+            deliveries(&server, &destination)
+                .iter()
+                .all(|d| d["status"] == "pending" && d["attempts"] == json!([])),
+            "nothing attempted while paused"
+        );
+
+        // Held across a restart; on resume they go out in the order they were queued.
+        drop(server);
+        let server = start();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(received(&receiver), Vec::<String>::new());
+        ok(api(&server, "POST", "/api/flows/resume", None));
+        assert!(wait_until(DEADLINE, || received(&receiver).len() >= 6));
+        assert_eq!(received(&receiver), held);
+        assert!(wait_until(DEADLINE, || {
+            deliveries(&server, &destination)
+                .iter()
+                .all(|d| d["status"] == "delivered")
+        }));
+
+        // Skip: a delivery that comes due is failed, unsent, with the reason; recover sends
+        // it once the pause is over.
+        ok(api(
+            &server,
+            "POST",
+            "/api/flows/pause",
+            Some(&json!({"reason": "quiet hours", "mode": "skip"})),
+        ));
+        ok(server.deliver(WS, ADDON, "NEW_TIME_ENTRY", &time_entry("skipped-1")));
+        let mut newest = Value::Null;
+        assert!(wait_until(DEADLINE, || {
+            newest = deliveries(&server, &destination)[0].clone();
+            newest["status"] == "failed"
+        }));
+        assert!(
+            newest["error"].as_str().unwrap().contains("quiet hours"),
+            "{newest}"
+        );
+        assert_eq!(newest["attempts"], json!([]));
+        assert_eq!(received(&receiver).len(), 6);
+        ok(api(&server, "POST", "/api/flows/resume", None));
+        let recovered = ok(api(
+            &server,
+            "POST",
+            &format!("/api/destinations/{destination}/recover"),
+            Some(&json!({"since": "2001-01-01T00:00:00Z"})),
+        ));
+        assert_eq!(recovered["requeued"], 1);
+        assert!(wait_until(DEADLINE, || received(&receiver).len() == 7));
+        assert_eq!(received(&receiver)[6], "skipped-1");
     }
 }

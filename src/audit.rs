@@ -105,6 +105,25 @@ pub async fn by_user(app: &App, user: &User, change: Change<'_>) {
     record(app, &user.workspace_id, &actor, change).await;
 }
 
+/// Records a change of one thing by the user of a request: `target` names it, `summary`
+/// turns it into what the log keeps (never a secret).
+pub async fn thing_changed<T>(
+    app: &App,
+    user: &User,
+    action: &str,
+    (before, after): (Option<&T>, Option<&T>),
+    target: impl Fn(&T) -> String,
+    summary: impl Fn(&T) -> Value,
+) {
+    let change = Change {
+        action,
+        target: before.or(after).map(&target),
+        before: before.map(&summary),
+        after: after.map(&summary),
+    };
+    by_user(app, user, change).await;
+}
+
 /// A newest-first page of the workspace's log.
 pub async fn list(app: &App, ws: &str, mut query: AuditQuery) -> Result<AuditPage, StoreError> {
     query.limit = query.limit.clamp(1, MAX_PAGE);

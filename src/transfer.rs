@@ -275,11 +275,7 @@ fn destination_document(destination: &Destination) -> DestinationDocument {
         enabled: destination.enabled,
         filter: serde_json::from_value(filter).expect("a filter document"),
         template: destination.template.clone(),
-        headers: destination
-            .headers
-            .iter()
-            .map(|(name, _)| (name.clone(), MASK.to_string()))
-            .collect(),
+        headers: destinations::masked_headers(destination),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::audit::{self, Change};
 use crate::auth::User;
 use crate::destinations::outbound::Exchange;
-use crate::destinations::{self, DeliveryFilter, Health, MASK, Spec};
+use crate::destinations::{self, DeliveryFilter, Health, Spec};
 use crate::store::{Delivery, DeliveryAttempt, Destination, format_id};
 use crate::time::{now_ms, rfc3339};
 
@@ -145,11 +145,7 @@ impl DestinationView {
                 conditions: destinations::conditions_json(&destination.filter.conditions),
             },
             template: destination.template.clone(),
-            headers: destination
-                .headers
-                .iter()
-                .map(|(name, _)| (name.clone(), MASK.to_string()))
-                .collect(),
+            headers: destinations::masked_headers(destination),
             failing_since: destination.failing_since.map(rfc3339),
             created_at: rfc3339(destination.created_at),
             updated_at: rfc3339(destination.updated_at),
@@ -174,11 +170,7 @@ fn audited(destination: &Destination) -> Value {
         "url": destination.url,
         "enabled": destination.enabled,
         "disabledReason": destination.disabled_reason,
-        "filter": {
-            "source": destination.filter.source,
-            "events": destination.filter.events,
-            "conditions": destinations::conditions_json(&destination.filter.conditions),
-        },
+        "filter": destinations::filter_json(&destination.filter),
         "template": destination.template,
         "headers": destination.headers.iter().map(|(name, _)| name).collect::<Vec<_>>(),
     })
@@ -192,18 +184,8 @@ async fn record(
     before: Option<&Destination>,
     after: Option<&Destination>,
 ) {
-    let target = before.or(after).map(|d| format_id(&d.id));
-    audit::by_user(
-        app,
-        user,
-        Change {
-            action,
-            target,
-            before: before.map(audited),
-            after: after.map(audited),
-        },
-    )
-    .await;
+    let target = |d: &Destination| format_id(&d.id);
+    audit::thing_changed(app, user, action, (before, after), target, audited).await;
 }
 
 #[derive(Serialize, ToSchema)]

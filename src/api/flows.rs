@@ -188,18 +188,8 @@ fn audited(flow: &Flow) -> Value {
 
 /// Records a change of a flow by the request's user.
 async fn record(app: &App, user: &User, action: &str, before: Option<&Flow>, after: Option<&Flow>) {
-    let target = before.or(after).map(|f| format_id(&f.id));
-    audit::by_user(
-        app,
-        user,
-        Change {
-            action,
-            target,
-            before: before.map(audited),
-            after: after.map(audited),
-        },
-    )
-    .await;
+    let target = |f: &Flow| format_id(&f.id);
+    audit::thing_changed(app, user, action, (before, after), target, audited).await;
 }
 
 async fn described(app: &App, flow: Flow) -> Result<Json<FlowView>, ApiError> {

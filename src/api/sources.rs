@@ -11,7 +11,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Admin, JsonBody};
 use super::types::Deleted;
 use crate::app::App;
-use crate::audit::{self, Change};
+use crate::audit;
 use crate::auth::User;
 use crate::sources;
 use crate::store::Source;
@@ -46,18 +46,8 @@ async fn record(
     before: Option<&Source>,
     after: Option<&Source>,
 ) {
-    let target = before.or(after).map(|s| s.id.clone());
-    audit::by_user(
-        app,
-        user,
-        Change {
-            action,
-            target,
-            before: before.map(audited),
-            after: after.map(audited),
-        },
-    )
-    .await;
+    let target = |s: &Source| s.id.clone();
+    audit::thing_changed(app, user, action, (before, after), target, audited).await;
 }
 
 impl SourceView {

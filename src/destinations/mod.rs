@@ -337,6 +337,15 @@ pub fn imported(
     (destination, made)
 }
 
+/// Header names with [`MASK`] for values, as the API and exports show them.
+pub fn masked_headers(destination: &Destination) -> BTreeMap<String, String> {
+    destination
+        .headers
+        .iter()
+        .map(|(name, _)| (name.clone(), MASK.to_string()))
+        .collect()
+}
+
 /// A destination's filter as the API shows and takes it.
 pub fn filter_json(filter: &DestinationFilter) -> Value {
     json!({

@@ -81,7 +81,7 @@ export function mount(root, ctx) {
       h('td', { class: 'nowrap' }, timeEl(entry.at, { relative: false })),
       h('td', {}, h('code', {}, entry.action),
         entry.target ? h('div', { class: 'small muted mono' }, entry.target) : null,
-        h('div', { class: 'small muted', title: 'Request id' }, entry.requestId)),
+        h('div', { class: 'small muted' }, `request ${entry.requestId}`)),
       who(entry),
       h('td', {}, changes(entry)));
   }

@@ -885,11 +885,12 @@ fn rotate_key(data: &DataDirArgs, key: &KeyFileArgs, new_key_file: &Path) -> Exi
         return ExitCode::FAILURE;
     }
     println!(
-        "re-sealed {} installation token(s), {} webhook token(s), {} source secret(s) and {} destination secret(s) and header value(s) in {} with the key from {}",
+        "re-sealed {} installation token(s), {} webhook token(s), {} source secret(s), {} destination secret(s) and header value(s) and {} flow header value(s) in {} with the key from {}",
         done.installation_tokens,
         done.webhook_tokens,
         done.source_secrets,
         done.destination_secrets,
+        done.flow_header_values,
         path.display(),
         new_key_file.display()
     );

@@ -1,7 +1,7 @@
 //! Export and import of a workspace's configuration (its flows, custom sources, destinations
 //! and stored settings) as one versioned JSON document. Secrets are left out unless a
 //! passphrase is given; then the sources' and destinations' current secrets and the
-//! destinations' header values travel encrypted with a key derived from it (Argon2id,
+//! destinations' and flow HTTP actions' header values travel encrypted with a key derived from it (Argon2id,
 //! XChaCha20-Poly1305). An import checks everything first — the same checks as the API, every
 //! problem listed — and then writes all flows, sources and destinations in one transaction.
 //! Flow and destination ids are kept (one with the same id in the workspace is replaced); a
@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::auth::User;
 use crate::destinations::{self, MASK};
+use crate::destinations::outbound::AllowedHosts;
 use crate::flows::model::{self, Known};
 use crate::problem::{self, Problem};
 use crate::settings::{self, SettingsError};
@@ -118,7 +119,7 @@ pub struct FilterDocument {
 /// `data` is the XChaCha20-Poly1305 nonce and ciphertext (base64) of a JSON object under the
 /// Argon2id key of the passphrase and `salt`. Version 1: each source id mapped to its
 /// secret. Version 2: `{"sources": {id: secret}, "destinations": {id: {"secret": …,
-/// "headers": {name: value}}}}`.
+/// "headers": {name: value}}}, "flowHeaders": {"flows/ID/ACTION/HEADER": value}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EncryptedSecrets {
@@ -180,8 +181,14 @@ fn decrypt(secrets: &EncryptedSecrets, passphrase: &str) -> Result<Map<String, V
         .map_err(|_| bad("the decrypted secrets are not a JSON object"))
 }
 
+/// Where a flow's header value sits among the encrypted secrets (source ids have no `/`).
+fn flow_header_key(flow_id: &str, action: &str, header: &str) -> String {
+    format!("flows/{flow_id}/{action}/{}", header.to_ascii_lowercase())
+}
+
 /// The workspace's configuration as a document; with a passphrase, with its sources'
-/// current secrets encrypted.
+/// current secrets and its flows' header values encrypted (without one, header values are
+/// masked).
 pub async fn export(
     app: &App,
     ws: &str,
@@ -214,10 +221,8 @@ pub async fn export(
         .iter()
         .map(destination_document)
         .collect();
-    let flows = app
-        .store
-        .flows(ws)
-        .await?
+    let stored_flows = app.store.flows(ws).await?;
+    let flows = stored_flows
         .iter()
         .map(|flow| {
             let mut definition = model::definition(flow);
@@ -248,7 +253,20 @@ pub async fn export(
                     destination_secrets(app, destination)?,
                 );
             }
-            let plain = json!({"sources": sources, "destinations": destinations});
+            let mut flow_headers = Map::new();
+            for flow in &stored_flows {
+                for action in &flow.actions {
+                    for (header, sealed) in action.http.iter().flat_map(|c| &c.headers) {
+                        let value = app.store.secrets().open_str(sealed)?;
+                        flow_headers.insert(
+                            flow_header_key(&format_id(&flow.id), &action.name, header),
+                            Value::from(value),
+                        );
+                    }
+                }
+            }
+            let plain = json!({"sources": sources, "destinations": destinations,
+                "flowHeaders": flow_headers});
             let Value::Object(plain) = plain else {
                 unreachable!("an object")
             };
@@ -295,11 +313,13 @@ fn destination_secrets(app: &App, destination: &Destination) -> Result<Value, St
     Ok(json!({"secret": secret, "headers": headers}))
 }
 
-/// The decrypted secrets of a document: sources' by id, destinations' by id.
+/// The decrypted secrets of a document: sources' by id, destinations' by id, flow HTTP
+/// actions' header values by [`flow_header_key`].
 #[derive(Default)]
 struct Secrets {
     sources: Map<String, Value>,
     destinations: Map<String, Value>,
+    flow_headers: Map<String, Value>,
 }
 
 impl Secrets {
@@ -308,7 +328,7 @@ impl Secrets {
         if version == 1 {
             return Ok(Secrets {
                 sources: plain,
-                destinations: Map::new(),
+                ..Secrets::default()
             });
         }
         let mut part = |name: &str| match plain.remove(name) {
@@ -322,6 +342,7 @@ impl Secrets {
         Ok(Secrets {
             sources: part("sources")?,
             destinations: part("destinations")?,
+            flow_headers: part("flowHeaders")?,
         })
     }
 
@@ -575,7 +596,27 @@ pub async fn import(
             ),
             _ => None,
         };
-        match model::parse(&input, &Known { custom_source }) {
+        let known = Known {
+            custom_source,
+            allowed_hosts: AllowedHosts::new(&app.config.allow_destination_hosts),
+        };
+        let existing = app.store.flow(ws, id).await?;
+        let doc_id = input
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let parsed = model::parse(&input, &known).and_then(|mut spec| {
+            spec.seal_headers(app.store.secrets(), existing.as_ref(), |action, header| {
+                secrets
+                    .flow_headers
+                    .get(&flow_header_key(&doc_id, action, header))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .map(|()| spec)
+        });
+        match parsed {
             Err(texts) => {
                 for p in problem::from_texts(texts) {
                     let path = if p.path.is_empty() {
@@ -587,7 +628,6 @@ pub async fn import(
                 }
             }
             Ok(spec) => {
-                let existing = app.store.flow(ws, id).await?;
                 let now = now_ms();
                 let (created_at, replaced) = match &existing {
                     Some(flow) => (flow.created_at, true),

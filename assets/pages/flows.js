@@ -293,12 +293,13 @@ function builder(root, ctx, flowId, signal) {
     }
 
     function addAction(action = { name: '', operationId: '', pathParams: {}, query: {}, body: undefined }) {
-      const entry = { op: null, fields: [], bodyArea: null, action };
+      const entry = { op: null, fields: [], bodyArea: null, action, kind: action.kind === 'http' ? 'http' : 'clockify', http: null };
       const index = () => actions.indexOf(entry);
       entry.nameInput = h('input', { type: 'text', value: action.name || '', placeholder: 'short name, e.g. getUser', pattern: '[A-Za-z_][A-Za-z0-9_]*', disabled: readOnly });
       const opSearch = h('input', { type: 'search', placeholder: operations === false ? 'operationId' : 'Search operations, e.g. tag', autocomplete: 'off', disabled: readOnly, value: action.operationId || '' });
       const results = h('ul', { class: 'list insert-menu', hidden: true, role: 'listbox' });
       const opBox = h('div');
+      const opField = h('div', { class: 'field', dataset: { problemKey: `actions[${actions.length}].operationId` } }, field('Operation', opSearch, { required: true }), results);
       const card = h('section', { class: 'action-card', 'aria-label': 'Action', dataset: { problemKey: `actions[${actions.length}]` } });
 
       function showResults() {
@@ -383,6 +384,61 @@ function builder(root, ctx, flowId, signal) {
           bodyField);
       }
 
+      // -------- "HTTP request": method, URL, headers (values masked), body template
+      const kindSelect = h('select', { disabled: readOnly },
+        h('option', { value: 'clockify' }, 'Clockify operation'),
+        h('option', { value: 'http' }, 'HTTP request'));
+      kindSelect.value = entry.kind;
+      const httpBox = h('div', { class: 'stack', hidden: true });
+      function renderHttp() {
+        const stored = entry.kind === action.kind ? action : {};
+        const method = h('select', { disabled: readOnly }, ['POST', 'PUT', 'PATCH', 'GET', 'DELETE'].map((m) => h('option', { value: m }, m)));
+        method.value = stored.method || 'POST';
+        const url = h('input', { type: 'url', value: stored.url || '', placeholder: 'https://hooks.example.com/clockify', spellcheck: false, disabled: readOnly });
+        const headerRows = h('div', { class: 'stack', role: 'group', 'aria-label': 'Headers' });
+        const headers = [];
+        function addHeader(name = '', value = '') {
+          const row = { name: h('input', { type: 'text', value: name, placeholder: 'Header name', 'aria-label': 'Header name', disabled: readOnly }),
+            value: h('input', { type: 'password', value, placeholder: 'Value (stored encrypted)', 'aria-label': `Value of header ${name || 'new'}`, autocomplete: 'off', disabled: readOnly }) };
+          row.element = h('div', { class: 'row' }, row.name, row.value, readOnly ? null : h('button', { type: 'button', class: 'small', 'aria-label': 'Remove header', onclick: () => {
+            headers.splice(headers.indexOf(row), 1);
+            row.element.remove();
+            changed();
+          } }, '×'));
+          headers.push(row);
+          headerRows.append(row.element);
+        }
+        // Stored values come masked; left as they are, the server keeps them.
+        Object.entries(stored.headers || {}).forEach(([k, v]) => addHeader(k, v));
+        const bodyId = uid('body');
+        const bodyArea = h('textarea', { id: bodyId, rows: 8, spellcheck: false, disabled: readOnly });
+        bodyArea.value = stored.body !== undefined && stored.body !== null ? JSON.stringify(stored.body, null, 2) : '';
+        entry.http = { method, url, headers, bodyArea, bodyShown: bodyArea.value };
+        clear(httpBox,
+          h('div', { class: 'form-grid' },
+            field('Method', method, { problemKey: `actions[${index()}].method` }),
+            h('div', { class: 'field', dataset: { problemKey: `actions[${index()}].url` } }, field('URL', withInsert(url, index), { required: true }))),
+          h('p', { class: 'small muted' }, 'https only; the scheme and host are fixed text, templates may follow in the path. Internal addresses and plain http need the operator\'s --allow-destination-host. Redirects are not followed.'),
+          h('div', { class: 'field', dataset: { problemKey: `actions[${index()}].headers` } },
+            h('span', { class: 'hint' }, 'Headers (values are secrets: stored encrypted, never shown again)'), headerRows,
+            readOnly ? null : h('button', { type: 'button', class: 'small', onclick: () => { addHeader(); changed(); } }, 'Add header')),
+          h('div', { class: 'field', dataset: { problemKey: `actions[${index()}].body` } },
+            h('label', { for: bodyId }, 'Body (JSON sent as JSON; a JSON string is sent as text; templates go inside strings)'),
+            withInsert(bodyArea, index)));
+      }
+      function showKind() {
+        const http = entry.kind === 'http';
+        opField.hidden = http;
+        opBox.hidden = http;
+        httpBox.hidden = !http;
+        if (http && !entry.http) renderHttp();
+      }
+      kindSelect.addEventListener('change', () => {
+        entry.kind = kindSelect.value;
+        showKind();
+        changed();
+      });
+
       const remove = readOnly ? null : h('button', { type: 'button', class: 'small danger', onclick: () => {
         actions.splice(index(), 1);
         card.remove();
@@ -397,11 +453,13 @@ function builder(root, ctx, flowId, signal) {
         h('div', { class: 'row' }, h('h3', {}, 'Then call'), h('span', { class: 'spacer' }), up, remove),
         h('div', { class: 'form-grid' },
           field('Action name', entry.nameInput, { hint: 'Later actions refer to its result by this name', problemKey: `actions[${actions.length}].name` }),
-          h('div', { class: 'field', dataset: { problemKey: `actions[${actions.length}].operationId` } }, field('Operation', opSearch, { required: true }), results)),
-        opBox);
+          field('Kind', kindSelect, { problemKey: `actions[${actions.length}].kind` }),
+          opField),
+        opBox, httpBox);
       actions.push(entry);
       actionsBox.append(card);
-      if (action.operationId) loading.push(chooseOperation(action.operationId, true));
+      showKind();
+      if (action.operationId && entry.kind === 'clockify') loading.push(chooseOperation(action.operationId, true));
       changed();
     }
     const loading = [];
@@ -412,6 +470,28 @@ function builder(root, ctx, flowId, signal) {
     const backoff = h('input', { type: 'number', min: '0', step: '100', value: String(flow.retry?.backoffMs ?? 500), disabled: readOnly });
 
     // -------- collect and save
+    /** An "HTTP request" action as the server wants it; untouched parts stay as stored. */
+    function httpAction(a, i, problems) {
+      const x = a.http;
+      const headers = {};
+      for (const row of x.headers) {
+        const name = row.name.value.trim();
+        if (name) headers[name] = row.value.value;
+      }
+      const action = { name: a.nameInput.value.trim(), kind: 'http', method: x.method.value, url: x.url.value.trim(), headers };
+      let body = a.action.kind === 'http' ? a.action.body : undefined;
+      if (x.bodyArea.value !== x.bodyShown) {
+        if (!x.bodyArea.value.trim()) body = undefined;
+        else {
+          const parsed = parseJsonText(x.bodyArea.value);
+          if (!parsed.ok) problems.push(`actions[${i}].body: not valid JSON (${parsed.error})`);
+          else body = parsed.value;
+        }
+      }
+      if (body !== undefined && body !== null) action.body = body;
+      return action;
+    }
+
     function collect() {
       const problems = [];
       const out = {
@@ -419,6 +499,7 @@ function builder(root, ctx, flowId, signal) {
         trigger: { source: sourceSelect.value, events: [...chosen] },
         conditions: conditions.collect(),
         actions: actions.map((a, i) => {
+          if (a.kind === 'http') return httpAction(a, i, problems);
           const sameOp = (a.op?.operationId || a.action.operationId) === a.action.operationId;
           // Parameters this form has no field for (not in the spec) stay as they were.
           // Stored order first (a save must not reorder what it did not change), then new ones.

@@ -48,15 +48,37 @@ pub struct ConditionsView {
     rules: Vec<RuleView>,
 }
 
-/// One action: a catalog operation, its parameters and body as templates.
+/// One action: a catalog operation with its parameters and body as templates (`kind`
+/// absent or `clockify`), or an HTTP request (`kind: "http"`: `method`, `url`, `headers`,
+/// `body`) sent under the outbound rules of destinations.
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionView {
     /// Unique in the flow; later actions read its result as `actions.<name>`.
     name: String,
-    operation_id: String,
-    path_params: Map<String, Value>,
-    query: Map<String, Value>,
+    /// `clockify` (default) or `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    /// The catalog operation (Clockify actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    operation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_params: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    query: Option<Map<String, Value>>,
+    /// `GET`, `DELETE`, `POST`, `PUT` or `PATCH` (HTTP actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    /// `https://…` (plain http only for hosts allowed by `--allow-destination-host`; no
+    /// internal address unless allowed so); templates may follow the host (HTTP actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    /// Header values are stored encrypted and always shown as `********`; sent back
+    /// unchanged, a value is kept (HTTP actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    headers: Option<Map<String, Value>>,
+    /// JSON whose strings may be templates; for an HTTP action, a body that is one string is
+    /// sent as that text, any other as JSON.
     body: Option<Value>,
 }
 
@@ -92,12 +114,30 @@ fn pairs(pairs: &[(String, Stored)]) -> Map<String, Value> {
 
 impl From<&FlowAction> for ActionView {
     fn from(action: &FlowAction) -> Self {
-        ActionView {
-            name: action.name.clone(),
-            operation_id: action.operation_id.clone(),
-            path_params: pairs(&action.path_params),
-            query: pairs(&action.query),
-            body: action.body.as_ref().map(|b| b.0.clone()),
+        let body = action.body.as_ref().map(|b| b.0.clone());
+        match &action.http {
+            None => ActionView {
+                name: action.name.clone(),
+                kind: None,
+                operation_id: Some(action.operation_id.clone()),
+                path_params: Some(pairs(&action.path_params)),
+                query: Some(pairs(&action.query)),
+                method: None,
+                url: None,
+                headers: None,
+                body,
+            },
+            Some(call) => ActionView {
+                name: action.name.clone(),
+                kind: Some("http".into()),
+                operation_id: None,
+                path_params: None,
+                query: None,
+                method: Some(call.method.clone()),
+                url: Some(call.url.clone()),
+                headers: Some(model::masked_headers(call)),
+                body,
+            },
         }
     }
 }
@@ -440,6 +480,10 @@ pub struct RuleResult {
 #[serde(rename_all = "camelCase")]
 pub struct DryActionView {
     name: String,
+    /// `http` for an HTTP request action (absent for Clockify operations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    /// Empty for an HTTP action.
     operation_id: String,
     request: Option<SentRequestView>,
     error: Option<String>,
@@ -523,6 +567,7 @@ async fn tested(
                 };
                 DryActionView {
                     name: dry.action.name.clone(),
+                    kind: dry.action.http.as_ref().map(|_| "http"),
                     operation_id: dry.action.operation_id.clone(),
                     request,
                     error,

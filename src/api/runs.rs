@@ -13,7 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Admin, time_param};
 use crate::app::App;
 use crate::auth::User;
-use crate::flows::engine::Rendered;
+use crate::flows::engine::{Call, Rendered};
 use crate::flows::{service, views};
 use crate::problem::Problem;
 use crate::store::{
@@ -80,6 +80,17 @@ pub struct SentRequestView {
     query: Map<String, Value>,
     /// The JSON body (a string when it is not JSON).
     body: Option<Value>,
+    /// An HTTP action's header names, values masked (they are secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<Map<String, Value>>,
+}
+
+/// Header names with masked values.
+fn masked(names: &[String]) -> Map<String, Value> {
+    names
+        .iter()
+        .map(|n| (n.clone(), Value::from(crate::destinations::MASK)))
+        .collect()
 }
 
 /// Query pairs as an object; a repeated name becomes a list.
@@ -107,10 +118,12 @@ fn text_or_json(text: &str) -> Value {
 impl SentRequestView {
     pub fn from_rendered(rendered: &Rendered) -> SentRequestView {
         SentRequestView {
-            method: rendered.request.method.clone(),
+            method: rendered.method.clone(),
             url: rendered.url.clone(),
-            query: query_object(&rendered.request.query),
+            query: query_object(&rendered.query),
             body: rendered.body_text.as_deref().map(text_or_json),
+            headers: matches!(rendered.call, Call::Http { .. })
+                .then(|| masked(&rendered.header_names)),
         }
     }
 }
@@ -132,6 +145,10 @@ pub struct ActionResponseView {
 #[serde(rename_all = "camelCase")]
 pub struct ActionRunView {
     name: String,
+    /// `http` for an HTTP request action (absent for Clockify operations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    /// Empty for an HTTP action.
     operation_id: String,
     /// `sending`, `succeeded` or `failed`.
     status: &'static str,
@@ -164,6 +181,7 @@ impl From<&ActionRun> for ActionRunView {
         });
         ActionRunView {
             name: action.name.clone(),
+            kind: None,
             operation_id: action.operation_id.clone(),
             status: action.status.as_str(),
             request: SentRequestView {
@@ -171,6 +189,7 @@ impl From<&ActionRun> for ActionRunView {
                 url: action.url.clone(),
                 query: query_object(&action.query),
                 body: action.body.as_deref().map(text_or_json),
+                headers: None,
             },
             response,
             duration_ms: action.duration_ms,
@@ -193,7 +212,29 @@ impl RunDetail {
     pub fn new(app: &App, run: &Run) -> RunDetail {
         RunDetail {
             summary: RunSummary::new(app, run),
-            actions: run.actions.iter().map(ActionRunView::from).collect(),
+            actions: run
+                .actions
+                .iter()
+                .map(|record| {
+                    let mut view = ActionRunView::from(record);
+                    // An HTTP action's header names, from the flow the run followed.
+                    let call = run
+                        .flow
+                        .actions
+                        .iter()
+                        .find(|a| a.name == record.name)
+                        .and_then(|a| a.http.as_ref());
+                    if let Some(call) = call
+                        && !record.method.is_empty()
+                    {
+                        let names: Vec<String> =
+                            call.headers.iter().map(|(n, _)| n.clone()).collect();
+                        view.request.headers = Some(masked(&names));
+                        view.kind = Some("http");
+                    }
+                    view
+                })
+                .collect(),
         }
     }
 

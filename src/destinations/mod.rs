@@ -25,8 +25,7 @@ const MAX_URL_LEN: usize = 2048;
 const MAX_HEADERS: usize = 20;
 const MAX_EVENTS: usize = 100;
 const MAX_TEMPLATE_LEN: usize = 64 * 1024;
-/// What the API shows instead of a stored header value; sent back unchanged, it keeps it.
-pub const MASK: &str = "********";
+pub use outbound::MASK;
 /// Headers a destination may not set: the signature's, and what the transport owns.
 const RESERVED_HEADERS: &[&str] = &[
     "webhook-id",

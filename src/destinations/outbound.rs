@@ -1,5 +1,5 @@
-//! The outbound side of destinations: which URLs may be called, and one POST with the
-//! safety rules every attempt follows. The host is resolved by a resolver that drops
+//! The outbound side of destinations (and of flows' "HTTP request" actions): which URLs may
+//! be called, and one request with the safety rules every attempt follows. The host is resolved by a resolver that drops
 //! loopback, private, link-local and other internal addresses (so a name cannot be pointed
 //! at the server's own network, also not between a check and the connection) unless the
 //! operator allowed that host; redirects are never followed; at most the first KB of the
@@ -17,6 +17,8 @@ use crate::config::Config;
 
 /// The part of an answer kept in the attempt log.
 pub const RESPONSE_KEEP_BYTES: usize = 1024;
+/// What the API shows instead of a stored header value; sent back unchanged, it keeps it.
+pub const MASK: &str = "********";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether an address is internal: anything but a public unicast address.
@@ -203,45 +205,17 @@ impl Outbound {
     /// One POST on the blocking pool; never fails (a transport error is an exchange
     /// without a status).
     pub async fn post(&self, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Exchange {
-        let agent = self.agent.clone();
-        let url = url.to_string();
         let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let mut builder = ureq::http::Request::builder().method("POST").uri(&url);
-            for (name, value) in &headers {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-            let request = builder.body(body).map_err(|e| e.to_string())?;
-            let mut response = agent.run(request).map_err(|e| e.to_string())?;
-            let status = response.status().as_u16();
-            let retry_after: Vec<(String, String)> = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| vec![("retry-after".to_string(), v.to_string())])
-                .unwrap_or_default();
-            // Only the first KB is kept; a slow or endless body is cut there.
-            let mut kept = Vec::with_capacity(RESPONSE_KEEP_BYTES);
-            let _ = response
-                .body_mut()
-                .as_reader()
-                .take(RESPONSE_KEEP_BYTES as u64)
-                .read_to_end(&mut kept);
-            Ok((status, retry_after, kept))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("attempt task failed: {e}")));
+        let outcome = self
+            .send("POST", url, headers, Some(body), RESPONSE_KEEP_BYTES)
+            .await;
         let latency_ms = started.elapsed().as_millis() as u64;
         match outcome {
-            Ok((status, retry_after, kept)) => Exchange {
-                status: Some(status),
+            Ok(answer) => Exchange {
+                status: Some(answer.status),
                 latency_ms,
-                response: String::from_utf8_lossy(&kept).into_owned(),
-                retry_after: if matches!(status, 429 | 503) {
-                    crate::clockify::client::retry_after(&retry_after)
-                } else {
-                    None
-                },
+                response: String::from_utf8_lossy(&answer.body).into_owned(),
+                retry_after: answer.retry_after,
             },
             Err(error) => Exchange {
                 status: None,
@@ -251,6 +225,78 @@ impl Outbound {
             },
         }
     }
+
+    /// One request on the blocking pool, keeping at most `keep` bytes of the answer. `Err`
+    /// says why no answer came (refused, timed out …).
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+        keep: usize,
+    ) -> Result<Answer, String> {
+        let agent = self.agent.clone();
+        let (method, url) = (method.to_string(), url.to_string());
+        tokio::task::spawn_blocking(move || -> Result<Answer, String> {
+            let mut builder = ureq::http::Request::builder().method(method.as_str()).uri(&url);
+            for (name, value) in &headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            let mut response = match body {
+                Some(body) => {
+                    let request = builder.body(body).map_err(|e| e.to_string())?;
+                    agent.run(request)
+                }
+                None => {
+                    let request = builder.body(()).map_err(|e| e.to_string())?;
+                    agent.run(request)
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let retry_after: Vec<(String, String)> = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| vec![("retry-after".to_string(), v.to_string())])
+                .unwrap_or_default();
+            // Only `keep` bytes are kept; a slow or endless body is cut there (one more is
+            // read to tell a cut body from one of exactly that size).
+            let mut kept = Vec::with_capacity(keep.min(64 * 1024));
+            let _ = response
+                .body_mut()
+                .as_reader()
+                .take(keep as u64 + 1)
+                .read_to_end(&mut kept);
+            let truncated = kept.len() > keep;
+            kept.truncate(keep);
+            Ok(Answer {
+                status,
+                body: kept,
+                truncated,
+                retry_after: if matches!(status, 429 | 503) {
+                    crate::clockify::client::retry_after(&retry_after)
+                } else {
+                    None
+                },
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("request task failed: {e}")))
+    }
+}
+
+/// What one request brought back.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// At most the bytes asked for.
+    pub body: Vec<u8>,
+    /// The body was longer and was cut.
+    pub truncated: bool,
+    /// `Retry-After` of a 429 or 503.
+    pub retry_after: Option<Duration>,
 }
 
 #[cfg(test)]

@@ -31,10 +31,11 @@ use crate::app::App;
 use crate::clockify::catalog;
 use crate::clockify::client::{Acting, ApiClient, ApiRequest, RetryPolicy};
 use crate::config::FLOW_LOOP_WINDOW;
+use crate::destinations::outbound::{AllowedHosts, Outbound, check_url};
 use crate::store::{
-    ActionRun, ActionStatus, AutoDisable, Flow, FlowAction, FlowId, Installation,
-    InstallationStatus, PauseMode, QueuedRun, Run, RunId, RunOrigin, RunStatus, StoreError,
-    StoredEvent,
+    ActionRun, ActionStatus, AutoDisable, Flow, FlowAction, FlowId, HttpCall, Installation,
+    InstallationStatus, PauseMode, QueuedRun, Run, RunId, RunOrigin, RunStatus, Sealed,
+    StoreError, StoredEvent,
 };
 
 /// How long in-flight runs get to finish their current action at shutdown (within the
@@ -468,18 +469,40 @@ pub fn context_for(installation: &Installation, event: &Value, event_type: &str)
 
 /// An action rendered into a request: what is sent, and what is shown and stored.
 pub struct Rendered {
-    pub request: ApiRequest,
+    pub method: String,
     pub url: String,
+    pub query: Vec<(String, String)>,
     pub body_text: Option<String>,
+    /// Header names of an "HTTP request" (their values are secrets: never shown).
+    pub header_names: Vec<String>,
+    pub call: Call,
 }
 
-/// Renders an action's templates and builds its request for `installation`.
+/// Where a rendered action goes.
+pub enum Call {
+    Clockify(ApiRequest),
+    /// An "HTTP request" action, through the destinations' outbound rules.
+    Http {
+        /// The action's headers, opened only when sent.
+        sealed: Vec<(String, Sealed)>,
+        /// Headers that are no secret (the body's content type unless the action sets one).
+        plain: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    },
+}
+
+/// Renders an action's templates and builds its request for `installation`. An "HTTP
+/// request" URL is checked against the outbound rules again once rendered.
 pub fn render_action(
     action: &FlowAction,
     context: &Context,
     installation: &Installation,
     retry: RetryPolicy,
+    allowed: &AllowedHosts,
 ) -> Result<Rendered, String> {
+    if let Some(call) = &action.http {
+        return render_http(action, call, context, allowed);
+    }
     let operation = catalog::catalog()
         .operation(&action.operation_id)
         .ok_or_else(|| format!("unknown operation {}", action.operation_id))?;
@@ -525,10 +548,127 @@ pub fn render_action(
     };
     let url = ApiClient::url(installation, &request).map_err(|e| e.to_string())?;
     Ok(Rendered {
-        request,
+        method: request.method.clone(),
         url,
+        query: request.query.clone(),
         body_text,
+        header_names: Vec::new(),
+        call: Call::Clockify(request),
     })
+}
+
+/// An "HTTP request": the URL and body rendered; a body that renders to one string is sent
+/// as that text, any other as JSON.
+fn render_http(
+    action: &FlowAction,
+    call: &HttpCall,
+    context: &Context,
+    allowed: &AllowedHosts,
+) -> Result<Rendered, String> {
+    let url = match context
+        .render(&Value::String(call.url.clone()), "url")
+        .map_err(|e| e.to_string())?
+    {
+        Value::String(url) => url,
+        other => other.to_string(),
+    };
+    check_url(&url, allowed).map_err(|why| format!("url {url}: {why}"))?;
+    let body = match &action.body {
+        Some(body) => Some(context.render(&body.0, "body").map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let (body_text, content_type) = match body {
+        None => (None, None),
+        Some(Value::String(text)) => (Some(text), Some("text/plain; charset=utf-8")),
+        Some(value) => (Some(value.to_string()), Some("application/json")),
+    };
+    let mut header_names: Vec<String> = call.headers.iter().map(|(n, _)| n.clone()).collect();
+    let mut plain = Vec::new();
+    if let Some(content_type) = content_type
+        && !header_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("content-type"))
+    {
+        header_names.push("content-type".into());
+        plain.push(("content-type".to_string(), content_type.to_string()));
+    }
+    Ok(Rendered {
+        method: call.method.clone(),
+        url,
+        query: Vec::new(),
+        body_text: body_text.clone(),
+        header_names,
+        call: Call::Http {
+            sealed: call.headers.clone(),
+            plain,
+            body: body_text.map(String::into_bytes),
+        },
+    })
+}
+
+/// The `operation` label of an action's metrics.
+fn metric_label(action: &FlowAction) -> String {
+    if action.http.is_some() {
+        "http".into()
+    } else {
+        action.operation_id.clone()
+    }
+}
+
+/// One "HTTP request" as sent.
+struct HttpRequest<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    /// Bytes of the answer kept.
+    keep: usize,
+}
+
+/// Longest wait between two attempts of an "HTTP request", `Retry-After` included.
+const MAX_HTTP_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Sends an "HTTP request" action with the flow's retries, as the Clockify client does: a
+/// 429 is retried for every method (it was not processed); 5xx and transport errors only
+/// for idempotent methods, since a POST may have taken effect. `Retry-After` is honoured.
+/// `Ok`: status, kept body, whether it was cut, attempts; `Err`: why no answer, attempts.
+async fn send_http(
+    outbound: &Outbound,
+    request: HttpRequest<'_>,
+    retry: RetryPolicy,
+) -> Result<(u16, Vec<u8>, bool, u32), (String, u32)> {
+    let again = idempotent(request.method);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let outcome = outbound
+            .send(
+                request.method,
+                request.url,
+                request.headers.clone(),
+                request.body.clone(),
+                request.keep,
+            )
+            .await;
+        let (retryable, retry_after) = match &outcome {
+            Ok(answer) => (
+                answer.status == 429 || (again && answer.status >= 500),
+                answer.retry_after,
+            ),
+            Err(_) => (again, None),
+        };
+        if !retryable || attempts >= retry.max_attempts {
+            return outcome
+                .map(|answer| (answer.status, answer.body, answer.truncated, attempts))
+                .map_err(|error| (error, attempts));
+        }
+        let backoff = Duration::from_millis(
+            retry
+                .base_backoff_ms
+                .saturating_mul(1 << (attempts - 1).min(16)),
+        );
+        tokio::time::sleep(retry_after.unwrap_or(backoff).min(MAX_HTTP_RETRY_WAIT)).await;
+    }
 }
 
 fn retry_policy(flow: &Flow) -> RetryPolicy {
@@ -674,6 +814,8 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
     }
     let mut context = context_for(&installation, &event, &run.event_type);
     let retry = retry_policy(&run.flow);
+    let allowed = AllowedHosts::new(&app.config.allow_destination_hosts);
+    let mut outbound: Option<Outbound> = None;
     let mut first_send = committed;
     let mut shutdown = app.shutdown.subscribe();
     let actions = run.flow.actions.clone();
@@ -700,7 +842,7 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
                             .into(),
                     );
                     let why = format!("{}: outcome unknown after restart", action.name);
-                    metrics::counter!("flow_actions_total", "operation" => action.operation_id.clone(), "outcome" => "unknown").increment(1);
+                    metrics::counter!("flow_actions_total", "operation" => metric_label(action), "outcome" => "unknown").increment(1);
                     return finish(app, run, RunStatus::Failed, Some(&why)).await;
                 }
                 ActionStatus::Failed => {
@@ -718,7 +860,7 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
             return Ok(Ended::Interrupted);
         }
         let started = now_ms();
-        let rendered = match render_action(action, &context, &installation, retry) {
+        let rendered = match render_action(action, &context, &installation, retry, &allowed) {
             Ok(rendered) => rendered,
             Err(error) => {
                 run.actions.push(ActionRun {
@@ -737,7 +879,7 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
                     error: Some(error.clone()),
                     started_at: started,
                 });
-                metrics::counter!("flow_actions_total", "operation" => action.operation_id.clone(), "outcome" => "invalid").increment(1);
+                metrics::counter!("flow_actions_total", "operation" => metric_label(action), "outcome" => "invalid").increment(1);
                 let why = format!("{}: {error}", action.name);
                 return finish(app, run, RunStatus::Failed, Some(&why)).await;
             }
@@ -745,9 +887,9 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
         run.actions.push(ActionRun {
             name: action.name.clone(),
             operation_id: action.operation_id.clone(),
-            method: rendered.request.method.clone(),
+            method: rendered.method.clone(),
             url: rendered.url.clone(),
-            query: rendered.request.query.clone(),
+            query: rendered.query.clone(),
             body: rendered.body_text.clone(),
             status: ActionStatus::Sending,
             response_status: None,
@@ -758,7 +900,7 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
             error: None,
             started_at: started,
         });
-        if !idempotent(&rendered.request.method) {
+        if !idempotent(&rendered.method) {
             app.store.save_run(run.clone()).await?;
         }
         if let Some(committed) = first_send.take() {
@@ -766,36 +908,69 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
                 .record(committed.elapsed().as_secs_f64());
         }
         let call_started = Instant::now();
-        let outcome = app
-            .clockify
-            .send(&installation, app.store.secrets(), rendered.request)
-            .await;
+        let limit = app.config.flow_response_limit;
+        let outcome = match rendered.call {
+            Call::Clockify(request) => app
+                .clockify
+                .send(&installation, app.store.secrets(), request)
+                .await
+                .map(|response| {
+                    let truncated = response.body.len() > limit;
+                    let mut body = response.body;
+                    body.truncate(limit);
+                    (response.status, body, truncated, response.attempts)
+                })
+                .map_err(|err| {
+                    let attempts = match &err {
+                        crate::clockify::client::ClientError::Transport { attempts, .. } => {
+                            *attempts
+                        }
+                        _ => 0,
+                    };
+                    (err.to_string(), attempts)
+                }),
+            Call::Http {
+                sealed,
+                plain,
+                body,
+            } => {
+                let outbound = outbound.get_or_insert_with(|| Outbound::new(&app.config));
+                let mut headers = plain;
+                for (name, value) in &sealed {
+                    headers.push((name.clone(), app.store.secrets().open_str(value)?));
+                }
+                let request = HttpRequest {
+                    method: &rendered.method,
+                    url: &rendered.url,
+                    headers,
+                    body,
+                    keep: limit,
+                };
+                send_http(outbound, request, retry).await
+            }
+        };
         let record = run.actions.last_mut().expect("just pushed");
         record.duration_ms = call_started.elapsed().as_millis() as u64;
         let failure = match outcome {
-            Ok(response) => {
-                record.attempts = response.attempts;
-                record.response_status = Some(response.status);
-                let limit = app.config.flow_response_limit;
-                record.response_truncated = response.body.len() > limit;
-                let body = parse_body(&response.body);
-                let mut kept = response.body;
-                kept.truncate(limit);
+            Ok((status, kept, truncated, attempts)) => {
+                record.attempts = attempts;
+                record.response_status = Some(status);
+                record.response_truncated = truncated;
+                let body = parse_body(&kept);
                 record.response_body = Some(kept);
-                if (200..300).contains(&response.status) {
+                if (200..300).contains(&status) {
                     record.status = ActionStatus::Succeeded;
-                    context.add_action(&action.name, Some(response.status), &body);
+                    context.add_action(&action.name, Some(status), &body);
                     None
+                } else if action.http.is_some() {
+                    Some(format!("the receiver answered HTTP {status}"))
                 } else {
-                    Some(failure_text(response.status, &body))
+                    Some(failure_text(status, &body))
                 }
             }
-            Err(err) => {
-                record.attempts = match &err {
-                    crate::clockify::client::ClientError::Transport { attempts, .. } => *attempts,
-                    _ => 0,
-                };
-                Some(err.to_string())
+            Err((error, attempts)) => {
+                record.attempts = attempts;
+                Some(error)
             }
         };
         let outcome_label = match (&failure, record.response_status) {
@@ -803,7 +978,7 @@ async fn execute(app: &App, job: Job, shared: &Shared) -> Result<Ended, StoreErr
             (Some(_), Some(status)) => format!("{}xx", status / 100),
             (Some(_), None) => "error".to_string(),
         };
-        metrics::counter!("flow_actions_total", "operation" => action.operation_id.clone(), "outcome" => outcome_label).increment(1);
+        metrics::counter!("flow_actions_total", "operation" => metric_label(action), "outcome" => outcome_label).increment(1);
         if let Some(error) = failure {
             record.status = ActionStatus::Failed;
             record.error = Some(error.clone());

@@ -5,7 +5,11 @@ use serde_json::{Map, Value};
 
 use super::{conditions, template};
 use crate::clockify::catalog::{self, Operation, ParamLocation};
-use crate::store::{CLOCKIFY_SOURCE, Conditions, FlowAction, FlowRetry, Json, Op, Rule, Trigger};
+use crate::destinations::outbound::{AllowedHosts, MASK, check_url};
+use crate::store::{
+    CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, HttpCall, Json, Op, Rule,
+    SecretBox, Trigger,
+};
 
 pub const DEFAULT_RETRY: FlowRetry = FlowRetry {
     max_attempts: 3,
@@ -18,6 +22,19 @@ const MAX_RULES: usize = 50;
 const MAX_EVENTS: usize = 60;
 const MAX_NAME_CHARS: usize = 100;
 const MAX_EVENT_TYPE_LEN: usize = 100;
+/// Methods an "HTTP request" action may use; only the last three send a body.
+pub const HTTP_METHODS: [&str; 5] = ["GET", "DELETE", "POST", "PUT", "PATCH"];
+const MAX_URL_LEN: usize = 2048;
+const MAX_HEADERS: usize = 20;
+const MAX_HEADER_VALUE_LEN: usize = 4096;
+/// Headers an "HTTP request" action may not set: what the transport owns.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "host",
+    "connection",
+    "transfer-encoding",
+    "user-agent",
+];
 /// Path parameters filled from the installation; a flow never needs to map them.
 pub const AUTOMATIC_PATH_PARAMS: [&str; 1] = ["workspaceId"];
 
@@ -31,9 +48,54 @@ pub struct FlowSpec {
     pub conditions: Conditions,
     pub actions: Vec<FlowAction>,
     pub retry: FlowRetry,
+    /// Header values of "HTTP request" actions as given (action index, name, value or
+    /// [`MASK`]), sealed into `actions` by [`FlowSpec::seal_headers`].
+    pub header_values: Vec<(usize, String, String)>,
 }
 
 impl FlowSpec {
+    /// Seals the header values into the actions. [`MASK`] keeps the value `current` (the flow
+    /// being replaced) has for the same action and header, else the one `given` finds (an
+    /// import's decrypted secrets: action name, header name). `Err` lists what is missing.
+    pub fn seal_headers(
+        &mut self,
+        secrets: &SecretBox,
+        current: Option<&Flow>,
+        given: impl Fn(&str, &str) -> Option<String>,
+    ) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        for (i, name, value) in std::mem::take(&mut self.header_values) {
+            let action = &mut self.actions[i];
+            let Some(call) = action.http.as_mut() else {
+                continue;
+            };
+            let sealed = if value == MASK {
+                let kept = current
+                    .and_then(|f| f.actions.iter().find(|a| a.name == action.name))
+                    .and_then(|a| a.http.as_ref())
+                    .and_then(|c| c.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)))
+                    .map(|(_, sealed)| sealed.clone());
+                match kept.or_else(|| given(&action.name, &name).map(|v| secrets.seal_str(&v))) {
+                    Some(sealed) => sealed,
+                    None => {
+                        problems.push(format!(
+                            "actions[{i}].headers.{name}: {MASK} keeps a stored value, and this action has none under that name: enter the value"
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                secrets.seal_str(&value)
+            };
+            call.headers.push((name, sealed));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
     /// The flow this definition makes, enabled unless it says otherwise.
     pub fn into_flow(
         self,
@@ -62,6 +124,8 @@ impl FlowSpec {
 pub struct Known {
     /// Whether a custom source with this id exists in the workspace.
     pub custom_source: Option<bool>,
+    /// Hosts `--allow-destination-host` allows ("HTTP request" actions follow its rules).
+    pub allowed_hosts: AllowedHosts,
 }
 
 /// Name → value pairs as one JSON object.
@@ -124,7 +188,13 @@ pub fn parse(input: &Value, known: &Known) -> Result<FlowSpec, Vec<String>> {
     };
     let trigger = parse_trigger(&input["trigger"], known, &mut problems);
     let conditions = parse_conditions(&input["conditions"], &mut problems);
-    let actions = parse_actions(&input["actions"], &mut problems);
+    let mut header_values = Vec::new();
+    let actions = parse_actions(
+        &input["actions"],
+        &known.allowed_hosts,
+        &mut header_values,
+        &mut problems,
+    );
     let retry = parse_retry(&input["retry"], &mut problems);
     if problems.is_empty() {
         Ok(FlowSpec {
@@ -134,6 +204,7 @@ pub fn parse(input: &Value, known: &Known) -> Result<FlowSpec, Vec<String>> {
             conditions,
             actions,
             retry,
+            header_values,
         })
     } else {
         Err(problems)
@@ -279,7 +350,12 @@ fn is_identifier(name: &str) -> bool {
         && name.len() <= 64
 }
 
-fn parse_actions(value: &Value, problems: &mut Vec<String>) -> Vec<FlowAction> {
+fn parse_actions(
+    value: &Value,
+    allowed: &AllowedHosts,
+    header_values: &mut Vec<(usize, String, String)>,
+    problems: &mut Vec<String>,
+) -> Vec<FlowAction> {
     let Some(items) = value
         .as_array()
         .filter(|a| !a.is_empty() && a.len() <= MAX_ACTIONS)
@@ -307,46 +383,53 @@ fn parse_actions(value: &Value, problems: &mut Vec<String>) -> Vec<FlowAction> {
                 format!("action{i}")
             }
         };
-        let operation = match item["operationId"].as_str() {
-            Some(id) => match catalog::catalog().operation(id) {
-                Some(op) => Some(op),
-                None => {
-                    problems.push(format!("{at}.operationId: unknown operation {id:?}"));
-                    None
-                }
-            },
-            None => {
-                problems.push(format!("{at}.operationId: required"));
-                None
-            }
-        };
-        let path_params = object_pairs(&item["pathParams"], &format!("{at}.pathParams"), problems);
-        let query = object_pairs(&item["query"], &format!("{at}.query"), problems);
         let body = match &item["body"] {
             Value::Null => None,
             other => Some(other.clone()),
         };
-        if let Some(op) = operation {
-            check_against_operation(op, &at, &path_params, &query, body.as_ref(), problems);
+        // The templates of the action, with where they are.
+        let mut templated: Vec<(Value, String)> = Vec::new();
+        let action = match item["kind"].as_str() {
+            Some("http") => {
+                let call = parse_http(item, &at, body.is_some(), allowed, problems);
+                templated.push((Value::String(call.url.clone()), format!("{at}.url")));
+                for (header, value) in &call.plain_headers {
+                    header_values.push((i, header.clone(), value.clone()));
+                }
+                FlowAction {
+                    name,
+                    operation_id: String::new(),
+                    path_params: Vec::new(),
+                    query: Vec::new(),
+                    body: body.clone().map(Json),
+                    http: Some(HttpCall {
+                        method: call.method,
+                        url: call.url,
+                        headers: Vec::new(),
+                    }),
+                }
+            }
+            None if item["kind"].is_null() => {
+                parse_clockify(item, name, &at, body.clone(), &mut templated, problems)
+            }
+            Some("clockify") => {
+                parse_clockify(item, name, &at, body.clone(), &mut templated, problems)
+            }
+            _ => {
+                problems.push(format!(
+                    "{at}.kind: must be \"clockify\" (a Clockify operation, the default) or \"http\" (an HTTP request)"
+                ));
+                continue;
+            }
+        };
+        if let Some(body) = &body {
+            templated.push((body.clone(), format!("{at}.body")));
         }
         // Templates: each must parse and read only known variables and earlier actions.
         let mut template_problems = Vec::new();
-        let mut variables = template::check(
-            &pairs_json(&path_params),
-            &format!("{at}.pathParams"),
-            &mut template_problems,
-        );
-        variables.extend(template::check(
-            &pairs_json(&query),
-            &format!("{at}.query"),
-            &mut template_problems,
-        ));
-        if let Some(body) = &body {
-            variables.extend(template::check(
-                body,
-                &format!("{at}.body"),
-                &mut template_problems,
-            ));
+        let mut variables = std::collections::BTreeSet::new();
+        for (value, location) in &templated {
+            variables.extend(template::check(value, location, &mut template_problems));
         }
         problems.extend(template_problems.iter().map(ToString::to_string));
         for variable in &variables {
@@ -374,15 +457,175 @@ fn parse_actions(value: &Value, problems: &mut Vec<String>) -> Vec<FlowAction> {
                 None => problems.push(format!("{at}: refers to unknown action {target:?}")),
             }
         }
-        actions.push(FlowAction {
-            name,
-            operation_id: item["operationId"].as_str().unwrap_or_default().to_string(),
-            path_params,
-            query,
-            body: body.map(Json),
-        });
+        actions.push(action);
     }
     actions
+}
+
+/// A Clockify operation action; its parameters and body join `templated`.
+fn parse_clockify(
+    item: &Value,
+    name: String,
+    at: &str,
+    body: Option<Value>,
+    templated: &mut Vec<(Value, String)>,
+    problems: &mut Vec<String>,
+) -> FlowAction {
+    let operation = match item["operationId"].as_str() {
+        Some(id) => match catalog::catalog().operation(id) {
+            Some(op) => Some(op),
+            None => {
+                problems.push(format!("{at}.operationId: unknown operation {id:?}"));
+                None
+            }
+        },
+        None => {
+            problems.push(format!("{at}.operationId: required"));
+            None
+        }
+    };
+    let path_params = object_pairs(&item["pathParams"], &format!("{at}.pathParams"), problems);
+    let query = object_pairs(&item["query"], &format!("{at}.query"), problems);
+    if let Some(op) = operation {
+        check_against_operation(op, at, &path_params, &query, body.as_ref(), problems);
+    }
+    templated.push((pairs_json(&path_params), format!("{at}.pathParams")));
+    templated.push((pairs_json(&query), format!("{at}.query")));
+    FlowAction {
+        name,
+        operation_id: item["operationId"].as_str().unwrap_or_default().to_string(),
+        path_params,
+        query,
+        body: body.map(Json),
+        http: None,
+    }
+}
+
+/// The parts of an "HTTP request" action as given.
+struct HttpInput {
+    method: String,
+    url: String,
+    /// Name and value (or [`MASK`]).
+    plain_headers: Vec<(String, String)>,
+}
+
+/// Where a URL's scheme and host end (before the path, query or fragment).
+fn origin_end(url: &str) -> usize {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i)
+}
+
+fn has_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+/// Checks a URL as saved: the scheme and host are fixed text that the outbound rules allow;
+/// the path and query may be templates (the rendered URL is checked again before the call).
+pub fn check_http_url(url: &str, allowed: &AllowedHosts) -> Result<(), String> {
+    if url.len() > MAX_URL_LEN {
+        return Err(format!("must be at most {MAX_URL_LEN} characters"));
+    }
+    let end = origin_end(url);
+    if has_template(&url[..end]) {
+        return Err(
+            "the scheme and host must be written out (templates may follow in the path and query)"
+                .into(),
+        );
+    }
+    if has_template(url) {
+        check_url(&format!("{}/", &url[..end]), allowed)
+    } else {
+        check_url(url, allowed)
+    }
+}
+
+fn parse_http(
+    item: &Value,
+    at: &str,
+    has_body: bool,
+    allowed: &AllowedHosts,
+    problems: &mut Vec<String>,
+) -> HttpInput {
+    for field in ["operationId", "pathParams", "query"] {
+        let empty = match &item[field] {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        if !empty {
+            problems.push(format!(
+                "{at}.{field}: only Clockify operation actions have one (this is an HTTP request)"
+            ));
+        }
+    }
+    let method = match item["method"].as_str().map(str::to_ascii_uppercase) {
+        Some(m) if HTTP_METHODS.contains(&m.as_str()) => m,
+        _ => {
+            problems.push(format!(
+                "{at}.method: required, one of {}",
+                HTTP_METHODS.join(", ")
+            ));
+            "POST".to_string()
+        }
+    };
+    if has_body && matches!(method.as_str(), "GET" | "DELETE") {
+        problems.push(format!("{at}.body: a {method} request sends no body"));
+    }
+    let url = match item["url"].as_str() {
+        Some(url) => {
+            if let Err(message) = check_http_url(url, allowed) {
+                problems.push(format!("{at}.url: {message}"));
+            }
+            url.to_string()
+        }
+        None => {
+            problems.push(format!("{at}.url: required, an https:// URL"));
+            String::new()
+        }
+    };
+    let mut plain_headers = Vec::new();
+    match &item["headers"] {
+        Value::Null => {}
+        Value::Object(map) if map.len() <= MAX_HEADERS => {
+            for (name, value) in map {
+                let where_ = format!("{at}.headers.{name}");
+                let lower = name.to_ascii_lowercase();
+                let Some(value) = value.as_str() else {
+                    problems.push(format!("{where_}: must be a string"));
+                    continue;
+                };
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    problems.push(format!("{where_}: not a header name"));
+                } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+                    problems.push(format!("{where_}: set by the server; an action may not change it"));
+                } else if http::HeaderValue::from_str(value).is_err()
+                    || value.len() > MAX_HEADER_VALUE_LEN
+                {
+                    problems.push(format!(
+                        "{where_}: must be at most {MAX_HEADER_VALUE_LEN} visible characters"
+                    ));
+                } else if plain_headers
+                    .iter()
+                    .any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(name))
+                {
+                    problems.push(format!("{where_}: given twice"));
+                } else {
+                    plain_headers.push((name.clone(), value.to_string()));
+                }
+            }
+        }
+        _ => problems.push(format!(
+            "{at}.headers: must be an object of at most {MAX_HEADERS} name: value pairs"
+        )),
+    }
+    HttpInput {
+        method,
+        url,
+        plain_headers,
+    }
 }
 
 fn object_pairs(value: &Value, at: &str, problems: &mut Vec<String>) -> Vec<(String, Json)> {
@@ -547,6 +790,14 @@ pub fn warnings(trigger: &Trigger, actions: &[FlowAction], loop_limit: u32) -> V
     warnings
 }
 
+/// An "HTTP request" action's headers with their values masked.
+pub fn masked_headers(call: &HttpCall) -> Map<String, Value> {
+    call.headers
+        .iter()
+        .map(|(name, _)| (name.clone(), Value::from(MASK)))
+        .collect()
+}
+
 /// A stored flow as the definition a user edits (the body [`parse`] reads back): what the
 /// export carries and what audit summaries show.
 pub fn definition(flow: &crate::store::Flow) -> Value {
@@ -560,13 +811,23 @@ pub fn definition(flow: &crate::store::Flow) -> Value {
                 "path": r.path, "op": r.op.as_str(), "value": r.value.0,
             })).collect::<Vec<_>>(),
         },
-        "actions": flow.actions.iter().map(|a| serde_json::json!({
-            "name": a.name,
-            "operationId": a.operation_id,
-            "pathParams": pairs_json(&a.path_params),
-            "query": pairs_json(&a.query),
-            "body": a.body.as_ref().map(|b| b.0.clone()),
-        })).collect::<Vec<_>>(),
+        "actions": flow.actions.iter().map(|a| match &a.http {
+            None => serde_json::json!({
+                "name": a.name,
+                "operationId": a.operation_id,
+                "pathParams": pairs_json(&a.path_params),
+                "query": pairs_json(&a.query),
+                "body": a.body.as_ref().map(|b| b.0.clone()),
+            }),
+            Some(call) => serde_json::json!({
+                "name": a.name,
+                "kind": "http",
+                "method": call.method,
+                "url": call.url,
+                "headers": masked_headers(call),
+                "body": a.body.as_ref().map(|b| b.0.clone()),
+            }),
+        }).collect::<Vec<_>>(),
         "retry": {"maxAttempts": flow.retry.max_attempts, "backoffMs": flow.retry.backoff_ms},
     })
 }
@@ -576,13 +837,7 @@ mod tests {
     use super::*;
 
     fn action(operation_id: &str) -> FlowAction {
-        FlowAction {
-            name: "a".into(),
-            operation_id: operation_id.into(),
-            path_params: Vec::new(),
-            query: Vec::new(),
-            body: None,
-        }
+        FlowAction::clockify("a".into(), operation_id.into(), Vec::new(), Vec::new(), None)
     }
 
     fn trigger(source: &str, events: &[&str]) -> Trigger {

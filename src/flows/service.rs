@@ -12,6 +12,7 @@ use super::model::{self, FlowSpec, Known};
 use crate::app::App;
 use crate::auth::User;
 use crate::clockify::client::RetryPolicy;
+use crate::destinations::outbound::AllowedHosts;
 use crate::problem::{self, Problem};
 use crate::store::{
     CLOCKIFY_SOURCE, Flow, FlowAction, FlowId, FlowStats, FlowsPause, PauseMode, Rule, Run, RunId,
@@ -45,8 +46,14 @@ fn flow_id(text: &str) -> Result<FlowId, FlowError> {
     parse_id(text).ok_or_else(|| FlowError::NotFound(text.to_string()))
 }
 
-/// Reads and checks a flow body, looking up its custom source first.
-pub(super) async fn spec(app: &App, ws: &str, input: &Value) -> Result<FlowSpec, FlowError> {
+/// Reads and checks a flow body, looking up its custom source first, and seals the header
+/// values of its "HTTP request" actions (a masked value keeps `current`'s).
+pub(super) async fn spec(
+    app: &App,
+    ws: &str,
+    input: &Value,
+    current: Option<&Flow>,
+) -> Result<FlowSpec, FlowError> {
     let custom_source = match model::trigger_source(input) {
         Some(source) if source != CLOCKIFY_SOURCE => Some(
             app.store
@@ -56,8 +63,15 @@ pub(super) async fn spec(app: &App, ws: &str, input: &Value) -> Result<FlowSpec,
         ),
         _ => None,
     };
-    model::parse(input, &Known { custom_source })
-        .map_err(|problems| FlowError::Invalid(problem::from_texts(problems)))
+    let known = Known {
+        custom_source,
+        allowed_hosts: AllowedHosts::new(&app.config.allow_destination_hosts),
+    };
+    let mut spec = model::parse(input, &known)
+        .map_err(|problems| FlowError::Invalid(problem::from_texts(problems)))?;
+    spec.seal_headers(app.store.secrets(), current, |_, _| None)
+        .map_err(|problems| FlowError::Invalid(problem::from_texts(problems)))?;
+    Ok(spec)
 }
 
 pub async fn list(app: &App, ws: &str) -> Result<Vec<Flow>, FlowError> {
@@ -92,7 +106,7 @@ pub async fn state(app: &App, flow: Flow) -> Result<FlowState, FlowError> {
 }
 
 pub async fn create(app: &App, ws: &str, input: &Value) -> Result<Flow, FlowError> {
-    let spec = spec(app, ws, input).await?;
+    let spec = spec(app, ws, input, None).await?;
     let now = now_ms();
     let flow = spec.into_flow(new_id(), ws, now, now);
     let saved = app
@@ -124,7 +138,8 @@ async fn change(
 
 /// Replaces a flow's definition; `enabled` is kept unless the body says otherwise.
 pub async fn update(app: &App, ws: &str, id: &str, input: &Value) -> Result<Flow, FlowError> {
-    let spec = spec(app, ws, input).await?;
+    let current = get(app, ws, id).await?;
+    let spec = spec(app, ws, input, Some(&current)).await?;
     let saved = change(app, ws, id, move |flow| {
         let enabled = spec.enabled.unwrap_or(flow.enabled);
         if enabled {
@@ -345,9 +360,10 @@ pub async fn test<'a>(
         })?;
     let mut context = context_for(&user.installation, &event.body, &event.event_type);
     let retry = RetryPolicy::default();
+    let allowed = AllowedHosts::new(&app.config.allow_destination_hosts);
     let mut actions = Vec::new();
     for action in &flow.actions {
-        let rendered = render_action(action, &context, &user.installation, retry);
+        let rendered = render_action(action, &context, &user.installation, retry, &allowed);
         actions.push(DryAction { action, rendered });
         context.add_unavailable_action(&action.name);
     }

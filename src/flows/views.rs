@@ -28,7 +28,7 @@ pub async fn unsaved(
             "flow must be a flow definition (an object)".into(),
         ));
     }
-    let spec = spec(app, ws, definition).await?;
+    let spec = spec(app, ws, definition, stored).await?;
     let now = now_ms();
     Ok(Flow {
         id: stored.map_or([0; 16], |f| f.id),

@@ -23,7 +23,7 @@ use super::writer::{Reopen, Writer, begin_durable};
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
@@ -49,6 +49,10 @@ const MIGRATIONS: &[Migration] = &[
     // were rebuilt at every start from the events after a watermark: that is done once
     // more here, into the log, which every later start reads instead.
     super::migrations::recent_events_from_watermark,
+    // 7 → 8: flow and run records gained `V2` (actions may be "HTTP request"s, with sealed
+    // header values). `V1` records stay readable; the bump makes older binaries refuse the
+    // file instead of failing on every `V2` flow.
+    |_| Ok(()),
 ];
 
 pub(super) const META_SCHEMA_VERSION: &[u8] = b"schema_version";

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::StoreError;
 use super::event_record::StoredEvent;
 use super::schema::{EventId, FlowId, RunId, decode, encode, new_id};
+use super::secrets::Sealed;
 
 /// The trigger source of Clockify's own webhooks; any other source is a custom source id.
 pub const CLOCKIFY_SOURCE: &str = "clockify";
@@ -131,7 +132,42 @@ pub struct FlowAction {
     pub operation_id: String,
     pub path_params: Vec<(String, Json)>,
     pub query: Vec<(String, Json)>,
+    /// The body template: JSON whose strings may be templates (an "HTTP request" action
+    /// whose body is one string sends the rendered text as it is).
     pub body: Option<Json>,
+    /// Set for an "HTTP request" action (then `operation_id` and the parameters are empty).
+    pub http: Option<HttpCall>,
+}
+
+/// What an "HTTP request" action calls: any URL the outbound rules of destinations allow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpCall {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// A URL whose path and query may hold templates; the scheme and host may not.
+    pub url: String,
+    /// Request headers; values sealed like every stored secret.
+    pub headers: Vec<(String, Sealed)>,
+}
+
+impl FlowAction {
+    /// A Clockify operation (no HTTP call): what every action was before "HTTP request".
+    pub fn clockify(
+        name: String,
+        operation_id: String,
+        path_params: Vec<(String, Json)>,
+        query: Vec<(String, Json)>,
+        body: Option<Json>,
+    ) -> FlowAction {
+        FlowAction {
+            name,
+            operation_id,
+            path_params,
+            query,
+            body,
+            http: None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,14 +191,17 @@ pub struct Flow {
     pub updated_at: i64,
 }
 
+/// `V1`: actions were Clockify operations only. `V2`: actions may be "HTTP request"s.
 #[derive(Serialize, Deserialize)]
 enum FlowRecord {
-    V1(Flow),
+    V1(v1::Flow),
+    V2(Flow),
 }
 
 pub(super) fn decode_flow(bytes: &[u8]) -> Result<Flow, StoreError> {
     match decode::<FlowRecord>(bytes)? {
-        FlowRecord::V1(flow) => Ok(flow),
+        FlowRecord::V1(flow) => Ok(flow.into()),
+        FlowRecord::V2(flow) => Ok(flow),
     }
 }
 
@@ -316,14 +355,17 @@ impl Run {
     }
 }
 
+/// `V1` runs hold a `V1` flow; `V2` runs a flow whose actions may be "HTTP request"s.
 #[derive(Serialize, Deserialize)]
 enum RunRecord {
-    V1(Run),
+    V1(v1::Run),
+    V2(Run),
 }
 
 pub(super) fn decode_run(bytes: &[u8]) -> Result<Run, StoreError> {
     match decode::<RunRecord>(bytes)? {
-        RunRecord::V1(run) => Ok(run),
+        RunRecord::V1(run) => Ok(run.into()),
+        RunRecord::V2(run) => Ok(run),
     }
 }
 
@@ -337,7 +379,7 @@ pub struct QueuedRun {
 }
 
 pub(super) fn encode_flow(flow: &Flow) -> Vec<u8> {
-    encode(&FlowRecordRef::V1(flow))
+    encode(&FlowRecordRef::V2(flow))
 }
 
 pub(super) fn encode_stats(stats: FlowStats) -> Vec<u8> {
@@ -345,16 +387,204 @@ pub(super) fn encode_stats(stats: FlowStats) -> Vec<u8> {
 }
 
 pub(super) fn encode_run(run: &Run) -> Vec<u8> {
-    encode(&RunRecordRef::V1(run))
+    encode(&RunRecordRef::V2(run))
 }
 
 /// The same encodings as the records, from borrows.
 #[derive(Serialize)]
 enum FlowRecordRef<'a> {
-    V1(&'a Flow),
+    #[allow(dead_code)]
+    V1(&'a v1::Flow),
+    V2(&'a Flow),
 }
 
 #[derive(Serialize)]
 enum RunRecordRef<'a> {
-    V1(&'a Run),
+    #[allow(dead_code)]
+    V1(&'a v1::Run),
+    V2(&'a Run),
+}
+
+/// The layouts of `V1` records (schemas up to 7), read into the current types.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{ActionRun, Conditions, FlowRetry, Json, RunOrigin, RunStatus, Trigger};
+    use crate::store::schema::{EventId, FlowId, RunId};
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct FlowAction {
+        pub name: String,
+        pub operation_id: String,
+        pub path_params: Vec<(String, Json)>,
+        pub query: Vec<(String, Json)>,
+        pub body: Option<Json>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Flow {
+        pub id: FlowId,
+        pub workspace_id: String,
+        pub name: String,
+        pub enabled: bool,
+        pub disabled_reason: Option<String>,
+        pub trigger: Trigger,
+        pub conditions: Conditions,
+        pub actions: Vec<FlowAction>,
+        pub retry: FlowRetry,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Run {
+        pub id: RunId,
+        pub workspace_id: String,
+        pub flow: Flow,
+        pub event_id: Option<EventId>,
+        pub event_type: String,
+        pub inline_event: Option<Vec<u8>>,
+        pub origin: RunOrigin,
+        pub status: RunStatus,
+        pub created_at: i64,
+        pub started_at: Option<i64>,
+        pub finished_at: Option<i64>,
+        pub error: Option<String>,
+        pub actions: Vec<ActionRun>,
+    }
+
+    impl From<Flow> for super::Flow {
+        fn from(flow: Flow) -> Self {
+            super::Flow {
+                id: flow.id,
+                workspace_id: flow.workspace_id,
+                name: flow.name,
+                enabled: flow.enabled,
+                disabled_reason: flow.disabled_reason,
+                trigger: flow.trigger,
+                conditions: flow.conditions,
+                actions: flow
+                    .actions
+                    .into_iter()
+                    .map(|a| {
+                        super::FlowAction::clockify(
+                            a.name,
+                            a.operation_id,
+                            a.path_params,
+                            a.query,
+                            a.body,
+                        )
+                    })
+                    .collect(),
+                retry: flow.retry,
+                created_at: flow.created_at,
+                updated_at: flow.updated_at,
+            }
+        }
+    }
+
+    impl From<Run> for super::Run {
+        fn from(run: Run) -> Self {
+            super::Run {
+                id: run.id,
+                workspace_id: run.workspace_id,
+                flow: run.flow.into(),
+                event_id: run.event_id,
+                event_type: run.event_type,
+                inline_event: run.inline_event,
+                origin: run.origin,
+                status: run.status,
+                created_at: run.created_at,
+                started_at: run.started_at,
+                finished_at: run.finished_at,
+                error: run.error,
+                actions: run.actions,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1_flow() -> v1::Flow {
+        v1::Flow {
+            id: [4; 16],
+            workspace_id: "ws".into(),
+            name: "old".into(),
+            enabled: true,
+            disabled_reason: None,
+            trigger: Trigger {
+                source: CLOCKIFY_SOURCE.into(),
+                events: vec!["NEW_TAG".into()],
+            },
+            conditions: Conditions {
+                any: false,
+                rules: vec![],
+            },
+            actions: vec![v1::FlowAction {
+                name: "tag".into(),
+                operation_id: "getTag".into(),
+                path_params: vec![("id".into(), Json(serde_json::json!("{{ event.id }}")))],
+                query: vec![],
+                body: None,
+            }],
+            retry: FlowRetry {
+                max_attempts: 3,
+                backoff_ms: 500,
+            },
+            created_at: 1,
+            updated_at: 2,
+        }
+    }
+
+    /// Flows and runs written before "HTTP request" actions (`V1`, schemas up to 7) still
+    /// read, as Clockify actions; what is written now reads back as written.
+    #[test]
+    fn v1_flow_and_run_records_still_read() {
+        let old = v1_flow();
+        let flow = decode_flow(&encode(&FlowRecordRef::V1(&old))).unwrap();
+        assert_eq!(flow.name, "old");
+        assert_eq!(flow.actions.len(), 1);
+        assert_eq!(flow.actions[0].operation_id, "getTag");
+        assert_eq!(flow.actions[0].path_params, old.actions[0].path_params);
+        assert!(flow.actions[0].http.is_none());
+        assert_eq!(decode_flow(&encode_flow(&flow)).unwrap(), flow);
+
+        let run = v1::Run {
+            id: [5; 16],
+            workspace_id: "ws".into(),
+            flow: old,
+            event_id: Some([6; 16]),
+            event_type: "NEW_TAG".into(),
+            inline_event: None,
+            origin: RunOrigin::Retry,
+            status: RunStatus::Queued,
+            created_at: 3,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            actions: vec![],
+        };
+        let read = decode_run(&encode(&RunRecordRef::V1(&run))).unwrap();
+        assert_eq!(read.flow, flow);
+        assert_eq!((read.id, read.origin, read.event_id), (run.id, run.origin, run.event_id));
+        assert_eq!(decode_run(&encode_run(&read)).unwrap(), read);
+
+        let mut with_http = flow.clone();
+        with_http.actions.push(FlowAction {
+            name: "hook".into(),
+            operation_id: String::new(),
+            path_params: vec![],
+            query: vec![],
+            body: Some(Json(serde_json::json!({"id": "{{ event.id }}"}))),
+            http: Some(HttpCall {
+                method: "POST".into(),
+                url: "https://example.com/hook".into(),
+                headers: vec![("X-Key".into(), Sealed::from_bytes(vec![1, 2, 3]))],
+            }),
+        });
+        assert_eq!(decode_flow(&encode_flow(&with_http)).unwrap(), with_http);
+    }
 }

@@ -1,6 +1,7 @@
 //! Encryption-key rotation on a file no server holds: every sealed secret (installation
 //! tokens, webhook tokens, custom-source secrets, destination secrets and header values, the
-//! key check) is opened with the old key
+//! header values of flows' "HTTP request" actions and of the flow copies runs keep, the key
+//! check) is opened with the old key
 //! and sealed with the new one in one write transaction. Afterwards the old key no longer
 //! opens the file (its key check fails), so a server started with it refuses to start.
 
@@ -8,9 +9,10 @@ use redb::ReadableTable;
 
 use super::db::{KEY_CHECK_PLAINTEXT, META_KEY_CHECK, open_unheld};
 use super::destination_model::{decode_destination, encode_destination};
+use super::flow_model::{Flow, decode_flow, decode_run, encode_flow, encode_run};
 use super::error::StoreError;
 use super::installation_model::{decode_installation, encode_installation};
-use super::schema::{DESTINATIONS, INSTALLATIONS, META, SOURCES, decode, encode};
+use super::schema::{DESTINATIONS, FLOW_RUNS, FLOWS, INSTALLATIONS, META, SOURCES, decode, encode};
 use super::secrets::{Sealed, SecretBox};
 use super::sources::{all_sources, write_source};
 use super::writer::begin_durable;
@@ -23,6 +25,20 @@ pub struct Rekeyed {
     pub source_secrets: u64,
     /// Destination signing secrets and custom header values.
     pub destination_secrets: u64,
+    /// Header values of flows' "HTTP request" actions (flows, and the copies runs keep).
+    pub flow_header_values: u64,
+}
+
+/// Re-seals the header values of a flow's "HTTP request" actions; how many.
+fn reseal_flow(old: &SecretBox, new: &SecretBox, flow: &mut Flow) -> Result<u64, StoreError> {
+    let mut count = 0;
+    for call in flow.actions.iter_mut().filter_map(|a| a.http.as_mut()) {
+        for (_, value) in &mut call.headers {
+            *value = reseal(old, new, value)?;
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn reseal(old: &SecretBox, new: &SecretBox, sealed: &Sealed) -> Result<Sealed, StoreError> {
@@ -101,6 +117,40 @@ pub fn rotate_key_file(
                 done.destination_secrets += 1;
             }
             table.insert(key.as_slice(), encode_destination(&destination).as_slice())?;
+        }
+    }
+    {
+        let mut table = wtx.open_table(FLOWS)?;
+        let mut rows = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let mut flow = decode_flow(v.value())?;
+            let count = reseal_flow(&old, &new, &mut flow)?;
+            if count > 0 {
+                rows.push((k.value().to_vec(), flow));
+                done.flow_header_values += count;
+            }
+        }
+        for (key, flow) in rows {
+            table.insert(key.as_slice(), encode_flow(&flow).as_slice())?;
+        }
+    }
+    {
+        // Runs keep a copy of their flow; left sealed with the old key, those copies would
+        // still open with it.
+        let mut table = wtx.open_table(FLOW_RUNS)?;
+        let mut rows = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let mut run = decode_run(v.value())?;
+            let count = reseal_flow(&old, &new, &mut run.flow)?;
+            if count > 0 {
+                rows.push((k.value().to_vec(), run));
+                done.flow_header_values += count;
+            }
+        }
+        for (key, run) in rows {
+            table.insert(key.as_slice(), encode_run(&run).as_slice())?;
         }
     }
     wtx.commit()?;

@@ -598,6 +598,7 @@ function definitionOf(flow) {
 
 const timeEntryIds = [];
 let customSourceId = null;
+const HTTP_SECRET = 'hook-secret-4711';
 await check('setup: time entries, a custom source, and flows made through the API', async () => {
   for (const [i, description] of ['Quarterly audit', 'Lunch with client', 'Code review'].entries()) {
     const delivered = await deliver('NEW_TIME_ENTRY', {
@@ -631,6 +632,15 @@ await check('setup: time entries, a custom source, and flows made through the AP
   await apiJson('/api/flows', { method: 'POST', body: {
     name: 'Webshop orders', enabled: false, trigger: { source: source.id, events: ['order.created'] },
     actions: [{ name: 'tag', operationId: 'createNewTag', body: { name: 'order {{ event.id }}' } }],
+  } });
+  // An "HTTP request" action: its header value is a secret the page never receives.
+  await apiJson('/api/flows', { method: 'POST', body: {
+    name: 'Notify hook', enabled: false, trigger: { source: 'clockify', events: ['NEW_TIME_ENTRY'] },
+    actions: [
+      { name: 'notify', kind: 'http', method: 'POST', url: 'https://hooks.example.com/clockify/{{ event.id }}',
+        headers: { Authorization: `Bearer ${HTTP_SECRET}`, 'X-Team': 'ops' }, body: { text: '{{ event.description }}', billable: '{{ event.billable }}' } },
+      { name: 'tag', operationId: 'createNewTag', body: { name: 'hooked {{ actions.notify.status }}' } },
+    ],
   } });
   // Clockify refuses these tags (browser.rs): every run of this flow fails.
   await apiJson('/api/flows', { method: 'POST', body: {
@@ -1174,10 +1184,47 @@ await check('15. audit log: a change made in the UI appears with who made it, fi
   await m.close();
 });
 
+await check('16. HTTP request action: kind, method, URL, masked headers, body; an edit keeps the stored header values', async () => {
+  const { flows } = await apiJson('/api/flows');
+  const hook = flows.find((f) => f.name === 'Notify hook');
+  assert(hook, 'the HTTP flow exists');
+  assert(!JSON.stringify(flows).includes(HTTP_SECRET), 'the header value is in the flow list');
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/flows/${hook.id}`);
+  await waitForApp(p.page);
+  await p.page.waitForSelector('.save-bar >> text=No changes to save');
+  const card = p.page.locator('.action-card').first();
+  assert(await card.locator('select').first().inputValue() === 'http', 'the first action is not shown as an HTTP request');
+  assert(await card.locator('input[type=url]').inputValue() === 'https://hooks.example.com/clockify/{{ event.id }}', 'URL not shown');
+  const values = await card.locator('input[type=password]').evaluateAll((els) => els.map((e) => e.value));
+  assert(JSON.stringify(values) === JSON.stringify(['********', '********']), `header values: ${values}`);
+  assert(!(await p.page.content()).includes(HTTP_SECRET), 'the header value reached the page');
+  // An edit of the URL saves; the masked header values keep what was stored.
+  await card.locator('input[type=url]').fill('https://hooks.example.com/v2/{{ event.id }}');
+  await Promise.all([p.page.waitForResponse((r) => r.request().method() === 'PUT'), p.page.click('#save-flow')]);
+  const saved = await apiJson(`/api/flows/${hook.id}`);
+  assert(saved.actions[0].url === 'https://hooks.example.com/v2/{{ event.id }}', saved.actions[0].url);
+  assert(JSON.stringify(saved.actions[0].headers) === JSON.stringify({ Authorization: '********', 'X-Team': '********' }), JSON.stringify(saved.actions[0].headers));
+  // The dry run shows the rendered request; header values stay masked.
+  const tried = await apiJson(`/api/flows/${hook.id}/test`, { method: 'POST', body: { event: { id: 'te-x', description: 'Hello', billable: true }, eventType: 'NEW_TIME_ENTRY' } });
+  assert(tried.actions[0].request.url === 'https://hooks.example.com/v2/te-x', JSON.stringify(tried.actions[0]));
+  assert(tried.actions[0].request.headers.Authorization === '********', JSON.stringify(tried.actions[0]));
+  // A new action can be made an HTTP request: its editor appears in place of the operation search.
+  await p.page.click('button:text("Add action")');
+  const fresh = p.page.locator('.action-card').last();
+  await fresh.locator('select').first().selectOption('http');
+  assert(await fresh.locator('input[type=url]').isVisible(), 'no URL field for a new HTTP action');
+  assert(!(await fresh.locator('input[type=search]').isVisible()), 'the operation search stays visible');
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+  return 'HTTP action shown, edited and saved with its header values kept';
+});
+
 await check('10 and 11. every page: cold load at most 60 KB transferred, and axe-core finds nothing in light or dark', async () => {
   const axeSource = fs.readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), 'node_modules/axe-core/axe.min.js'), 'utf8');
   const { flows } = await apiJson('/api/flows');
-  const extra = [['event detail', `events?id=${timeEntryIds[0]}`], ['flow editor', `flows/${flows[0].id}`], ['new flow', 'flows/new'], ['explorer operation', 'explorer?op=createTimeEntry'], ['new destination', 'destinations/new']];
+  const hookFlow = flows.find((f) => f.name === 'Notify hook');
+  const extra = [['event detail', `events?id=${timeEntryIds[0]}`], ['flow editor', `flows/${flows[0].id}`], ['flow editor with an HTTP request', `flows/${hookFlow.id}`], ['new flow', 'flows/new'], ['explorer operation', 'explorer?op=createTimeEntry'], ['new destination', 'destinations/new']];
   if (destinationId) extra.push(['destination', `destinations/${destinationId}`]);
   const violations = [];
   const audit = async (page, label) => {

@@ -1079,3 +1079,5 @@ fn a_killed_server_resumes_runs_without_repeating_finished_actions() {
         "the interrupted POST is not repeated"
     );
 }
+
+mod http;

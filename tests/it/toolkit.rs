@@ -956,6 +956,19 @@ mod rotate_key {
             ),
         ));
         let destination_id = destination["id"].as_str().unwrap().to_string();
+        // A flow's "HTTP request" header value is sealed too.
+        let hook_flow = ok(api(
+            &server,
+            "POST",
+            "/api/flows",
+            Some(&json!({"name": "hook", "trigger": {"events": ["NEW_TIME_ENTRY"]},
+                "actions": [{"name": "hook", "kind": "http", "method": "POST",
+                    "url": format!("{}/flow-hook", fake.base),
+                    "headers": {"X-Flow-Key": "k-flow-rotated"}, "body": {"id": "{{ event.id }}"}}]})),
+        ))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let old_key = std::fs::read_to_string(dir.path().join("secret.key")).unwrap();
         let new_key_file = dir.path().join("new.key");
 
@@ -974,7 +987,7 @@ mod rotate_key {
         ));
         assert!(
             out.contains(
-                "re-sealed 1 installation token(s), 1 webhook token(s), 1 source secret(s) and 2 destination secret(s)"
+                "re-sealed 1 installation token(s), 1 webhook token(s), 1 source secret(s), 2 destination secret(s) and header value(s) and 1 flow header value(s)"
             ),
             "{out}"
         );
@@ -1048,6 +1061,16 @@ mod rotate_key {
         assert!(sent.headers.contains_key("webhook-signature"));
         ok(server.deliver(WS, ADDON, "NEW_TIME_ENTRY", &time_entry("te-after")));
         assert_eq!(finished_runs(&server, &flow, 1), ["succeeded"]);
+        assert_eq!(finished_runs(&server, &hook_flow, 1), ["succeeded"]);
+        let hooked = fake
+            .calls()
+            .into_iter()
+            .find(|c| c.path == "/flow-hook")
+            .expect("the flow's HTTP request reached the receiver");
+        assert_eq!(
+            hooked.headers.get("x-flow-key").map(String::as_str),
+            Some("k-flow-rotated")
+        );
         let call = fake
             .calls()
             .into_iter()

@@ -961,7 +961,7 @@ mod rotate_key {
             &server,
             "POST",
             "/api/flows",
-            Some(&json!({"name": "hook", "trigger": {"events": ["NEW_TIME_ENTRY"]},
+            Some(&json!({"name": "hook", "trigger": {"events": ["NEW_PROJECT"]},
                 "actions": [{"name": "hook", "kind": "http", "method": "POST",
                     "url": format!("{}/flow-hook", fake.base),
                     "headers": {"X-Flow-Key": "k-flow-rotated"}, "body": {"id": "{{ event.id }}"}}]})),
@@ -969,6 +969,12 @@ mod rotate_key {
             .as_str()
             .unwrap()
             .to_string();
+        // A run keeps a copy of its flow, header values included: re-sealed as well.
+        let project = |id: &str| {
+            serde_json::to_vec(&json!({"id": id, "workspaceId": WS, "name": "P"})).unwrap()
+        };
+        ok(server.deliver(WS, ADDON, "NEW_PROJECT", &project("p-before")));
+        assert_eq!(finished_runs(&server, &hook_flow, 1), ["succeeded"]);
         let old_key = std::fs::read_to_string(dir.path().join("secret.key")).unwrap();
         let new_key_file = dir.path().join("new.key");
 
@@ -987,7 +993,7 @@ mod rotate_key {
         ));
         assert!(
             out.contains(
-                "re-sealed 1 installation token(s), 1 webhook token(s), 1 source secret(s), 2 destination secret(s) and header value(s) and 1 flow header value(s)"
+                "re-sealed 1 installation token(s), 1 webhook token(s), 1 source secret(s), 2 destination secret(s) and header value(s) and 2 flow header value(s)"
             ),
             "{out}"
         );
@@ -1061,10 +1067,15 @@ mod rotate_key {
         assert!(sent.headers.contains_key("webhook-signature"));
         ok(server.deliver(WS, ADDON, "NEW_TIME_ENTRY", &time_entry("te-after")));
         assert_eq!(finished_runs(&server, &flow, 1), ["succeeded"]);
-        assert_eq!(finished_runs(&server, &hook_flow, 1), ["succeeded"]);
+        ok(server.deliver(WS, ADDON, "NEW_PROJECT", &project("p-after")));
+        assert_eq!(
+            finished_runs(&server, &hook_flow, 2),
+            ["succeeded", "succeeded"]
+        );
         let hooked = fake
             .calls()
             .into_iter()
+            .rev()
             .find(|c| c.path == "/flow-hook")
             .expect("the flow's HTTP request reached the receiver");
         assert_eq!(

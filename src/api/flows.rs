@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::audit::{self, Change};
 use crate::auth::User;
 use crate::flows::model;
-use crate::flows::service::{self, FlowState, TestRequest};
+use crate::flows::service::{self, FlowState, Masks, TestRequest};
 use crate::flows::views::{self, Candidate};
 use crate::problem::{self, Problem};
 use crate::store::{Flow, FlowAction, FlowsPause, Json as Stored, PauseMode, format_id};
@@ -517,7 +517,15 @@ pub async fn test(
     let stored = service::get(&app, &user.workspace_id, &id).await?;
     let flow = match &body.flow {
         Value::Null => stored,
-        definition => views::unsaved(&app, &user.workspace_id, definition, Some(&stored)).await?,
+        definition => {
+            // A real run sends the headers: each must have its value.
+            let masks = if body.execute == Value::Bool(true) {
+                Masks::Required
+            } else {
+                Masks::Placeholder
+            };
+            views::unsaved(&app, &user.workspace_id, definition, Some(&stored), masks).await?
+        }
     };
     tested(&app, &user, &flow, body).await
 }
@@ -631,7 +639,14 @@ pub async fn test_unsaved(
             "flow (the definition to try) is required".into(),
         ));
     }
-    let flow = views::unsaved(&app, &user.workspace_id, &body.flow, None).await?;
+    let flow = views::unsaved(
+        &app,
+        &user.workspace_id,
+        &body.flow,
+        None,
+        Masks::Placeholder,
+    )
+    .await?;
     tested(&app, &user, &flow, body).await
 }
 
@@ -678,7 +693,14 @@ pub async fn candidates(
     user: User,
     JsonBody(body): JsonBody<CandidatesBody>,
 ) -> Result<Json<CandidateList>, ApiError> {
-    let flow = views::unsaved(&app, &user.workspace_id, &body.flow, None).await?;
+    let flow = views::unsaved(
+        &app,
+        &user.workspace_id,
+        &body.flow,
+        None,
+        Masks::Placeholder,
+    )
+    .await?;
     let found = views::candidates(&app, &user.workspace_id, &flow, &body.webhook_ids).await?;
     let candidates = found
         .into_iter()

@@ -239,7 +239,9 @@ impl Outbound {
         let agent = self.agent.clone();
         let (method, url) = (method.to_string(), url.to_string());
         tokio::task::spawn_blocking(move || -> Result<Answer, String> {
-            let mut builder = ureq::http::Request::builder().method(method.as_str()).uri(&url);
+            let mut builder = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(&url);
             for (name, value) in &headers {
                 builder = builder.header(name.as_str(), value.as_str());
             }

@@ -34,8 +34,8 @@ use crate::config::FLOW_LOOP_WINDOW;
 use crate::destinations::outbound::{AllowedHosts, Outbound, check_url};
 use crate::store::{
     ActionRun, ActionStatus, AutoDisable, Flow, FlowAction, FlowId, HttpCall, Installation,
-    InstallationStatus, PauseMode, QueuedRun, Run, RunId, RunOrigin, RunStatus, Sealed,
-    StoreError, StoredEvent,
+    InstallationStatus, PauseMode, QueuedRun, Run, RunId, RunOrigin, RunStatus, Sealed, StoreError,
+    StoredEvent,
 };
 
 /// How long in-flight runs get to finish their current action at shutdown (within the

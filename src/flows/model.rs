@@ -7,8 +7,8 @@ use super::{conditions, template};
 use crate::clockify::catalog::{self, Operation, ParamLocation};
 use crate::destinations::outbound::{AllowedHosts, MASK, check_url};
 use crate::store::{
-    CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, HttpCall, Json, Op, Rule,
-    SecretBox, Trigger,
+    CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, HttpCall, Json, Op, Rule, SecretBox,
+    Trigger,
 };
 
 pub const DEFAULT_RETRY: FlowRetry = FlowRetry {
@@ -73,7 +73,11 @@ impl FlowSpec {
                 let kept = current
                     .and_then(|f| f.actions.iter().find(|a| a.name == action.name))
                     .and_then(|a| a.http.as_ref())
-                    .and_then(|c| c.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)))
+                    .and_then(|c| {
+                        c.headers
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                    })
                     .map(|(_, sealed)| sealed.clone());
                 match kept.or_else(|| given(&action.name, &name).map(|v| secrets.seal_str(&v))) {
                     Some(sealed) => sealed,
@@ -600,7 +604,9 @@ fn parse_http(
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     problems.push(format!("{where_}: not a header name"));
                 } else if RESERVED_HEADERS.contains(&lower.as_str()) {
-                    problems.push(format!("{where_}: set by the server; an action may not change it"));
+                    problems.push(format!(
+                        "{where_}: set by the server; an action may not change it"
+                    ));
                 } else if http::HeaderValue::from_str(value).is_err()
                     || value.len() > MAX_HEADER_VALUE_LEN
                 {
@@ -837,7 +843,13 @@ mod tests {
     use super::*;
 
     fn action(operation_id: &str) -> FlowAction {
-        FlowAction::clockify("a".into(), operation_id.into(), Vec::new(), Vec::new(), None)
+        FlowAction::clockify(
+            "a".into(),
+            operation_id.into(),
+            Vec::new(),
+            Vec::new(),
+            None,
+        )
     }
 
     fn trigger(source: &str, events: &[&str]) -> Trigger {

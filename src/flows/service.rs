@@ -12,7 +12,7 @@ use super::model::{self, FlowSpec, Known};
 use crate::app::App;
 use crate::auth::User;
 use crate::clockify::client::RetryPolicy;
-use crate::destinations::outbound::AllowedHosts;
+use crate::destinations::outbound::{AllowedHosts, MASK};
 use crate::problem::{self, Problem};
 use crate::store::{
     CLOCKIFY_SOURCE, Flow, FlowAction, FlowId, FlowStats, FlowsPause, PauseMode, Rule, Run, RunId,
@@ -46,6 +46,15 @@ fn flow_id(text: &str) -> Result<FlowId, FlowError> {
     parse_id(text).ok_or_else(|| FlowError::NotFound(text.to_string()))
 }
 
+/// How masked header values with nothing to keep are taken.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Masks {
+    /// A problem: what is stored (or run) must have every value.
+    Required,
+    /// Kept as the mask: for a definition that is only tried, never stored nor sent.
+    Placeholder,
+}
+
 /// Reads and checks a flow body, looking up its custom source first, and seals the header
 /// values of its "HTTP request" actions (a masked value keeps `current`'s).
 pub(super) async fn spec(
@@ -53,6 +62,7 @@ pub(super) async fn spec(
     ws: &str,
     input: &Value,
     current: Option<&Flow>,
+    masks: Masks,
 ) -> Result<FlowSpec, FlowError> {
     let custom_source = match model::trigger_source(input) {
         Some(source) if source != CLOCKIFY_SOURCE => Some(
@@ -69,7 +79,8 @@ pub(super) async fn spec(
     };
     let mut spec = model::parse(input, &known)
         .map_err(|problems| FlowError::Invalid(problem::from_texts(problems)))?;
-    spec.seal_headers(app.store.secrets(), current, |_, _| None)
+    let placeholder = (masks == Masks::Placeholder).then(|| MASK.to_string());
+    spec.seal_headers(app.store.secrets(), current, |_, _| placeholder.clone())
         .map_err(|problems| FlowError::Invalid(problem::from_texts(problems)))?;
     Ok(spec)
 }
@@ -106,7 +117,7 @@ pub async fn state(app: &App, flow: Flow) -> Result<FlowState, FlowError> {
 }
 
 pub async fn create(app: &App, ws: &str, input: &Value) -> Result<Flow, FlowError> {
-    let spec = spec(app, ws, input, None).await?;
+    let spec = spec(app, ws, input, None, Masks::Required).await?;
     let now = now_ms();
     let flow = spec.into_flow(new_id(), ws, now, now);
     let saved = app
@@ -139,7 +150,7 @@ async fn change(
 /// Replaces a flow's definition; `enabled` is kept unless the body says otherwise.
 pub async fn update(app: &App, ws: &str, id: &str, input: &Value) -> Result<Flow, FlowError> {
     let current = get(app, ws, id).await?;
-    let spec = spec(app, ws, input, Some(&current)).await?;
+    let spec = spec(app, ws, input, Some(&current), Masks::Required).await?;
     let saved = change(app, ws, id, move |flow| {
         let enabled = spec.enabled.unwrap_or(flow.enabled);
         if enabled {

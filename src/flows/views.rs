@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::conditions;
-use super::service::{FlowError, spec};
+use super::service::{FlowError, Masks, spec};
 use crate::app::App;
 use crate::store::{
     EventId, Flow, Run, RunListPage, RunOrigin, RunQuery, RunStatus, parse_event_id, parse_id,
@@ -16,19 +16,22 @@ use crate::time::now_ms;
 pub const MAX_CANDIDATES: usize = 50;
 
 /// A flow built from an editor's definition, checked exactly as a save checks it but never
-/// stored. It takes the id, state and times of `stored` when it stands in for one.
+/// stored. It takes the id, state and times (and masked header values) of `stored` when it
+/// stands in for one. With `Masks::Placeholder` a masked header value with nothing to keep
+/// stays the mask (fine for what is only tried, never sent).
 pub async fn unsaved(
     app: &App,
     ws: &str,
     definition: &Value,
     stored: Option<&Flow>,
+    masks: Masks,
 ) -> Result<Flow, FlowError> {
     if !definition.is_object() {
         return Err(FlowError::BadRequest(
             "flow must be a flow definition (an object)".into(),
         ));
     }
-    let spec = spec(app, ws, definition, stored).await?;
+    let spec = spec(app, ws, definition, stored, masks).await?;
     let now = now_ms();
     Ok(Flow {
         id: stored.map_or([0; 16], |f| f.id),

@@ -569,7 +569,10 @@ mod tests {
         };
         let read = decode_run(&encode(&RunRecordRef::V1(&run))).unwrap();
         assert_eq!(read.flow, flow);
-        assert_eq!((read.id, read.origin, read.event_id), (run.id, run.origin, run.event_id));
+        assert_eq!(
+            (read.id, read.origin, read.event_id),
+            (run.id, run.origin, run.event_id)
+        );
         assert_eq!(decode_run(&encode_run(&read)).unwrap(), read);
 
         let mut with_http = flow.clone();

@@ -9,8 +9,8 @@ use redb::ReadableTable;
 
 use super::db::{KEY_CHECK_PLAINTEXT, META_KEY_CHECK, open_unheld};
 use super::destination_model::{decode_destination, encode_destination};
-use super::flow_model::{Flow, decode_flow, decode_run, encode_flow, encode_run};
 use super::error::StoreError;
+use super::flow_model::{Flow, decode_flow, decode_run, encode_flow, encode_run};
 use super::installation_model::{decode_installation, encode_installation};
 use super::schema::{DESTINATIONS, FLOW_RUNS, FLOWS, INSTALLATIONS, META, SOURCES, decode, encode};
 use super::secrets::{Sealed, SecretBox};

@@ -21,16 +21,16 @@ fn http_action(url: &str, headers: Value, body: Value) -> Value {
 /// reads its answer; the run records both; the header value never comes back.
 fn ticket_flow(receiver: &FakeClockify) -> Value {
     json!({"name": "ticket", "trigger": {"events": ["NEW_TIME_ENTRY"]},
-           "actions": [
-               http_action(
-                   &format!("{}/hook/{{{{ event.projectId }}}}", receiver.base),
-                   json!({"X-Api-Key": SECRET}),
-                   json!({"entry": "{{ event.id }}", "text": "{{ event.description }}"})),
-               update_entry_action("sign", json!({
-                   "start": "{{ event.timeInterval.start }}",
-                   "description": "{{ event.description }} [{{ actions.notify.body.ticket }}]",
-               })),
-           ]})
+    "actions": [
+        http_action(
+            &format!("{}/hook/{{{{ event.projectId }}}}", receiver.base),
+            json!({"X-Api-Key": SECRET}),
+            json!({"entry": "{{ event.id }}", "text": "{{ event.description }}"})),
+        update_entry_action("sign", json!({
+            "start": "{{ event.timeInterval.start }}",
+            "description": "{{ event.description }} [{{ actions.notify.body.ticket }}]",
+        })),
+    ]})
 }
 
 #[test]
@@ -47,8 +47,13 @@ fn an_http_action_posts_to_a_receiver_and_a_later_action_uses_its_answer() {
     // Shown masked, in the flow and in the list.
     let shown = get(&env.server, WS, &format!("/api/flows/{flow}"));
     assert_eq!(shown["actions"][0]["kind"], "http");
-    assert_eq!(shown["actions"][0]["headers"], json!({"X-Api-Key": "********"}));
-    let listed = env.server.api("GET", WS, ADDON, "OWNER", "/api/flows", None);
+    assert_eq!(
+        shown["actions"][0]["headers"],
+        json!({"X-Api-Key": "********"})
+    );
+    let listed = env
+        .server
+        .api("GET", WS, ADDON, "OWNER", "/api/flows", None);
     assert!(!listed.body.contains(SECRET), "{}", listed.body);
 
     // A dry run shows what would be sent, and sends nothing.
@@ -69,43 +74,95 @@ fn an_http_action_posts_to_a_receiver_and_a_later_action_uses_its_answer() {
     assert_eq!(request["headers"]["X-Api-Key"], "********");
     assert!(!dry.to_string().contains(SECRET));
     assert!(receiver.calls().is_empty(), "a dry run sent something");
+    // What the editor sends back (values masked) can be tried without the stored flow.
+    let mut masked = shown.clone();
+    for key in [
+        "id",
+        "createdAt",
+        "updatedAt",
+        "lastRun",
+        "counts",
+        "warnings",
+        "disabledReason",
+    ] {
+        masked.as_object_mut().unwrap().remove(key);
+    }
+    let r = post_as(
+        &env.server,
+        "OWNER",
+        "/api/flows/candidates",
+        Some(&json!({"flow": masked, "webhookIds": []})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post_as(
+        &env.server,
+        "OWNER",
+        "/api/flows/test",
+        Some(
+            &json!({"flow": masked, "event": {"id": "te-u", "projectId": "p-8", "description": "U",
+                     "timeInterval": {"start": "2024-05-01T09:00:00Z"}}}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["actions"][0]["request"]["headers"]["X-Api-Key"],
+        "********"
+    );
 
     deliver_new_entry(&env.server, "te-1", "p-1", "Design");
     let run = finished_runs(&env.server, WS, &flow, 1).remove(0);
     assert_eq!(run["status"], "succeeded", "{run}");
     let sent = receiver.calls();
     assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!((sent[0].method.as_str(), sent[0].path.as_str()), ("POST", "/hook/p-1"));
+    assert_eq!(
+        (sent[0].method.as_str(), sent[0].path.as_str()),
+        ("POST", "/hook/p-1")
+    );
     assert_eq!(sent[0].headers["x-api-key"], SECRET);
     assert_eq!(sent[0].headers["content-type"], "application/json");
-    assert_eq!(body_of(&sent[0]), json!({"entry": "te-1", "text": "Design"}));
+    assert_eq!(
+        body_of(&sent[0]),
+        json!({"entry": "te-1", "text": "Design"})
+    );
     let puts = calls_to(&env.fake, "PUT", "/time-entries/te-1");
     assert_eq!(puts.len(), 1);
     assert_eq!(body_of(&puts[0])["description"], "Design [T-42]");
     // The run records the request (header values masked) and the answer.
     let notify = &run["actions"][0];
     assert_eq!(notify["kind"], "http");
-    assert_eq!(notify["request"]["url"], format!("{}/hook/p-1", receiver.base));
+    assert_eq!(
+        notify["request"]["url"],
+        format!("{}/hook/p-1", receiver.base)
+    );
     assert_eq!(notify["request"]["headers"]["X-Api-Key"], "********");
     assert_eq!(notify["response"]["status"], 201);
     assert_eq!(notify["response"]["body"]["ticket"], "T-42");
     assert!(!run.to_string().contains(SECRET));
 
     // Saved back unchanged (masked), the stored value is kept.
-    let mut definition = shown.clone();
-    for key in ["id", "createdAt", "updatedAt", "lastRun", "counts", "warnings", "disabledReason"] {
-        definition.as_object_mut().unwrap().remove(key);
-    }
-    let r = env.server.api("PUT", WS, ADDON, "OWNER", &format!("/api/flows/{flow}"), Some(&definition));
+    let definition = masked;
+    let r = env.server.api(
+        "PUT",
+        WS,
+        ADDON,
+        "OWNER",
+        &format!("/api/flows/{flow}"),
+        Some(&definition),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     deliver_new_entry(&env.server, "te-2", "p-2", "Review");
     finished_runs(&env.server, WS, &flow, 2);
     let sent = receiver.calls();
     assert_eq!(sent.len(), 2);
-    assert_eq!(sent[1].headers["x-api-key"], SECRET, "the masked value kept the stored one");
+    assert_eq!(
+        sent[1].headers["x-api-key"], SECRET,
+        "the masked value kept the stored one"
+    );
 
     // Exports without a passphrase, and the audit log, carry no header value.
-    let export = env.server.api("GET", WS, ADDON, "OWNER", "/api/config/export", None);
+    let export = env
+        .server
+        .api("GET", WS, ADDON, "OWNER", "/api/config/export", None);
     assert_eq!(export.status, 200, "{}", export.body);
     assert!(!export.body.contains(SECRET), "{}", export.body);
     assert!(export.body.contains("********"));
@@ -118,8 +175,13 @@ fn an_http_action_posts_to_a_receiver_and_a_later_action_uses_its_answer() {
         Some(&json!({"passphrase": "a long passphrase"})),
     );
     assert_eq!(sealed.status, 200, "{}", sealed.body);
-    assert!(!sealed.body.contains(SECRET), "encrypted with the passphrase");
-    let audit = env.server.api("GET", WS, ADDON, "OWNER", "/api/audit", None);
+    assert!(
+        !sealed.body.contains(SECRET),
+        "encrypted with the passphrase"
+    );
+    let audit = env
+        .server
+        .api("GET", WS, ADDON, "OWNER", "/api/audit", None);
     assert_eq!(audit.status, 200, "{}", audit.body);
     assert!(audit.body.contains("flow.update"));
     assert!(!audit.body.contains(SECRET), "{}", audit.body);
@@ -184,28 +246,34 @@ fn internal_and_plain_http_addresses_are_refused_at_save_without_the_flag() {
     let save = |url: &str| {
         let flow = json!({"name": "x", "trigger": {"events": ["NEW_TIME_ENTRY"]},
                           "actions": [http_action(url, json!({"X-Key": "v"}), json!({}))]});
-        env.server.api("POST", WS, ADDON, "OWNER", "/api/flows", Some(&flow))
+        env.server
+            .api("POST", WS, ADDON, "OWNER", "/api/flows", Some(&flow))
     };
     for (url, says) in [
         ("https://127.0.0.1:9/x", "internal address"),
         ("https://[::1]/x", "internal address"),
         ("https://169.254.169.254/latest", "internal address"),
         ("http://example.com/x", "must use https"),
-        ("https://{{ event.host }}/x", "scheme and host must be written out"),
+        (
+            "https://{{ event.host }}/x",
+            "scheme and host must be written out",
+        ),
         ("ftp://example.com/x", "must use https"),
     ] {
         let r = save(url);
         assert_eq!(r.status, 400, "{url}: {}", r.body);
         let problems = r.json()["problems"].clone();
-        let found = problems
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["path"] == "actions[0].url" && p["message"].as_str().unwrap().contains(says));
+        let found = problems.as_array().unwrap().iter().any(|p| {
+            p["path"] == "actions[0].url" && p["message"].as_str().unwrap().contains(says)
+        });
         assert!(found, "{url}: {problems}");
     }
     let r = save("https://example.com/{{ event.projectId }}");
-    assert_eq!(r.status, 201, "a public https URL with a templated path saves: {}", r.body);
+    assert_eq!(
+        r.status, 201,
+        "a public https URL with a templated path saves: {}",
+        r.body
+    );
     assert!(!r.body.contains("\"v\""), "{}", r.body);
 
     // Other mistakes of an HTTP action, all listed.
@@ -213,7 +281,9 @@ fn internal_and_plain_http_addresses_are_refused_at_save_without_the_flag() {
         "actions": [{"name": "a", "kind": "http", "method": "GET", "url": "https://example.com/",
                      "headers": {"Host": "evil", "X-Ok": "********"}, "body": {"x": 1}},
                     {"name": "b", "kind": "smtp"}]});
-    let r = env.server.api("POST", WS, ADDON, "OWNER", "/api/flows", Some(&flow));
+    let r = env
+        .server
+        .api("POST", WS, ADDON, "OWNER", "/api/flows", Some(&flow));
     assert_eq!(r.status, 400, "{}", r.body);
     let problems = r.problems();
     for want in [
@@ -221,6 +291,9 @@ fn internal_and_plain_http_addresses_are_refused_at_save_without_the_flag() {
         "actions[0].headers.Host: set by the server",
         "actions[1].kind: must be",
     ] {
-        assert!(problems.iter().any(|p| p.starts_with(want)), "{want}: {problems:#?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with(want)),
+            "{want}: {problems:#?}"
+        );
     }
 }

@@ -442,12 +442,14 @@ function builder(root, ctx, flowId, signal) {
       const remove = readOnly ? null : h('button', { type: 'button', class: 'small danger', onclick: () => {
         actions.splice(index(), 1);
         card.remove();
+        relabel();
       } }, 'Remove');
       const up = readOnly ? null : h('button', { type: 'button', class: 'small', 'aria-label': 'Move action up', onclick: () => {
         const i = index();
         if (i <= 0) return;
         actions.splice(i - 1, 0, actions.splice(i, 1)[0]);
         card.previousElementSibling.before(card);
+        relabel();
       } }, '↑');
       card.append(
         h('div', { class: 'row' }, h('h3', {}, 'Then call'), h('span', { class: 'spacer' }), up, remove),
@@ -456,11 +458,17 @@ function builder(root, ctx, flowId, signal) {
           field('Kind', kindSelect, { problemKey: `actions[${actions.length}].kind` }),
           opField),
         opBox, httpBox);
+      entry.card = card;
       actions.push(entry);
       actionsBox.append(card);
+      relabel();
       showKind();
       if (action.operationId && entry.kind === 'clockify') loading.push(chooseOperation(action.operationId, true));
       changed();
+    }
+    /** Each action card is a landmark of its own: numbered, so screen readers tell them apart. */
+    function relabel() {
+      actions.forEach((a, i) => a.card.setAttribute('aria-label', `Action ${i + 1}`));
     }
     const loading = [];
     (flow.actions || []).forEach((a) => addAction(a));

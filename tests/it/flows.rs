@@ -975,6 +975,11 @@ impl Drop for ServerProcess {
 }
 
 fn spawn_server(data_dir: &std::path::Path, fake_host: &str) -> ServerProcess {
+    spawn_server_with(data_dir, fake_host, &[])
+}
+
+/// [`spawn_server`] with more arguments.
+fn spawn_server_with(data_dir: &std::path::Path, fake_host: &str, extra: &[&str]) -> ServerProcess {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -994,6 +999,7 @@ fn spawn_server(data_dir: &std::path::Path, fake_host: &str) -> ServerProcess {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--clockify-public-key", key, "--allow-api-host", fake_host])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("start the server binary");

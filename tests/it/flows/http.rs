@@ -297,3 +297,63 @@ fn internal_and_plain_http_addresses_are_refused_at_save_without_the_flag() {
         );
     }
 }
+
+/// A crash mid-call: an interrupted POST is failed as "outcome unknown" and not sent again; an
+/// interrupted PUT (idempotent) is sent again, as for Clockify actions.
+#[test]
+fn a_killed_server_does_not_resend_an_interrupted_post() {
+    let receiver = FakeClockify::start();
+    let release_post = receiver.hold_first(|c| c.path == "/hook-post");
+    let release_put = receiver.hold_first(|c| c.path == "/hook-put");
+    let dir = tempfile::tempdir().unwrap();
+    let allow = ["--allow-destination-host", receiver.host.as_str()];
+    let server = spawn_server_with(dir.path(), &receiver.host, &allow);
+    server.client.install(WS, ADDON, &receiver.base);
+    let flow_with = |name: &str, method: &str, path: &str| {
+        create_flow(
+            &server.client,
+            WS,
+            &json!({"name": name, "trigger": {"events": ["NEW_TIME_ENTRY"]},
+                    "actions": [{"name": "hook", "kind": "http", "method": method,
+                                 "url": format!("{}{path}", receiver.base),
+                                 "headers": {"X-Key": SECRET}, "body": {"id": "{{ event.id }}"}}]}),
+        )
+    };
+    let post = flow_with("post", "POST", "/hook-post");
+    let put = flow_with("put", "PUT", "/hook-put");
+    deliver_new_entry(&server.client, "te-k", "p", "x");
+    let sent = |path: &str| receiver.calls().iter().filter(|c| c.path == path).count();
+    assert!(
+        wait_until(DEADLINE, || sent("/hook-post") == 1
+            && sent("/hook-put") == 1),
+        "the requests were not sent"
+    );
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop((release_post, release_put));
+    let server = spawn_server_with(dir.path(), &receiver.host, &allow);
+    let unknown = finished_runs(&server.client, WS, &post, 1).remove(0);
+    assert_eq!(unknown["status"], "failed", "{unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap()
+            .contains("outcome unknown after restart"),
+        "{unknown}"
+    );
+    let resent = finished_runs(&server.client, WS, &put, 1).remove(0);
+    assert_eq!(resent["status"], "succeeded", "{resent}");
+    assert_eq!(sent("/hook-post"), 1, "the interrupted POST was sent again");
+    assert_eq!(
+        sent("/hook-put"),
+        2,
+        "the interrupted PUT is sent again once"
+    );
+    let resent_put = receiver
+        .calls()
+        .into_iter()
+        .rfind(|c| c.path == "/hook-put")
+        .unwrap();
+    assert_eq!(resent_put.headers["x-key"], SECRET);
+}

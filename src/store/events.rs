@@ -206,12 +206,7 @@ pub(crate) fn insert_event(
     )?;
     recent::append(tables, &id, &recent)?;
     enqueue_for_event(tables.wtx(), routing.flows, &event, &mut queued.runs)?;
-    enqueue_deliveries(
-        tables.wtx(),
-        routing.destinations,
-        &event,
-        &mut queued.deliveries,
-    )?;
+    enqueue_deliveries(tables, routing.destinations, &event, &mut queued.deliveries)?;
     Ok((Ingested::Stored(Arc::new(event)), recent.entities))
 }
 

@@ -10,8 +10,10 @@
 //!   arrival (p50/p99; an attempt can arrive before the answer, counted as 0), and the
 //!   server's own `destination_first_attempt_delay_seconds` (enqueue → first attempt) p50/p99.
 //!
-//! `DEST_SECONDS` (default 10) sets the length of each run; `DEST_CONCURRENCY` (default 64)
-//! the clients.
+//! The server runs with `--destination-concurrency 64 --destination-max-rps 100000`: the
+//! defaults (4 at once, 50 a second per destination) protect a small receiver and would make
+//! this a measure of the limit. `DEST_SECONDS` (default 10) sets the length of each run;
+//! `DEST_CLIENTS` (default 64) the ingest clients.
 
 mod common;
 
@@ -23,6 +25,8 @@ use common::*;
 
 const WS: &str = "65b7a1f0c0ffee0000000dest";
 const ADDON: &str = "addon-bench";
+/// Attempts in flight at once for the destination.
+const DEST_CONCURRENCY: usize = 64;
 
 type Arrivals = Arc<Mutex<HashMap<u64, Instant>>>;
 
@@ -69,7 +73,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10.0);
-    let concurrency: usize = std::env::var("DEST_CONCURRENCY")
+    let concurrency: usize = std::env::var("DEST_CLIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
@@ -106,7 +110,19 @@ fn main() {
     let port = receiver(arrivals.clone());
     let dir = tempfile::tempdir().unwrap();
     let host = format!("127.0.0.1:{port}");
-    let server = Server::start_with_args(dir.path(), &["--allow-destination-host", &host]);
+    // The per-destination limits are raised from their defaults (4 at once, 50 a second,
+    // which protect a small receiver) to measure what the engine itself can forward.
+    let server = Server::start_with_args(
+        dir.path(),
+        &[
+            "--allow-destination-host",
+            &host,
+            "--destination-concurrency",
+            &DEST_CONCURRENCY.to_string(),
+            "--destination-max-rps",
+            "100000",
+        ],
+    );
     install(&server.base, WS, ADDON);
     let created = agent()
         .post(format!("{}/api/destinations", server.base))

@@ -4,11 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
 use common::*;
 
 const WS: &str = "65b7a1f0c0ffee0000000bench";
@@ -42,58 +37,21 @@ fn main() {
         install(&server.base, WS, ADDON);
         let signature = sign(&claims(WS, ADDON));
         let addr = server.base.trim_start_matches("http://").to_string();
-        let counter = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(AtomicU64::new(0));
         let cpu_before = (
             server.cpu_seconds(),
             server.thread_cpu_seconds("store-writer"),
             Server::own_cpu_seconds(),
         );
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let started = Instant::now();
-        let mut latencies: Vec<f64> = client.block_on(async {
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..concurrency {
-                let (addr, signature, template, counter, failures) =
-                    (addr.clone(), signature.clone(), template.clone(), counter.clone(), failures.clone());
-                tasks.spawn(async move {
-                    let mut connection = RawConnection::connect(&addr).await;
-                    let head = format!(
-                        "POST /webhooks/clockify/NEW_TIME_ENTRY HTTP/1.1\r\nHost: {addr}\r\n\
-                         clockify-signature: {signature}\r\nclockify-webhook-event-type: NEW_TIME_ENTRY\r\n\
-                         Content-Type: application/json\r\n"
-                    );
-                    let mut latencies = Vec::new();
-                    let mut body = Vec::with_capacity(template.len() + 32);
-                    while Instant::now() < deadline {
-                        let n = counter.fetch_add(1, Ordering::Relaxed);
-                        // A distinct field per delivery: no two are duplicates.
-                        body.clear();
-                        write!(body, "{{\"benchSeq\":{n},").unwrap();
-                        body.extend_from_slice(&template.as_bytes()[1..]);
-                        let t = Instant::now();
-                        match connection.send(&head, &body).await {
-                            Ok(200) => latencies.push(t.elapsed().as_secs_f64() * 1000.0),
-                            Ok(_) => {
-                                failures.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => {
-                                failures.fetch_add(1, Ordering::Relaxed);
-                                connection = RawConnection::connect(&addr).await;
-                            }
-                        }
-                    }
-                    latencies
-                });
-            }
-            let mut all = Vec::new();
-            while let Some(done) = tasks.join_next().await {
-                all.extend(done.unwrap());
-            }
-            all
-        });
-        let elapsed = started.elapsed().as_secs_f64();
-        latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let run = drive(
+            &client,
+            &addr,
+            &signature,
+            &template,
+            concurrency,
+            seconds as f64,
+        );
+        let elapsed = run.seconds;
+        let latencies = run.latencies();
         let acked = latencies.len() as u64;
         let per_event = |seconds: f64| seconds * 1e6 / acked.max(1) as f64;
         let cpu_us = per_event(server.cpu_seconds() - cpu_before.0);
@@ -103,7 +61,7 @@ fn main() {
         let rss = server.rss_mb();
         server.stop();
         let stored = stored_events(dir.path());
-        let failed = failures.load(Ordering::Relaxed);
+        let failed = run.failed;
         println!(
             "ingest c={concurrency} rps={:.0} p50_ms={:.2} p99_ms={:.2} acked={acked} stored={stored} failed={failed} rss_mb={rss:.1} batch_mean={:.1} commit_mean_ms={:.2} batch_mean_ms={:.2} server_cpu_us_per_event={cpu_us:.0} writer_cpu_us={writer_us:.0} client_cpu_us_per_event={client_us:.0}",
             acked as f64 / elapsed,

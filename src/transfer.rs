@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::auth::User;
-use crate::destinations::{self, MASK};
 use crate::destinations::outbound::AllowedHosts;
+use crate::destinations::{self, MASK};
 use crate::flows::model::{self, Known};
 use crate::problem::{self, Problem};
 use crate::settings::{self, SettingsError};

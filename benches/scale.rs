@@ -230,6 +230,31 @@ impl Run {
     }
 }
 
+/// Delivers from 64 clients for `seconds`, numbering events from `next` on (and moving it past
+/// what this run used).
+fn timed_run(
+    runtime: &tokio::runtime::Runtime,
+    base: &str,
+    templates: &Arc<Vec<Template>>,
+    signatures: &Arc<Vec<String>>,
+    next: &mut u64,
+    seconds: f64,
+) -> Run {
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let run = deliver(
+        runtime,
+        base,
+        templates,
+        signatures,
+        *next,
+        u64::MAX / 2,
+        Some(until),
+        false,
+    );
+    *next += run.acked + run.failed + CONCURRENCY as u64;
+    run
+}
+
 /// Delivers events `first..first + count` (or until `until` passes) at `concurrency`.
 #[allow(clippy::too_many_arguments)] // one call per phase; a struct would only rename them
 fn deliver(
@@ -704,17 +729,14 @@ fn main() {
     let mut without = Vec::new();
     let mut with = Vec::new();
     for _ in 0..2 {
-        let run = deliver(
+        let run = timed_run(
             &runtime,
             &server.base,
             &templates,
             &signatures,
-            next,
-            u64::MAX / 2,
-            Some(Instant::now() + Duration::from_secs_f64(seconds)),
-            false,
+            &mut next,
+            seconds,
         );
-        next += run.acked + run.failed + CONCURRENCY as u64;
         without.push(run.p99());
         // A backup in the background of the same run.
         let (dir2, to) = (dir.to_path_buf(), backup_to.clone());
@@ -725,17 +747,14 @@ fn main() {
             (started, s)
         });
         let run_started = Instant::now();
-        let run = deliver(
+        let run = timed_run(
             &runtime,
             &server.base,
             &templates,
             &signatures,
-            next,
-            u64::MAX / 2,
-            Some(Instant::now() + Duration::from_secs_f64(seconds)),
-            false,
+            &mut next,
+            seconds,
         );
-        next += run.acked + run.failed + CONCURRENCY as u64;
         let (backup_started, backup_s) = backup.join().unwrap();
         let from = backup_started
             .saturating_duration_since(run_started)
@@ -757,17 +776,14 @@ fn main() {
     );
 
     // Retention under load: the same run without, then with every stored event expired.
-    let run = deliver(
+    let run = timed_run(
         &runtime,
         &server.base,
         &templates,
         &signatures,
-        next,
-        u64::MAX / 2,
-        Some(Instant::now() + Duration::from_secs_f64(seconds)),
-        false,
+        &mut next,
+        seconds,
     );
-    next += run.acked + run.failed + CONCURRENCY as u64;
     let p99_without = run.p99();
     let rps_without = run.acked as f64 / run.seconds;
     server.stop();
@@ -799,17 +815,14 @@ fn main() {
         && retention_started.elapsed() < Duration::from_secs(1800)
     {
         let before = deleted();
-        let run = deliver(
+        let run = timed_run(
             &runtime,
             &server.base,
             &templates,
             &signatures,
-            next,
-            u64::MAX / 2,
-            Some(Instant::now() + Duration::from_secs_f64(seconds)),
-            false,
+            &mut next,
+            seconds,
         );
-        next += run.acked + run.failed + CONCURRENCY as u64;
         rates.push((deleted() - before) / run.seconds);
         runs.push((run.p99(), run.acked as f64 / run.seconds));
     }

@@ -31,7 +31,8 @@ use crate::app::App;
 use crate::flows::conditions;
 use crate::store::{
     AttemptOutcome, Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Destination,
-    DestinationChange, DestinationId, PauseMode, QueuedDelivery, StoreError, format_id,
+    DestinationChange, DestinationId, PauseMode, QueuedDelivery, StoreError, StoredEvent,
+    format_id,
 };
 use crate::time::now_ms;
 
@@ -43,6 +44,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 const STORE_RETRY_MS: i64 = 5_000;
 /// How often the queue gauges are recomputed at most.
 const GAUGE_INTERVAL: Duration = Duration::from_millis(500);
+/// Deliveries waiting here at most with their event in memory (sent without reading it
+/// back); beyond that, a backlog is read from the file as it is sent, so memory stays
+/// bounded while a receiver is slow.
+const MAX_CARRIED_EVENTS: usize = 1024;
 
 /// What every attempt shares: the agent and the per-destination limits.
 struct Shared {
@@ -81,6 +86,17 @@ struct Entry {
     due: Option<i64>,
     workspace_id: String,
     destination_id: DestinationId,
+    /// The event, for a first attempt without reads (see [`QueuedDelivery::event`]).
+    event: Option<Arc<StoredEvent>>,
+}
+
+/// What the engine waits on: its entries, the heap of due times, and how many entries
+/// carry their event.
+#[derive(Default)]
+struct Waiting {
+    entries: HashMap<DeliveryId, Entry>,
+    heap: BinaryHeap<Reverse<(i64, DeliveryId)>>,
+    carried: usize,
 }
 
 /// Runs until shutdown; attempts in flight then get [`DRAIN_TIMEOUT`] to finish.
@@ -95,8 +111,7 @@ pub async fn run(app: App) {
         slots: Mutex::default(),
         limiters: Mutex::default(),
     });
-    let mut entries: HashMap<DeliveryId, Entry> = HashMap::new();
-    let mut heap: BinaryHeap<Reverse<(i64, DeliveryId)>> = BinaryHeap::new();
+    let mut waiting = Waiting::default();
     let mut tasks: JoinSet<(DeliveryId, Option<QueuedDelivery>)> = JoinSet::new();
     let mut gauges = Gauges::default();
     let mut held = Held::default();
@@ -107,53 +122,39 @@ pub async fn run(app: App) {
                 tracing::info!(deliveries = queued.len(), "resuming queued deliveries");
             }
             for q in queued {
-                schedule(&mut entries, &mut heap, q);
+                waiting.schedule(q);
             }
         }
         Err(err) => tracing::error!(error = %err, "cannot read the delivery queue"),
     }
     loop {
         let now = now_ms();
-        while let Some(Reverse((due, id))) = heap.peek().copied() {
-            if due > now {
-                break;
-            }
-            heap.pop();
-            // A stale heap entry: the delivery was rescheduled or is in flight.
-            let Some(entry) = entries.get_mut(&id).filter(|e| e.due == Some(due)) else {
-                continue;
-            };
-            entry.due = None;
-            let job = QueuedDelivery {
-                id,
-                workspace_id: entry.workspace_id.clone(),
-                destination_id: entry.destination_id,
-                next_at: due,
-            };
+        while let Some(job) = waiting.pop_due(now) {
             if let Some(job) = held.hold(&app, job) {
                 spawn(&mut tasks, &app, &shared, job);
             }
         }
-        gauges.update(&app, &entries);
-        let wait = heap
+        gauges.update(&app, &waiting.entries);
+        let wait = waiting
+            .heap
             .peek()
             .map(|Reverse((due, _))| Duration::from_millis((due - now).max(0) as u64))
             .unwrap_or(Duration::from_secs(3600))
             .min(GAUGE_INTERVAL * 4);
         tokio::select! {
             received = receiver.recv() => match received {
-                Some(queued) => schedule(&mut entries, &mut heap, queued),
+                Some(queued) => waiting.schedule(queued),
                 None => break,
             },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok((id, next)) = joined {
-                    if let Some(entry) = entries.remove(&id)
+                    if let Some(entry) = waiting.entries.remove(&id)
                         && let Some(job) = held.finished(&app, entry.destination_id, id)
                     {
                         spawn(&mut tasks, &app, &shared, job);
                     }
                     if let Some(next) = next {
-                        schedule(&mut entries, &mut heap, next);
+                        waiting.schedule(next);
                     }
                 }
             }
@@ -207,15 +208,16 @@ impl Held {
     /// `queue`, or in line behind its destination's released deliveries.
     fn hold(&mut self, app: &App, job: QueuedDelivery) -> Option<QueuedDelivery> {
         if holding(app, &job.workspace_id) {
+            // A pause may last long: its backlog is read back when it is sent.
             self.parked
                 .entry(job.workspace_id.clone())
                 .or_default()
-                .push(job);
+                .push(QueuedDelivery { event: None, ..job });
             return None;
         }
         match self.draining.get_mut(&job.destination_id) {
             Some(line) => {
-                line.push_back(job);
+                line.push_back(QueuedDelivery { event: None, ..job });
                 None
             }
             None => Some(job),
@@ -297,32 +299,58 @@ fn holding(app: &App, ws: &str) -> bool {
         .is_some_and(|p| p.mode == PauseMode::Queue)
 }
 
-/// Puts a delivery on the heap, unless it is in flight or already due no later.
-fn schedule(
-    entries: &mut HashMap<DeliveryId, Entry>,
-    heap: &mut BinaryHeap<Reverse<(i64, DeliveryId)>>,
-    queued: QueuedDelivery,
-) {
-    match entries.get_mut(&queued.id) {
-        // In flight: its attempt reads the stored record when it ends.
-        Some(Entry { due: None, .. }) => {}
-        Some(entry) => {
-            if entry.due.is_some_and(|due| queued.next_at < due) {
-                entry.due = Some(queued.next_at);
-                heap.push(Reverse((queued.next_at, queued.id)));
+impl Waiting {
+    /// Puts a delivery on the heap, unless it is in flight or already due no later.
+    fn schedule(&mut self, queued: QueuedDelivery) {
+        match self.entries.get_mut(&queued.id) {
+            // In flight: its attempt reads the stored record when it ends.
+            Some(Entry { due: None, .. }) => {}
+            Some(entry) => {
+                if entry.due.is_some_and(|due| queued.next_at < due) {
+                    entry.due = Some(queued.next_at);
+                    self.heap.push(Reverse((queued.next_at, queued.id)));
+                }
+            }
+            None => {
+                let event = queued.event.filter(|_| self.carried < MAX_CARRIED_EVENTS);
+                self.carried += usize::from(event.is_some());
+                self.entries.insert(
+                    queued.id,
+                    Entry {
+                        due: Some(queued.next_at),
+                        workspace_id: queued.workspace_id,
+                        destination_id: queued.destination_id,
+                        event,
+                    },
+                );
+                self.heap.push(Reverse((queued.next_at, queued.id)));
             }
         }
-        None => {
-            entries.insert(
-                queued.id,
-                Entry {
-                    due: Some(queued.next_at),
-                    workspace_id: queued.workspace_id,
-                    destination_id: queued.destination_id,
-                },
-            );
-            heap.push(Reverse((queued.next_at, queued.id)));
+    }
+
+    /// The next delivery due by `now`, marked in flight.
+    fn pop_due(&mut self, now: i64) -> Option<QueuedDelivery> {
+        while let Some(Reverse((due, id))) = self.heap.peek().copied() {
+            if due > now {
+                return None;
+            }
+            self.heap.pop();
+            // A stale heap entry: the delivery was rescheduled or is in flight.
+            let Some(entry) = self.entries.get_mut(&id).filter(|e| e.due == Some(due)) else {
+                continue;
+            };
+            entry.due = None;
+            let event = entry.event.take();
+            self.carried -= usize::from(event.is_some());
+            return Some(QueuedDelivery {
+                id,
+                workspace_id: entry.workspace_id.clone(),
+                destination_id: entry.destination_id,
+                next_at: due,
+                event,
+            });
         }
+        None
     }
 }
 
@@ -396,20 +424,32 @@ async fn try_attempt(
     job: &QueuedDelivery,
 ) -> Result<Option<QueuedDelivery>, StoreError> {
     let ws = job.workspace_id.as_str();
-    let Some(delivery) = app.store.delivery(ws, job.id).await? else {
-        app.store.drop_delivery(ws, job.id).await?;
-        return Ok(None);
-    };
-    if delivery.status != DeliveryStatus::Pending {
-        return Ok(None);
-    }
-    if delivery.next_at > now_ms() + 5 {
-        // Rescheduled meanwhile (a retry that answered Retry-After, say).
-        return Ok(Some(QueuedDelivery::of(&delivery)));
-    }
-    let Some(destination) = app.store.destination(ws, delivery.destination_id).await? else {
-        app.store.drop_delivery(ws, job.id).await?;
-        return Ok(None);
+    // Queued with its event and not attempted since, to a destination still enabled: all
+    // that is needed is in memory (the common case, so forwarding costs no reads).
+    let fresh = job
+        .fresh_delivery()
+        .zip(app.store.enabled_destination(ws, job.destination_id));
+    let (delivery, destination) = match fresh {
+        Some(known) => known,
+        None => {
+            let Some(delivery) = app.store.delivery(ws, job.id).await? else {
+                app.store.drop_delivery(ws, job.id).await?;
+                return Ok(None);
+            };
+            if delivery.status != DeliveryStatus::Pending {
+                return Ok(None);
+            }
+            if delivery.next_at > now_ms() + 5 {
+                // Rescheduled meanwhile (a retry that answered Retry-After, say).
+                return Ok(Some(QueuedDelivery::of(&delivery)));
+            }
+            let Some(destination) = app.store.destination(ws, delivery.destination_id).await?
+            else {
+                app.store.drop_delivery(ws, job.id).await?;
+                return Ok(None);
+            };
+            (delivery, Arc::new(destination))
+        }
     };
     let give_up = |reason: String| {
         app.store
@@ -437,13 +477,26 @@ async fn try_attempt(
         count_final(&destination, DeliveryStatus::Failed);
         return Ok(None);
     }
-    let Some(event) = app.store.event(ws, delivery.event_id).await? else {
-        give_up("not sent: the event is no longer stored".into()).await?;
-        count_final(&destination, DeliveryStatus::Failed);
-        return Ok(None);
+    let event = match &job.event {
+        Some(event) => event.clone(),
+        None => match app.store.event(ws, delivery.event_id).await? {
+            Some(event) => Arc::new(event),
+            None => {
+                give_up("not sent: the event is no longer stored".into()).await?;
+                count_final(&destination, DeliveryStatus::Failed);
+                return Ok(None);
+            }
+        },
     };
-    let payload: Value = serde_json::from_slice(&event.body).unwrap_or(Value::Null);
-    if delivery.attempts.is_empty() && !destination.filter.conditions.rules.is_empty() {
+    let check_conditions =
+        delivery.attempts.is_empty() && !destination.filter.conditions.rules.is_empty();
+    // Parsed only when a condition or the template reads it.
+    let payload: Value = if check_conditions || destination.template.is_some() {
+        serde_json::from_slice(&event.body).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    if check_conditions {
         match conditions::evaluate(&destination.filter.conditions, &payload) {
             Ok((true, _)) => {}
             Ok((false, _)) => {
@@ -571,15 +624,17 @@ async fn record(
         }
     };
     let ws = &delivery.workspace_id;
-    let stored = app
+    let (stored, disabled) = app
         .store
-        .delivery_attempted(ws, delivery.id, Some(attempt), outcome)
+        .attempt_recorded(
+            ws,
+            delivery.id,
+            Some(attempt),
+            outcome,
+            Some((destination.id, change)),
+        )
         .await?;
-    if let Some(disabled) = app
-        .store
-        .destination_attempted(ws, destination.id, change)
-        .await?
-    {
+    if let Some(disabled) = disabled {
         tracing::warn!(
             workspace = %ws,
             destination = %label,

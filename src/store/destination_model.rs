@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
@@ -186,6 +186,10 @@ pub struct QueuedDelivery {
     pub workspace_id: String,
     pub destination_id: DestinationId,
     pub next_at: i64,
+    /// The event, when the delivery was just queued with it: its first attempt then needs
+    /// no reads (the delivery is known to be pending with no attempts, created with the
+    /// event). `None` for deliveries read back from the queue or retried.
+    pub event: Option<Arc<StoredEvent>>,
 }
 
 impl QueuedDelivery {
@@ -195,7 +199,25 @@ impl QueuedDelivery {
             workspace_id: delivery.workspace_id.clone(),
             destination_id: delivery.destination_id,
             next_at: delivery.next_at,
+            event: None,
         }
+    }
+
+    /// The stored record of a delivery queued with its event and not attempted since.
+    pub fn fresh_delivery(&self) -> Option<Delivery> {
+        let event = self.event.as_ref()?;
+        Some(Delivery {
+            id: self.id,
+            workspace_id: self.workspace_id.clone(),
+            destination_id: self.destination_id,
+            event_id: event.id,
+            event_type: event.event_type.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_at: event.received_at,
+            error: None,
+            created_at: event.received_at,
+        })
     }
 }
 
@@ -247,6 +269,12 @@ impl DestinationIndex {
             .write()
             .expect("destination index lock")
             .remove(ws);
+    }
+
+    /// An enabled destination, as last committed.
+    pub(crate) fn enabled(&self, ws: &str, id: &DestinationId) -> Option<Arc<Destination>> {
+        let map = self.by_workspace.read().expect("destination index lock");
+        map.get(ws)?.iter().find(|d| d.id == *id).cloned()
     }
 
     /// Enabled destinations of `ws` that want this source and event type.
@@ -310,19 +338,19 @@ pub(crate) fn enqueue_deliveries(
 
 /// Writes a delivery with its index row, and its queue row while it is pending.
 pub(super) fn insert_delivery(
-    wtx: &WriteTransaction,
+    tables: &mut OpenTables<'_>,
     delivery: &Delivery,
 ) -> Result<(), StoreError> {
     let ws = &delivery.workspace_id;
-    wtx.open_table(DELIVERIES)?.insert(
+    tables.get(DELIVERIES)?.insert(
         ws_key(ws, &delivery.id).as_slice(),
         encode_delivery(delivery).as_slice(),
     )?;
-    wtx.open_table(DELIVERIES_BY_DESTINATION)?.insert(
+    tables.get(DELIVERIES_BY_DESTINATION)?.insert(
         by_destination_key(ws, &delivery.destination_id, &delivery.id).as_slice(),
         [].as_slice(),
     )?;
-    let mut queue = wtx.open_table(DELIVERY_QUEUE)?;
+    let queue = tables.get(DELIVERY_QUEUE)?;
     if delivery.status == DeliveryStatus::Pending {
         queue.insert(delivery.id.as_slice(), ws.as_bytes())?;
     } else {
@@ -353,6 +381,16 @@ impl DeliveryDispatch {
         for queued in deliveries {
             // No engine (shutting down): the queue table keeps it for the next start.
             let _ = self.sender.send(queued.clone());
+        }
+    }
+
+    /// Called after the commit that stored `event` and queued its `deliveries`.
+    pub(crate) fn committed_with(&self, deliveries: &[QueuedDelivery], event: &Arc<StoredEvent>) {
+        for queued in deliveries {
+            let _ = self.sender.send(QueuedDelivery {
+                event: Some(event.clone()),
+                ..queued.clone()
+            });
         }
     }
 }

@@ -2,7 +2,7 @@
 //! from, the attempt log, retries and recovery. Deliveries of events are queued by
 //! ingestion itself (`events::insert_event`, `destination_model::enqueue_deliveries`).
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 use super::db::Store;
 use super::destination_model::{
@@ -16,6 +16,7 @@ use super::schema::{
     id_floor_for_millis, ids_before, installed, prefix_end, with_suffix, workspace_prefix,
     workspaces_of,
 };
+use super::writer::{AfterCommit, OpenTables};
 
 /// A page of a destination's deliveries, newest first.
 pub struct DeliveryPage {
@@ -48,28 +49,63 @@ fn bad_key() -> StoreError {
 }
 
 fn read_delivery(
-    wtx: &WriteTransaction,
+    tables: &mut OpenTables<'_>,
     ws: &str,
     id: &DeliveryId,
 ) -> Result<Option<Delivery>, StoreError> {
-    wtx.open_table(DELIVERIES)?
+    tables
+        .get(DELIVERIES)?
         .get(ws_key(ws, id).as_slice())?
         .map(|v| decode_delivery(v.value()))
         .transpose()
 }
 
 fn remove_delivery(
-    wtx: &WriteTransaction,
+    tables: &mut OpenTables<'_>,
     ws: &str,
     delivery: &Delivery,
 ) -> Result<(), StoreError> {
-    wtx.open_table(DELIVERIES)?
+    tables
+        .get(DELIVERIES)?
         .remove(ws_key(ws, &delivery.id).as_slice())?;
-    wtx.open_table(DELIVERIES_BY_DESTINATION)?
+    tables
+        .get(DELIVERIES_BY_DESTINATION)?
         .remove(by_destination_key(ws, &delivery.destination_id, &delivery.id).as_slice())?;
-    wtx.open_table(DELIVERY_QUEUE)?
-        .remove(delivery.id.as_slice())?;
+    tables.get(DELIVERY_QUEUE)?.remove(delivery.id.as_slice())?;
     Ok(())
+}
+
+/// Applies what an attempt did to its destination; returns whether that changed it.
+fn apply_change(d: &mut Destination, change: DestinationChange) -> bool {
+    match change {
+        DestinationChange::Succeeded => d.failing_since.take().is_some(),
+        DestinationChange::Failed {
+            now,
+            disable_before,
+        } => match d.failing_since {
+            None => {
+                d.failing_since = Some(now);
+                true
+            }
+            Some(since) if since < disable_before && d.enabled => {
+                d.enabled = false;
+                d.disabled_reason = Some(format!(
+                    "every attempt failed since {}",
+                    jiff::Timestamp::from_millisecond(since)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
+                ));
+                true
+            }
+            Some(_) => false,
+        },
+        DestinationChange::Disable(reason) if d.enabled => {
+            d.enabled = false;
+            d.disabled_reason = Some(reason);
+            true
+        }
+        DestinationChange::Disable(_) => false,
+    }
 }
 
 /// Makes a delivery pending and due at `now`; `None` when it is already pending.
@@ -116,6 +152,15 @@ impl Store {
     ) -> Result<Option<Destination>, StoreError> {
         self.read_record(DESTINATIONS, ws_key(ws, &id), decode_destination)
             .await
+    }
+
+    /// An enabled destination as last committed, from memory (no read).
+    pub fn enabled_destination(
+        &self,
+        ws: &str,
+        id: DestinationId,
+    ) -> Option<std::sync::Arc<Destination>> {
+        self.destination_index.enabled(ws, &id)
     }
 
     /// A workspace's destinations, oldest first.
@@ -192,9 +237,10 @@ impl Store {
                     usize::MAX,
                     bad_key,
                 )?;
+                let mut tables = OpenTables::new(wtx);
                 for delivery_id in ids {
-                    if let Some(delivery) = read_delivery(wtx, &name, &delivery_id)? {
-                        remove_delivery(wtx, &name, &delivery)?;
+                    if let Some(delivery) = read_delivery(&mut tables, &name, &delivery_id)? {
+                        remove_delivery(&mut tables, &name, &delivery)?;
                     }
                 }
                 Ok(existed)
@@ -208,52 +254,79 @@ impl Store {
         .await
     }
 
-    /// What a destination changes after an attempt; returns the destination when the change
-    /// disabled it.
-    pub async fn destination_attempted(
+    /// Records an attempt of a delivery (or giving up on it) and what the attempt does to
+    /// its destination, in one write through the batch's open tables: sending is the
+    /// delivery engine's hot path, and it shares the writer with ingestion. Returns the
+    /// delivery as stored (`None`: it is gone) and the destination when `change` disabled it.
+    pub async fn attempt_recorded(
         &self,
         ws: &str,
-        id: DestinationId,
-        change: DestinationChange,
-    ) -> Result<Option<Destination>, StoreError> {
-        let disabled = self
-            .update_destination(ws, id, move |d| -> Result<(), ()> {
-                match change {
-                    DestinationChange::Succeeded if d.failing_since.is_none() => Err(()),
-                    DestinationChange::Succeeded => {
-                        d.failing_since = None;
-                        Ok(())
-                    }
-                    DestinationChange::Failed {
-                        now,
-                        disable_before,
-                    } => match d.failing_since {
-                        None => {
-                            d.failing_since = Some(now);
-                            Ok(())
-                        }
-                        Some(since) if since < disable_before && d.enabled => {
-                            d.enabled = false;
-                            d.disabled_reason = Some(format!(
-                                "every attempt failed since {}",
-                                jiff::Timestamp::from_millisecond(since)
-                                    .map(|t| t.to_string())
-                                    .unwrap_or_default()
-                            ));
-                            Ok(())
-                        }
-                        Some(_) => Err(()),
-                    },
-                    DestinationChange::Disable(reason) if d.enabled => {
-                        d.enabled = false;
-                        d.disabled_reason = Some(reason);
-                        Ok(())
-                    }
-                    DestinationChange::Disable(_) => Err(()),
+        id: DeliveryId,
+        attempt: Option<DeliveryAttempt>,
+        outcome: AttemptOutcome,
+        change: Option<(DestinationId, DestinationChange)>,
+    ) -> Result<(Option<Delivery>, Option<Destination>), StoreError> {
+        let ws = ws.to_string();
+        let index = self.destination_index.clone();
+        let after_commit: AfterCommit<(Option<Delivery>, Option<Destination>)> =
+            Box::new(move |(_, changed)| {
+                if let Some(destination) = changed {
+                    index.put(destination.clone());
                 }
-            })
+            });
+        let (delivery, changed) = self
+            .writer
+            .write_with_tables(
+                move |tables: &mut OpenTables<'_>| {
+                    let delivery = match read_delivery(tables, &ws, &id)? {
+                        None => {
+                            tables.get(DELIVERY_QUEUE)?.remove(id.as_slice())?;
+                            None
+                        }
+                        Some(mut delivery) => {
+                            delivery.attempts.extend(attempt);
+                            match outcome {
+                                AttemptOutcome::Delivered => {
+                                    delivery.status = DeliveryStatus::Delivered;
+                                    delivery.error = None;
+                                }
+                                AttemptOutcome::RetryAt(at) => {
+                                    delivery.status = DeliveryStatus::Pending;
+                                    delivery.next_at = at;
+                                }
+                                AttemptOutcome::Failed(error) => {
+                                    delivery.status = DeliveryStatus::Failed;
+                                    delivery.error = Some(error);
+                                }
+                            }
+                            insert_delivery(tables, &delivery)?;
+                            Some(delivery)
+                        }
+                    };
+                    let mut changed = None;
+                    if let Some((destination_id, change)) = change {
+                        let key = ws_key(&ws, &destination_id);
+                        let table = tables.get(DESTINATIONS)?;
+                        let current = table
+                            .get(key.as_slice())?
+                            .map(|v| decode_destination(v.value()))
+                            .transpose()?;
+                        if let Some(mut destination) = current
+                            && apply_change(&mut destination, change)
+                        {
+                            table.insert(
+                                key.as_slice(),
+                                encode_destination(&destination).as_slice(),
+                            )?;
+                            changed = Some(destination);
+                        }
+                    }
+                    Ok((delivery, changed))
+                },
+                Some(after_commit),
+            )
             .await?;
-        Ok(disabled.ok().flatten().filter(|d| !d.enabled))
+        Ok((delivery, changed.filter(|d| !d.enabled)))
     }
 
     pub async fn delivery(&self, ws: &str, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {
@@ -363,46 +436,28 @@ impl Store {
         attempt: Option<DeliveryAttempt>,
         outcome: AttemptOutcome,
     ) -> Result<Option<Delivery>, StoreError> {
-        let ws = ws.to_string();
-        self.write(move |wtx| {
-            let Some(mut delivery) = read_delivery(wtx, &ws, &id)? else {
-                wtx.open_table(DELIVERY_QUEUE)?.remove(id.as_slice())?;
-                return Ok(None);
-            };
-            delivery.attempts.extend(attempt);
-            match outcome {
-                AttemptOutcome::Delivered => {
-                    delivery.status = DeliveryStatus::Delivered;
-                    delivery.error = None;
-                }
-                AttemptOutcome::RetryAt(at) => {
-                    delivery.status = DeliveryStatus::Pending;
-                    delivery.next_at = at;
-                }
-                AttemptOutcome::Failed(error) => {
-                    delivery.status = DeliveryStatus::Failed;
-                    delivery.error = Some(error);
-                }
-            }
-            insert_delivery(wtx, &delivery)?;
-            Ok(Some(delivery))
-        })
-        .await
+        self.attempt_recorded(ws, id, attempt, outcome, None)
+            .await
+            .map(|(delivery, _)| delivery)
     }
 
     /// Drops a delivery whose event did not pass the destination's conditions.
     pub async fn drop_delivery(&self, ws: &str, id: DeliveryId) -> Result<(), StoreError> {
         let ws = ws.to_string();
-        self.write(move |wtx| {
-            match read_delivery(wtx, &ws, &id)? {
-                Some(delivery) => remove_delivery(wtx, &ws, &delivery)?,
-                None => {
-                    wtx.open_table(DELIVERY_QUEUE)?.remove(id.as_slice())?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.writer
+            .write_with_tables(
+                move |tables: &mut OpenTables<'_>| {
+                    match read_delivery(tables, &ws, &id)? {
+                        Some(delivery) => remove_delivery(tables, &ws, &delivery)?,
+                        None => {
+                            tables.get(DELIVERY_QUEUE)?.remove(id.as_slice())?;
+                        }
+                    }
+                    Ok(())
+                },
+                None,
+            )
+            .await
     }
 
     /// Makes a finished delivery pending again, due now, and hands it to the engine.
@@ -417,11 +472,12 @@ impl Store {
         let dispatch = self.delivery_dispatch.clone();
         self.write_then(
             move |wtx| {
-                let Some(mut delivery) = read_delivery(wtx, &ws, &id)? else {
+                let mut tables = OpenTables::new(wtx);
+                let Some(mut delivery) = read_delivery(&mut tables, &ws, &id)? else {
                     return Ok(None);
                 };
                 if requeue(&mut delivery, now) {
-                    insert_delivery(wtx, &delivery)?;
+                    insert_delivery(&mut tables, &delivery)?;
                 }
                 Ok(Some(delivery))
             },
@@ -462,12 +518,13 @@ impl Store {
                     ids.push(id);
                 }
                 let mut requeued = Vec::new();
+                let mut tables = OpenTables::new(wtx);
                 for id in ids {
-                    if let Some(mut delivery) = read_delivery(wtx, &ws, &id)?
+                    if let Some(mut delivery) = read_delivery(&mut tables, &ws, &id)?
                         && delivery.status == DeliveryStatus::Failed
                         && requeue(&mut delivery, now)
                     {
-                        insert_delivery(wtx, &delivery)?;
+                        insert_delivery(&mut tables, &delivery)?;
                         requeued.push(QueuedDelivery::of(&delivery));
                     }
                 }
@@ -508,6 +565,7 @@ impl Store {
                         workspace_id: ws,
                         destination_id: [0; 16],
                         next_at: 0,
+                        event: None,
                     }),
                 }
             }
@@ -535,11 +593,12 @@ impl Store {
                 bad_key,
             )?;
             let mut deleted = 0;
+            let mut tables = OpenTables::new(wtx);
             for id in &ids {
-                if let Some(delivery) = read_delivery(wtx, &ws, id)?
+                if let Some(delivery) = read_delivery(&mut tables, &ws, id)?
                     && delivery.status != DeliveryStatus::Pending
                 {
-                    remove_delivery(wtx, &ws, &delivery)?;
+                    remove_delivery(&mut tables, &ws, &delivery)?;
                     deleted += 1;
                 }
             }

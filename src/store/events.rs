@@ -271,7 +271,7 @@ impl Store {
                 if let Ingested::Stored(event) = ingested {
                     committed_index.committed(&event.workspace_id, &event.id, entities);
                     dispatch.committed(&queued.runs, Some(event));
-                    deliveries.committed(&queued.deliveries);
+                    deliveries.committed_with(&queued.deliveries, event);
                     // No receivers is normal (nobody has the page open).
                     let _ = live.send(event.clone());
                 }

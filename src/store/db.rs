@@ -23,7 +23,7 @@ use super::writer::{Reopen, Writer, begin_durable};
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
@@ -52,6 +52,10 @@ const MIGRATIONS: &[Migration] = &[
     // 7 → 8: flow and run records gained `V2` (actions may be "HTTP request"s, with sealed
     // header values). `V1` records stay readable; the bump makes older binaries refuse the
     // file instead of failing on every `V2` flow.
+    |_| Ok(()),
+    // 8 → 9: an entity-index row may stand for a run of events (the older ids in its value).
+    // Rows of one event still read; older binaries would miss the runs' older events and
+    // call the file damaged, so they refuse it instead.
     |_| Ok(()),
 ];
 

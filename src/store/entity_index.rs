@@ -2,7 +2,12 @@
 //! first (`GET /api/webhooks?entity=`). Which body fields name entities is the caller's
 //! business (`crate::entities`); the store indexes the ids it is given.
 //!
-//! `ENTITY_EVENTS`: `[ws][bucket][entity][event id]` → empty. An event names 2 to 10 entities,
+//! `ENTITY_EVENTS`: `[ws][bucket][entity][event id]` → the older event ids of the same entity
+//! in the same bucket that the row stands for too (16 bytes each, ascending; empty for a row of
+//! one event, which is how rows were written before the grouping). A bucket's ids of one
+//! entity are cut into runs of at most [`GROUP_IDS`], each run one row keyed by its newest id,
+//! so an entity named by many events costs a row per run rather than per event: fewer inserts
+//! on the writer thread and fewer bytes of keys. An event names 2 to 10 entities,
 //! each in its own part of the index, so writing its rows with it would dirty that many
 //! leaves per event, a different one each on a big index: several times what the event itself
 //! costs per commit. Instead the rows of recent events wait in memory (their durable copy is
@@ -38,6 +43,8 @@ pub(crate) const BUCKET_ROWS: usize = 64;
 const CHUNK: usize = 4096;
 #[cfg(test)]
 const CHUNK: usize = 16;
+/// Event ids one entity-index row stands for at most (its value stays within a KB).
+const GROUP_IDS: usize = 64;
 /// `META` key: the buckets, oldest first.
 pub(crate) const META_BUCKETS: &[u8] = b"entity_buckets";
 /// Longest entity id indexed.
@@ -431,23 +438,47 @@ impl EntityIndex {
             }
             let mut prefix = bucket_prefix(ws, bucket.seq);
             prefix.extend_from_slice(entity);
-            let end = match before {
+            let end = prefix_end(&prefix);
+            // Rows keyed below `before`, newest first; and the one row at or above it, whose
+            // older ids may be below it.
+            let below_before = match before {
                 Some(b) => with_suffix(&prefix, &b),
-                None => prefix_end(&prefix),
+                None => end.clone(),
+            };
+            let straddling = match before {
+                Some(_) => table
+                    .range::<&[u8]>(below_before.as_slice()..end.as_slice())?
+                    .next()
+                    .transpose()?,
+                None => None,
             };
             let mut taken = 0;
+            if let Some((_, v)) = straddling {
+                for id in group_ids(v.value())?
+                    .into_iter()
+                    .rev()
+                    .filter(|id| below(id))
+                {
+                    ids.push(id);
+                    taken += 1;
+                }
+            }
             for entry in table
-                .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
+                .range::<&[u8]>(prefix.as_slice()..below_before.as_slice())?
                 .rev()
             {
-                let (k, _) = entry?;
+                if taken > limit {
+                    break;
+                }
+                let (k, v) = entry?;
                 let id: EventId = k.value()[prefix.len()..]
                     .try_into()
                     .map_err(|_| StoreError::Decode("malformed entity index key".into()))?;
                 ids.push(id);
                 taken += 1;
-                if taken > limit {
-                    break;
+                for older in group_ids(v.value())?.into_iter().rev() {
+                    ids.push(older);
+                    taken += 1;
                 }
             }
             sort_newest_first(&mut ids);
@@ -476,10 +507,33 @@ impl EntityIndex {
         };
         let mut table = wtx.open_table(ENTITY_EVENTS)?;
         for entity in entities {
-            let mut key = bucket_prefix(ws, bucket.seq);
-            key.extend_from_slice(entity);
-            key.extend_from_slice(id);
-            table.remove(key.as_slice())?;
+            let mut prefix = bucket_prefix(ws, bucket.seq);
+            prefix.extend_from_slice(entity);
+            // The row holding `id` is the first keyed at or above it.
+            let from = with_suffix(&prefix, id);
+            let end = prefix_end(&prefix);
+            let found = table
+                .range::<&[u8]>(from.as_slice()..end.as_slice())?
+                .next()
+                .transpose()?
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+            let Some((key, value)) = found else {
+                continue;
+            };
+            let mut older = group_ids(&value)?;
+            if key[prefix.len()..] == id[..] {
+                table.remove(key.as_slice())?;
+                // The next newest id of the run keys it now.
+                if let Some(newest) = older.pop() {
+                    table.insert(
+                        with_suffix(&prefix, &newest).as_slice(),
+                        older.concat().as_slice(),
+                    )?;
+                }
+            } else if let Some(at) = older.iter().position(|o| o == id) {
+                older.remove(at);
+                table.insert(key.as_slice(), older.concat().as_slice())?;
+            }
         }
         Ok(())
     }
@@ -542,6 +596,17 @@ impl EntityIndex {
     }
 }
 
+/// The older ids a row stands for (its value), ascending.
+fn group_ids(value: &[u8]) -> Result<Vec<EventId>, StoreError> {
+    if value.len() % 16 != 0 {
+        return Err(StoreError::Decode("malformed entity index row".into()));
+    }
+    Ok(value
+        .chunks_exact(16)
+        .map(|c| c.try_into().expect("16 bytes"))
+        .collect())
+}
+
 /// The id right after `id`: the exclusive bound that keeps `id` out.
 fn next_id(id: &EventId) -> EventId {
     (u128::from_be_bytes(*id).saturating_add(1)).to_be_bytes()
@@ -559,10 +624,32 @@ fn write_chunk(
 ) -> Result<(), StoreError> {
     let table = tables.get(ENTITY_EVENTS)?;
     let frozen = inner.frozen.as_ref().expect("a bucket being written");
-    for row in &frozen.rows[from..to] {
-        if !inner.skipped(row) {
-            table.insert(inner.table_key(row, seq).as_slice(), [].as_slice())?;
+    // Rows are in key order: a run of one workspace's entity is consecutive.
+    let rows: Vec<&Row> = frozen.rows[from..to]
+        .iter()
+        .filter(|row| !inner.skipped(row))
+        .collect();
+    let mut older = Vec::with_capacity(GROUP_IDS * 16);
+    let mut start = 0;
+    while start < rows.len() {
+        let first = rows[start];
+        let mut end = start + 1;
+        while end < rows.len()
+            && end - start < GROUP_IDS
+            && rows[end].ws == first.ws
+            && rows[end].entity == first.entity
+        {
+            end += 1;
         }
+        older.clear();
+        for row in &rows[start..end - 1] {
+            older.extend_from_slice(&row.id);
+        }
+        table.insert(
+            inner.table_key(rows[end - 1], seq).as_slice(),
+            older.as_slice(),
+        )?;
+        start = end;
     }
     if from == 0 || completed {
         let mut buckets = inner.buckets.clone();
@@ -667,6 +754,9 @@ mod tests {
             for entity in [
                 "u0",
                 "u3",
+                // The users of the erased events 41 and 299, whose rows are in runs.
+                "u5",
+                "u6",
                 "65b7a1f0bbbbbbbbbbbb0001",
                 &format!("{:024x}", 41),
             ] {
@@ -694,6 +784,22 @@ mod tests {
         let buckets = store.entity_index.inner.lock().unwrap().buckets.len();
         assert!(buckets >= 5, "{buckets} buckets");
         check_all(&store, &ids).await;
+        // A run of one entity's events in a bucket is one row: far fewer rows than the
+        // (event, entity) pairs the complete buckets hold.
+        let (rows, pairs) = store
+            .read(|rtx| {
+                let table = rtx.open_table(ENTITY_EVENTS)?;
+                let (mut rows, mut pairs) = (0usize, 0usize);
+                for entry in table.iter()? {
+                    rows += 1;
+                    pairs += 1 + entry?.1.value().len() / 16;
+                }
+                Ok((rows, pairs))
+            })
+            .await
+            .unwrap();
+        assert!(pairs > 300, "{pairs} pairs written");
+        assert!(rows + 150 < pairs, "{rows} rows for {pairs} pairs");
         store.shutdown();
         drop(store);
         // `check` (and the integrity pass) decode the buckets, the index and the log.
@@ -733,6 +839,51 @@ mod tests {
             history(&store, "ws-b", "u0").await,
             expected(&ids, "ws-b", "u0")
         );
+        store.shutdown();
+    }
+
+    /// Rows written one per event (before runs were grouped) still read back, and erasing
+    /// one of their events removes just its row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_of_single_events_still_read_and_erase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.redb");
+        let store = Arc::new(Store::open(&path, &[6u8; 32]).unwrap());
+        let mut ids = Vec::new();
+        for n in 0..200 {
+            ids.push((n, ingest(&store, n).await));
+        }
+        // Rewrite every row of the complete buckets as one row per event.
+        store
+            .write(|wtx| {
+                let mut table = wtx.open_table(ENTITY_EVENTS)?;
+                let mut rows = Vec::new();
+                for entry in table.iter()? {
+                    let (k, v) = entry?;
+                    rows.push((k.value().to_vec(), v.value().to_vec()));
+                }
+                for (key, value) in rows {
+                    let prefix = &key[..key.len() - 16];
+                    for id in group_ids(&value)? {
+                        table.insert(with_suffix(prefix, &id).as_slice(), [].as_slice())?;
+                    }
+                    table.insert(key.as_slice(), [].as_slice())?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        check_all(&store, &ids).await;
+        let n = 41;
+        let id = ids.iter().find(|(m, _)| *m == n).unwrap().1;
+        assert!(
+            store
+                .delete_event(workspace(n), id, entities(n))
+                .await
+                .unwrap()
+        );
+        ids.retain(|(m, _)| *m != n);
+        check_all(&store, &ids).await;
         store.shutdown();
     }
 

@@ -205,9 +205,10 @@ pub fn check_value(table: &str, key: &[u8], value: &[u8]) -> Result<(), StoreErr
         "event_dedupe" => shape(value.len() == 24, "a dedupe row"),
         "flow_runs_by_event" => shape(value.len() == 16, "a run id"),
         "flow_run_starts" => shape(value.len() == 4, "a count"),
-        "events_by_type" | "sources_by_workspace" | "flow_runs_by_flow" | "entity_events" => {
+        "events_by_type" | "sources_by_workspace" | "flow_runs_by_flow" => {
             shape(value.is_empty(), "empty")
         }
+        "entity_events" => shape(value.len() % 16 == 0, "event ids"),
         _ => Ok(()),
     }
 }

@@ -908,6 +908,8 @@ await check('8. settings: grouped, checkboxes beside their labels, subscriptions
     const box = await label.locator('input').boundingBox();
     const textBox = await label.locator('span').boundingBox();
     assert(Math.abs(box.y + box.height / 2 - (textBox.y + Math.min(textBox.height, 20) / 2)) < 12, `checkbox not beside "${await label.innerText()}"`);
+    // Right beside it, on a line of its own width (not squeezed to a letter per line).
+    assert(textBox.x - (box.x + box.width) < 24 && textBox.height < 70, `"${await label.innerText()}" is ${textBox.x - box.x - box.width}px from its checkbox, ${textBox.height}px tall`);
   }
   await p.page.waitForSelector('details.subscriptions');
   assert(!(await p.page.locator('details.subscriptions').getAttribute('open')), 'subscriptions table open by default');

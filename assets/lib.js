@@ -506,6 +506,14 @@ export function badgeFor(status) {
   return h('span', { class: `badge ${map[status] ?? ''}` }, status ?? '—');
 }
 
+/**
+ * The server's own notifications (a flow disabled, syncs failing) are events of this built-in
+ * source. Only destinations that name it forward them, and flows never run on them.
+ */
+export const STUDIO_SOURCE = 'studio';
+export const STUDIO_SOURCE_LABEL = 'Studio notifications (flow disabled, sync failing)';
+export const STUDIO_EVENT_TYPES = ['FLOW_AUTO_DISABLED', 'SUBSCRIPTION_SYNC_FAILING'];
+
 /** The 50 Clockify webhook event types (PLATFORM.md §7). */
 export const EVENT_TYPES = [
   'APPROVAL_REQUEST_STATUS_UPDATED', 'ASSIGNMENT_CREATED', 'ASSIGNMENT_DELETED', 'ASSIGNMENT_PUBLISHED',

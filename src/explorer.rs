@@ -250,3 +250,20 @@ pub async fn execute(
         Err(err) => Err(ExplorerError::Unavailable(err.to_string())),
     }
 }
+
+/// The workspace's explorer history as `user` may see it, newest first: admins every call;
+/// everyone else only the calls they made themselves (as themselves: calls with the add-on's
+/// token are the admins'), since another user's calls show what that user could read.
+pub async fn history(app: &App, user: &User, limit: usize) -> Result<Vec<Execution>, StoreError> {
+    let admin = user.is_admin();
+    let me = user.claims.user.clone();
+    app.store
+        .executions(
+            &user.workspace_id,
+            move |e| {
+                admin || (e.acting_as == ActAs::User.as_str() && me.is_some() && e.user_id == me)
+            },
+            limit,
+        )
+        .await
+}

@@ -400,7 +400,7 @@ async fn finish(
             _ => None,
         })
     });
-    crate::notify::sync_outcome(app, ws, outcome == "failed", error.as_deref());
+    crate::notify::sync_outcome(app, ws, outcome == "failed", error.as_deref()).await;
     Ok(report)
 }
 

@@ -495,6 +495,18 @@ pub async fn import(
             ));
             continue;
         }
+        // A custom source under a built-in id would receive (and let flows run on) what
+        // belongs to Clockify or to the server's own notifications.
+        if destinations::is_builtin_source(&doc.id) {
+            problems.push(Problem::new(
+                format!("{at}.id"),
+                format!(
+                    "{:?} is a built-in source and cannot be a custom source's id",
+                    doc.id
+                ),
+            ));
+            continue;
+        }
         if source_ids.contains_key(&doc.id) {
             problems.push(Problem::new(format!("{at}.id"), "appears twice"));
             continue;
@@ -662,7 +674,7 @@ pub async fn import(
             .as_ref()
             .map(|s| source_ids.get(s).cloned().unwrap_or_else(|| s.clone()));
         let source_known = match source.as_deref() {
-            Some(source) if source != CLOCKIFY_SOURCE => {
+            Some(source) if !destinations::is_builtin_source(source) => {
                 source_ids.values().any(|id| id == source)
                     || workspace_sources.iter().any(|id| id == source)
             }

@@ -7,6 +7,7 @@
 import {
   h, clear, api, qs, fmt, timeEl, session, notify, reportError, confirmDialog, copyButton,
   errorState, field, skeletonLines, badgeFor, EVENT_TYPES, disabledReasonText, placeProblems,
+  STUDIO_SOURCE, STUDIO_SOURCE_LABEL, STUDIO_EVENT_TYPES,
 } from '../lib.js';
 import { conditionEditor } from '../conditions.js';
 
@@ -84,8 +85,10 @@ function healthList(d) {
 
 // ------------------------------------------------------------------ one destination
 
-function emptyDestination() {
-  return { name: '', url: 'https://', enabled: true, filter: { source: null, events: [], conditions: { mode: 'all', rules: [] } }, template: null, headers: {} };
+/** A new destination; `?source=studio` (the Settings page's link) starts on that source. */
+function emptyDestination(params) {
+  const studio = params?.get('source') === STUDIO_SOURCE;
+  return { name: studio ? 'Studio notifications' : '', url: 'https://', enabled: true, filter: { source: studio ? STUDIO_SOURCE : null, events: [], conditions: { mode: 'all', rules: [] } }, template: null, headers: {} };
 }
 
 function detail(root, ctx, id, signal) {
@@ -96,7 +99,7 @@ function detail(root, ctx, id, signal) {
     id ? api(`/api/destinations/${encodeURIComponent(id)}`, { signal }) : Promise.resolve(null),
     api('/api/sources', { signal }).catch(() => ({ sources: [] })),
   ]).then(([loaded, sources]) => {
-    const d = loaded || emptyDestination();
+    const d = loaded || emptyDestination(ctx.params);
     if (loaded) title.textContent = loaded.name;
     const secretBox = h('div', { 'aria-live': 'polite' });
     if (freshSecret && freshSecret.id === id) {
@@ -186,7 +189,8 @@ function editor(d, sources, ctx) {
   const sourceSelect = h('select', { name: 'source' },
     h('option', { value: '' }, 'Every source'),
     h('option', { value: 'clockify' }, 'Clockify'),
-    sources.map((s) => h('option', { value: s.id }, s.name)));
+    sources.map((s) => h('option', { value: s.id }, s.name)),
+    h('option', { value: STUDIO_SOURCE }, STUDIO_SOURCE_LABEL));
   sourceSelect.value = d.filter?.source || '';
   // A source that was deleted still shows what is stored.
   if (d.filter?.source && sourceSelect.value !== d.filter.source) {
@@ -199,7 +203,8 @@ function editor(d, sources, ctx) {
   const eventBoxes = h('div', { class: 'options', role: 'group', 'aria-label': 'Event types to forward' });
   const customEvent = h('input', { type: 'text', placeholder: 'Custom event type', 'aria-label': 'Custom event type' });
   function renderEvents() {
-    const all = [...new Set([...EVENT_TYPES, ...chosen])].sort();
+    const known = sourceSelect.value === STUDIO_SOURCE ? STUDIO_EVENT_TYPES : EVENT_TYPES;
+    const all = [...new Set([...known, ...chosen])].sort();
     clear(eventBoxes, all.map((t) => {
       const box = h('input', { type: 'checkbox', value: t, checked: chosen.has(t) });
       box.addEventListener('change', () => {
@@ -226,6 +231,7 @@ function editor(d, sources, ctx) {
       form.dispatchEvent(new Event('change'));
     } }, 'Add')));
   renderEvents();
+  sourceSelect.addEventListener('change', renderEvents);
 
   const conditions = conditionEditor({ conditions: d.filter?.conditions, problemKey: 'filter.conditions' });
   const template = h('textarea', { name: 'template', rows: 5, spellcheck: false, class: 'mono', placeholder: '{"text": "New entry: {{ event.description }}"}' });
@@ -326,7 +332,7 @@ function editor(d, sources, ctx) {
     h('label', { class: 'switch' }, enabled, 'Enabled'),
     d.disabledReason && !d.enabled ? h('p', { class: 'small' }, 'Enabling it again clears the reason it was disabled; then use “Retry all failed since” below for what it missed.') : null,
     h('h3', {}, 'Which events'),
-    h('div', { class: 'form-grid' }, field('Source', sourceSelect, { problemKey: 'filter.source' })),
+    h('div', { class: 'form-grid' }, field('Source', sourceSelect, { problemKey: 'filter.source', hint: 'Every source means every event received from Clockify and custom sources; Studio notifications go only to destinations that choose them.' })),
     eventsField,
     h('div', { class: 'row' }, field('Forward when', conditions.modeSelect, { problemKey: 'filter.conditions.mode' })),
     h('div', { dataset: { problemKey: 'filter.conditions' } }, conditions.rulesBox),

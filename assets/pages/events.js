@@ -4,7 +4,8 @@
 
 import {
   h, clear, api, apiFetch, qs, fmt, timeEl, session, notify, reportError, confirmDialog, copyButton,
-  errorState, field, debounce, badgeFor, EVENT_TYPES, saveBlob, bringToTop,
+  errorState, field, debounce, badgeFor, EVENT_TYPES, saveBlob, bringToTop, STUDIO_SOURCE,
+  STUDIO_SOURCE_LABEL,
 } from '../lib.js';
 import { jsonView } from '../json-view.js';
 
@@ -249,7 +250,8 @@ export function mount(root, ctx) {
     clear(sourceSelect,
       h('option', { value: '' }, 'All sources'),
       h('option', { value: 'clockify' }, 'Clockify'),
-      state.sources.map((s) => h('option', { value: s.id }, s.name)));
+      state.sources.map((s) => h('option', { value: s.id }, s.name)),
+      h('option', { value: STUDIO_SOURCE }, STUDIO_SOURCE_LABEL));
     if (current && ![...sourceSelect.options].some((o) => o.value === current)) {
       sourceSelect.append(h('option', { value: current }, current));
     }
@@ -540,7 +542,8 @@ export function mount(root, ctx) {
     clear(detail, h('div', { class: 'sk sk-title' }), h('div', { 'aria-hidden': 'true' }, Array.from({ length: 10 }, () => h('div', { class: 'sk sk-line' }))));
     try {
       const event = await api(`/api/webhooks/${encodeURIComponent(id)}`, { signal: detailController.signal });
-      const hasFlows = await probeFlows();
+      // Flows never run on the server's own notifications: no replay, no flow links.
+      const hasFlows = event.sourceId !== STUDIO_SOURCE && await probeFlows();
       clear(detail, renderDetail(event, hasFlows && session.isAdmin));
       if (hasFlows) loadTriggeredRuns(event);
       if (hasFlows && session.isAdmin) loadFlowLinks(event);

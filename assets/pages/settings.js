@@ -4,7 +4,7 @@
 
 import {
   h, clear, api, fmt, timeEl, session, notify, reportError, errorState, field, skeletonLines,
-  badgeFor, EVENT_TYPES,
+  badgeFor, EVENT_TYPES, STUDIO_SOURCE, STUDIO_EVENT_TYPES,
 } from '../lib.js';
 
 /** Labels of the manifest's settings (manifest.json); unknown ids show as they are. */
@@ -33,6 +33,17 @@ function section(title, ...children) {
   return h('section', { class: 'card stack', 'aria-label': title }, h('h2', {}, title), ...children);
 }
 
+/** Where the server's own notifications go: a destination on the studio source. */
+function notificationsSection() {
+  return section('Notifications',
+    h('p', {}, 'When a flow is disabled after repeated failures, or this workspace\'s subscription sync keeps failing, Clockify Studio records an event of its own source, “Studio notifications” (',
+      STUDIO_EVENT_TYPES.map((t, i) => [i ? ', ' : '', h('code', {}, t)]), '). It shows in Events; flows never run on it.'),
+    h('p', {}, 'To be told, forward these events with a destination that chooses the Studio notifications source: each one is then POSTed to your endpoint, signed and retried like any forwarded event. Destinations for every source do not receive them.'),
+    session.isAdmin
+      ? h('p', {}, h('a', { class: 'button', href: `#/destinations/new?source=${STUDIO_SOURCE}` }, 'Create a destination for notifications'))
+      : h('p', { class: 'small muted' }, 'Workspace owners and admins can create one on the Destinations page.'));
+}
+
 export function mount(root) {
   const controller = new AbortController();
   const { signal } = controller;
@@ -40,7 +51,7 @@ export function mount(root) {
   const settingsBox = section('Workspace settings', skeletonLines(6));
   const subsBox = section('Subscriptions', skeletonLines(6));
   const bootBox = section('Entity cache (bootstrap)', skeletonLines(4));
-  clear(root, h('div', { class: 'page-head' }, h('h1', {}, 'Settings')), h('div', { class: 'stack' }, settingsBox, subsBox, bootBox));
+  clear(root, h('div', { class: 'page-head' }, h('h1', {}, 'Settings')), h('div', { class: 'stack' }, settingsBox, subsBox, bootBox, notificationsSection()));
 
   // ---------------------------------------------------------------- settings
   async function loadSettings() {

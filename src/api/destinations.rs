@@ -26,7 +26,8 @@ use crate::time::{now_ms, rfc3339};
 /// Which events a destination receives.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct FilterView {
-    /// `clockify`, a custom source's id, or null for every source.
+    /// `clockify`, `studio` (the server's notifications: a flow disabled, syncs failing), a
+    /// custom source's id, or null for every received event (all sources but `studio`).
     #[serde(default)]
     source: Option<String>,
     /// Event types; empty for all.

@@ -48,9 +48,10 @@ pub struct EventFields {
     id: String,
     /// A Clockify event type, or a custom source's own.
     event_type: String,
-    /// `clockify` or the custom source's name.
+    /// `clockify`, `studio` (the server's own notifications) or the custom source's name.
     source: String,
-    /// The custom source's id (null for Clockify).
+    /// The custom source's id, `studio` for the server's own notifications (null for
+    /// Clockify).
     source_id: Option<String>,
     received_at: String,
     /// Later deliveries recognised as this one.

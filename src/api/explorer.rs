@@ -427,7 +427,7 @@ pub struct ExecutionList {
     items: Vec<ExecutionView>,
 }
 
-/// The workspace's explorer history, newest first (for non-admins: calls made as a user).
+/// The workspace's explorer history, newest first (for non-admins: their own calls).
 #[utoipa::path(get, path = "/api/executions", tag = "explorer", params(HistoryParams),
     responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -437,16 +437,7 @@ pub async fn history(
     Params(query): Params<HistoryParams>,
 ) -> Result<Json<ExecutionList>, ApiError> {
     let limit = query.limit.unwrap_or(50).clamp(1, 200);
-    // Calls made with the add-on's token are the admins' (docs/security.md).
-    let admin = user.is_admin();
-    let items = app
-        .store
-        .executions(
-            &user.workspace_id,
-            move |e| admin || e.acting_as == "user",
-            limit,
-        )
-        .await?;
+    let items = explorer::history(&app, &user, limit).await?;
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     Ok(Json(ExecutionList {
         items: items

@@ -74,10 +74,11 @@ struct Checked {
     conditions: Conditions,
 }
 
-/// Checks a spec; a named source must be `clockify` or one of the workspace's custom sources.
+/// Checks a spec; a named source must be `clockify`, `studio` or one of the workspace's
+/// custom sources.
 async fn check(app: &App, ws: &str, spec: &Spec) -> Result<Checked, DestinationError> {
     let source_known = match spec.source.as_deref() {
-        Some(source) if source != crate::store::CLOCKIFY_SOURCE => app
+        Some(source) if !is_builtin_source(source) => app
             .store
             .source(source)
             .await?
@@ -87,6 +88,13 @@ async fn check(app: &App, ws: &str, spec: &Spec) -> Result<Checked, DestinationE
     check_spec(app, spec, source_known)
         .map(|conditions| Checked { conditions })
         .map_err(DestinationError::Invalid)
+}
+
+/// `clockify` (Clockify's webhooks) and `studio` (the server's own notifications: a flow
+/// disabled, syncs failing) need no custom source. A filter without a source forwards every
+/// source but `studio`, which must be named.
+pub fn is_builtin_source(source: &str) -> bool {
+    source == crate::store::CLOCKIFY_SOURCE || source == crate::store::STUDIO_SOURCE
 }
 
 /// The checks of a spec that need no store; `source_known` says whether the custom source
@@ -99,7 +107,7 @@ pub fn check_spec(app: &App, spec: &Spec, source_known: bool) -> Result<Conditio
     {
         problems.push(Problem::new(
             "filter.source",
-            format!("no custom source {source} in this workspace (use \"clockify\", a source id, or null)"),
+            format!("no custom source {source} in this workspace (use \"clockify\", \"studio\", a source id, or null)"),
         ));
     }
     let name = spec.name.trim();
@@ -125,7 +133,7 @@ pub fn check_spec(app: &App, spec: &Spec, source_known: bool) -> Result<Conditio
     {
         problems.push(Problem::new(
             "filter.source",
-            "must be \"clockify\", a custom source id, or null for every source",
+            "must be \"clockify\", \"studio\", a custom source id, or null for every received event",
         ));
     }
     if spec.events.len() > MAX_EVENTS

@@ -1071,14 +1071,15 @@ async fn finish(
         );
         crate::notify::send(
             app,
-            "flow.auto_disabled",
+            crate::notify::Kind::FlowAutoDisabled,
             &flow.workspace_id,
             serde_json::json!({
                 "flowId": crate::store::format_id(&flow_id),
                 "flowName": flow.name,
                 "reason": flow.disabled_reason,
             }),
-        );
+        )
+        .await;
     }
     Ok(Ended::Finished)
 }

@@ -7,8 +7,8 @@ use super::{conditions, template};
 use crate::clockify::catalog::{self, Operation, ParamLocation};
 use crate::destinations::outbound::{AllowedHosts, MASK, check_url};
 use crate::store::{
-    CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, HttpCall, Json, Op, Rule, SecretBox,
-    Trigger,
+    CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, HttpCall, Json, Op, Rule,
+    STUDIO_SOURCE, SecretBox, Trigger,
 };
 
 pub const DEFAULT_RETRY: FlowRetry = FlowRetry {
@@ -230,7 +230,12 @@ fn parse_trigger(value: &Value, known: &Known, problems: &mut Vec<String>) -> Tr
         _ => problems.push("trigger.source: must be \"clockify\" or a custom source id".into()),
     }
     let custom = trigger.source != CLOCKIFY_SOURCE;
-    if custom && known.custom_source != Some(true) {
+    if trigger.source == STUDIO_SOURCE {
+        // A notification about a failing flow must not run flows.
+        problems.push(
+            "trigger.source: the studio source's notifications cannot trigger flows; forward them with a destination".into(),
+        );
+    } else if custom && known.custom_source != Some(true) {
         problems.push(format!(
             "trigger.source: no custom source {:?} in this workspace",
             trigger.source

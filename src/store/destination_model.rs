@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
 use super::event_record::StoredEvent;
-use super::flow_model::{CLOCKIFY_SOURCE, Conditions};
+use super::flow_model::{CLOCKIFY_SOURCE, Conditions, STUDIO_SOURCE};
 use super::schema::{
     DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS, EventId, decode, encode,
     new_id, with_suffix, workspace_prefix,
@@ -33,7 +33,8 @@ pub struct DestinationSecret {
 /// Which events a destination receives.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DestinationFilter {
-    /// [`CLOCKIFY_SOURCE`], a custom source id, or `None` for every source.
+    /// [`CLOCKIFY_SOURCE`], [`STUDIO_SOURCE`], a custom source id, or `None` for every
+    /// source but [`STUDIO_SOURCE`].
     pub source: Option<String>,
     /// Event types; empty for all.
     pub events: Vec<String>,
@@ -66,9 +67,15 @@ pub struct Destination {
 
 impl Destination {
     /// Whether the destination wants events of this source and type (conditions aside).
+    /// "Every source" means every source events are received from: the server's own
+    /// notifications go only where they are asked for, not into every existing forwarder.
     pub fn accepts(&self, source: &str, event_type: &str) -> bool {
         self.enabled
-            && self.filter.source.as_deref().is_none_or(|s| s == source)
+            && self
+                .filter
+                .source
+                .as_deref()
+                .map_or(source != STUDIO_SOURCE, |s| s == source)
             && (self.filter.events.is_empty() || self.filter.events.iter().any(|e| e == event_type))
     }
 }

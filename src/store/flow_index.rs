@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::error::StoreError;
 use super::event_record::StoredEvent;
 use super::flow_model::{
-    CLOCKIFY_SOURCE, Flow, QueuedRun, Run, RunOrigin, decode_flow, encode_run,
+    CLOCKIFY_SOURCE, Flow, QueuedRun, Run, RunOrigin, STUDIO_SOURCE, decode_flow, encode_run,
 };
 use super::schema::{
     FLOW_RUN_QUEUE, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOWS, FlowId, by_event_key,
@@ -87,10 +87,12 @@ impl FlowIndex {
         }
     }
 
-    /// Enabled flows whose trigger matches, oldest flow first.
+    /// Enabled flows whose trigger matches, oldest flow first. None for the studio source:
+    /// no flow can name it, and even one that did must not run on a notification about a
+    /// failing flow (runs and replays both come here).
     pub(crate) fn matching(&self, ws: &str, source: &str, event_type: &str) -> Vec<Arc<Flow>> {
         let inner = self.inner.read().expect("flow index lock");
-        if inner.triggers.is_empty() {
+        if inner.triggers.is_empty() || source == STUDIO_SOURCE {
             return Vec::new();
         }
         let key = (ws.to_string(), source.to_string(), event_type.to_string());

@@ -15,6 +15,12 @@ use super::secrets::Sealed;
 /// The trigger source of Clockify's own webhooks; any other source is a custom source id.
 pub const CLOCKIFY_SOURCE: &str = "clockify";
 
+/// The source of the server's own notifications (a flow disabled, syncs failing), stored as
+/// events so that destinations can forward them. Reserved: custom source ids are made as
+/// 32-hex uuids, and imports refuse it. Never a flow trigger (a notification about a failing
+/// flow must not run flows), and forwarded only by destinations that name it.
+pub const STUDIO_SOURCE: &str = "studio";
+
 /// A JSON value inside a postcard record. postcard cannot decode self-describing data, so
 /// the value is kept as JSON text.
 #[derive(Clone, Debug, PartialEq, Default)]

@@ -62,7 +62,7 @@ pub use event_record::StoredEvent;
 pub use events::{Dedupe, EventPage, EventQuery, Ingested, NewEvent};
 pub use flow_model::{
     ActionRun, ActionStatus, CLOCKIFY_SOURCE, Conditions, Flow, FlowAction, FlowRetry, FlowStats,
-    HttpCall, Json, Op, QueuedRun, Rule, Run, RunOrigin, RunStatus, Trigger,
+    HttpCall, Json, Op, QueuedRun, Rule, Run, RunOrigin, RunStatus, STUDIO_SOURCE, Trigger,
 };
 pub use flows::{AutoDisable, Finished, RunPage};
 pub use health::{StoreStatus, panic_text};

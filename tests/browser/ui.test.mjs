@@ -908,6 +908,8 @@ await check('8. settings: grouped, checkboxes beside their labels, subscriptions
     const box = await label.locator('input').boundingBox();
     const textBox = await label.locator('span').boundingBox();
     assert(Math.abs(box.y + box.height / 2 - (textBox.y + Math.min(textBox.height, 20) / 2)) < 12, `checkbox not beside "${await label.innerText()}"`);
+    // Right beside it, on a line of its own width (not squeezed to a letter per line).
+    assert(textBox.x - (box.x + box.width) < 24 && textBox.height < 70, `"${await label.innerText()}" is ${textBox.x - box.x - box.width}px from its checkbox, ${textBox.height}px tall`);
   }
   await p.page.waitForSelector('details.subscriptions');
   assert(!(await p.page.locator('details.subscriptions').getAttribute('open')), 'subscriptions table open by default');
@@ -1145,6 +1147,32 @@ await check('14. destinations: create with problems beside fields, secret once, 
   return 'created, tested, delivered, retried, recovered, deleted';
 });
 
+await check('14b. notifications: Settings explains them and links to a new destination on the Studio notifications source', async () => {
+  const p = await openPage();
+  await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/settings`);
+  await waitForApp(p.page);
+  const section = p.page.locator('section[aria-label="Notifications"]');
+  await section.waitFor();
+  assert(/FLOW_AUTO_DISABLED/.test(await section.innerText()), await section.innerText());
+  await section.locator('a:text("Create a destination for notifications")').click();
+  await p.page.waitForSelector('form[aria-label="Destination settings"]');
+  assert(await p.page.inputValue('select[name=source]') === 'studio', `source: ${await p.page.inputValue('select[name=source]')}`);
+  const studioOption = await p.page.locator('select[name=source] option[value="studio"]').innerText();
+  assert(studioOption.includes('Studio notifications'), studioOption);
+  await p.page.click('summary:text("Event types")');
+  assert(await p.page.locator('input[value="FLOW_AUTO_DISABLED"]').count() === 1, 'no studio event types offered');
+  await p.page.fill('input[name=url]', RECEIVER_URL);
+  await p.page.click('#save-destination');
+  await p.page.waitForSelector('#secret-once');
+  const id = decodeURIComponent(new URL(p.page.url()).hash.split('/')[2].split('?')[0]);
+  const stored = await apiJson(`/api/destinations/${id}`);
+  assert(stored.filter.source === 'studio' && stored.name === 'Studio notifications', JSON.stringify(stored));
+  await apiJson(`/api/destinations/${id}`, { method: 'DELETE' });
+  assert(p.errors().length === 0, p.errors().join('\n'));
+  await p.close();
+  return 'linked, pre-filled, created';
+});
+
 await check('15. audit log: a change made in the UI appears with who made it, filters in the URL, before/after in the viewer; admins only', async () => {
   const p = await openPage();
   await p.page.goto(`${BASE}/ui?auth_token=${T.admin}#/sources`);
@@ -1224,7 +1252,7 @@ await check('10 and 11. every page: cold load at most 60 KB transferred, and axe
   const axeSource = fs.readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), 'node_modules/axe-core/axe.min.js'), 'utf8');
   const { flows } = await apiJson('/api/flows');
   const hookFlow = flows.find((f) => f.name === 'Notify hook');
-  const extra = [['event detail', `events?id=${timeEntryIds[0]}`], ['flow editor', `flows/${flows[0].id}`], ['flow editor with an HTTP request', `flows/${hookFlow.id}`], ['new flow', 'flows/new'], ['explorer operation', 'explorer?op=createTimeEntry'], ['new destination', 'destinations/new']];
+  const extra = [['event detail', `events?id=${timeEntryIds[0]}`], ['flow editor', `flows/${flows[0].id}`], ['flow editor with an HTTP request', `flows/${hookFlow.id}`], ['new flow', 'flows/new'], ['explorer operation', 'explorer?op=createTimeEntry'], ['new destination', 'destinations/new'], ['new notifications destination', 'destinations/new?source=studio']];
   if (destinationId) extra.push(['destination', `destinations/${destinationId}`]);
   const violations = [];
   const audit = async (page, label) => {

@@ -207,6 +207,42 @@ fn matching_events_are_forwarded_signed_with_the_event_body_and_logged() {
     );
 }
 
+/// `studio` (the server's own notifications) is a source a filter may name, like
+/// `clockify`; a source that is neither nor one of the workspace's is still refused.
+#[test]
+fn the_studio_source_is_accepted_and_an_unknown_source_refused() {
+    let env = start(&[0], |_| {});
+    let (id, _) = create(
+        &env,
+        "/studio",
+        json!({"filter": {"source": "studio", "events": ["FLOW_AUTO_DISABLED"]}}),
+    );
+    let read = admin(&env.server, "GET", &format!("/api/destinations/{id}"), None);
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json()["filter"]["source"], "studio");
+    for source in [
+        "no-such-source",
+        "Studio",
+        "0190e6d0000070008000000000000001",
+    ] {
+        let r = admin(
+            &env.server,
+            "POST",
+            "/api/destinations",
+            Some(
+                &json!({"name": "x", "url": format!("{}/x", env.receiver.base),
+                         "filter": {"source": source}}),
+            ),
+        );
+        assert_eq!(r.status, 400, "{source}: {}", r.body);
+        assert!(
+            r.problems().iter().any(|p| p.starts_with("filter.source")),
+            "{}",
+            r.body
+        );
+    }
+}
+
 #[test]
 fn conditions_and_templates_shape_what_is_sent() {
     let env = start(&[0], |_| {});

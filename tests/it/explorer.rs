@@ -127,6 +127,61 @@ fn execute_validates_before_calling() {
     assert_eq!(fake.calls().len(), before, "nothing was sent");
 }
 
+/// A member sees only the calls they made themselves, not another member's "as user" calls
+/// (which show what that user could read), nor the admins'; admins see every call.
+#[test]
+fn members_see_only_their_own_history_and_admins_see_all() {
+    let (server, fake, _t) = start_with_fake();
+    install_quiet(&server, WS, &fake.base);
+    let as_user = |role: &str, user: &str, call: Value| {
+        let token = user_token_of(WS, ADDON, role, user);
+        let r = request(
+            "POST",
+            &server.url("/api/execute"),
+            &[
+                ("x-addon-token", &token),
+                ("content-type", "application/json"),
+            ],
+            Some(&serde_json::to_vec(&call).unwrap()),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    as_user("USER", "alice", json!({"operationId": "getClients"}));
+    as_user("USER", "bob", json!({"operationId": "getTags"}));
+    as_user("OWNER", "carol", json!({"operationId": "getProjects"}));
+    as_user(
+        "WORKSPACE_ADMIN",
+        "dave",
+        json!({"operationId": "getTasks", "pathParams": {"projectId": "p1"}, "as": "user"}),
+    );
+    let history = |role: &str, user: &str| -> Vec<(String, String)> {
+        let token = user_token_of(WS, ADDON, role, user);
+        let r = server.get("/api/executions", &[("x-addon-token", &token)]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["userId"].as_str().unwrap_or_default().to_string(),
+                    e["operationId"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        history("USER", "alice"),
+        [("alice".into(), "getClients".into())]
+    );
+    assert_eq!(history("USER", "bob"), [("bob".into(), "getTags".into())]);
+    assert_eq!(history("TEAM_MANAGER", "erin"), []);
+    // Admins: every call, newest first, whoever made it and however.
+    let all = history("WORKSPACE_ADMIN", "frank");
+    let users: Vec<&str> = all.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(users, ["dave", "carol", "bob", "alice"], "{all:?}");
+}
+
 #[test]
 fn execute_refuses_a_backend_url_outside_the_allowlist() {
     let (server, fake, _t) = start_with_fake();

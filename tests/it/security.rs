@@ -788,7 +788,8 @@ fn members_call_as_themselves_and_see_no_data_read_with_the_add_on_token() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
 
-    // The history: a member sees the calls made as a user only.
+    // The history: a member sees only calls made as a user, by them (all three tokens are
+    // user-1's; explorer::members_see_only_their_own_history_and_admins_see_all has others).
     let history = |role: &str| {
         let r = server.api("GET", ws, ADDON, role, "/api/executions", None);
         assert_eq!(r.status, 200, "{}", r.body);

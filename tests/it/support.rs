@@ -90,8 +90,13 @@ pub fn installation_token(workspace_id: &str, addon_id: &str, api_base: &str) ->
 
 /// A 30-minute user token as the sidebar iframe receives it.
 pub fn user_token(workspace_id: &str, addon_id: &str, role: &str) -> String {
+    user_token_of(workspace_id, addon_id, role, "user-1")
+}
+
+/// [`user_token`] for the Clockify user `user`.
+pub fn user_token_of(workspace_id: &str, addon_id: &str, role: &str, user: &str) -> String {
     let mut claims = base_claims(workspace_id, addon_id);
-    claims["user"] = json!("user-1");
+    claims["user"] = json!(user);
     claims["workspaceRole"] = json!(role);
     claims["exp"] = json!(expiry_in(1800));
     sign(&claims)

@@ -1355,6 +1355,271 @@ mod notifications {
     }
 }
 
+/// Notifications as events of the built-in `studio` source, forwarded by the destinations
+/// an admin points at it (issue 20: the admin-configured notification hook).
+mod studio_notifications {
+    use super::*;
+
+    /// A server whose flows disable after one failure, allowed to call `fake` (as Clockify)
+    /// and `receiver` (as a destination), with WS installed.
+    fn start(dir: &Path, fake: &FakeClockify, receiver: &FakeClockify) -> TestServer {
+        let (api_host, receiver_host) = (fake.host.clone(), receiver.host.clone());
+        let server = TestServer::start_in(dir, |c| {
+            c.allow_api_hosts = vec![api_host];
+            c.allow_destination_hosts = vec![receiver_host];
+            c.flow_auto_disable_after = 1;
+        });
+        server.install(WS, ADDON, &fake.base);
+        server
+    }
+
+    /// Creates a destination posting to `path` on `receiver` with `filter`; returns (id, secret).
+    fn destination(
+        server: &TestClient,
+        receiver: &FakeClockify,
+        path: &str,
+        filter: Value,
+    ) -> (String, String) {
+        let created = ok(api(
+            server,
+            "POST",
+            "/api/destinations",
+            Some(
+                &json!({"name": path, "url": format!("{}{path}", receiver.base), "filter": filter}),
+            ),
+        ));
+        (
+            created["id"].as_str().unwrap().to_string(),
+            created["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// The POSTs `receiver` got on `path`, with their JSON bodies.
+    fn posts(receiver: &FakeClockify, path: &str) -> Vec<(RecordedCall, Value)> {
+        receiver
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "POST" && c.path == path)
+            .map(|c| {
+                let body = serde_json::from_slice(&c.body).unwrap();
+                (c, body)
+            })
+            .collect()
+    }
+
+    /// The Standard Webhooks check written out: base64(HMAC-SHA256(secret bytes,
+    /// "{id}.{timestamp}.{body}")) is one of the `v1,` signatures.
+    fn signed_with(secret: &str, call: &RecordedCall) -> bool {
+        let key = STANDARD
+            .decode(secret.strip_prefix("whsec_").unwrap())
+            .unwrap();
+        let (id, ts) = (
+            &call.headers["webhook-id"],
+            &call.headers["webhook-timestamp"],
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(&call.body);
+        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        call.headers["webhook-signature"]
+            .split(' ')
+            .any(|s| s == expected)
+    }
+
+    fn studio_events(server: &TestClient) -> Vec<Value> {
+        ok(api(server, "GET", "/api/webhooks?source=studio", None))["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn a_disabled_flow_reaches_the_studio_destination_signed_and_no_other() {
+        let fake = FakeClockify::start();
+        let receiver = FakeClockify::start();
+        fake.respond(|c| {
+            c.path
+                .contains("/tags")
+                .then(|| (400, Vec::new(), b"{\"message\": \"no\"}".to_vec()))
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path(), &fake, &receiver);
+        let (_, secret) = destination(&server, &receiver, "/studio", json!({"source": "studio"}));
+        let (everything, _) = destination(&server, &receiver, "/all", json!({"source": null}));
+        let (clockify, _) = destination(
+            &server,
+            &receiver,
+            "/clockify",
+            json!({"source": "clockify"}),
+        );
+        let flow = ok(api(
+            &server,
+            "POST",
+            "/api/flows",
+            Some(&tags_flow("fragile")),
+        ))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ok(server.deliver(WS, ADDON, "NEW_TIME_ENTRY", &time_entry("te-1")));
+        assert_eq!(finished_runs(&server, &flow, 1), ["failed"]);
+
+        assert!(
+            wait_until(DEADLINE, || !posts(&receiver, "/studio").is_empty()),
+            "nothing reached the studio destination: {:?}",
+            receiver.calls()
+        );
+        let (call, body) = posts(&receiver, "/studio").remove(0);
+        assert_eq!(body["type"], "flow.auto_disabled");
+        assert_eq!(body["workspaceId"], WS);
+        assert!(body["at"].is_string(), "{body}");
+        assert_eq!(body["data"]["flowId"], flow);
+        assert_eq!(body["data"]["flowName"], "fragile");
+        let reason = body["data"]["reason"].as_str().unwrap();
+        assert!(reason.contains("disabled automatically"), "{reason}");
+        assert!(signed_with(&secret, &call), "{:?}", call.headers);
+
+        // It is an event of the workspace, of the studio source.
+        let events = studio_events(&server);
+        assert_eq!(events.len(), 1, "{events:?}");
+        let event = &events[0];
+        assert_eq!(event["eventType"], "FLOW_AUTO_DISABLED");
+        assert_eq!(event["sourceId"], "studio");
+        let id = event["id"].as_str().unwrap();
+        let stored = ok(api(&server, "GET", &format!("/api/webhooks/{id}"), None));
+        assert_eq!(stored["body"]["data"]["flowId"], flow, "{stored}");
+
+        // The destinations for every source and for Clockify got the time entry only; the
+        // notification was never queued for them (it is queued with the event, and has
+        // been delivered by now).
+        for (destination, path) in [(&everything, "/all"), (&clockify, "/clockify")] {
+            assert!(wait_until(DEADLINE, || posts(&receiver, path).len() == 1));
+            let deliveries = ok(api(
+                &server,
+                "GET",
+                &format!("/api/destinations/{destination}/deliveries"),
+                None,
+            ))["items"]
+                .as_array()
+                .unwrap()
+                .clone();
+            let types: Vec<&str> = deliveries
+                .iter()
+                .map(|d| d["eventType"].as_str().unwrap())
+                .collect();
+            assert_eq!(types, ["NEW_TIME_ENTRY"], "{path}");
+        }
+
+        // No flow runs on it, nor on a replay of it.
+        let runs = ok(api(
+            &server,
+            "GET",
+            &format!("/api/webhooks/{id}/runs"),
+            None,
+        ));
+        assert_eq!(runs["runs"], json!([]), "{runs}");
+        let replayed = ok(api(
+            &server,
+            "POST",
+            &format!("/api/webhooks/{id}/replay"),
+            None,
+        ));
+        assert_eq!(replayed["runs"], json!([]), "{replayed}");
+    }
+
+    #[test]
+    fn failing_syncs_reach_the_studio_destination() {
+        let fake = FakeClockify::start();
+        let receiver = FakeClockify::start();
+        // Clockify refuses the webhook listing of every sync.
+        fake.respond(|c| {
+            c.path
+                .contains("/webhooks")
+                .then(|| (400, Vec::new(), b"{\"message\": \"no\"}".to_vec()))
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path(), &fake, &receiver);
+        let (_, secret) = destination(
+            &server,
+            &receiver,
+            "/studio",
+            json!({"source": "studio", "events": ["SUBSCRIPTION_SYNC_FAILING"]}),
+        );
+        // The event is stored before the sync answers.
+        let stored = wait_until(DEADLINE, || {
+            if studio_events(&server).is_empty() {
+                api(&server, "POST", "/api/subscriptions/sync", None);
+                false
+            } else {
+                true
+            }
+        });
+        assert!(stored, "no SUBSCRIPTION_SYNC_FAILING event");
+        let events = studio_events(&server);
+        assert_eq!(events[0]["eventType"], "SUBSCRIPTION_SYNC_FAILING");
+        assert!(
+            wait_until(DEADLINE, || !posts(&receiver, "/studio").is_empty()),
+            "nothing reached the studio destination"
+        );
+        let (call, body) = posts(&receiver, "/studio").remove(0);
+        assert_eq!(body["type"], "subscriptions.sync_failing");
+        assert_eq!(body["workspaceId"], WS);
+        assert_eq!(body["data"]["consecutiveFailures"], 3);
+        assert!(body["data"]["error"].is_string(), "{body}");
+        assert!(signed_with(&secret, &call), "{:?}", call.headers);
+    }
+
+    /// No flow can trigger on the studio source, and no custom source can take its id (an
+    /// import keeps ids), so a notification about a failing flow never runs flows.
+    #[test]
+    fn no_flow_can_trigger_on_studio_notifications() {
+        let fake = FakeClockify::start();
+        let receiver = FakeClockify::start();
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path(), &fake, &receiver);
+        let r = api(
+            &server,
+            "POST",
+            "/api/flows",
+            Some(
+                &json!({"name": "loop", "trigger": {"source": "studio", "events": ["FLOW_AUTO_DISABLED"]},
+                         "actions": [{"name": "tags", "operationId": "getTags"}]}),
+            ),
+        );
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(
+            r.problems()
+                .iter()
+                .any(|p| p.starts_with("trigger.source") && p.contains("cannot trigger flows")),
+            "{}",
+            r.body
+        );
+        for reserved in ["studio", "clockify"] {
+            let document = json!({
+                "format": "clockify-studio-config", "version": 2, "settings": {},
+                "sources": [{"id": reserved, "name": "sneaky"}],
+                "flows": [], "destinations": [],
+            });
+            let r = api(
+                &server,
+                "POST",
+                "/api/config/import",
+                Some(&json!({"document": document})),
+            );
+            assert_eq!(r.status, 400, "{reserved}: {}", r.body);
+            assert!(
+                r.problems().iter().any(|p| p.starts_with("sources[0].id")),
+                "{}",
+                r.body
+            );
+        }
+        assert_eq!(
+            ok(api(&server, "GET", "/api/sources", None))["sources"],
+            json!([])
+        );
+    }
+}
+
 mod pause {
     use super::*;
 

@@ -32,6 +32,7 @@ pub mod manifest;
 pub mod notify;
 pub mod overview;
 pub mod problem;
+pub mod resolve;
 pub mod retention;
 pub mod server;
 pub mod settings;

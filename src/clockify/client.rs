@@ -197,8 +197,16 @@ impl ApiClient {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(CALL_TIMEOUT))
             .user_agent(format!("clockify-studio/{}", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            // Flows call one host at up to `--flow-workspace-concurrency` per workspace at
+            // once: keep those connections (ureq keeps 3 per host by default).
+            .max_idle_connections_per_host(64)
+            .max_idle_connections(256)
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            crate::resolve::CachingResolver::default(),
+        );
         ApiClient {
             agent,
             allowlist: HostAllowlist::new(&config.allow_api_hosts),

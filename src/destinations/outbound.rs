@@ -10,10 +10,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::config::Config;
+use crate::resolve::CachingResolver;
 
 /// The part of an answer kept in the attempt log.
 pub const RESPONSE_KEEP_BYTES: usize = 1024;
@@ -126,11 +127,12 @@ pub fn check_url(url: &str, allowed: &AllowedHosts) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves like ureq's default resolver, then keeps only public addresses unless the host
-/// is allowed; refuses the connection when none is left.
+/// Resolves through [`CachingResolver`], then keeps only public addresses unless the host is
+/// allowed; refuses the connection when none is left. The filter runs on every request, so a
+/// remembered answer is checked as a fresh one is.
 #[derive(Debug)]
 struct GuardedResolver {
-    inner: DefaultResolver,
+    inner: CachingResolver,
     allowed: AllowedHosts,
 }
 
@@ -141,16 +143,13 @@ impl Resolver for GuardedResolver {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let resolved = self.inner.resolve(uri, config, timeout)?;
+        let resolved = self.inner.lookup(uri, config, timeout)?;
         let host = uri.host().unwrap_or("");
         let port = resolved.first().map(|a| a.port()).unwrap_or(0);
-        if self.allowed.allows(host, port) {
-            return Ok(resolved);
-        }
-        let mut kept = self.inner.empty();
-        for addr in resolved.iter().filter(|a| !is_internal(a.ip())) {
-            kept.push(*addr);
-        }
+        let allowed = self.allowed.allows(host, port);
+        let kept = self
+            .inner
+            .collect(resolved.iter().filter(|a| allowed || !is_internal(a.ip())));
         if kept.is_empty() {
             let found: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
             return Err(ureq::Error::Other(
@@ -191,10 +190,15 @@ impl Outbound {
             .max_redirects(0)
             .timeout_connect(Some(CONNECT_TIMEOUT.min(config.destination_timeout)))
             .timeout_global(Some(config.destination_timeout))
+            // Keep a connection per attempt that may be in flight to a receiver (ureq keeps 3
+            // per host by default): otherwise, at more than 3 at once, most attempts open and
+            // close a connection of their own.
+            .max_idle_connections_per_host(config.destination_concurrency.max(3))
+            .max_idle_connections((config.destination_concurrency * 32).clamp(10, 1024))
             .user_agent(format!("clockify-studio/{}", env!("CARGO_PKG_VERSION")))
             .build();
         let resolver = GuardedResolver {
-            inner: DefaultResolver::default(),
+            inner: CachingResolver::default(),
             allowed: AllowedHosts::new(&config.allow_destination_hosts),
         };
         Outbound {

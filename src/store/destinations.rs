@@ -7,8 +7,8 @@ use redb::ReadableTable;
 use super::db::Store;
 use super::destination_model::{
     Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Destination, DestinationId,
-    QueuedDelivery, by_destination_key, decode_delivery, decode_destination, encode_destination,
-    insert_delivery, ws_key,
+    QueuedDelivery, by_destination_key, decode_delivery, decode_destination, encode_delivery,
+    encode_destination, insert_delivery, ws_key,
 };
 use super::error::StoreError;
 use super::schema::{
@@ -284,6 +284,7 @@ impl Store {
                             None
                         }
                         Some(mut delivery) => {
+                            let was_pending = delivery.status == DeliveryStatus::Pending;
                             delivery.attempts.extend(attempt);
                             match outcome {
                                 AttemptOutcome::Delivered => {
@@ -299,7 +300,20 @@ impl Store {
                                     delivery.error = Some(error);
                                 }
                             }
-                            insert_delivery(tables, &delivery)?;
+                            // The index row is there already, and so is the queue row
+                            // of a pending delivery.
+                            tables.get(DELIVERIES)?.insert(
+                                ws_key(&ws, &delivery.id).as_slice(),
+                                encode_delivery(&delivery).as_slice(),
+                            )?;
+                            let pending = delivery.status == DeliveryStatus::Pending;
+                            if pending && !was_pending {
+                                tables
+                                    .get(DELIVERY_QUEUE)?
+                                    .insert(delivery.id.as_slice(), ws.as_bytes())?;
+                            } else if !pending && was_pending {
+                                tables.get(DELIVERY_QUEUE)?.remove(delivery.id.as_slice())?;
+                            }
                             Some(delivery)
                         }
                     };

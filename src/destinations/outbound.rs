@@ -194,7 +194,7 @@ impl Outbound {
             // per host by default): otherwise, at more than 3 at once, most attempts open and
             // close a connection of their own.
             .max_idle_connections_per_host(config.destination_concurrency.max(3))
-            .max_idle_connections((config.destination_concurrency * 32).clamp(10, 1024))
+            .max_idle_connections((config.destination_concurrency * 4).clamp(10, 256))
             .user_agent(format!("clockify-studio/{}", env!("CARGO_PKG_VERSION")))
             .build();
         let resolver = GuardedResolver {

@@ -199,6 +199,24 @@ pub struct QueuedDelivery {
     pub event: Option<Arc<StoredEvent>>,
 }
 
+impl Delivery {
+    /// A delivery of `event` just queued: pending, due when the event arrived.
+    fn queued(id: DeliveryId, destination_id: DestinationId, event: &StoredEvent) -> Delivery {
+        Delivery {
+            id,
+            workspace_id: event.workspace_id.clone(),
+            destination_id,
+            event_id: event.id,
+            event_type: event.event_type.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_at: event.received_at,
+            error: None,
+            created_at: event.received_at,
+        }
+    }
+}
+
 impl QueuedDelivery {
     pub fn of(delivery: &Delivery) -> QueuedDelivery {
         QueuedDelivery {
@@ -213,18 +231,7 @@ impl QueuedDelivery {
     /// The stored record of a delivery queued with its event and not attempted since.
     pub fn fresh_delivery(&self) -> Option<Delivery> {
         let event = self.event.as_ref()?;
-        Some(Delivery {
-            id: self.id,
-            workspace_id: self.workspace_id.clone(),
-            destination_id: self.destination_id,
-            event_id: event.id,
-            event_type: event.event_type.clone(),
-            status: DeliveryStatus::Pending,
-            attempts: Vec::new(),
-            next_at: event.received_at,
-            error: None,
-            created_at: event.received_at,
-        })
+        Some(Delivery::queued(self.id, self.destination_id, event))
     }
 }
 
@@ -312,18 +319,7 @@ pub(crate) fn enqueue_deliveries(
         return Ok(());
     }
     for destination in destinations {
-        let delivery = Delivery {
-            id: new_id(),
-            workspace_id: event.workspace_id.clone(),
-            destination_id: destination.id,
-            event_id: event.id,
-            event_type: event.event_type.clone(),
-            status: DeliveryStatus::Pending,
-            attempts: Vec::new(),
-            next_at: event.received_at,
-            error: None,
-            created_at: event.received_at,
-        };
+        let delivery = Delivery::queued(new_id(), destination.id, event);
         // Through the batch's open tables: opening three tables per event (and closing them,
         // which writes their roots) cost ingestion more than the rows themselves.
         let ws = &delivery.workspace_id;

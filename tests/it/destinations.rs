@@ -108,7 +108,7 @@ fn settled(env: &Env, destination: &str, n: usize) -> Vec<Value> {
 
 /// The Standard Webhooks check, written out: one of the space-separated `v1,` signatures
 /// is base64(HMAC-SHA256(secret bytes, "{id}.{timestamp}.{body}")).
-fn signed_with(secret: &str, call: &RecordedCall) -> bool {
+pub(crate) fn signed_with(secret: &str, call: &RecordedCall) -> bool {
     let key = STANDARD
         .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
         .unwrap();

@@ -10,6 +10,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use crate::destinations::signed_with;
 use crate::support::*;
 
 const WS: &str = "ws-toolkit";
@@ -535,24 +536,6 @@ mod transfer {
             source_secret: source["secret"].as_str().unwrap().to_string(),
             destination_secret: entries["secret"].as_str().unwrap().to_string(),
         }
-    }
-
-    /// The Standard Webhooks check, written out (as in destinations.rs).
-    fn signed_with(secret: &str, call: &RecordedCall) -> bool {
-        let key = STANDARD
-            .decode(secret.strip_prefix("whsec_").unwrap())
-            .unwrap();
-        let (id, ts) = (
-            &call.headers["webhook-id"],
-            &call.headers["webhook-timestamp"],
-        );
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-        mac.update(format!("{id}.{ts}.").as_bytes());
-        mac.update(&call.body);
-        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
-        call.headers["webhook-signature"]
-            .split(' ')
-            .any(|s| s == expected)
     }
 
     fn import(server: &TestClient, body: &Value) -> Response {
@@ -1405,25 +1388,6 @@ mod studio_notifications {
                 (c, body)
             })
             .collect()
-    }
-
-    /// The Standard Webhooks check written out: base64(HMAC-SHA256(secret bytes,
-    /// "{id}.{timestamp}.{body}")) is one of the `v1,` signatures.
-    fn signed_with(secret: &str, call: &RecordedCall) -> bool {
-        let key = STANDARD
-            .decode(secret.strip_prefix("whsec_").unwrap())
-            .unwrap();
-        let (id, ts) = (
-            &call.headers["webhook-id"],
-            &call.headers["webhook-timestamp"],
-        );
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-        mac.update(format!("{id}.{ts}.").as_bytes());
-        mac.update(&call.body);
-        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
-        call.headers["webhook-signature"]
-            .split(' ')
-            .any(|s| s == expected)
     }
 
     fn studio_events(server: &TestClient) -> Vec<Value> {

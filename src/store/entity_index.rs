@@ -236,7 +236,7 @@ impl Drop for Step {
         // The transaction that froze the bucket was not committed: its rows wait again.
         if let Some(mut frozen) = inner.frozen.take() {
             inner.buckets.retain(|b| b.seq != frozen.seq);
-            frozen.rows.sort_by_key(|r| r.id);
+            frozen.rows.sort_unstable_by_key(|r| r.id);
             frozen.rows.append(&mut inner.waiting);
             inner.waiting = frozen.rows;
         }
@@ -329,10 +329,13 @@ impl EntityIndex {
         }
         let mut froze = false;
         if inner.frozen.is_none() && inner.waiting.len() >= BUCKET_ROWS {
-            let rows: Vec<Row> = std::mem::take(&mut inner.waiting)
-                .into_iter()
-                .filter(|r| !inner.skipped(r))
-                .collect();
+            // The next bucket's rows get their whole room at once: growing by doubling
+            // would hold the old and the new buffer at the same time.
+            let rows: Vec<Row> =
+                std::mem::replace(&mut inner.waiting, Vec::with_capacity(BUCKET_ROWS + CHUNK))
+                    .into_iter()
+                    .filter(|r| !inner.skipped(r))
+                    .collect();
             if let (Some(first), Some(last)) = (
                 rows.iter().map(|r| r.id).min(),
                 rows.iter().map(|r| r.id).max(),
@@ -663,13 +666,15 @@ fn write_chunk(
     Ok(())
 }
 
-/// Key order: workspace keys are length-prefixed.
+/// Key order: workspace keys are length-prefixed. Unstable: no two rows share a key, and a
+/// stable sort of a bucket would take a scratch buffer of up to 8 MB, which the allocator then
+/// keeps (it raised the server's peak memory by that much).
 fn sort_for_bucket(workspaces: &[String], rows: &mut [Row]) {
     let ws = |row: &Row| {
         let name = &workspaces[row.ws as usize];
         (name.len(), name.as_bytes())
     };
-    rows.sort_by(|a, b| {
+    rows.sort_unstable_by(|a, b| {
         ws(a)
             .cmp(&ws(b))
             .then_with(|| a.entity.cmp(&b.entity))

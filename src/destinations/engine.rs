@@ -2,9 +2,12 @@
 //! them (and, at start, from the queue table: what a restart resumes), wait in a timer heap
 //! until due, and are attempted with at most `--destination-concurrency` in flight and
 //! `--destination-max-rps` started per second per destination, so one slow receiver cannot
-//! starve the others. Each attempt's outcome is committed before the next is scheduled; a
-//! crash between sending and committing sends it again (at-least-once: receivers dedupe by
-//! `webhook-id`).
+//! starve the others. Deliveries of one destination that come due together are sent as a
+//! run: one after the other over one connection on one blocking thread, their outcomes
+//! committed in one write (a run holds one of the destination's slots; it stops at the first
+//! attempt without a 2xx, and the rest are due again at once, each on its own). Each
+//! attempt's outcome is committed before the next is scheduled; a crash between sending and
+//! committing sends it again (at-least-once: receivers dedupe by `webhook-id`).
 //!
 //! The workspace switch (`POST /api/flows/pause`) holds deliveries too. With `queue`, a
 //! delivery that comes due while its workspace is paused is parked here (it stays in the
@@ -25,14 +28,14 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::attempt_headers;
+use super::Signer;
 use super::outbound::{Exchange, Outbound};
 use crate::app::App;
 use crate::flows::conditions;
 use crate::store::{
-    AttemptOutcome, Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Destination,
-    DestinationChange, DestinationId, PauseMode, QueuedDelivery, StoreError, StoredEvent,
-    format_id,
+    AttemptOutcome, AttemptRecord, Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus,
+    Destination, DestinationChange, DestinationId, PauseMode, QueuedDelivery, StoreError,
+    StoredEvent, format_id,
 };
 use crate::time::now_ms;
 
@@ -48,6 +51,17 @@ const GAUGE_INTERVAL: Duration = Duration::from_millis(500);
 /// back); beyond that, a backlog is read from the file as it is sent, so memory stays
 /// bounded while a receiver is slow.
 const MAX_CARRIED_EVENTS: usize = 1024;
+/// The most deliveries of one destination sent as one run.
+const MAX_RUN: usize = 32;
+
+/// What a run hands back.
+#[derive(Default)]
+struct Finished {
+    /// Per delivery of the run, the delivery again when another attempt is due later.
+    items: Vec<(DeliveryId, Option<QueuedDelivery>)>,
+    /// Whether the receiver answered every attempt with a 2xx (`None`: nothing was sent).
+    healthy: Option<(DestinationId, bool)>,
+}
 
 /// What every attempt shares: the agent and the per-destination limits.
 struct Shared {
@@ -112,7 +126,11 @@ pub async fn run(app: App) {
         limiters: Mutex::default(),
     });
     let mut waiting = Waiting::default();
-    let mut tasks: JoinSet<(DeliveryId, Option<QueuedDelivery>)> = JoinSet::new();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    // Destinations whose last run had an attempt without a 2xx: their deliveries go one at
+    // a time, so that a slow receiver's timeouts are waited out in parallel, up to the
+    // destination's slots, instead of one after the other in a run.
+    let mut failing: HashSet<DestinationId> = HashSet::new();
     let mut gauges = Gauges::default();
     let mut held = Held::default();
     let mut pause_changes = app.store.pause_changes();
@@ -129,11 +147,13 @@ pub async fn run(app: App) {
     }
     loop {
         let now = now_ms();
+        let mut due = Vec::new();
         while let Some(job) = waiting.pop_due(now) {
             if let Some(job) = held.hold(&app, job) {
-                spawn(&mut tasks, &app, &shared, job);
+                due.push(job);
             }
         }
+        spawn_runs(&mut tasks, &app, &shared, &failing, due);
         gauges.update(&app, &waiting.entries);
         let wait = waiting
             .heap
@@ -143,24 +163,42 @@ pub async fn run(app: App) {
             .min(GAUGE_INTERVAL * 4);
         tokio::select! {
             received = receiver.recv() => match received {
-                Some(queued) => waiting.schedule(queued),
+                Some(queued) => {
+                    waiting.schedule(queued);
+                    // What one commit queued arrives together: take all of it, so that it
+                    // is sent as runs.
+                    while let Ok(queued) = receiver.try_recv() {
+                        waiting.schedule(queued);
+                    }
+                }
                 None => break,
             },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((id, next)) = joined {
+                let joined = joined.unwrap_or_default();
+                match joined.healthy {
+                    Some((destination, true)) => failing.remove(&destination),
+                    Some((destination, false)) => failing.insert(destination),
+                    None => false,
+                };
+                let mut next_in_line = Vec::new();
+                for (id, next) in joined.items {
                     if let Some(entry) = waiting.entries.remove(&id)
                         && let Some(job) = held.finished(&app, entry.destination_id, id)
                     {
-                        spawn(&mut tasks, &app, &shared, job);
+                        next_in_line.push(job);
                     }
                     if let Some(next) = next {
                         waiting.schedule(next);
                     }
                 }
+                // Released deliveries go one at a time, in order.
+                for job in next_in_line {
+                    spawn_runs(&mut tasks, &app, &shared, &failing, vec![job]);
+                }
             }
             Ok(()) = pause_changes.changed() => {
                 for job in held.release(&app) {
-                    spawn(&mut tasks, &app, &shared, job);
+                    spawn_runs(&mut tasks, &app, &shared, &failing, vec![job]);
                 }
             }
             _ = tokio::time::sleep(wait) => {}
@@ -180,15 +218,35 @@ pub async fn run(app: App) {
     }
 }
 
-fn spawn(
-    tasks: &mut JoinSet<(DeliveryId, Option<QueuedDelivery>)>,
+/// Starts `jobs` as runs: per destination in the order given, at most [`MAX_RUN`] each, or
+/// one each for a `failing` destination.
+fn spawn_runs(
+    tasks: &mut JoinSet<Finished>,
     app: &App,
     shared: &Arc<Shared>,
-    job: QueuedDelivery,
+    failing: &HashSet<DestinationId>,
+    jobs: Vec<QueuedDelivery>,
 ) {
-    let (app, shared) = (app.clone(), shared.clone());
-    let id = job.id;
-    tasks.spawn(async move { (id, attempt(&app, &shared, job).await) });
+    let mut runs: Vec<Vec<QueuedDelivery>> = Vec::new();
+    let mut open: HashMap<DestinationId, usize> = HashMap::new();
+    for job in jobs {
+        let most = if failing.contains(&job.destination_id) {
+            1
+        } else {
+            MAX_RUN
+        };
+        match open.get(&job.destination_id) {
+            Some(&i) if runs[i].len() < most => runs[i].push(job),
+            _ => {
+                open.insert(job.destination_id, runs.len());
+                runs.push(vec![job]);
+            }
+        }
+    }
+    for run in runs {
+        let (app, shared) = (app.clone(), shared.clone());
+        tasks.spawn(async move { attempt_run(&app, &shared, run).await });
+    }
 }
 
 /// Deliveries held back by workspace pauses (`queue`), and those released by a resume that
@@ -403,26 +461,136 @@ fn millis_of_id(id: &[u8; 16]) -> i64 {
     u64::from_be_bytes(bytes) as i64
 }
 
-/// One attempt of a due delivery; returns it again when another attempt is due later.
-async fn attempt(app: &App, shared: &Shared, job: QueuedDelivery) -> Option<QueuedDelivery> {
-    match try_attempt(app, shared, &job).await {
-        Ok(next) => next,
-        Err(StoreError::Closed) => None,
-        Err(err) => {
-            tracing::warn!(error = %err, delivery = %format_id(&job.id), "delivery attempt could not be recorded; trying again");
-            Some(QueuedDelivery {
-                next_at: now_ms() + STORE_RETRY_MS,
-                ..job
-            })
-        }
-    }
+/// What a due delivery needs before it is sent.
+enum Prepared {
+    /// Nothing to send: dropped, given up on, or due later (`Some`).
+    Done(Option<QueuedDelivery>),
+    Send {
+        delivery: Delivery,
+        destination: Arc<Destination>,
+        body: Vec<u8>,
+    },
 }
 
-async fn try_attempt(
-    app: &App,
-    shared: &Shared,
-    job: &QueuedDelivery,
-) -> Result<Option<QueuedDelivery>, StoreError> {
+/// A delivery whose attempt could not be recorded (the store failing) is due again later;
+/// `None` when the store is closing (the queue table keeps it for the next start).
+fn store_failed(job: &QueuedDelivery, err: &StoreError) -> Option<QueuedDelivery> {
+    if matches!(err, StoreError::Closed) {
+        return None;
+    }
+    tracing::warn!(error = %err, delivery = %format_id(&job.id), "delivery attempt could not be recorded; trying again");
+    Some(QueuedDelivery {
+        next_at: now_ms() + STORE_RETRY_MS,
+        event: None,
+        ..job.clone()
+    })
+}
+
+/// One attempt of each due delivery of a run (all of one destination); returns each again
+/// when another attempt is due later.
+async fn attempt_run(app: &App, shared: &Shared, jobs: Vec<QueuedDelivery>) -> Finished {
+    let mut finished = Finished {
+        items: Vec::with_capacity(jobs.len()),
+        healthy: None,
+    };
+    let mut sending = Vec::new();
+    for job in jobs {
+        match prepare(app, &job).await {
+            Ok(Prepared::Done(next)) => finished.items.push((job.id, next)),
+            Ok(Prepared::Send {
+                delivery,
+                destination,
+                body,
+            }) => sending.push((job, delivery, destination, body)),
+            Err(err) => finished.items.push((job.id, store_failed(&job, &err))),
+        }
+    }
+    let Some(destination_id) = sending.first().map(|(_, _, d, _)| d.id) else {
+        return finished;
+    };
+    let slot = shared
+        .slots(app, destination_id)
+        .acquire_owned()
+        .await
+        .expect("slots never close");
+    let limiter = shared.limiter(app, destination_id);
+    let mut requests = Vec::with_capacity(sending.len());
+    let mut sent_at = Vec::with_capacity(sending.len());
+    let mut unsendable = None;
+    // Opened once per run (again if a delivery brought a newer record of the destination).
+    let mut signer: Option<(Arc<Destination>, Signer)> = None;
+    for (job, delivery, destination, body) in &mut sending {
+        limiter.until_ready().await;
+        let now = now_ms();
+        if !signer
+            .as_ref()
+            .is_some_and(|(d, _)| Arc::ptr_eq(d, destination))
+        {
+            match Signer::open(app, destination) {
+                Ok(opened) => signer = Some((destination.clone(), opened)),
+                Err(err) => {
+                    // Not sent: this one is due again later, the rest at once.
+                    unsendable = Some((job.id, store_failed(job, &err)));
+                    break;
+                }
+            }
+        }
+        let (_, opened) = signer.as_ref().expect("opened above");
+        let headers = opened.headers(&format_id(&delivery.id), body, now);
+        if delivery.attempts.is_empty() {
+            metrics::histogram!("destination_first_attempt_delay_seconds")
+                .record(((now - delivery.created_at).max(0) as f64) / 1000.0);
+        }
+        requests.push((destination.url.clone(), headers, std::mem::take(body)));
+        sent_at.push(now);
+    }
+    let exchanges = shared.outbound.post_run(requests).await;
+    drop(slot);
+    if !exchanges.is_empty() {
+        let healthy = exchanges
+            .iter()
+            .all(|e| e.status.is_some_and(|s| (200..300).contains(&s)));
+        finished.healthy = Some((destination_id, healthy));
+    }
+    let mut records = Vec::with_capacity(exchanges.len());
+    let mut recorded = Vec::with_capacity(exchanges.len());
+    let mut rest = sending.into_iter();
+    for (exchange, now) in exchanges.into_iter().zip(sent_at) {
+        let (job, delivery, destination, _) = rest.next().expect("one exchange per request");
+        records.push(decide(app, &destination, &delivery, now, exchange));
+        recorded.push((job, destination));
+    }
+    // Prepared but not sent (the run stopped at a failing attempt): due again at once, each
+    // on its own run if the receiver keeps failing.
+    let skip = unsendable.as_ref().map(|(id, _)| *id);
+    finished.items.extend(unsendable);
+    for (job, _, _, _) in rest.filter(|(job, ..)| Some(job.id) != skip) {
+        let next = QueuedDelivery {
+            next_at: now_ms(),
+            ..job
+        };
+        finished.items.push((next.id, Some(next)));
+    }
+    match app.store.attempts_recorded(records).await {
+        Ok(stored) => {
+            for ((job, destination), (stored, disabled)) in recorded.into_iter().zip(stored) {
+                let next = after_record(&job, &destination, stored, disabled);
+                finished.items.push((job.id, next));
+            }
+        }
+        Err(err) => {
+            for (job, _) in recorded {
+                finished.items.push((job.id, store_failed(&job, &err)));
+            }
+        }
+    }
+    finished
+}
+
+/// Reads what a due delivery needs, and settles those that are not to be sent: gone,
+/// rescheduled, paused with `skip`, disabled, filtered out by conditions, or failing to
+/// render.
+async fn prepare(app: &App, job: &QueuedDelivery) -> Result<Prepared, StoreError> {
     let ws = job.workspace_id.as_str();
     // Queued with its event and not attempted since, to a destination still enabled: all
     // that is needed is in memory (the common case, so forwarding costs no reads).
@@ -434,58 +602,53 @@ async fn try_attempt(
         None => {
             let Some(delivery) = app.store.delivery(ws, job.id).await? else {
                 app.store.drop_delivery(ws, job.id).await?;
-                return Ok(None);
+                return Ok(Prepared::Done(None));
             };
             if delivery.status != DeliveryStatus::Pending {
-                return Ok(None);
+                return Ok(Prepared::Done(None));
             }
             if delivery.next_at > now_ms() + 5 {
                 // Rescheduled meanwhile (a retry that answered Retry-After, say).
-                return Ok(Some(QueuedDelivery::of(&delivery)));
+                return Ok(Prepared::Done(Some(QueuedDelivery::of(&delivery))));
             }
             let Some(destination) = app.store.destination(ws, delivery.destination_id).await?
             else {
                 app.store.drop_delivery(ws, job.id).await?;
-                return Ok(None);
+                return Ok(Prepared::Done(None));
             };
             (delivery, Arc::new(destination))
         }
     };
-    let give_up = |reason: String| {
+    let give_up = async |reason: String| -> Result<Prepared, StoreError> {
         app.store
             .delivery_attempted(ws, job.id, None, AttemptOutcome::Failed(reason))
+            .await?;
+        count_final(&destination, DeliveryStatus::Failed);
+        Ok(Prepared::Done(None))
     };
     if let Some(pause) = app
         .store
         .flows_pause(ws)
         .filter(|p| p.mode == PauseMode::Skip)
     {
-        give_up(format!(
+        return give_up(format!(
             "not sent: the workspace is paused ({})",
             pause.reason
         ))
-        .await?;
-        count_final(&destination, DeliveryStatus::Failed);
-        return Ok(None);
+        .await;
     }
     if !destination.enabled {
         let reason = destination
             .disabled_reason
             .clone()
             .unwrap_or_else(|| "by an admin".into());
-        give_up(format!("not sent: the destination is disabled ({reason})")).await?;
-        count_final(&destination, DeliveryStatus::Failed);
-        return Ok(None);
+        return give_up(format!("not sent: the destination is disabled ({reason})")).await;
     }
     let event = match &job.event {
         Some(event) => event.clone(),
         None => match app.store.event(ws, delivery.event_id).await? {
             Some(event) => Arc::new(event),
-            None => {
-                give_up("not sent: the event is no longer stored".into()).await?;
-                count_final(&destination, DeliveryStatus::Failed);
-                return Ok(None);
-            }
+            None => return give_up("not sent: the event is no longer stored".into()).await,
         },
     };
     let check_conditions =
@@ -501,15 +664,13 @@ async fn try_attempt(
             Ok((true, _)) => {}
             Ok((false, _)) => {
                 app.store.drop_delivery(ws, job.id).await?;
-                return Ok(None);
+                return Ok(Prepared::Done(None));
             }
             Err(message) => {
-                give_up(format!(
+                return give_up(format!(
                     "not sent: the conditions could not be evaluated: {message}"
                 ))
-                .await?;
-                count_final(&destination, DeliveryStatus::Failed);
-                return Ok(None);
+                .await;
             }
         }
     }
@@ -518,27 +679,15 @@ async fn try_attempt(
         Some(template) => match render(app, ws, template, &payload, &event.event_type).await? {
             Ok(body) => body,
             Err(message) => {
-                give_up(format!("not sent: the template failed: {message}")).await?;
-                count_final(&destination, DeliveryStatus::Failed);
-                return Ok(None);
+                return give_up(format!("not sent: the template failed: {message}")).await;
             }
         },
     };
-    let slot = shared
-        .slots(app, destination.id)
-        .acquire_owned()
-        .await
-        .expect("slots never close");
-    shared.limiter(app, destination.id).until_ready().await;
-    let now = now_ms();
-    let headers = attempt_headers(app, &destination, &format_id(&delivery.id), &body, now)?;
-    if delivery.attempts.is_empty() {
-        metrics::histogram!("destination_first_attempt_delay_seconds")
-            .record(((now - delivery.created_at).max(0) as f64) / 1000.0);
-    }
-    let exchange = shared.outbound.post(&destination.url, headers, body).await;
-    drop(slot);
-    record(app, &destination, &delivery, now, exchange).await
+    Ok(Prepared::Send {
+        delivery,
+        destination,
+        body,
+    })
 }
 
 /// Renders a destination's template against the event; the body is the rendered text, or
@@ -563,14 +712,14 @@ async fn render(
     )
 }
 
-/// Stores an attempt and what follows from it; returns the delivery when it is retried.
-async fn record(
+/// What an attempt's exchange leads to, as a record to store; counts the attempt.
+fn decide(
     app: &App,
     destination: &Destination,
     delivery: &Delivery,
     now: i64,
     exchange: Exchange,
-) -> Result<Option<QueuedDelivery>, StoreError> {
+) -> AttemptRecord {
     let label = format_id(&destination.id);
     let class = match exchange.status {
         Some(status) => format!("{}xx", status / 100),
@@ -597,8 +746,7 @@ async fn record(
             DestinationChange::Disable("the receiver answered 410 Gone".into()),
         ),
         _ => {
-            metrics::counter!("destination_failures_total", "destination" => label.clone())
-                .increment(1);
+            metrics::counter!("destination_failures_total", "destination" => label).increment(1);
             let outcome = match schedule.get(attempts) {
                 Some(delay) => {
                     let wait = jittered(*delay).max(
@@ -623,34 +771,39 @@ async fn record(
             )
         }
     };
-    let ws = &delivery.workspace_id;
-    let (stored, disabled) = app
-        .store
-        .attempt_recorded(
-            ws,
-            delivery.id,
-            Some(attempt),
-            outcome,
-            Some((destination.id, change)),
-        )
-        .await?;
+    AttemptRecord {
+        workspace_id: delivery.workspace_id.clone(),
+        id: delivery.id,
+        attempt: Some(attempt),
+        outcome,
+        change: Some((destination.id, change)),
+    }
+}
+
+/// After an attempt was stored: logs a destination it disabled, counts a final outcome, and
+/// returns the delivery when it is retried.
+fn after_record(
+    job: &QueuedDelivery,
+    destination: &Destination,
+    stored: Option<Delivery>,
+    disabled: Option<Destination>,
+) -> Option<QueuedDelivery> {
     if let Some(disabled) = disabled {
+        let label = format_id(&destination.id);
         tracing::warn!(
-            workspace = %ws,
+            workspace = %job.workspace_id,
             destination = %label,
             reason = disabled.disabled_reason.as_deref().unwrap_or(""),
             "destination disabled"
         );
         metrics::counter!("destination_disabled_total", "destination" => label).increment(1);
     }
-    let Some(stored) = stored else {
-        return Ok(None);
-    };
+    let stored = stored?;
     if stored.status == DeliveryStatus::Pending {
-        return Ok(Some(QueuedDelivery::of(&stored)));
+        return Some(QueuedDelivery::of(&stored));
     }
     count_final(destination, stored.status);
-    Ok(None)
+    None
 }
 
 fn count_final(destination: &Destination, status: DeliveryStatus) {

@@ -534,28 +534,52 @@ pub fn attempt_headers(
     body: &[u8],
     now: i64,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let timestamp = (now / 1000).to_string();
-    let mut signatures = Vec::new();
-    for secret in destination
-        .secrets
-        .iter()
-        .filter(|s| s.valid_until.is_none_or(|until| until > now))
-    {
-        let plain = app.store.secrets().open_str(&secret.secret)?;
-        if let Some(signature) = standard_webhooks_signature(&plain, webhook_id, &timestamp, body) {
-            signatures.push(format!("v1,{signature}"));
-        }
+    Ok(Signer::open(app, destination)?.headers(webhook_id, body, now))
+}
+
+/// A destination's secrets and header values, opened once for a run of attempts.
+pub struct Signer {
+    /// Each secret in plain text, with the time it stops signing.
+    secrets: Vec<(String, Option<i64>)>,
+    headers: Vec<(String, String)>,
+}
+
+impl Signer {
+    pub fn open(app: &App, destination: &Destination) -> Result<Signer, StoreError> {
+        let secrets = destination
+            .secrets
+            .iter()
+            .map(|s| Ok((app.store.secrets().open_str(&s.secret)?, s.valid_until)))
+            .collect::<Result<_, StoreError>>()?;
+        let headers = destination
+            .headers
+            .iter()
+            .map(|(name, sealed)| Ok((name.clone(), app.store.secrets().open_str(sealed)?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Signer { secrets, headers })
     }
-    let mut headers = vec![
-        ("content-type".to_string(), "application/json".to_string()),
-        ("webhook-id".to_string(), webhook_id.to_string()),
-        ("webhook-timestamp".to_string(), timestamp),
-        ("webhook-signature".to_string(), signatures.join(" ")),
-    ];
-    for (name, sealed) in &destination.headers {
-        headers.push((name.clone(), app.store.secrets().open_str(sealed)?));
+
+    /// The headers of one attempt at `now` (see [`attempt_headers`]).
+    pub fn headers(&self, webhook_id: &str, body: &[u8], now: i64) -> Vec<(String, String)> {
+        let timestamp = (now / 1000).to_string();
+        let signatures: Vec<String> = self
+            .secrets
+            .iter()
+            .filter(|(_, until)| until.is_none_or(|until| until > now))
+            .filter_map(|(plain, _)| {
+                standard_webhooks_signature(plain, webhook_id, &timestamp, body)
+                    .map(|signature| format!("v1,{signature}"))
+            })
+            .collect();
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("webhook-id".to_string(), webhook_id.to_string()),
+            ("webhook-timestamp".to_string(), timestamp),
+            ("webhook-signature".to_string(), signatures.join(" ")),
+        ];
+        headers.extend(self.headers.iter().cloned());
+        headers
     }
-    Ok(headers)
 }
 
 /// Sends a test event to the destination now (not stored, not retried) and returns the

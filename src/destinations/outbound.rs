@@ -176,6 +176,9 @@ pub struct Exchange {
     pub retry_after: Option<Duration>,
 }
 
+/// One POST of a run: URL, headers and body.
+pub type Post = (String, Vec<(String, String)>, Vec<u8>);
+
 /// The agent every destination attempt goes through.
 #[derive(Clone)]
 pub struct Outbound {
@@ -209,25 +212,59 @@ impl Outbound {
     /// One POST on the blocking pool; never fails (a transport error is an exchange
     /// without a status).
     pub async fn post(&self, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Exchange {
-        let started = Instant::now();
-        let outcome = self
-            .send("POST", url, headers, Some(body), RESPONSE_KEEP_BYTES)
-            .await;
-        let latency_ms = started.elapsed().as_millis() as u64;
-        match outcome {
-            Ok(answer) => Exchange {
-                status: Some(answer.status),
-                latency_ms,
-                response: String::from_utf8_lossy(&answer.body).into_owned(),
-                retry_after: answer.retry_after,
-            },
-            Err(error) => Exchange {
-                status: None,
-                latency_ms,
-                response: error,
-                retry_after: None,
-            },
-        }
+        let mut exchanges = self.post_run(vec![(url.to_string(), headers, body)]).await;
+        exchanges.pop().unwrap_or_else(|| Exchange {
+            status: None,
+            latency_ms: 0,
+            response: "request task failed".into(),
+            retry_after: None,
+        })
+    }
+
+    /// POSTs one after the other on one blocking thread (one hand-off for the run instead
+    /// of one per request, and the connection kept between them). Stops after
+    /// the first attempt without a 2xx answer: the receiver is failing or slow, and the
+    /// rest should not wait behind it. Returns the exchanges of the attempts made, in order
+    /// (at least one when `requests` is not empty).
+    pub async fn post_run(&self, requests: Vec<Post>) -> Vec<Exchange> {
+        let agent = self.agent.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut exchanges = Vec::with_capacity(requests.len());
+            for (url, headers, body) in requests {
+                let started = Instant::now();
+                let outcome = send_blocking(
+                    &agent,
+                    "POST",
+                    &url,
+                    headers,
+                    Some(body),
+                    RESPONSE_KEEP_BYTES,
+                );
+                let latency_ms = started.elapsed().as_millis() as u64;
+                let exchange = match outcome {
+                    Ok(answer) => Exchange {
+                        status: Some(answer.status),
+                        latency_ms,
+                        response: String::from_utf8_lossy(&answer.body).into_owned(),
+                        retry_after: answer.retry_after,
+                    },
+                    Err(error) => Exchange {
+                        status: None,
+                        latency_ms,
+                        response: error,
+                        retry_after: None,
+                    },
+                };
+                let succeeded = exchange.status.is_some_and(|s| (200..300).contains(&s));
+                exchanges.push(exchange);
+                if !succeeded {
+                    break;
+                }
+            }
+            exchanges
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// One request on the blocking pool, keeping at most `keep` bytes of the answer. `Err`
@@ -242,55 +279,65 @@ impl Outbound {
     ) -> Result<Answer, String> {
         let agent = self.agent.clone();
         let (method, url) = (method.to_string(), url.to_string());
-        tokio::task::spawn_blocking(move || -> Result<Answer, String> {
-            let mut builder = ureq::http::Request::builder()
-                .method(method.as_str())
-                .uri(&url);
-            for (name, value) in &headers {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-            let mut response = match body {
-                Some(body) => {
-                    let request = builder.body(body).map_err(|e| e.to_string())?;
-                    agent.run(request)
-                }
-                None => {
-                    let request = builder.body(()).map_err(|e| e.to_string())?;
-                    agent.run(request)
-                }
-            }
-            .map_err(|e| e.to_string())?;
-            let status = response.status().as_u16();
-            let retry_after: Vec<(String, String)> = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| vec![("retry-after".to_string(), v.to_string())])
-                .unwrap_or_default();
-            // Only `keep` bytes are kept; a slow or endless body is cut there (one more is
-            // read to tell a cut body from one of exactly that size).
-            let mut kept = Vec::with_capacity(keep.min(64 * 1024));
-            let _ = response
-                .body_mut()
-                .as_reader()
-                .take(keep as u64 + 1)
-                .read_to_end(&mut kept);
-            let truncated = kept.len() > keep;
-            kept.truncate(keep);
-            Ok(Answer {
-                status,
-                body: kept,
-                truncated,
-                retry_after: if matches!(status, 429 | 503) {
-                    crate::clockify::client::retry_after(&retry_after)
-                } else {
-                    None
-                },
-            })
+        tokio::task::spawn_blocking(move || {
+            send_blocking(&agent, &method, &url, headers, body, keep)
         })
         .await
         .unwrap_or_else(|e| Err(format!("request task failed: {e}")))
     }
+}
+
+/// One request on the calling thread; see [`Outbound::send`].
+fn send_blocking(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    keep: usize,
+) -> Result<Answer, String> {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in &headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let mut response = match body {
+        Some(body) => {
+            let request = builder.body(body).map_err(|e| e.to_string())?;
+            agent.run(request)
+        }
+        None => {
+            let request = builder.body(()).map_err(|e| e.to_string())?;
+            agent.run(request)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let retry_after: Vec<(String, String)> = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| vec![("retry-after".to_string(), v.to_string())])
+        .unwrap_or_default();
+    // Only `keep` bytes are kept; a slow or endless body is cut there (one more is read to
+    // tell a cut body from one of exactly that size).
+    let mut kept = Vec::with_capacity(keep.min(64 * 1024));
+    let _ = response
+        .body_mut()
+        .as_reader()
+        .take(keep as u64 + 1)
+        .read_to_end(&mut kept);
+    let truncated = kept.len() > keep;
+    kept.truncate(keep);
+    Ok(Answer {
+        status,
+        body: kept,
+        truncated,
+        retry_after: if matches!(status, 429 | 503) {
+            crate::clockify::client::retry_after(&retry_after)
+        } else {
+            None
+        },
+    })
 }
 
 /// What one request brought back.

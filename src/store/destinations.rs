@@ -119,6 +119,84 @@ fn requeue(delivery: &mut Delivery, now: i64) -> bool {
     true
 }
 
+/// One attempt to record (see [`Store::attempts_recorded`]).
+pub struct AttemptRecord {
+    pub workspace_id: String,
+    pub id: DeliveryId,
+    /// `None` when the delivery is given up on unsent.
+    pub attempt: Option<DeliveryAttempt>,
+    pub outcome: AttemptOutcome,
+    pub change: Option<(DestinationId, DestinationChange)>,
+}
+
+/// Stores one attempt and its destination's change; the changed destination is returned.
+fn record_attempt(
+    tables: &mut OpenTables<'_>,
+    record: AttemptRecord,
+) -> Result<(Option<Delivery>, Option<Destination>), StoreError> {
+    let AttemptRecord {
+        workspace_id: ws,
+        id,
+        attempt,
+        outcome,
+        change,
+    } = record;
+    let delivery = match read_delivery(tables, &ws, &id)? {
+        None => {
+            tables.get(DELIVERY_QUEUE)?.remove(id.as_slice())?;
+            None
+        }
+        Some(mut delivery) => {
+            let was_pending = delivery.status == DeliveryStatus::Pending;
+            delivery.attempts.extend(attempt);
+            match outcome {
+                AttemptOutcome::Delivered => {
+                    delivery.status = DeliveryStatus::Delivered;
+                    delivery.error = None;
+                }
+                AttemptOutcome::RetryAt(at) => {
+                    delivery.status = DeliveryStatus::Pending;
+                    delivery.next_at = at;
+                }
+                AttemptOutcome::Failed(error) => {
+                    delivery.status = DeliveryStatus::Failed;
+                    delivery.error = Some(error);
+                }
+            }
+            // The index row is there already, and so is the queue row of a pending delivery.
+            tables.get(DELIVERIES)?.insert(
+                ws_key(&ws, &delivery.id).as_slice(),
+                encode_delivery(&delivery).as_slice(),
+            )?;
+            let pending = delivery.status == DeliveryStatus::Pending;
+            if pending && !was_pending {
+                tables
+                    .get(DELIVERY_QUEUE)?
+                    .insert(delivery.id.as_slice(), ws.as_bytes())?;
+            } else if !pending && was_pending {
+                tables.get(DELIVERY_QUEUE)?.remove(delivery.id.as_slice())?;
+            }
+            Some(delivery)
+        }
+    };
+    let mut changed = None;
+    if let Some((destination_id, change)) = change {
+        let key = ws_key(&ws, &destination_id);
+        let table = tables.get(DESTINATIONS)?;
+        let current = table
+            .get(key.as_slice())?
+            .map(|v| decode_destination(v.value()))
+            .transpose()?;
+        if let Some(mut destination) = current
+            && apply_change(&mut destination, change)
+        {
+            table.insert(key.as_slice(), encode_destination(&destination).as_slice())?;
+            changed = Some(destination);
+        }
+    }
+    Ok((delivery, changed))
+}
+
 impl Store {
     /// Inserts or replaces a destination of an installed workspace; returns whether it was
     /// written (an erased workspace is not partly recreated).
@@ -255,9 +333,7 @@ impl Store {
     }
 
     /// Records an attempt of a delivery (or giving up on it) and what the attempt does to
-    /// its destination, in one write through the batch's open tables: sending is the
-    /// delivery engine's hot path, and it shares the writer with ingestion. Returns the
-    /// delivery as stored (`None`: it is gone) and the destination when `change` disabled it.
+    /// its destination; see [`Store::attempts_recorded`].
     pub async fn attempt_recorded(
         &self,
         ws: &str,
@@ -266,81 +342,51 @@ impl Store {
         outcome: AttemptOutcome,
         change: Option<(DestinationId, DestinationChange)>,
     ) -> Result<(Option<Delivery>, Option<Destination>), StoreError> {
-        let ws = ws.to_string();
+        let record = AttemptRecord {
+            workspace_id: ws.to_string(),
+            id,
+            attempt,
+            outcome,
+            change,
+        };
+        let mut recorded = self.attempts_recorded(vec![record]).await?;
+        Ok(recorded.pop().expect("one record, one result"))
+    }
+
+    /// Records attempts (a run of one destination's deliveries, say) and what each does to
+    /// its destination, in order, in one write through the batch's open tables: sending is
+    /// the delivery engine's hot path, and it shares the writer with ingestion. Returns, per
+    /// record, the delivery as stored (`None`: it is gone) and the destination when that
+    /// record's change disabled it.
+    pub async fn attempts_recorded(
+        &self,
+        records: Vec<AttemptRecord>,
+    ) -> Result<Vec<(Option<Delivery>, Option<Destination>)>, StoreError> {
         let index = self.destination_index.clone();
-        let after_commit: AfterCommit<(Option<Delivery>, Option<Destination>)> =
-            Box::new(move |(_, changed)| {
-                if let Some(destination) = changed {
-                    index.put(destination.clone());
+        let after_commit: AfterCommit<Vec<(Option<Delivery>, Option<Destination>)>> =
+            Box::new(move |recorded| {
+                for (_, changed) in recorded {
+                    if let Some(destination) = changed {
+                        index.put(destination.clone());
+                    }
                 }
             });
-        let (delivery, changed) = self
+        let recorded = self
             .writer
             .write_with_tables(
                 move |tables: &mut OpenTables<'_>| {
-                    let delivery = match read_delivery(tables, &ws, &id)? {
-                        None => {
-                            tables.get(DELIVERY_QUEUE)?.remove(id.as_slice())?;
-                            None
-                        }
-                        Some(mut delivery) => {
-                            let was_pending = delivery.status == DeliveryStatus::Pending;
-                            delivery.attempts.extend(attempt);
-                            match outcome {
-                                AttemptOutcome::Delivered => {
-                                    delivery.status = DeliveryStatus::Delivered;
-                                    delivery.error = None;
-                                }
-                                AttemptOutcome::RetryAt(at) => {
-                                    delivery.status = DeliveryStatus::Pending;
-                                    delivery.next_at = at;
-                                }
-                                AttemptOutcome::Failed(error) => {
-                                    delivery.status = DeliveryStatus::Failed;
-                                    delivery.error = Some(error);
-                                }
-                            }
-                            // The index row is there already, and so is the queue row
-                            // of a pending delivery.
-                            tables.get(DELIVERIES)?.insert(
-                                ws_key(&ws, &delivery.id).as_slice(),
-                                encode_delivery(&delivery).as_slice(),
-                            )?;
-                            let pending = delivery.status == DeliveryStatus::Pending;
-                            if pending && !was_pending {
-                                tables
-                                    .get(DELIVERY_QUEUE)?
-                                    .insert(delivery.id.as_slice(), ws.as_bytes())?;
-                            } else if !pending && was_pending {
-                                tables.get(DELIVERY_QUEUE)?.remove(delivery.id.as_slice())?;
-                            }
-                            Some(delivery)
-                        }
-                    };
-                    let mut changed = None;
-                    if let Some((destination_id, change)) = change {
-                        let key = ws_key(&ws, &destination_id);
-                        let table = tables.get(DESTINATIONS)?;
-                        let current = table
-                            .get(key.as_slice())?
-                            .map(|v| decode_destination(v.value()))
-                            .transpose()?;
-                        if let Some(mut destination) = current
-                            && apply_change(&mut destination, change)
-                        {
-                            table.insert(
-                                key.as_slice(),
-                                encode_destination(&destination).as_slice(),
-                            )?;
-                            changed = Some(destination);
-                        }
-                    }
-                    Ok((delivery, changed))
+                    records
+                        .into_iter()
+                        .map(|record| record_attempt(tables, record))
+                        .collect::<Result<Vec<_>, StoreError>>()
                 },
                 Some(after_commit),
             )
             .await?;
-        Ok((delivery, changed.filter(|d| !d.enabled)))
+        Ok(recorded
+            .into_iter()
+            .map(|(delivery, changed)| (delivery, changed.filter(|d| !d.enabled)))
+            .collect())
     }
 
     pub async fn delivery(&self, ws: &str, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {

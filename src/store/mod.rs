@@ -55,7 +55,7 @@ pub use destination_model::{
     Delivery, DeliveryAttempt, DeliveryId, DeliveryStatus, Destination, DestinationFilter,
     DestinationId, DestinationSecret, QueuedDelivery,
 };
-pub use destinations::{AttemptOutcome, DeliveryPage, DestinationChange};
+pub use destinations::{AttemptOutcome, AttemptRecord, DeliveryPage, DestinationChange};
 pub use erase::{FileErasure, TableCounts, check_workspace_id, erase_workspace_file};
 pub use error::StoreError;
 pub use event_record::StoredEvent;

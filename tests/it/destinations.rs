@@ -596,6 +596,84 @@ fn manual_retry_recover_and_the_test_button() {
     assert!(String::from_utf8_lossy(&last.body).contains("clockify-studio.test"));
 }
 
+/// Deliveries that come due together go out as one run per destination; a run stops at its
+/// first attempt without a 2xx, and the rest are sent on their own: none is lost, none gets
+/// an attempt it did not have, and the failed one keeps its own log.
+#[test]
+fn a_run_that_meets_a_failing_attempt_leaves_the_rest_to_be_sent_on_their_own() {
+    let env = start(&[0], |c| c.destination_concurrency = 8);
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let after_recovery = Arc::new(AtomicUsize::new(0));
+    let (flag, counter) = (down.clone(), after_recovery.clone());
+    env.receiver.respond(move |c| {
+        if c.path != "/runs" {
+            return None;
+        }
+        if flag.load(Ordering::SeqCst) {
+            return Some((500, vec![], vec![]));
+        }
+        // The third request after the recovery fails (the first is the healthy one's).
+        match counter.fetch_add(1, Ordering::SeqCst) {
+            3 => Some((503, vec![], b"busy".to_vec())),
+            _ => None,
+        }
+    });
+    let (id, secret) = create(&env, "/runs", json!({}));
+    let before = jiff::Timestamp::now().to_string();
+    for i in 0..12 {
+        deliver(&env, "NEW_TIME_ENTRY", &format!("te-{i}"));
+    }
+    let items = settled(&env, &id, 12);
+    assert!(items.iter().all(|d| d["status"] == "failed"), "{items:#?}");
+    let sent_before = posts(&env.receiver, "/runs").len();
+    assert_eq!(sent_before, 12);
+    down.store(false, Ordering::SeqCst);
+    // A delivery that succeeds: the destination is healthy again, so its deliveries go out
+    // in runs.
+    deliver(&env, "NEW_TIME_ENTRY", "te-healthy");
+    let items = settled(&env, &id, 13);
+    assert_eq!(
+        items.iter().filter(|d| d["status"] == "delivered").count(),
+        1
+    );
+    let sent_before = sent_before + 1;
+    // Recovery queues all twelve failed ones in one commit: they come due together.
+    let r = admin(
+        &env.server,
+        "POST",
+        &format!("/api/destinations/{id}/recover"),
+        Some(&json!({"since": before})),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["requeued"], 12);
+    let items = settled(&env, &id, 13);
+    let failed: Vec<&Value> = items.iter().filter(|d| d["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{items:#?}");
+    let attempts = failed[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[1]["status"], 503);
+    assert_eq!(attempts[1]["response"], "busy");
+    let recovered: Vec<&Value> = items
+        .iter()
+        .filter(|d| d["status"] == "delivered" && d["attempts"].as_array().unwrap().len() > 1)
+        .collect();
+    assert_eq!(recovered.len(), 11, "{items:#?}");
+    for delivered in recovered {
+        let attempts = delivered["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "one failure, one success: {delivered:#}");
+        assert_eq!(attempts[1]["status"], 200);
+    }
+    // One request per delivery after the recovery, each signed, each its own webhook-id.
+    let sent = posts(&env.receiver, "/runs");
+    assert_eq!(sent.len() - sent_before, 12, "{}", sent.len());
+    let recovered = &sent[sent_before..];
+    assert!(recovered.iter().all(|c| signed_with(&secret, c)));
+    let mut ids: Vec<&String> = recovered.iter().map(|c| &c.headers["webhook-id"]).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12);
+}
+
 #[test]
 fn a_rotated_secret_signs_beside_the_new_one_for_the_overlap() {
     let env = start(&[0], |_| {});

@@ -1,8 +1,9 @@
-//! Name resolution for outbound requests (Clockify's API, destinations, flow HTTP actions).
-//! ureq resolves before every request, pooled connection or not, and with a timeout set it
-//! starts a thread per lookup, IP literals included. [`CachingResolver`] takes a literal as it
-//! is and keeps a name's answer for [`DNS_TTL`], so a busy destination or flow costs neither a
-//! thread nor a DNS query per request.
+//! Name resolution for outbound requests (Clockify's API through ureq; destinations and flow
+//! HTTP actions through [`CachingResolver::lookup_host`]). ureq resolves before every request,
+//! pooled connection or not, and with a timeout set it starts a thread per lookup, IP literals
+//! included. [`CachingResolver`] takes a literal as it is and keeps a name's answer for
+//! [`DNS_TTL`], so a busy destination or flow costs neither a thread nor a DNS query per
+//! request.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -43,18 +44,44 @@ impl CachingResolver {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let key = format!("{host}:{port}");
-        if let Some((at, addrs)) = self.cache.lock().expect("dns cache lock").get(&key)
-            && at.elapsed() < DNS_TTL
-        {
-            return Ok(addrs.clone());
+        if let Some(addrs) = self.cached(&key) {
+            return Ok(addrs);
         }
         let addrs: Vec<SocketAddr> = self.inner.resolve(uri, config, timeout)?.to_vec();
+        self.remember(key, &addrs);
+        Ok(addrs)
+    }
+
+    /// The addresses of `host` (a name or an IP literal, without brackets) at `port`, for
+    /// the async client; a name's lookup runs on the blocking pool, once per [`DNS_TTL`].
+    pub async fn lookup_host(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let key = format!("{host}:{port}");
+        if let Some(addrs) = self.cached(&key) {
+            return Ok(addrs);
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await?
+            .take(MAX_ADDRS)
+            .collect();
+        self.remember(key, &addrs);
+        Ok(addrs)
+    }
+
+    fn cached(&self, key: &str) -> Option<Vec<SocketAddr>> {
+        let cache = self.cache.lock().expect("dns cache lock");
+        let (at, addrs) = cache.get(key)?;
+        (at.elapsed() < DNS_TTL).then(|| addrs.clone())
+    }
+
+    fn remember(&self, key: String, addrs: &[SocketAddr]) {
         let mut cache = self.cache.lock().expect("dns cache lock");
         if cache.len() >= DNS_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(key, (Instant::now(), addrs.clone()));
-        Ok(addrs)
+        cache.insert(key, (Instant::now(), addrs.to_vec()));
     }
 
     /// ureq's container of addresses, filled from `addrs`.

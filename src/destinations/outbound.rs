@@ -1,17 +1,30 @@
 //! The outbound side of destinations (and of flows' "HTTP request" actions): which URLs may
-//! be called, and one request with the safety rules every attempt follows. The host is resolved by a resolver that drops
-//! loopback, private, link-local and other internal addresses (so a name cannot be pointed
-//! at the server's own network, also not between a check and the connection) unless the
-//! operator allowed that host; redirects are never followed; at most the first KB of the
-//! answer is kept; the connection and the whole attempt have time limits.
+//! be called, and requests with the safety rules every attempt follows. The connector
+//! resolves the host and drops loopback, private, link-local and other internal addresses
+//! (so a name cannot be pointed at the server's own network, also not between a check and
+//! the connection) unless the operator allowed that host; redirects are never followed; at
+//! most the first KB of the answer is kept; the connection and the whole attempt have time
+//! limits.
+//!
+//! Requests go through hyper's pooled client on the runtime's own threads, not a blocking
+//! client on the blocking pool: an attempt that waits for its answer then costs no thread
+//! switch, which is what forwarding every event spends most on (docs/performance.md).
 
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::resolve::CachingResolver;
@@ -127,41 +140,185 @@ pub fn check_url(url: &str, allowed: &AllowedHosts) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves through [`CachingResolver`], then keeps only public addresses unless the host is
-/// allowed; refuses the connection when none is left. The filter runs on every request, so a
-/// remembered answer is checked as a fresh one is.
-#[derive(Debug)]
-struct GuardedResolver {
-    inner: CachingResolver,
-    allowed: AllowedHosts,
+/// A connection to a receiver: plain TCP (only to an allowed host) or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-impl Resolver for GuardedResolver {
-    fn resolve(
-        &self,
-        uri: &http::Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let resolved = self.inner.lookup(uri, config, timeout)?;
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+/// Opens connections for the client: resolves through [`CachingResolver`], keeps only
+/// public addresses unless the host is allowed (checked on every connection, so a remembered
+/// answer is checked as a fresh one is), refuses plain http to a host not allowed, and
+/// speaks TLS for https.
+#[derive(Clone)]
+struct GuardedConnector {
+    resolver: Arc<CachingResolver>,
+    allowed: AllowedHosts,
+    tls: tokio_rustls::TlsConnector,
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<http::Uri> for GuardedConnector {
+    type Response = TokioIo<Stream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Stream>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move { connector.connect(uri).await.map(TokioIo::new) })
+    }
+}
+
+impl GuardedConnector {
+    async fn connect(&self, uri: http::Uri) -> io::Result<Stream> {
+        let refused = |message: String| io::Error::new(io::ErrorKind::PermissionDenied, message);
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(refused(format!("refused: {uri} is not an http(s) URL"))),
+        };
         let host = uri.host().unwrap_or("");
-        let port = resolved.first().map(|a| a.port()).unwrap_or(0);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let allowed = self.allowed.allows(host, port);
-        let kept = self
-            .inner
-            .collect(resolved.iter().filter(|a| allowed || !is_internal(a.ip())));
+        if !tls && !allowed {
+            return Err(refused(format!(
+                "refused: plain http only for hosts allowed by --allow-destination-host ({host}:{port} is not)"
+            )));
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let resolved = self.resolver.lookup_host(bare, port).await?;
+        let kept: Vec<SocketAddr> = resolved
+            .iter()
+            .copied()
+            .filter(|a| allowed || !is_internal(a.ip()))
+            .collect();
         if kept.is_empty() {
             let found: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
-            return Err(ureq::Error::Other(
-                format!(
-                    "refused: {host} resolves only to internal addresses ({}); allow it with --allow-destination-host",
-                    found.join(", ")
-                )
-                .into(),
-            ));
+            return Err(refused(format!(
+                "refused: {host} resolves only to internal addresses ({}); allow it with --allow-destination-host",
+                found.join(", ")
+            )));
         }
-        Ok(kept)
+        let mut last = None;
+        let mut connected = None;
+        for addr in kept {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    connected = Some(stream);
+                    break;
+                }
+                Ok(Err(err)) => last = Some(err),
+                Err(_) => {
+                    last = Some(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect timeout to {addr}"),
+                    ))
+                }
+            }
+        }
+        let Some(stream) = connected else {
+            return Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")));
+        };
+        // Requests are small and answered at once: no reason to wait for more to send.
+        stream.set_nodelay(true)?;
+        if !tls {
+            return Ok(Stream::Plain(stream));
+        }
+        let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let stream = self.tls.connect(name, stream).await?;
+        Ok(Stream::Tls(Box::new(stream)))
     }
+}
+
+/// rustls with the ring provider and the Mozilla roots (as ureq's client for Clockify),
+/// HTTP/1.1 only; made once (a flow run with an HTTP action makes its own client).
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    static TLS: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+    TLS.get_or_init(new_tls_connector).clone()
+}
+
+fn new_tls_connector() -> tokio_rustls::TlsConnector {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// What one POST brought back.
@@ -179,95 +336,79 @@ pub struct Exchange {
 /// One POST of a run: URL, headers and body.
 pub type Post = (String, Vec<(String, String)>, Vec<u8>);
 
-/// The agent every destination attempt goes through.
+/// The client every destination attempt and flow HTTP action goes through.
 #[derive(Clone)]
 pub struct Outbound {
-    agent: ureq::Agent,
+    client: Client<GuardedConnector, Full<Bytes>>,
+    timeout: Duration,
+    user_agent: String,
 }
 
 impl Outbound {
     pub fn new(config: &Config) -> Outbound {
-        let ureq_config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // Never follow a redirect: the URL was checked, where it points to was not.
-            .max_redirects(0)
-            .timeout_connect(Some(CONNECT_TIMEOUT.min(config.destination_timeout)))
-            .timeout_global(Some(config.destination_timeout))
-            // Keep a connection per attempt that may be in flight to a receiver (ureq keeps 3
-            // per host by default): otherwise, at more than 3 at once, most attempts open and
-            // close a connection of their own.
-            .max_idle_connections_per_host(config.destination_concurrency.max(3))
-            .max_idle_connections((config.destination_concurrency * 4).clamp(10, 256))
-            .user_agent(format!("clockify-studio/{}", env!("CARGO_PKG_VERSION")))
-            .build();
-        let resolver = GuardedResolver {
-            inner: CachingResolver::default(),
+        let connector = GuardedConnector {
+            resolver: Arc::new(CachingResolver::default()),
             allowed: AllowedHosts::new(&config.allow_destination_hosts),
+            tls: tls_connector(),
+            connect_timeout: CONNECT_TIMEOUT.min(config.destination_timeout),
         };
+        // Keep a connection per attempt that may be in flight to a receiver: otherwise most
+        // attempts would open and close a connection of their own.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.destination_concurrency.max(3))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
         Outbound {
-            agent: ureq::Agent::with_parts(ureq_config, DefaultConnector::default(), resolver),
+            client,
+            timeout: config.destination_timeout,
+            user_agent: format!("clockify-studio/{}", env!("CARGO_PKG_VERSION")),
         }
     }
 
-    /// One POST on the blocking pool; never fails (a transport error is an exchange
-    /// without a status).
+    /// One POST; never fails (a transport error is an exchange without a status).
     pub async fn post(&self, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Exchange {
         let mut exchanges = self.post_run(vec![(url.to_string(), headers, body)]).await;
-        exchanges.pop().unwrap_or_else(|| Exchange {
-            status: None,
-            latency_ms: 0,
-            response: "request task failed".into(),
-            retry_after: None,
-        })
+        exchanges.pop().expect("a run of one makes one attempt")
     }
 
-    /// POSTs one after the other on one blocking thread (one hand-off for the run instead
-    /// of one per request, and the connection kept between them). Stops after
-    /// the first attempt without a 2xx answer: the receiver is failing or slow, and the
-    /// rest should not wait behind it. Returns the exchanges of the attempts made, in order
-    /// (at least one when `requests` is not empty).
+    /// POSTs one after the other (the connection kept between them). Stops after the first
+    /// attempt without a 2xx answer: the receiver is failing or slow, and the rest should
+    /// not wait behind it. Returns the exchanges of the attempts made, in order (at least
+    /// one when `requests` is not empty).
     pub async fn post_run(&self, requests: Vec<Post>) -> Vec<Exchange> {
-        let agent = self.agent.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut exchanges = Vec::with_capacity(requests.len());
-            for (url, headers, body) in requests {
-                let started = Instant::now();
-                let outcome = send_blocking(
-                    &agent,
-                    "POST",
-                    &url,
-                    headers,
-                    Some(body),
-                    RESPONSE_KEEP_BYTES,
-                );
-                let latency_ms = started.elapsed().as_millis() as u64;
-                let exchange = match outcome {
-                    Ok(answer) => Exchange {
-                        status: Some(answer.status),
-                        latency_ms,
-                        response: String::from_utf8_lossy(&answer.body).into_owned(),
-                        retry_after: answer.retry_after,
-                    },
-                    Err(error) => Exchange {
-                        status: None,
-                        latency_ms,
-                        response: error,
-                        retry_after: None,
-                    },
-                };
-                let succeeded = exchange.status.is_some_and(|s| (200..300).contains(&s));
-                exchanges.push(exchange);
-                if !succeeded {
-                    break;
-                }
+        let mut exchanges = Vec::with_capacity(requests.len());
+        for (url, headers, body) in requests {
+            let started = Instant::now();
+            let outcome = self
+                .send("POST", &url, headers, Some(body), RESPONSE_KEEP_BYTES)
+                .await;
+            let latency_ms = started.elapsed().as_millis() as u64;
+            let exchange = match outcome {
+                Ok(answer) => Exchange {
+                    status: Some(answer.status),
+                    latency_ms,
+                    response: String::from_utf8_lossy(&answer.body).into_owned(),
+                    retry_after: answer.retry_after,
+                },
+                Err(error) => Exchange {
+                    status: None,
+                    latency_ms,
+                    response: error,
+                    retry_after: None,
+                },
+            };
+            let succeeded = exchange.status.is_some_and(|s| (200..300).contains(&s));
+            exchanges.push(exchange);
+            if !succeeded {
+                break;
             }
-            exchanges
-        })
-        .await
-        .unwrap_or_default()
+        }
+        exchanges
     }
 
-    /// One request on the blocking pool, keeping at most `keep` bytes of the answer. `Err`
+    /// One request, keeping at most `keep` bytes of the answer; the whole of it (connecting,
+    /// sending, the answer's head and the bytes kept) within the destination timeout. `Err`
     /// says why no answer came (refused, timed out …).
     pub async fn send(
         &self,
@@ -277,67 +418,78 @@ impl Outbound {
         body: Option<Vec<u8>>,
         keep: usize,
     ) -> Result<Answer, String> {
-        let agent = self.agent.clone();
-        let (method, url) = (method.to_string(), url.to_string());
-        tokio::task::spawn_blocking(move || {
-            send_blocking(&agent, &method, &url, headers, body, keep)
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("request task failed: {e}")))
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(http::header::USER_AGENT, self.user_agent.as_str());
+        for (name, value) in &headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| describe(&e))?;
+            let status = response.status().as_u16();
+            let retry_after = if matches!(status, 429 | 503) {
+                let values: Vec<(String, String)> = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| vec![("retry-after".to_string(), v.to_string())])
+                    .unwrap_or_default();
+                crate::clockify::client::retry_after(&values)
+            } else {
+                None
+            };
+            // Only `keep` bytes are kept; a slow or endless body is cut there (one more is
+            // read to tell a cut body from one of exactly that size).
+            let mut kept = Vec::with_capacity(keep.min(64 * 1024));
+            let mut body = response.into_body();
+            while kept.len() <= keep {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            kept.extend_from_slice(&data[..data.len().min(keep + 1 - kept.len())]);
+                        }
+                    }
+                    // A body cut short still leaves the status and what came.
+                    Some(Err(_)) | None => break,
+                }
+            }
+            let truncated = kept.len() > keep;
+            kept.truncate(keep);
+            Ok(Answer {
+                status,
+                body: kept,
+                truncated,
+                retry_after,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!(
+                "timeout: no complete answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
     }
 }
 
-/// One request on the calling thread; see [`Outbound::send`].
-fn send_blocking(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-    keep: usize,
-) -> Result<Answer, String> {
-    let mut builder = ureq::http::Request::builder().method(method).uri(url);
-    for (name, value) in &headers {
-        builder = builder.header(name.as_str(), value.as_str());
+/// An error with its causes, as one line (the client's own says only "client error").
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
-    let mut response = match body {
-        Some(body) => {
-            let request = builder.body(body).map_err(|e| e.to_string())?;
-            agent.run(request)
-        }
-        None => {
-            let request = builder.body(()).map_err(|e| e.to_string())?;
-            agent.run(request)
-        }
-    }
-    .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let retry_after: Vec<(String, String)> = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| vec![("retry-after".to_string(), v.to_string())])
-        .unwrap_or_default();
-    // Only `keep` bytes are kept; a slow or endless body is cut there (one more is read to
-    // tell a cut body from one of exactly that size).
-    let mut kept = Vec::with_capacity(keep.min(64 * 1024));
-    let _ = response
-        .body_mut()
-        .as_reader()
-        .take(keep as u64 + 1)
-        .read_to_end(&mut kept);
-    let truncated = kept.len() > keep;
-    kept.truncate(keep);
-    Ok(Answer {
-        status,
-        body: kept,
-        truncated,
-        retry_after: if matches!(status, 429 | 503) {
-            crate::clockify::client::retry_after(&retry_after)
-        } else {
-            None
-        },
-    })
+    text
 }
 
 /// What one request brought back.

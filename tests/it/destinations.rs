@@ -674,6 +674,41 @@ fn a_run_that_meets_a_failing_attempt_leaves_the_rest_to_be_sent_on_their_own() 
     assert_eq!(ids.len(), 12);
 }
 
+/// An https destination is spoken to in TLS, also on an allowed internal host: pointed at a
+/// plain HTTP receiver, the handshake fails and the receiver never reads the event in clear.
+#[test]
+fn https_destinations_speak_tls_and_send_nothing_in_clear() {
+    let env = start(&[0], |_| {});
+    let url = format!("https://{}/tls", env.receiver.host);
+    let r = admin(
+        &env.server,
+        "POST",
+        "/api/destinations",
+        Some(&json!({"name": "tls", "url": url})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    deliver(&env, "NEW_TIME_ENTRY", "te-tls");
+    let items = settled(&env, &id, 1);
+    assert_eq!(items[0]["status"], "failed", "{items:#?}");
+    let attempt = &items[0]["attempts"][0];
+    assert!(attempt["status"].is_null(), "{attempt}");
+    let response = attempt["response"].as_str().unwrap().to_lowercase();
+    assert!(
+        ["tls", "handshake", "corrupt", "invalid"]
+            .iter()
+            .any(|word| response.contains(word)),
+        "{response}"
+    );
+    assert!(
+        env.receiver
+            .calls()
+            .iter()
+            .all(|c| !String::from_utf8_lossy(&c.body).contains("te-tls")),
+        "the event reached the receiver in clear"
+    );
+}
+
 #[test]
 fn a_rotated_secret_signs_beside_the_new_one_for_the_overlap() {
     let env = start(&[0], |_| {});

@@ -106,6 +106,19 @@ fn settled(env: &Env, destination: &str, n: usize) -> Vec<Value> {
     last
 }
 
+/// Asks for the destination's failed deliveries since `since` to be sent again; checks how
+/// many were requeued.
+fn recover(env: &Env, destination: &str, since: &str, requeued: u64) {
+    let r = admin(
+        &env.server,
+        "POST",
+        &format!("/api/destinations/{destination}/recover"),
+        Some(&json!({"since": since})),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["requeued"], requeued);
+}
+
 /// The Standard Webhooks check, written out: one of the space-separated `v1,` signatures
 /// is base64(HMAC-SHA256(secret bytes, "{id}.{timestamp}.{body}")).
 pub(crate) fn signed_with(secret: &str, call: &RecordedCall) -> bool {
@@ -559,14 +572,7 @@ fn manual_retry_recover_and_the_test_button() {
     .len()
         == 1));
     // The rest since a time.
-    let r = admin(
-        &env.server,
-        "POST",
-        &format!("/api/destinations/{id}/recover"),
-        Some(&json!({"since": before})),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    assert_eq!(r.json()["requeued"], 2);
+    recover(&env, &id, &before, 2);
     let items = settled(&env, &id, 3);
     assert!(
         items.iter().all(|d| d["status"] == "delivered"),
@@ -638,14 +644,7 @@ fn a_run_that_meets_a_failing_attempt_leaves_the_rest_to_be_sent_on_their_own() 
     );
     let sent_before = sent_before + 1;
     // Recovery queues all twelve failed ones in one commit: they come due together.
-    let r = admin(
-        &env.server,
-        "POST",
-        &format!("/api/destinations/{id}/recover"),
-        Some(&json!({"since": before})),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    assert_eq!(r.json()["requeued"], 12);
+    recover(&env, &id, &before, 12);
     let items = settled(&env, &id, 13);
     let failed: Vec<&Value> = items.iter().filter(|d| d["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{items:#?}");

@@ -1,6 +1,9 @@
 //! `cargo bench --bench query`: newest-50 page for one workspace among 100 workspaces with
 //! QUERY_EVENTS (default 1,000,000) stored events, unfiltered and filtered by event type,
-//! over real HTTP against the release binary. Prints p50/p99 per query.
+//! over real HTTP against the release binary. Prints p50/p99 per query, then a text search
+//! that matches nothing (every event of the workspace examined): its time and the rows
+//! examined per second. `QUERY_BODY=sample` stores the NEW_TIME_ENTRY sample (with its own
+//! id and text) instead of a small body.
 
 mod common;
 
@@ -29,6 +32,14 @@ fn fill(dir: &std::path::Path, total: usize) {
         .enable_all()
         .build()
         .unwrap();
+    // QUERY_BODY=sample stores webhook-sized bodies (the text search's rate depends on them).
+    let sample: Option<std::sync::Arc<serde_json::Value>> =
+        (std::env::var("QUERY_BODY").as_deref() == Ok("sample")).then(|| {
+            std::sync::Arc::new(
+                serde_json::from_str(include_str!("../assets/samples/NEW_TIME_ENTRY.json"))
+                    .unwrap(),
+            )
+        });
     let started = Instant::now();
     runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -37,13 +48,24 @@ fn fill(dir: &std::path::Path, total: usize) {
                 tasks.join_next().await.unwrap().unwrap();
             }
             let store = store.clone();
+            let sample = sample.clone();
             tasks.spawn(async move {
                 // Vary the type within each workspace, not across them.
                 let event_type = EVENT_TYPES[(n / WORKSPACES) % EVENT_TYPES.len()];
-                let body = format!(
-                    "{{\"id\":\"{n:024x}\",\"description\":\"entry {n}\",\"workspaceId\":\"{}\",\"userId\":\"5a0ab5acb07987125438b60f\",\"billable\":true}}",
-                    ws(n % WORKSPACES)
-                );
+                let body = match &sample {
+                    // The NEW_TIME_ENTRY sample with its own id and text.
+                    Some(sample) => {
+                        let mut body = (**sample).clone();
+                        body["id"] = format!("{n:024x}").into();
+                        body["description"] = format!("entry {n}").into();
+                        body["workspaceId"] = ws(n % WORKSPACES).into();
+                        serde_json::to_string(&body).unwrap()
+                    }
+                    None => format!(
+                        "{{\"id\":\"{n:024x}\",\"description\":\"entry {n}\",\"workspaceId\":\"{}\",\"userId\":\"5a0ab5acb07987125438b60f\",\"billable\":true}}",
+                        ws(n % WORKSPACES)
+                    ),
+                };
                 store
                     .ingest(NewEvent {
                         workspace_id: ws(n % WORKSPACES),
@@ -119,5 +141,34 @@ fn main() {
             "query {name} events={total} workspaces={WORKSPACES} items={items} p50_ms={p50:.2} p99_ms={p99:.2}"
         );
     }
+    let agent = agent();
+    let mut rates = Vec::new();
+    let mut times = Vec::new();
+    let mut scanned = 0;
+    for round in 0..25 {
+        let t = Instant::now();
+        let mut r = agent
+            .get(&format!(
+                "{}/api/webhooks?limit=50&q=no%20such%20text",
+                server.base
+            ))
+            .header("x-addon-token", &token)
+            .call()
+            .unwrap();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        scanned = body["scanned"].as_u64().unwrap_or(0);
+        if round >= 5 {
+            times.push(ms);
+            rates.push(scanned as f64 / (ms / 1000.0));
+        }
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "query text_search events={total} scanned={scanned} p50_ms={:.2} rows_per_s_p50={:.0}",
+        percentile(&times, 0.5),
+        percentile(&rates, 0.5)
+    );
     server.stop();
 }

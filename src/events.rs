@@ -88,7 +88,12 @@ pub fn preview(body: &[u8]) -> String {
 /// dotted path into the JSON body, or else a case-insensitive substring of the body.
 #[derive(Clone)]
 pub enum TextFilter {
-    Substring(String),
+    /// Anywhere in the body, ignoring case: the text as a literal, searched without copying
+    /// or lowercasing each body (`finder`); a text too long for that is compared in lowercase.
+    Substring {
+        finder: Option<regex::bytes::Regex>,
+        lowered: String,
+    },
     Field {
         path: Vec<String>,
         value: String,
@@ -110,15 +115,24 @@ impl TextFilter {
                 value: q[i + 1..].trim().to_lowercase(),
                 exact: q.as_bytes()[i] == b'=',
             },
-            None => TextFilter::Substring(q.to_lowercase()),
+            None => TextFilter::Substring {
+                finder: regex::bytes::RegexBuilder::new(&regex::escape(q))
+                    .case_insensitive(true)
+                    .build()
+                    .ok(),
+                lowered: q.to_lowercase(),
+            },
         }
     }
 
     pub fn matches(&self, body: &[u8]) -> bool {
         match self {
-            TextFilter::Substring(needle) => String::from_utf8_lossy(body)
-                .to_lowercase()
-                .contains(needle.as_str()),
+            TextFilter::Substring { finder, lowered } => match finder {
+                Some(finder) => finder.is_match(body),
+                None => String::from_utf8_lossy(body)
+                    .to_lowercase()
+                    .contains(lowered.as_str()),
+            },
             TextFilter::Field { path, value, exact } => {
                 let Ok(json) = serde_json::from_slice::<Value>(body) else {
                     return false;
@@ -214,4 +228,29 @@ pub async fn delete(app: &App, ws: &str, id: EventId) -> Result<bool, StoreError
     };
     let entities = entity_ids(ws, &event.body);
     app.store.delete_event(ws, id, entities).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_search_ignores_case_and_takes_the_text_literally() {
+        let body = "{\"description\":\"Čaj at the Café, a.k.a. BREAK\"}".as_bytes();
+        for q in ["break", "CAFÉ", "čaj", "a.k.a.", "Description"] {
+            assert!(TextFilter::parse(q).matches(body), "{q}");
+        }
+        for q in ["a.k.b", "caf.", "tea"] {
+            assert!(!TextFilter::parse(q).matches(body), "{q}");
+        }
+        // Too long to be compiled: compared in lowercase instead, with the same answer.
+        let long = "x".repeat(200_000);
+        let filter = TextFilter::parse(&long);
+        assert!(matches!(
+            &filter,
+            TextFilter::Substring { finder: None, .. }
+        ));
+        assert!(filter.matches(long.to_uppercase().as_bytes()));
+        assert!(!filter.matches(body));
+    }
 }

@@ -293,7 +293,9 @@ pub(crate) fn decode_event(
     id: &EventId,
     bytes: &[u8],
 ) -> Result<StoredEvent, StoreError> {
-    decode_with_dedupe_key(ws, id, bytes).map(|(event, _)| event)
+    // A listing or a search decodes every row it passes: the dedupe key, a hash of the body
+    // when the record does not hold it, is not worked out for them.
+    decode_record(ws, id, bytes, false).map(|(event, _)| event)
 }
 
 /// The event stored under `[ws][id]` and its dedupe key.
@@ -301,6 +303,17 @@ pub(crate) fn decode_with_dedupe_key(
     ws: &str,
     id: &EventId,
     bytes: &[u8],
+) -> Result<(StoredEvent, [u8; 32]), StoreError> {
+    decode_record(ws, id, bytes, true)
+}
+
+/// The event and, when `with_key`, its dedupe key (zeros otherwise, where the record does not
+/// hold it).
+fn decode_record(
+    ws: &str,
+    id: &EventId,
+    bytes: &[u8],
+    with_key: bool,
 ) -> Result<(StoredEvent, [u8; 32]), StoreError> {
     match decode::<EventRecord>(bytes)? {
         EventRecord::V1(event) => Ok(event.into_event()),
@@ -312,9 +325,11 @@ pub(crate) fn decode_with_dedupe_key(
         }
         EventRecord::V3(meta, packed) => {
             let (headers, body) = packed.unpack()?;
-            let dedupe_key = meta
-                .dedupe_key
-                .unwrap_or_else(|| sha2::Sha256::digest(&body).into());
+            let dedupe_key = match meta.dedupe_key {
+                Some(key) => key,
+                None if with_key => sha2::Sha256::digest(&body).into(),
+                None => [0; 32],
+            };
             let event = StoredEvent {
                 id: *id,
                 workspace_id: ws.to_string(),

@@ -3,8 +3,8 @@
 //! until due, and are attempted with at most `--destination-concurrency` in flight and
 //! `--destination-max-rps` started per second per destination, so one slow receiver cannot
 //! starve the others. Deliveries of one destination that come due together are sent as a
-//! run: one after the other over one connection on one blocking thread, their outcomes
-//! committed in one write (a run holds one of the destination's slots; it stops at the first
+//! run: one after the other over one pooled connection, their outcomes committed in one
+//! write (a run holds one of the destination's slots; it stops at the first
 //! attempt without a 2xx, and the rest are due again at once, each on its own). Each
 //! attempt's outcome is committed before the next is scheduled; a crash between sending and
 //! committing sends it again (at-least-once: receivers dedupe by `webhook-id`).
@@ -547,9 +547,7 @@ async fn attempt_run(app: &App, shared: &Shared, jobs: Vec<QueuedDelivery>) -> F
     let exchanges = shared.outbound.post_run(requests).await;
     drop(slot);
     if !exchanges.is_empty() {
-        let healthy = exchanges
-            .iter()
-            .all(|e| e.status.is_some_and(|s| (200..300).contains(&s)));
+        let healthy = exchanges.iter().all(Exchange::succeeded);
         finished.healthy = Some((destination_id, healthy));
     }
     let mut records = Vec::with_capacity(exchanges.len());

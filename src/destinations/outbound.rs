@@ -333,6 +333,13 @@ pub struct Exchange {
     pub retry_after: Option<Duration>,
 }
 
+impl Exchange {
+    /// A 2xx answer: the attempt delivered.
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
 /// One POST of a run: URL, headers and body.
 pub type Post = (String, Vec<(String, String)>, Vec<u8>);
 
@@ -398,7 +405,7 @@ impl Outbound {
                     retry_after: None,
                 },
             };
-            let succeeded = exchange.status.is_some_and(|s| (200..300).contains(&s));
+            let succeeded = exchange.succeeded();
             exchanges.push(exchange);
             if !succeeded {
                 break;

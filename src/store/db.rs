@@ -23,7 +23,7 @@ use super::writer::{Reopen, Writer, begin_durable};
 
 /// Schema of the data file written by this release. Bump it with a migration in
 /// [`MIGRATIONS`] whenever a table or record layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// Migration `i` moves a file from schema `i + 1` to `i + 2`; run in order inside one transaction.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
@@ -57,6 +57,8 @@ const MIGRATIONS: &[Migration] = &[
     // Rows of one event still read; older binaries would miss the runs' older events and
     // call the file damaged, so they refuse it instead.
     |_| Ok(()),
+    // 9 → 10: each workspace's events move to a table of their own, keyed by id alone.
+    super::migrations::events_to_workspace_tables,
 ];
 
 pub(super) const META_SCHEMA_VERSION: &[u8] = b"schema_version";

@@ -2,7 +2,10 @@
 //! in bounded batches by the purge of a long-uninstalled workspace and by `erase-workspace`
 //! (through the running server or on the file directly; both run [`erase_batch`]).
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle,
+    WriteTransaction,
+};
 
 use super::db::{Store, open_unheld};
 use super::error::StoreError;
@@ -10,10 +13,10 @@ use super::installation_model::{InstallationStatus, decode_installation, encode_
 use super::recent::RecentRow;
 use super::schema::{
     AUDIT, BOOTSTRAP, DELIVERIES, DELIVERIES_BY_DESTINATION, DELIVERY_QUEUE, DESTINATIONS,
-    ENTITIES, ENTITY_EVENTS, EVENT_DEDUPE, EVENTS, EVENTS_BY_TYPE, EXECUTIONS, FLOW_PAUSES,
-    FLOW_RUN_QUEUE, FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS,
-    FLOWS, INSTALLATIONS, RECENT_EVENTS, SOURCES, SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table,
-    WEBHOOK_TOKENS, decode, prefix_end, workspace_prefix,
+    ENTITIES, ENTITY_EVENTS, EVENT_DEDUPE, EVENTS_BY_TYPE, EXECUTIONS, FLOW_PAUSES, FLOW_RUN_QUEUE,
+    FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS,
+    INSTALLATIONS, RECENT_EVENTS, SOURCES, SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table,
+    WEBHOOK_TOKENS, decode, events_table_name, named_table, prefix_end, workspace_prefix,
 };
 use super::sources::source_workspace;
 use super::writer::begin_durable;
@@ -33,6 +36,20 @@ pub(crate) enum Owner {
     QueuedRun,
     /// A row of the log of recent events, which names its workspace.
     Recent,
+    /// Every row of the workspace's own table (its events: `schema::events_table_name`); the
+    /// table listed stands for all of them (its name labels the counts).
+    OwnTable,
+}
+
+/// The label of the events tables in [`WORKSPACE_TABLES`] and the counts.
+const EVENTS: Table = redb::TableDefinition::new(super::schema::EVENTS_LABEL);
+
+/// The table holding `ws`'s rows of the [`WORKSPACE_TABLES`] entry `table`.
+fn table_of(table: Table, owner: Owner, ws: &str) -> String {
+    match owner {
+        Owner::OwnTable => events_table_name(ws),
+        _ => table.name().to_string(),
+    }
 }
 
 /// Every per-workspace table, in the order erasure empties them: what refers to other rows
@@ -53,7 +70,7 @@ pub(crate) const WORKSPACE_TABLES: &[(Table, Owner)] = &[
     (ENTITY_EVENTS, Owner::Prefix),
     (RECENT_EVENTS, Owner::Recent),
     (EVENT_DEDUPE, Owner::Prefix),
-    (EVENTS, Owner::Prefix),
+    (EVENTS, Owner::OwnTable),
     (SOURCES, Owner::Source),
     (SOURCES_BY_WORKSPACE, Owner::Prefix),
     (SUBSCRIPTIONS, Owner::Key),
@@ -117,6 +134,11 @@ fn owned_keys(
                 keys.push(entry?.0.value().to_vec());
             }
         }
+        Owner::OwnTable => {
+            for entry in table.iter()?.take(max) {
+                keys.push(entry?.0.value().to_vec());
+            }
+        }
         Owner::Key => {
             if max > 0 && table.get(ws.as_bytes())?.is_some() {
                 keys.push(ws.as_bytes().to_vec());
@@ -153,7 +175,8 @@ pub(crate) fn count_workspace(rtx: &ReadTransaction, ws: &str) -> Result<TableCo
     };
     let mut counts = zero_counts();
     for ((table, owner), slot) in WORKSPACE_TABLES.iter().zip(counts.iter_mut()) {
-        let handle = match rtx.open_table(*table) {
+        let name = table_of(*table, *owner, ws);
+        let handle = match rtx.open_table(named_table(&name)) {
             Ok(handle) => handle,
             Err(redb::TableError::TableDoesNotExist(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -192,13 +215,18 @@ pub(crate) fn erase_batch(
         if left == 0 {
             break;
         }
-        let mut handle = wtx.open_table(*table)?;
+        let name = table_of(*table, *owner, ws);
+        let mut handle = wtx.open_table(named_table(&name))?;
         let keys = owned_keys(&handle, *owner, ws, left, &queued)?;
         for key in &keys {
             handle.remove(key.as_slice())?;
         }
         slot.1 += keys.len() as u64;
         left -= keys.len();
+        if *owner == Owner::OwnTable && handle.is_empty()? {
+            drop(handle);
+            wtx.delete_table(named_table(&name))?;
+        }
     }
     Ok(counts)
 }

@@ -6,7 +6,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{
+    ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle,
+    WriteTransaction,
+};
 use sha2::Digest;
 
 use super::db::Store;
@@ -21,8 +24,8 @@ use super::flow_index::{FlowIndex, enqueue_for_event};
 use super::flow_model::QueuedRun;
 use super::recent::{self, RecentRow};
 use super::schema::{
-    EVENTS, EVENTS_BY_TYPE, EventId, id_floor_for_millis, ids_before, millis_of_id, prefix_end,
-    two_part_prefix, with_suffix, workspace_prefix, workspaces_of,
+    EVENTS_BY_TYPE, EventId, event_ids_before, events_table_name, events_tables,
+    id_floor_for_millis, millis_of_id, named_table, two_part_prefix, with_suffix,
 };
 use super::writer::{AfterCommit, OpenTables};
 
@@ -83,8 +86,15 @@ pub struct EventPage {
     pub scanned_to: Option<EventId>,
 }
 
-fn event_key(ws: &str, id: &EventId) -> Vec<u8> {
-    with_suffix(&workspace_prefix(ws), id)
+type ReadEvents = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// `ws`'s events table in a read transaction; `None` before its first event.
+fn read_events(rtx: &ReadTransaction, ws: &str) -> Result<Option<ReadEvents>, StoreError> {
+    match rtx.open_table(named_table(&events_table_name(ws))) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn type_key(ws: &str, event_type: &str, id: &EventId) -> Vec<u8> {
@@ -182,23 +192,21 @@ pub(crate) fn insert_event(
     let dkey = &recent.dedupe_key;
     if let Some(seen) = dedupe.get(tables, dkey)? {
         let (original, received) = dedupe::row_parts(&seen);
-        let okey = event_key(&event.workspace_id, &original);
-        let events = tables.get(EVENTS)?;
-        let existing = events.get(okey.as_slice())?.map(|v| v.value().to_vec());
+        let events = tables.get_named(&events_table_name(&event.workspace_id))?;
+        let existing = events.get(original.as_slice())?.map(|v| v.value().to_vec());
         if let Some(bytes) = existing
             && now_ms - received < DEDUPE_WINDOW_MS
         {
-            events.insert(okey.as_slice(), count_duplicate(&bytes)?.as_slice())?;
+            events.insert(original.as_slice(), count_duplicate(&bytes)?.as_slice())?;
             return Ok((Ingested::Duplicate { original }, Vec::new()));
         }
     }
     let id = *uuid::Uuid::now_v7().as_bytes();
     let received = millis_of_id(&id);
     dedupe.insert(dkey, dedupe::row(&id, received));
-    tables.get(EVENTS)?.insert(
-        event_key(&event.workspace_id, &id).as_slice(),
-        record.as_slice(),
-    )?;
+    tables
+        .get_named(&events_table_name(&event.workspace_id))?
+        .insert(id.as_slice(), record.as_slice())?;
     (event.id, event.received_at, event.body) = (id, received, body);
     tables.get(EVENTS_BY_TYPE)?.insert(
         type_key(&event.workspace_id, &event.event_type, &id).as_slice(),
@@ -220,10 +228,9 @@ fn remove_event(
     dedupe: &PendingDedupe,
     index: &EntityIndex,
 ) -> Result<bool, StoreError> {
-    let mut events = wtx.open_table(EVENTS)?;
-    let removed = events
-        .remove(event_key(ws, id).as_slice())?
-        .map(|v| v.value().to_vec());
+    let name = events_table_name(ws);
+    let mut events = wtx.open_table(named_table(&name))?;
+    let removed = events.remove(id.as_slice())?.map(|v| v.value().to_vec());
     let Some(bytes) = removed else {
         return Ok(false);
     };
@@ -302,8 +309,10 @@ impl Store {
     pub async fn event(&self, ws: &str, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
         let ws = ws.to_string();
         self.read(move |rtx| {
-            let events = rtx.open_table(EVENTS)?;
-            let found = events.get(event_key(&ws, &id).as_slice())?;
+            let Some(events) = read_events(rtx, &ws)? else {
+                return Ok(None);
+            };
+            let found = events.get(id.as_slice())?;
             found.map(|v| decode_event(&ws, &id, v.value())).transpose()
         })
         .await
@@ -320,7 +329,6 @@ impl Store {
     ) -> Result<EventPage, StoreError> {
         let ws = ws.to_string();
         self.read(move |rtx| {
-            let events = rtx.open_table(EVENTS)?;
             let lower = id_floor_for_millis(query.from_ms.unwrap_or(0));
             let mut upper = query
                 .to_ms
@@ -334,6 +342,9 @@ impl Store {
                 next_cursor: None,
                 scanned: 0,
                 scanned_to: None,
+            };
+            let Some(events) = read_events(rtx, &ws)? else {
+                return Ok(page);
             };
             // Whether to go on after `id` (just examined).
             let consider = |id: EventId, record: &[u8], page: &mut EventPage| {
@@ -352,19 +363,14 @@ impl Store {
                         && !out_of_time,
                 )
             };
-            let prefix = workspace_prefix(&ws);
             let mut exhausted = true;
             if query.event_types.is_empty() {
-                let start = with_suffix(&prefix, &lower);
-                let end = with_suffix(&prefix, &upper);
                 for entry in events
-                    .range::<&[u8]>(start.as_slice()..end.as_slice())?
+                    .range::<&[u8]>(lower.as_slice()..upper.as_slice())?
                     .rev()
                 {
                     let (k, v) = entry?;
-                    let id: EventId = k.value()[prefix.len()..]
-                        .try_into()
-                        .map_err(|_| bad_key())?;
+                    let id: EventId = k.value().try_into().map_err(|_| bad_key())?;
                     if !consider(id, v.value(), &mut page)? {
                         exhausted = false;
                         break;
@@ -401,7 +407,7 @@ impl Store {
                         break;
                     };
                     let id = newest.2.take().expect("a head");
-                    let Some(record) = events.get(event_key(&ws, &id).as_slice())? else {
+                    let Some(record) = events.get(id.as_slice())? else {
                         continue;
                     };
                     if !consider(id, record.value(), &mut page)? {
@@ -444,12 +450,13 @@ impl Store {
             loop {
                 let want = limit - items.len();
                 let (ids, rtx) = index.events_of(db, &ws, &entity, cursor, want)?;
-                let events = rtx.open_table(EVENTS)?;
+                let events = read_events(&rtx, &ws)?;
                 let more = ids.len() > want;
                 for id in ids.iter().take(want) {
                     scanned += 1;
                     cursor = Some(*id);
-                    if let Some(v) = events.get(event_key(&ws, id).as_slice())? {
+                    let Some(events) = &events else { break };
+                    if let Some(v) = events.get(id.as_slice())? {
                         items.push(decode_event(&ws, id, v.value())?);
                     }
                 }
@@ -475,19 +482,16 @@ impl Store {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let ws = ws.to_string();
         self.read(move |rtx| {
-            let events = rtx.open_table(EVENTS)?;
-            let prefix = workspace_prefix(&ws);
-            let start = with_suffix(&prefix, &after);
-            let end = prefix_end(&prefix);
             let mut out = Vec::new();
-            for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+            let Some(events) = read_events(rtx, &ws)? else {
+                return Ok(out);
+            };
+            for entry in events.range::<&[u8]>(after.as_slice()..)? {
                 let (k, v) = entry?;
-                if k.value() == start.as_slice() {
+                if k.value() == after.as_slice() {
                     continue;
                 }
-                let id: EventId = k.value()[prefix.len()..]
-                    .try_into()
-                    .map_err(|_| bad_key())?;
+                let id: EventId = k.value().try_into().map_err(|_| bad_key())?;
                 out.push(decode_event(&ws, &id, v.value())?);
                 if out.len() >= limit {
                     break;
@@ -551,10 +555,16 @@ impl Store {
         let erased = index.clone();
         self.write_then(
             move |wtx| {
-                let prefix = workspace_prefix(&ws);
-                let ids = ids_before(&wtx.open_table(EVENTS)?, &prefix, cutoff_ms, max, bad_key)?;
+                let table = wtx.open_table(named_table(&events_table_name(&ws)))?;
+                let ids = event_ids_before(&table, cutoff_ms, max, bad_key)?;
+                let emptied = ids.len() as u64 == table.len()?;
+                drop(table);
                 for id in &ids {
                     remove_event(wtx, &ws, id, &[], &dedupe, &index)?;
+                }
+                // An empty table would keep the workspace on the list retention visits.
+                if emptied {
+                    wtx.delete_table(named_table(&events_table_name(&ws)))?;
                 }
                 Ok(ids)
             },
@@ -589,8 +599,11 @@ impl Store {
 
     /// Workspaces that have stored events (for retention).
     pub async fn event_workspaces(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|rtx| workspaces_of(&rtx.open_table(EVENTS)?, bad_key))
-            .await
+        self.read(|rtx| {
+            let names = rtx.list_tables()?.map(|t| t.name().to_string());
+            Ok(events_tables(names).into_iter().map(|(_, ws)| ws).collect())
+        })
+        .await
     }
 }
 
@@ -602,7 +615,7 @@ fn bad_key() -> StoreError {
 mod tests {
     use super::*;
     use crate::store::event_record::{EventRecord, LegacyEvent, StoredBody};
-    use crate::store::schema::{META, encode};
+    use crate::store::schema::{LEGACY_EVENTS, META, encode, workspace_prefix};
 
     fn legacy(id: EventId, received_at: i64, body: &[u8]) -> LegacyEvent {
         LegacyEvent {
@@ -639,14 +652,88 @@ mod tests {
             for (k, v) in meta {
                 table.insert(*k, v.as_slice()).unwrap();
             }
-            let mut events = wtx.open_table(EVENTS).unwrap();
+            let mut events = wtx.open_table(LEGACY_EVENTS).unwrap();
             for (id, record) in records {
                 events
-                    .insert(event_key("ws", id).as_slice(), record.as_slice())
+                    .insert(
+                        with_suffix(&workspace_prefix("ws"), id).as_slice(),
+                        record.as_slice(),
+                    )
                     .unwrap();
             }
         }
         wtx.commit().unwrap();
+    }
+
+    /// Events arriving for several workspaces at once fill the pages of their tables: each
+    /// workspace's events go past the end of its own table, where redb starts a new leaf
+    /// instead of halving a full one. With `[ws][id]` keys in one table (schema 9) new events
+    /// landed in the middle of the tree and left its leaves about half full.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_of_interleaved_workspaces_fill_their_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.redb");
+        let store = Arc::new(Store::open(&path, &[5u8; 32]).unwrap());
+        const EVENTS: usize = 3_000;
+        for chunk in 0..EVENTS / 300 {
+            let mut tasks = tokio::task::JoinSet::new();
+            for n in chunk * 300..(chunk + 1) * 300 {
+                let store = store.clone();
+                // Hex of a hash: a body that does not compress to nothing.
+                let digest = hex::encode(sha2::Sha256::digest(n.to_le_bytes()));
+                let body = format!(r#"{{"id":"{n:024x}","note":"{digest}{digest}"}}"#);
+                tasks.spawn(async move {
+                    store
+                        .ingest(NewEvent {
+                            workspace_id: format!("ws-{}", n % 7),
+                            event_type: "NEW_TIME_ENTRY".into(),
+                            source: "clockify".into(),
+                            source_id: None,
+                            headers: vec![],
+                            body: body.into_bytes(),
+                            dedupe: Dedupe::Body,
+                            entities: vec![],
+                        })
+                        .await
+                        .unwrap()
+                });
+            }
+            tasks.join_all().await;
+        }
+        Arc::into_inner(store).unwrap().shutdown();
+        let stats = crate::store::file_stats(&path).unwrap();
+        let events = stats.tables.iter().find(|t| t.name == "events").unwrap();
+        assert_eq!(events.rows, EVENTS as u64);
+        let fill = events.stored_bytes as f64 / (events.pages * 4096) as f64;
+        assert!(
+            fill > 0.8,
+            "events pages {:.0}% full ({} pages for {} stored bytes)",
+            fill * 100.0,
+            events.pages,
+            events.stored_bytes
+        );
+        // Each workspace's events read back newest first from its own table.
+        let store = Store::open(&path, &[5u8; 32]).unwrap();
+        let page = store
+            .list_events(
+                "ws-3",
+                EventQuery {
+                    before: None,
+                    from_ms: None,
+                    to_ms: None,
+                    event_types: vec![],
+                    limit: 1_000,
+                    scan_limit: usize::MAX,
+                    deadline: None,
+                },
+                |_| true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), EVENTS / 7 + 1);
+        assert!(page.items.windows(2).all(|w| w[0].id > w[1].id));
+        assert!(page.items.iter().all(|e| e.workspace_id == "ws-3"));
+        store.shutdown();
     }
 
     /// A file of every older schema holding `V1` records (what schema 1 wrote; later schemas

@@ -20,7 +20,9 @@ use super::flow_model::{decode_flow, decode_run, decode_stats};
 use super::health::{Condition, LAST_BACKUP_FILE, Slot, catch_panic};
 use super::installation_model::decode_installation;
 use super::recent::RecentRow;
-use super::schema::{EventId, TABLES, Table, decode};
+use super::schema::{
+    EVENTS_LABEL, EventId, all_table_names, decode, events_table_workspace, named_table,
+};
 use super::secrets::Sealed;
 use super::sources::decode_source;
 use super::subscriptions::check_report_record;
@@ -146,12 +148,15 @@ fn workspace_counts(
 fn scan(db: &impl ReadableDatabase) -> Result<(u32, Vec<(String, u64)>), StoreError> {
     let version = check_schema(db)?;
     let rtx = db.begin_read()?;
-    let mut counts = Vec::new();
-    for table in TABLES {
-        let handle = match rtx.open_table(*table) {
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    let names = all_table_names(rtx.list_tables()?.map(|t| t.name().to_string()));
+    // The per-workspace events tables are counted as one.
+    let mut events = 0u64;
+    for name in &names {
+        let handle = match rtx.open_table(named_table(name)) {
             Ok(handle) => handle,
             Err(redb::TableError::TableDoesNotExist(_)) => {
-                counts.push((table.name().to_string(), 0));
+                counts.push((name.clone(), 0));
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -159,11 +164,15 @@ fn scan(db: &impl ReadableDatabase) -> Result<(u32, Vec<(String, u64)>), StoreEr
         let mut n = 0u64;
         for entry in handle.iter()? {
             let (k, v) = entry?;
-            check_value(table.name(), k.value(), v.value())?;
+            check_value(name, k.value(), v.value())?;
             n += 1;
         }
-        counts.push((table.name().to_string(), n));
+        match events_table_workspace(name) {
+            Some(_) => events += n,
+            None => counts.push((name.clone(), n)),
+        }
     }
+    counts.insert(3.min(counts.len()), (EVENTS_LABEL.to_string(), events));
     Ok((version, counts))
 }
 
@@ -188,9 +197,15 @@ pub fn check_value(table: &str, key: &[u8], value: &[u8]) -> Result<(), StoreErr
         },
         "installations" => decode_installation(value).map(drop),
         "events" => {
-            // `[len][ws][id]`; the key only fills in what a record leaves out.
+            // `[len][ws][id]` (schema 9 and older); the key only fills in what a record
+            // leaves out.
             let (ws, id) = split_event_key(key).unwrap_or_default();
             decode_event(&ws, &id, value).map(drop)
+        }
+        name if events_table_workspace(name).is_some() => {
+            let ws = events_table_workspace(name).unwrap_or_default();
+            let id: EventId = key.try_into().unwrap_or_default();
+            decode_event(ws, &id, value).map(drop)
         }
         "recent_events" => decode::<RecentRow>(value).map(drop),
         "flows" => decode_flow(value).map(drop),
@@ -293,7 +308,14 @@ impl Store {
     ) -> Result<Option<VerifyReport>, StoreError> {
         let started = Instant::now();
         let mut report = VerifyReport::default();
-        for table in TABLES {
+        let names = self
+            .read(|rtx| {
+                Ok(all_table_names(
+                    rtx.list_tables()?.map(|t| t.name().to_string()),
+                ))
+            })
+            .await?;
+        for table in names {
             let mut after: Option<Vec<u8>> = None;
             loop {
                 if *stop.borrow() {
@@ -301,8 +323,8 @@ impl Store {
                 }
                 let slot = self.slot.clone();
                 let from = after.take();
-                let table = *table;
-                let chunk = tokio::task::spawn_blocking(move || verify_chunk(&slot, table, from))
+                let name = table.clone();
+                let chunk = tokio::task::spawn_blocking(move || verify_chunk(&slot, name, from))
                     .await
                     .map_err(|e| StoreError::Storage(format!("integrity pass failed: {e}")))?;
                 match chunk {
@@ -319,10 +341,8 @@ impl Store {
                             StoreError::Damaged(detail) => detail.clone(),
                             other => other.to_string(),
                         };
-                        self.slot.set_condition(Condition::Damaged(format!(
-                            "table {}: {detail}",
-                            table.name()
-                        )));
+                        self.slot
+                            .set_condition(Condition::Damaged(format!("table {table}: {detail}")));
                         return Err(err);
                     }
                 }
@@ -337,7 +357,7 @@ impl Store {
 /// Reads up to [`VERIFY_CHUNK`] entries of `table` after the key `after`.
 fn verify_chunk(
     slot: &Arc<Slot>,
-    table: Table,
+    table: String,
     after: Option<Vec<u8>>,
 ) -> Result<Chunk, StoreError> {
     let db = match slot.db() {
@@ -347,7 +367,7 @@ fn verify_chunk(
     };
     let result = catch_panic(|| {
         let rtx = db.begin_read()?;
-        let handle = match rtx.open_table(table) {
+        let handle = match rtx.open_table(named_table(&table)) {
             Ok(handle) => handle,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Chunk::Read(0, None)),
             Err(e) => return Err(e.into()),
@@ -361,7 +381,7 @@ fn verify_chunk(
         let mut n = 0u64;
         for entry in range {
             let (k, v) = entry?;
-            check_value(table.name(), k.value(), v.value()).map_err(|e| match e {
+            check_value(&table, k.value(), v.value()).map_err(|e| match e {
                 StoreError::Decode(detail) => StoreError::Damaged(detail),
                 other => other,
             })?;
@@ -499,13 +519,13 @@ fn copy_tables(src: &impl ReadableDatabase, tmp: &Path) -> Result<u64, StoreErro
     let dest = builder().create(tmp)?;
     let wtx = begin_durable(&dest)?;
     let mut copied = 0u64;
-    for table in TABLES {
-        let source = match rtx.open_table(*table) {
+    for name in all_table_names(rtx.list_tables()?.map(|t| t.name().to_string())) {
+        let source = match rtx.open_table(named_table(&name)) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => continue,
             Err(e) => return Err(e.into()),
         };
-        let mut target = wtx.open_table(*table)?;
+        let mut target = wtx.open_table(named_table(&name))?;
         for entry in source.iter()? {
             let (k, v) = entry?;
             target.insert(k.value(), v.value())?;

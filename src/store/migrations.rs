@@ -1,15 +1,15 @@
 //! Migrations that change data (the others are no-ops in `db::MIGRATIONS`): each runs once,
 //! inside the transaction that opens a file of an older schema.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::dedupe::{DEDUPE_WINDOW_MS, table_key};
 use super::error::StoreError;
 use super::event_record::decode_with_dedupe_key;
 use super::recent::RecentRow;
 use super::schema::{
-    EVENTS, EventId, META, RECENT_EVENTS, encode, id_floor_for_millis, prefix_end, with_suffix,
-    workspace_prefix, workspaces_of,
+    EventId, LEGACY_EVENTS, META, RECENT_EVENTS, encode, events_table_name, id_floor_for_millis,
+    named_table, prefix_end, with_suffix, workspace_prefix, workspaces_of,
 };
 
 /// `META` key of schemas 3 to 6: every event received before this time (Unix ms) had its
@@ -34,7 +34,7 @@ pub(super) fn recent_events_from_watermark(wtx: &WriteTransaction) -> Result<(),
         .saturating_sub(REBUILD_MARGIN_MS)
         .max(now_ms - DEDUPE_WINDOW_MS);
     let floor = id_floor_for_millis(since);
-    let events = wtx.open_table(EVENTS)?;
+    let events = wtx.open_table(LEGACY_EVENTS)?;
     let mut recent = wtx.open_table(RECENT_EVENTS)?;
     let bad_key = || StoreError::Decode("malformed event key".into());
     for ws in workspaces_of(&events, bad_key)? {
@@ -54,5 +54,34 @@ pub(super) fn recent_events_from_watermark(wtx: &WriteTransaction) -> Result<(),
             recent.insert(id.as_slice(), encode(&row).as_slice())?;
         }
     }
+    Ok(())
+}
+
+/// 9 → 10: every workspace's events move from `[ws][id]` keys in one table to `[id]` keys in a
+/// table of their own (`schema::events_table_name`), in id order, so the new tables' pages
+/// are full; the old table is deleted.
+pub(super) fn events_to_workspace_tables(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    let bad_key = || StoreError::Decode("malformed event key".into());
+    {
+        let events = wtx.open_table(LEGACY_EVENTS)?;
+        if events.is_empty()? {
+            drop(events);
+            wtx.delete_table(LEGACY_EVENTS)?;
+            return Ok(());
+        }
+        for ws in workspaces_of(&events, bad_key)? {
+            let prefix = workspace_prefix(&ws);
+            let name = events_table_name(&ws);
+            let mut table = wtx.open_table(named_table(&name))?;
+            for entry in events.range(prefix.as_slice()..prefix_end(&prefix).as_slice())? {
+                let (k, v) = entry?;
+                let id: EventId = k.value()[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| bad_key())?;
+                table.insert(id.as_slice(), v.value())?;
+            }
+        }
+    }
+    wtx.delete_table(LEGACY_EVENTS)?;
     Ok(())
 }

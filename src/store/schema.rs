@@ -16,8 +16,13 @@ pub(crate) const META: Table = TableDefinition::new("meta");
 pub(crate) const INSTALLATIONS: Table = TableDefinition::new("installations");
 /// SHA-256 of a webhook token → workspace id.
 pub(crate) const WEBHOOK_TOKENS: Table = TableDefinition::new("webhook_tokens");
-/// `[ws][id]` → event record.
-pub(crate) const EVENTS: Table = TableDefinition::new("events");
+/// `[ws][id]` → event record: schema 9 and older, moved to one table per workspace
+/// ([`events_table`]) by the migration to schema 10.
+pub(crate) const LEGACY_EVENTS: Table = TableDefinition::new("events");
+/// What the events tables are called together (figures, counts): `events`.
+pub(crate) const EVENTS_LABEL: &str = "events";
+/// Names of the per-workspace events tables start with this; the workspace id follows.
+pub(crate) const EVENTS_TABLE_PREFIX: &str = "events/";
 /// `[ws][event type][id]` → empty.
 pub(crate) const EVENTS_BY_TYPE: Table = TableDefinition::new("events_by_type");
 /// `[ws][event type][dedupe key]` → `[id][received ms]`.
@@ -70,12 +75,12 @@ pub(crate) const AUDIT: Table = TableDefinition::new("audit");
 /// Workspace id → the pause of its flows.
 pub(crate) const FLOW_PAUSES: Table = TableDefinition::new("flow_pauses");
 
-/// Every table of the file; backups copy exactly these, `check` counts them.
+/// The fixed tables of the file; with the events tables ([`all_table_names`]) they are what
+/// backups copy and `check` counts.
 pub(crate) const TABLES: &[Table] = &[
     META,
     INSTALLATIONS,
     WEBHOOK_TOKENS,
-    EVENTS,
     EVENTS_BY_TYPE,
     EVENT_DEDUPE,
     RECENT_EVENTS,
@@ -100,6 +105,68 @@ pub(crate) const TABLES: &[Table] = &[
     AUDIT,
     FLOW_PAUSES,
 ];
+
+/// The name of the table of `ws`'s events: `[id]` → event record. One table per workspace,
+/// so every new event goes past the end of its tree, where redb starts a new leaf instead of
+/// splitting a full one in half: the pages stay full (`[ws][id]` keys in one table appended
+/// in the middle of the tree and left every leaf about half full).
+pub(crate) fn events_table_name(ws: &str) -> String {
+    format!("{EVENTS_TABLE_PREFIX}{ws}")
+}
+
+/// The table named `name` (an events table's name from [`events_table_name`]).
+pub(crate) fn named_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// The workspace whose events table is called `name`, if it is one.
+pub(crate) fn events_table_workspace(name: &str) -> Option<&str> {
+    name.strip_prefix(EVENTS_TABLE_PREFIX)
+        .filter(|ws| !ws.is_empty())
+}
+
+/// The per-workspace events tables among `names` (a transaction's `list_tables()`), as
+/// (table name, workspace id), in name order.
+pub(crate) fn events_tables(names: impl Iterator<Item = String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = names
+        .filter_map(|name| {
+            let ws = events_table_workspace(&name)?.to_string();
+            Some((name, ws))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every table of a file: the fixed ones, then the events tables of [`events_tables`].
+pub(crate) fn all_table_names(names: impl Iterator<Item = String>) -> Vec<String> {
+    TABLES
+        .iter()
+        .map(|t| redb::TableHandle::name(t).to_string())
+        .chain(events_tables(names).into_iter().map(|(name, _)| name))
+        .collect()
+}
+
+/// The oldest ids (at most `max`) in an events table made before `cutoff_ms` (all of them
+/// with `i64::MAX`).
+pub(crate) fn event_ids_before(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    cutoff_ms: i64,
+    max: usize,
+    bad_key: fn() -> StoreError,
+) -> Result<Vec<[u8; 16]>, StoreError> {
+    let end = id_floor_for_millis(cutoff_ms);
+    let range = if cutoff_ms == i64::MAX {
+        table.iter()?
+    } else {
+        table.range::<&[u8]>(..end.as_slice())?
+    };
+    let mut ids = Vec::new();
+    for entry in range.take(max) {
+        ids.push(entry?.0.value().try_into().map_err(|_| bad_key())?);
+    }
+    Ok(ids)
+}
 
 /// Whether `ws` has an installation record: writes that follow slow outside work (a Clockify
 /// call, a bootstrap page) check it, so a workspace erased meanwhile is not partly recreated.

@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use redb::{ReadTransaction, ReadableDatabase, TableHandle};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle};
 
 use super::db::{Store, builder, check_schema};
 use super::erase::{Owner, WORKSPACE_TABLES};
 use super::error::StoreError;
 use super::schema::{
-    EVENTS, FLOWS, TABLES, millis_of_id, prefix_end, workspace_prefix, workspaces_of,
+    EVENTS_LABEL, FLOWS, TABLES, events_table_name, events_tables, millis_of_id, named_table,
+    prefix_end, workspace_prefix,
 };
 
 /// One workspace's share of the file.
@@ -27,28 +28,36 @@ fn usage(rtx: &ReadTransaction, ws: &str) -> Result<WorkspaceUsage, StoreError> 
     let end = prefix_end(&prefix);
     let mut usage = WorkspaceUsage::default();
     for (table, owner) in WORKSPACE_TABLES {
-        if *owner != Owner::Prefix {
+        let own = *owner == Owner::OwnTable;
+        if *owner != Owner::Prefix && !own {
             continue;
         }
-        let handle = match rtx.open_table(*table) {
+        let name = if own {
+            events_table_name(ws)
+        } else {
+            table.name().to_string()
+        };
+        let handle = match rtx.open_table(named_table(&name)) {
             Ok(handle) => handle,
             Err(redb::TableError::TableDoesNotExist(_)) => continue,
             Err(e) => return Err(e.into()),
         };
+        // An own table's rows are all the workspace's.
+        let range = if own {
+            handle.iter()?
+        } else {
+            handle.range::<&[u8]>(prefix.as_slice()..end.as_slice())?
+        };
         let mut rows = 0u64;
-        for entry in handle.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
+        for entry in range {
             let (k, v) = entry?;
             usage.bytes += (k.value().len() + v.value().len()) as u64;
             rows += 1;
         }
-        if table.name() == EVENTS.name() {
+        if own {
             usage.events = rows;
-            let newest = handle
-                .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
-                .next_back();
-            if let Some(entry) = newest {
-                let key = entry?.0.value().to_vec();
-                if let Ok(id) = <[u8; 16]>::try_from(&key[prefix.len()..]) {
+            if let Some(entry) = handle.last()? {
+                if let Ok(id) = <[u8; 16]>::try_from(entry.0.value()) {
                     usage.last_event_at = Some(millis_of_id(&id));
                 }
             }
@@ -111,42 +120,48 @@ type Counted = (Vec<TableUsage>, Option<i64>);
 fn table_counts_and_oldest(db: &impl ReadableDatabase) -> Result<Counted, StoreError> {
     use redb::ReadableTableMetadata;
     let rtx = db.begin_read()?;
+    // Adds what `name`'s table holds to `usage`; returns the table, if there is one.
+    let add = |usage: &mut TableUsage, name: &str| match rtx.open_table(named_table(name)) {
+        Ok(handle) => {
+            let stats = handle.stats()?;
+            usage.rows += handle.len()?;
+            usage.pages += stats.leaf_pages() + stats.branch_pages();
+            usage.stored_bytes += stats.stored_bytes();
+            usage.metadata_bytes += stats.metadata_bytes();
+            usage.fragmented_bytes += stats.fragmented_bytes();
+            Ok(Some(handle))
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(StoreError::from(e)),
+    };
     let mut tables = Vec::new();
     for table in TABLES {
         let mut usage = TableUsage {
             name: table.name().to_string(),
             ..TableUsage::default()
         };
-        match rtx.open_table(*table) {
-            Ok(handle) => {
-                let stats = handle.stats()?;
-                usage.rows = handle.len()?;
-                usage.pages = stats.leaf_pages() + stats.branch_pages();
-                usage.stored_bytes = stats.stored_bytes();
-                usage.metadata_bytes = stats.metadata_bytes();
-                usage.fragmented_bytes = stats.fragmented_bytes();
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        add(&mut usage, table.name())?;
         tables.push(usage);
     }
-    let events = rtx.open_table(EVENTS)?;
+    // The per-workspace events tables, as one.
+    let mut events = TableUsage {
+        name: EVENTS_LABEL.to_string(),
+        ..TableUsage::default()
+    };
     let mut oldest: Option<i64> = None;
     let bad = || StoreError::Decode("malformed event key".into());
-    for ws in workspaces_of(&events, bad)? {
-        let prefix = workspace_prefix(&ws);
-        let end = prefix_end(&prefix);
-        if let Some(entry) = events
-            .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
-            .next()
-        {
-            let key = entry?.0.value().to_vec();
-            let id = <[u8; 16]>::try_from(&key[prefix.len()..]).map_err(|_| bad())?;
+    let names = rtx.list_tables()?.map(|t| t.name().to_string());
+    for (name, _) in events_tables(names) {
+        let Some(handle) = add(&mut events, &name)? else {
+            continue;
+        };
+        if let Some(entry) = handle.first()? {
+            let id = <[u8; 16]>::try_from(entry.0.value()).map_err(|_| bad())?;
             let at = millis_of_id(&id);
             oldest = Some(oldest.map_or(at, |o| o.min(at)));
         }
     }
+    tables.insert(3.min(tables.len()), events);
     Ok((tables, oldest))
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::health::{Condition, Slot, catch_panic, free_bytes, panic_text};
+use super::schema::named_table;
 
 /// Upper bound on jobs per transaction, so one commit never grows without limit.
 const MAX_BATCH: usize = 1024;
@@ -54,15 +55,16 @@ impl<'txn> OpenTables<'txn> {
         &mut self,
         definition: ByteTable,
     ) -> Result<&mut OpenTable<'txn>, StoreError> {
-        let at = match self
-            .open
-            .iter()
-            .position(|(name, _)| *name == definition.name())
-        {
+        self.get_named(definition.name())
+    }
+
+    /// The table called `name` (an events table), opened (created) on first use in this batch.
+    pub(crate) fn get_named(&mut self, name: &str) -> Result<&mut OpenTable<'txn>, StoreError> {
+        let at = match self.open.iter().position(|(open, _)| open == name) {
             Some(at) => at,
             None => {
-                let table = self.wtx.open_table(definition)?;
-                self.open.push((definition.name().to_string(), table));
+                let table = self.wtx.open_table(named_table(name))?;
+                self.open.push((name.to_string(), table));
                 self.open.len() - 1
             }
         };

@@ -848,8 +848,16 @@ fn main() {
     );
     server.stop();
 
-    // Space: after retention, after ingesting again, after compact.
+    // Space: after retention, after ingesting again, after compact. Retention ran under
+    // load, so the file now holds the events ingested meanwhile: `check` says how many.
     let after_retention = file_size(dir);
+    let (_, check, _) = cli("check", dir, &[]);
+    for line in check
+        .lines()
+        .filter(|l| l.contains("pages") || l.starts_with("table events:"))
+    {
+        println!("  after retention: {line}");
+    }
     let (server, _) = start(dir, &[]);
     let again = (total / 5).max(1000);
     let refill = deliver(
@@ -867,7 +875,7 @@ fn main() {
     let (compacted, out, compact_s) = cli("compact", dir, &[]);
     let after_compact = file_size(dir);
     println!(
-        "space after_retention_mb={:.0} after_ingesting_{}_more_mb={:.0} after_compact_mb={} compact_seconds={} load={}",
+        "space after_retention_mb={:.0} after_ingesting_{}_more_mb={:.0} after_compact_mb={} compact_seconds={} allocated_mb={:.0} load={}",
         after_retention as f64 / 1e6,
         refill.acked,
         after_refill as f64 / 1e6,
@@ -881,6 +889,7 @@ fn main() {
         } else {
             "n/a".into()
         },
+        disk_bytes(dir) as f64 / 1e6,
         load()
     );
     if !compacted {

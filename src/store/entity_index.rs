@@ -20,6 +20,7 @@
 //! may remain, and lookups skip events that are gone.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
@@ -632,7 +633,7 @@ fn write_chunk(
         .iter()
         .filter(|row| !inner.skipped(row))
         .collect();
-    let mut older = Vec::with_capacity(GROUP_IDS * 16);
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut start = 0;
     while start < rows.len() {
         let first = rows[start];
@@ -644,16 +645,11 @@ fn write_chunk(
         {
             end += 1;
         }
-        older.clear();
-        for row in &rows[start..end - 1] {
-            older.extend_from_slice(&row.id);
-        }
-        table.insert(
-            inner.table_key(rows[end - 1], seq).as_slice(),
-            older.as_slice(),
-        )?;
+        let older: Vec<u8> = rows[start..end - 1].iter().flat_map(|r| r.id).collect();
+        entries.push((inner.table_key(rows[end - 1], seq), older));
         start = end;
     }
+    insert_sorted(table, &entries)?;
     if from == 0 || completed {
         let mut buckets = inner.buckets.clone();
         if completed && let Some(bucket) = buckets.iter_mut().find(|b| b.seq == seq) {
@@ -662,6 +658,39 @@ fn write_chunk(
         tables
             .get(META)?
             .insert(META_BUCKETS, encode(&buckets).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Inserts `entries` (in key order, each new or replacing a row) through a cursor: a run of
+/// keys that falls into one gap of the table is written as full leaves. A bucket's rows go in
+/// the middle of the table (after each workspace's older buckets), where a plain `insert`
+/// splits the full leaf in half and the left half is never filled again.
+fn insert_sorted(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    entries: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), StoreError> {
+    let mut at = 0;
+    while at < entries.len() {
+        let from = at;
+        let first: &[u8] = &entries[at].0;
+        let mut cursor = table.lower_bound_mut(Bound::Included(first))?;
+        while let Some((key, value)) = entries.get(at) {
+            match cursor.insert_before(key.as_slice(), value.as_slice()) {
+                Ok(()) => at += 1,
+                // The next key is past the gap's right neighbour (or equal to it).
+                Err(redb::CursorError::UnorderedKey) => break,
+                Err(redb::CursorError::Storage(e)) => return Err(e.into()),
+                Err(other) => return Err(StoreError::Storage(other.to_string())),
+            }
+        }
+        cursor.close()?;
+        if at == from {
+            // The key is already there (a bucket written again after a crash): replace it.
+            let (key, value) = &entries[at];
+            table.insert(key.as_slice(), value.as_slice())?;
+            at += 1;
+        }
     }
     Ok(())
 }
@@ -695,6 +724,80 @@ mod tests {
     use crate::store::{Dedupe, Ingested, NewEvent, Store};
 
     const USERS: usize = 7;
+
+    /// Fill of a table's pages: stored bytes over the bytes of its pages.
+    fn fill(table: &redb::Table<'_, &'static [u8], &'static [u8]>) -> f64 {
+        use redb::ReadableTableMetadata;
+        let stats = table.stats().unwrap();
+        stats.stored_bytes() as f64 / ((stats.leaf_pages() + stats.branch_pages()) * 4096) as f64
+    }
+
+    /// Sorted runs written into the middle of a table (each workspace's next bucket after its
+    /// older ones, about ten pages each) fill their leaves through the cursor; the same rows
+    /// inserted one by one leave them about half full. A key written again replaces its row.
+    #[test]
+    fn runs_written_into_the_middle_of_the_table_fill_their_pages() {
+        use redb::ReadableTableMetadata;
+        const T: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let wtx = db.begin_write().unwrap();
+        let run = |ws: u8, bucket: u8| -> Vec<(Vec<u8>, Vec<u8>)> {
+            (0..400u16)
+                .map(|n| {
+                    let mut key = vec![ws, bucket];
+                    key.extend_from_slice(&n.to_be_bytes());
+                    (key, vec![ws ^ bucket; 96])
+                })
+                .collect()
+        };
+        for plain in [true, false] {
+            let name = if plain { "plain" } else { "cursor" };
+            let mut table = wtx.open_table(redb::TableDefinition::new(name)).unwrap();
+            for bucket in 0..6 {
+                for ws in 0..5 {
+                    let entries = run(ws, bucket);
+                    if plain {
+                        for (k, v) in &entries {
+                            table.insert(k.as_slice(), v.as_slice()).unwrap();
+                        }
+                    } else {
+                        insert_sorted(&mut table, &entries).unwrap();
+                    }
+                }
+            }
+            assert_eq!(table.len().unwrap(), 6 * 5 * 400);
+            let fill = fill(&table);
+            if plain {
+                assert!(fill < 0.6, "plain inserts {:.0}% full", fill * 100.0);
+            } else {
+                assert!(fill > 0.8, "cursor runs {:.0}% full", fill * 100.0);
+            }
+        }
+        let mut table = wtx.open_table(T).unwrap();
+        insert_sorted(&mut table, &run(1, 1)).unwrap();
+        let mut again = run(1, 1);
+        again[5].1 = b"new".to_vec();
+        again.push((vec![1, 2, 0, 0], b"next".to_vec()));
+        insert_sorted(&mut table, &again[4..]).unwrap();
+        assert_eq!(table.len().unwrap(), 401);
+        assert_eq!(
+            table
+                .get([1u8, 1, 0, 5].as_slice())
+                .unwrap()
+                .unwrap()
+                .value(),
+            b"new"
+        );
+        assert_eq!(
+            table
+                .get([1u8, 2, 0, 0].as_slice())
+                .unwrap()
+                .unwrap()
+                .value(),
+            b"next"
+        );
+    }
 
     /// Event `n` names itself, one of [`USERS`] users and, every third, a project.
     fn entities(n: usize) -> Vec<String> {

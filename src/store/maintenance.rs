@@ -517,6 +517,7 @@ fn copy_tables(src: &impl ReadableDatabase, tmp: &Path) -> Result<u64, StoreErro
     // Written the way the server writes (two-phase commits), so the allocator state is kept
     // and a server started on a restored copy opens it without walking the whole file.
     let dest = builder().create(tmp)?;
+    let mut writeback = Writeback::new(tmp)?;
     let wtx = begin_durable(&dest)?;
     let mut copied = 0u64;
     for name in all_table_names(rtx.list_tables()?.map(|t| t.name().to_string())) {
@@ -530,9 +531,55 @@ fn copy_tables(src: &impl ReadableDatabase, tmp: &Path) -> Result<u64, StoreErro
             let (k, v) = entry?;
             target.insert(k.value(), v.value())?;
             copied += 1;
+            writeback.wrote(k.value().len() + v.value().len());
         }
     }
     wtx.commit()?;
     drop(dest);
     Ok(copied)
+}
+
+/// Writes a copy out to the disk as it goes, a few MB at a time, waiting for each step. The
+/// kernel would otherwise keep the whole copy in memory and write it at the final sync, in one
+/// burst that the server's commits queue behind (the disk's scheduler, e.g. mq-deadline,
+/// ignores the backup's lower I/O priority). With the step the disk never holds more than a
+/// step of the copy ahead of a commit.
+struct Writeback {
+    file: std::fs::File,
+    since: usize,
+}
+
+impl Writeback {
+    const STEP: usize = 4 * 1024 * 1024;
+
+    fn new(path: &Path) -> Result<Writeback, StoreError> {
+        Ok(Writeback {
+            file: std::fs::OpenOptions::new().write(true).open(path)?,
+            since: 0,
+        })
+    }
+
+    fn wrote(&mut self, bytes: usize) {
+        self.since += bytes;
+        if self.since < Self::STEP {
+            return;
+        }
+        self.since = 0;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain system call on a file descriptor this struct owns. Best effort:
+            // an error only means the rest is written at the final sync, as without this.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    0,
+                    0,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+    }
 }

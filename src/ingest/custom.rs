@@ -140,7 +140,8 @@ pub fn verify(
             .trim()
             .parse()
             .map_err(|_| "webhook-timestamp is not a number")?;
-        if (now_secs - ts).abs() > TIMESTAMP_TOLERANCE_SECS {
+        // abs_diff: the distance from i64::MIN or MAX to now does not fit an i64.
+        if now_secs.abs_diff(ts) > TIMESTAMP_TOLERANCE_SECS.unsigned_abs() {
             return Err("webhook-timestamp is more than 5 minutes away from now".into());
         }
         for secret in secrets {

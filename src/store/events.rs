@@ -24,8 +24,8 @@ use super::flow_index::{FlowIndex, enqueue_for_event};
 use super::flow_model::QueuedRun;
 use super::recent::{self, RecentRow};
 use super::schema::{
-    EVENTS_BY_TYPE, EventId, event_ids_before, events_table_name, events_tables,
-    id_floor_for_millis, millis_of_id, named_table, two_part_prefix, with_suffix,
+    EVENTS_BY_TYPE, EventId, events_table_name, events_tables, id_floor_for_millis, ids_before,
+    millis_of_id, named_table, two_part_prefix, with_suffix,
 };
 use super::writer::{AfterCommit, OpenTables};
 
@@ -556,7 +556,7 @@ impl Store {
         self.write_then(
             move |wtx| {
                 let table = wtx.open_table(named_table(&events_table_name(&ws)))?;
-                let ids = event_ids_before(&table, cutoff_ms, max, bad_key)?;
+                let ids = ids_before(&table, &[], cutoff_ms, max, bad_key)?;
                 let emptied = ids.len() as u64 == table.len()?;
                 drop(table);
                 for id in &ids {

@@ -1,7 +1,7 @@
 //! Migrations that change data (the others are no-ops in `db::MIGRATIONS`): each runs once,
 //! inside the transaction that opens a file of an older schema.
 
-use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::dedupe::{DEDUPE_WINDOW_MS, table_key};
 use super::error::StoreError;
@@ -64,11 +64,6 @@ pub(super) fn events_to_workspace_tables(wtx: &WriteTransaction) -> Result<(), S
     let bad_key = || StoreError::Decode("malformed event key".into());
     {
         let events = wtx.open_table(LEGACY_EVENTS)?;
-        if events.is_empty()? {
-            drop(events);
-            wtx.delete_table(LEGACY_EVENTS)?;
-            return Ok(());
-        }
         for ws in workspaces_of(&events, bad_key)? {
             let prefix = workspace_prefix(&ws);
             let name = events_table_name(&ws);

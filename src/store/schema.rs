@@ -17,7 +17,7 @@ pub(crate) const INSTALLATIONS: Table = TableDefinition::new("installations");
 /// SHA-256 of a webhook token → workspace id.
 pub(crate) const WEBHOOK_TOKENS: Table = TableDefinition::new("webhook_tokens");
 /// `[ws][id]` → event record: schema 9 and older, moved to one table per workspace
-/// ([`events_table`]) by the migration to schema 10.
+/// ([`events_table_name`]) by the migration to schema 10.
 pub(crate) const LEGACY_EVENTS: Table = TableDefinition::new("events");
 /// What the events tables are called together (figures, counts): `events`.
 pub(crate) const EVENTS_LABEL: &str = "events";
@@ -147,27 +147,6 @@ pub(crate) fn all_table_names(names: impl Iterator<Item = String>) -> Vec<String
         .collect()
 }
 
-/// The oldest ids (at most `max`) in an events table made before `cutoff_ms` (all of them
-/// with `i64::MAX`).
-pub(crate) fn event_ids_before(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    cutoff_ms: i64,
-    max: usize,
-    bad_key: fn() -> StoreError,
-) -> Result<Vec<[u8; 16]>, StoreError> {
-    let end = id_floor_for_millis(cutoff_ms);
-    let range = if cutoff_ms == i64::MAX {
-        table.iter()?
-    } else {
-        table.range::<&[u8]>(..end.as_slice())?
-    };
-    let mut ids = Vec::new();
-    for entry in range.take(max) {
-        ids.push(entry?.0.value().try_into().map_err(|_| bad_key())?);
-    }
-    Ok(ids)
-}
-
 /// Whether `ws` has an installation record: writes that follow slow outside work (a Clockify
 /// call, a bootstrap page) check it, so a workspace erased meanwhile is not partly recreated.
 pub(crate) fn installed(wtx: &redb::WriteTransaction, ws: &str) -> Result<bool, StoreError> {
@@ -289,7 +268,8 @@ pub(crate) fn workspaces_of(
 
 /// The oldest ids (at most `max`) of the rows `[prefix][UUIDv7]` in `table` made before
 /// `cutoff_ms`, or of all the prefix's rows with `i64::MAX`. Retention collects a batch with
-/// this, then removes it; `bad_key` is the error for a suffix that is not an id.
+/// this, then removes it; `bad_key` is the error for a suffix that is not an id. An empty
+/// prefix means every row (a table keyed by id alone, like an events table).
 pub(crate) fn ids_before(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     prefix: &[u8],
@@ -297,13 +277,18 @@ pub(crate) fn ids_before(
     max: usize,
     bad_key: fn() -> StoreError,
 ) -> Result<Vec<[u8; 16]>, StoreError> {
-    let end = if cutoff_ms == i64::MAX {
-        prefix_end(prefix)
+    use std::ops::Bound;
+    let end = if cutoff_ms != i64::MAX {
+        Bound::Excluded(with_suffix(prefix, &id_floor_for_millis(cutoff_ms)))
+    } else if prefix.is_empty() {
+        // No key is past every key; `prefix_end` of nothing would be `[0xff]`.
+        Bound::Unbounded
     } else {
-        with_suffix(prefix, &id_floor_for_millis(cutoff_ms))
+        Bound::Excluded(prefix_end(prefix))
     };
     let mut ids = Vec::new();
-    for entry in table.range::<&[u8]>(prefix..end.as_slice())?.take(max) {
+    let range = (Bound::Included(prefix), end.as_ref().map(Vec::as_slice));
+    for entry in table.range::<&[u8]>(range)?.take(max) {
         let (k, _) = entry?;
         ids.push(
             k.value()[prefix.len()..]
@@ -404,5 +389,16 @@ mod tests {
         assert_eq!(millis(3, 1), [1]);
         assert_eq!(millis(i64::MAX, 10), [1, 2, 3]);
         assert!(millis(1, 10).is_empty());
+        // An empty prefix: a table keyed by id alone, ids up to the last possible one.
+        let ids = wtx.open_table(redb::TableDefinition::<&[u8], &[u8]>::new("ids"));
+        let mut ids = ids.unwrap();
+        for id in [id_floor_for_millis(2), [0xff; 16], id_floor_for_millis(1)] {
+            ids.insert(id.as_slice(), [].as_slice()).unwrap();
+        }
+        let all = ids_before(&ids, &[], i64::MAX, 10, bad).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2], [0xff; 16]);
+        let before_2 = ids_before(&ids, &[], 2, 10, bad).unwrap();
+        assert_eq!(before_2, [id_floor_for_millis(1)]);
     }
 }

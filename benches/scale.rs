@@ -29,7 +29,9 @@
 //! `SCALE_SECONDS` (default 10) sets the length of each ingest-under-load run;
 //! `SCALE_FILL_ONLY=1` stops after the fill and disk figures (to compare ingest of two builds);
 //! `SCALE_SKIP_RETENTION=1` stops before the retention phase (at ten million events retention
-//! under load would take hours here).
+//! under load would take hours here); `SCALE_REUSE=DIR` keeps a copy of the fill in DIR and,
+//! when DIR already holds one, starts from a copy of it instead of filling (to measure the
+//! later phases again; the retention clock counts from the original fill).
 
 mod common;
 
@@ -402,6 +404,55 @@ fn data_file(dir: &Path) -> PathBuf {
     dir.join("clockify-studio.redb")
 }
 
+/// A fill kept by `SCALE_REUSE=DIR` for the next run: the data directory's files and
+/// `scale-fill.txt` (the fill's base seconds, events stored and end, in Unix seconds).
+struct Reused {
+    acked: u64,
+    ended_ago: Duration,
+}
+
+impl Reused {
+    const FILE: &str = "scale-fill.txt";
+
+    fn read(dir: &Path) -> Option<Reused> {
+        let text = std::fs::read_to_string(dir.join(Reused::FILE)).ok()?;
+        let fields: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let [_, acked, ended] = fields[..] else {
+            return None;
+        };
+        let now = jiff::Timestamp::now().as_second() as u64;
+        Some(Reused {
+            acked,
+            ended_ago: Duration::from_secs(now.saturating_sub(ended)),
+        })
+    }
+
+    fn write(dir: &Path, acked: u64) {
+        let base = BASE_SECS.get().copied().unwrap_or(0);
+        let now = jiff::Timestamp::now().as_second();
+        std::fs::write(dir.join(Reused::FILE), format!("{base} {acked} {now}\n")).unwrap();
+    }
+}
+
+/// Copies the data directory's files, keeping the data file's holes.
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && !path.ends_with(Reused::FILE) {
+            let ok = Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&path)
+                .arg(to)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "copying {} failed", path.display());
+        }
+    }
+}
+
 fn file_size(dir: &Path) -> u64 {
     std::fs::metadata(data_file(dir)).map_or(0, |m| m.len())
 }
@@ -515,7 +566,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10.0);
-    BASE_SECS.get_or_init(|| jiff::Timestamp::now().as_second() as u64);
+    // A reused fill keeps its ids (own ids include the time the fill began).
+    let reused_base = std::env::var_os("SCALE_REUSE")
+        .and_then(|d| std::fs::read_to_string(Path::new(&d).join(Reused::FILE)).ok())
+        .and_then(|t| t.split_whitespace().next()?.parse().ok());
+    BASE_SECS.get_or_init(|| reused_base.unwrap_or(jiff::Timestamp::now().as_second() as u64));
     let templates = templates();
     let signatures: Arc<Vec<String>> = Arc::new(
         (0..WORKSPACES)
@@ -540,43 +595,64 @@ fn main() {
         load()
     );
 
-    // Fill.
-    let (server, _) = start(dir, &[]);
-    for i in 0..WORKSPACES {
-        install(&server.base, &workspace(i), ADDON);
-    }
-    let cpu = server.cpu_seconds();
-    let fill = deliver(
-        &runtime,
-        &server.base,
-        &templates,
-        &signatures,
-        0,
-        total,
-        None,
-        true,
-    );
-    let fill_ended = Instant::now();
-    let cpu_us = (server.cpu_seconds() - cpu) * 1e6 / fill.acked.max(1) as f64;
-    let mut body = Vec::new();
-    let mean_body: f64 = (0..templates.len() as u64 * WORKSPACES as u64)
-        .map(|n| {
-            template_of(n, &templates).render(n, &mut body);
-            body.len() as f64
-        })
-        .sum::<f64>()
-        / (templates.len() * WORKSPACES) as f64;
-    println!(
-        "fill events={} failed={} seconds={:.0} rps={:.0} p99_ms={:.1} server_cpu_us_per_event={cpu_us:.0} mean_body_bytes={mean_body:.0} load={}",
-        fill.acked,
-        fill.failed,
-        fill.seconds,
-        fill.acked as f64 / fill.seconds,
-        fill.p99(),
-        load()
-    );
-    server.stop();
-    assert_eq!(fill.failed, 0, "deliveries failed while filling");
+    // Fill, or a copy of an earlier fill (SCALE_REUSE).
+    let reuse = std::env::var_os("SCALE_REUSE").map(PathBuf::from);
+    let (stored_before, fill_ended) = match reuse.as_deref().and_then(Reused::read) {
+        Some(reused) => {
+            copy_dir(reuse.as_deref().unwrap(), dir);
+            println!(
+                "fill reused={} events={} filled_seconds_ago={}",
+                reuse.as_deref().unwrap().display(),
+                reused.acked,
+                reused.ended_ago.as_secs()
+            );
+            (reused.acked, Instant::now() - reused.ended_ago)
+        }
+        None => {
+            let (server, _) = start(dir, &[]);
+            for i in 0..WORKSPACES {
+                install(&server.base, &workspace(i), ADDON);
+            }
+            let cpu = server.cpu_seconds();
+            let fill = deliver(
+                &runtime,
+                &server.base,
+                &templates,
+                &signatures,
+                0,
+                total,
+                None,
+                true,
+            );
+            let fill_ended = Instant::now();
+            let cpu_us = (server.cpu_seconds() - cpu) * 1e6 / fill.acked.max(1) as f64;
+            let mut body = Vec::new();
+            let mean_body: f64 = (0..templates.len() as u64 * WORKSPACES as u64)
+                .map(|n| {
+                    template_of(n, &templates).render(n, &mut body);
+                    body.len() as f64
+                })
+                .sum::<f64>()
+                / (templates.len() * WORKSPACES) as f64;
+            println!(
+                "fill events={} failed={} seconds={:.0} rps={:.0} p99_ms={:.1} server_cpu_us_per_event={cpu_us:.0} mean_body_bytes={mean_body:.0} load={}",
+                fill.acked,
+                fill.failed,
+                fill.seconds,
+                fill.acked as f64 / fill.seconds,
+                fill.p99(),
+                load()
+            );
+            server.stop();
+            assert_eq!(fill.failed, 0, "deliveries failed while filling");
+            if let Some(to) = reuse.as_deref() {
+                std::fs::create_dir_all(to).unwrap();
+                copy_dir(dir, to);
+                Reused::write(to, fill.acked);
+            }
+            (fill.acked, fill_ended)
+        }
+    };
 
     // Bytes on disk.
     let size = file_size(dir);
@@ -805,7 +881,6 @@ fn main() {
     server.stop();
     // The server's retention clock is moved forward so that the events of the fill (and
     // only those: not the ones ingested meanwhile) are past the default 90 days.
-    let stored_before = fill.acked;
     let since_fill = fill_ended.elapsed().as_secs();
     let skew = (90 * DAY_SECS - since_fill + 2).to_string();
     let (server, _) = start(

@@ -83,9 +83,15 @@ impl Kind {
         }
     }
 
-    async fn delete_before(self, app: &App, ws: &str, cutoff: i64) -> Result<usize, StoreError> {
+    async fn delete_before(
+        self,
+        app: &App,
+        ws: &str,
+        cutoff: i64,
+        now: i64,
+    ) -> Result<usize, StoreError> {
         match self {
-            Kind::Event => app.store.delete_events_before(ws, cutoff, BATCH).await,
+            Kind::Event => app.store.delete_events_before(ws, cutoff, now, BATCH).await,
             Kind::FlowRun => app.store.delete_runs_before(ws, cutoff, BATCH).await,
             Kind::Delivery => app.store.delete_deliveries_before(ws, cutoff, BATCH).await,
             Kind::Execution => app.store.delete_executions_before(ws, cutoff, BATCH).await,
@@ -107,7 +113,7 @@ async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
         let cutoff = now - days as i64 * DAY_MS;
         loop {
             let started = Instant::now();
-            let n = kind.delete_before(app, &ws, cutoff).await?;
+            let n = kind.delete_before(app, &ws, cutoff, now).await?;
             deleted += n;
             metrics::counter!("retention_deleted_total", "kind" => kind.label())
                 .increment(n as u64);

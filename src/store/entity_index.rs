@@ -500,6 +500,9 @@ impl EntityIndex {
         id: &EventId,
         entities: &[Vec<u8>],
     ) -> Result<(), StoreError> {
+        if entities.is_empty() {
+            return Ok(());
+        }
         let buckets = self
             .inner
             .lock()

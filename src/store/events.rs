@@ -18,7 +18,7 @@ use super::destination_model::{DestinationIndex, QueuedDelivery, enqueue_deliver
 use super::entity_index::{self, EntityIndex};
 use super::error::StoreError;
 use super::event_record::{
-    StoredEvent, count_duplicate, decode_event, decode_with_dedupe_key, encode_new,
+    StoredEvent, count_duplicate, decode_event, decode_with_dedupe_key, encode_new, event_type_of,
 };
 use super::flow_index::{FlowIndex, enqueue_for_event};
 use super::flow_model::QueuedRun;
@@ -543,11 +543,15 @@ impl Store {
 
     /// Deletes up to `max` of the workspace's events received before `cutoff_ms` (all of
     /// them with `i64::MAX`); returns how many were deleted. Their entity index rows go with
-    /// their bucket ([`Store::delete_entity_rows_before`]).
+    /// their bucket ([`Store::delete_entity_rows_before`]). `now_ms` is the caller's clock
+    /// (retention's, which a benchmark may move): events older than two dedupe windows by it
+    /// have no dedupe or recent row left to tidy, so their removal reads only the record's
+    /// type (no body unpacked, no hash) and touches two tables.
     pub async fn delete_events_before(
         &self,
         ws: &str,
         cutoff_ms: i64,
+        now_ms: i64,
         max: usize,
     ) -> Result<usize, StoreError> {
         let ws = ws.to_string();
@@ -555,16 +559,32 @@ impl Store {
         let erased = index.clone();
         self.write_then(
             move |wtx| {
-                let table = wtx.open_table(named_table(&events_table_name(&ws)))?;
+                let name = events_table_name(&ws);
+                let mut table = wtx.open_table(named_table(&name))?;
                 let ids = ids_before(&table, &[], cutoff_ms, max, bad_key)?;
                 let emptied = ids.len() as u64 == table.len()?;
+                let mut young = Vec::new();
+                {
+                    let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
+                    for id in &ids {
+                        if now_ms - millis_of_id(id) < 2 * DEDUPE_WINDOW_MS {
+                            young.push(*id);
+                            continue;
+                        }
+                        let Some(bytes) = table.remove(id.as_slice())? else {
+                            continue;
+                        };
+                        let event_type = event_type_of(&ws, id, bytes.value())?;
+                        by_type.remove(type_key(&ws, &event_type, id).as_slice())?;
+                    }
+                }
                 drop(table);
-                for id in &ids {
+                for id in &young {
                     remove_event(wtx, &ws, id, &[], &dedupe, &index)?;
                 }
                 // An empty table would keep the workspace on the list retention visits.
                 if emptied {
-                    wtx.delete_table(named_table(&events_table_name(&ws)))?;
+                    wtx.delete_table(named_table(&name))?;
                 }
                 Ok(ids)
             },
@@ -733,6 +753,77 @@ mod tests {
         assert_eq!(page.items.len(), EVENTS / 7 + 1);
         assert!(page.items.windows(2).all(|w| w[0].id > w[1].id));
         assert!(page.items.iter().all(|e| e.workspace_id == "ws-3"));
+        store.shutdown();
+    }
+
+    /// Rows of `ws` left in the index by type.
+    async fn type_rows(store: &Store, ws: &str) -> usize {
+        let prefix = crate::store::schema::workspace_prefix(ws);
+        store
+            .read(move |rtx| {
+                let table = rtx.open_table(EVENTS_BY_TYPE)?;
+                let end = crate::store::schema::prefix_end(&prefix);
+                Ok(table
+                    .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
+                    .count())
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Retention removes an event with its index row whether the event is old by its clock
+    /// (only the record's type is read) or young (its dedupe row goes too), legacy records
+    /// included; a redelivery of a deleted event is stored again.
+    #[tokio::test]
+    async fn retention_removes_old_and_young_events_with_their_index_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.redb");
+        let key = [3u8; 32];
+        Store::open(&path, &key).unwrap().shutdown();
+        // A schema-1 record, migrated into the workspace's table on open; its id a minute
+        // ahead, so that it is deleted last (by the old events' path).
+        let mut id = *uuid::Uuid::now_v7().as_bytes();
+        let ahead = (jiff::Timestamp::now().as_millisecond() + 60_000) as u64;
+        id[..6].copy_from_slice(&ahead.to_be_bytes()[2..]);
+        let old = legacy(id, 1_700_000_000_000, b"{}");
+        write_old_file(&path, 1, &[(old.id, encode(&EventRecord::V1(old)))], &[]);
+        let store = Store::open(&path, &key).unwrap();
+        let event = |n: usize| NewEvent {
+            workspace_id: "ws".into(),
+            event_type: if n % 2 == 0 { "NEW_TAG" } else { "NEW_CLIENT" }.into(),
+            source: "clockify".into(),
+            source_id: None,
+            headers: vec![],
+            body: format!(r#"{{"id":"{n}"}}"#).into_bytes(),
+            dedupe: Dedupe::Body,
+            entities: vec![],
+        };
+        for n in 0..10 {
+            store.ingest(event(n)).await.unwrap();
+        }
+        // The legacy record was written without an index row (see `write_old_file`).
+        assert_eq!(type_rows(&store, "ws").await, 10);
+        let now = jiff::Timestamp::now().as_millisecond();
+        // Young by the clock: the first half, with their dedupe rows.
+        let deleted = store
+            .delete_events_before("ws", i64::MAX, now, 5)
+            .await
+            .unwrap();
+        assert_eq!((deleted, type_rows(&store, "ws").await), (5, 5));
+        // Three days later by the clock: the rest, by their type alone.
+        let later = now + 3 * DEDUPE_WINDOW_MS;
+        let deleted = store
+            .delete_events_before("ws", i64::MAX, later, 100)
+            .await
+            .unwrap();
+        assert_eq!((deleted, type_rows(&store, "ws").await), (6, 0));
+        assert!(store.event_workspaces().await.unwrap().is_empty());
+        // The originals are gone, so redeliveries are new events (young and old alike).
+        for n in [0, 9] {
+            let again = store.ingest(event(n)).await.unwrap();
+            assert!(matches!(again, Ingested::Stored(_)), "{n}: {again:?}");
+        }
+        assert_eq!(type_rows(&store, "ws").await, 2);
         store.shutdown();
     }
 

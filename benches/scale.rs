@@ -31,7 +31,8 @@
 //! `SCALE_SKIP_RETENTION=1` stops before the retention phase (at ten million events retention
 //! under load would take hours here); `SCALE_REUSE=DIR` keeps a copy of the fill in DIR and,
 //! when DIR already holds one, starts from a copy of it instead of filling (to measure the
-//! later phases again; the retention clock counts from the original fill).
+//! later phases again; the retention clock counts from the original fill); with it,
+//! `SCALE_FROM=backup` skips start-up, lookups and search.
 
 mod common;
 
@@ -688,119 +689,128 @@ fn main() {
         return;
     }
 
-    // Start-up.
-    let mut term = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let (server, ms) = start(dir, &[]);
-        let (rss_now, hwm) = rss(&server);
-        term.0.push(ms);
-        term.1.push(rss_now);
-        term.2.push(hwm);
-        server.stop();
-    }
-    println!(
-        "start_sigterm ready_ms={:.0} rss_mib={:.1} peak_rss_mib={:.1} runs_ms={:?} load={}",
-        median(term.0.clone()),
-        median(term.1),
-        median(term.2),
-        term.0.iter().map(|v| v.round()).collect::<Vec<_>>(),
-        load()
-    );
-    let mut killed = (Vec::new(), Vec::new(), Vec::new());
-    let (server, _) = start(dir, &[]);
-    kill(server);
-    for _ in 0..3 {
-        let (server, ms) = start(dir, &[]);
-        let (rss_now, hwm) = rss(&server);
-        killed.0.push(ms);
-        killed.1.push(rss_now);
-        killed.2.push(hwm);
+    // SCALE_FROM=backup goes straight to the backup phase (with SCALE_REUSE, to measure it again).
+    let from_backup = std::env::var("SCALE_FROM").is_ok_and(|v| v == "backup");
+    if !from_backup {
+        // Start-up.
+        let mut term = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (server, ms) = start(dir, &[]);
+            let (rss_now, hwm) = rss(&server);
+            term.0.push(ms);
+            term.1.push(rss_now);
+            term.2.push(hwm);
+            server.stop();
+        }
+        println!(
+            "start_sigterm ready_ms={:.0} rss_mib={:.1} peak_rss_mib={:.1} runs_ms={:?} load={}",
+            median(term.0.clone()),
+            median(term.1),
+            median(term.2),
+            term.0.iter().map(|v| v.round()).collect::<Vec<_>>(),
+            load()
+        );
+        let mut killed = (Vec::new(), Vec::new(), Vec::new());
+        let (server, _) = start(dir, &[]);
         kill(server);
+        for _ in 0..3 {
+            let (server, ms) = start(dir, &[]);
+            let (rss_now, hwm) = rss(&server);
+            killed.0.push(ms);
+            killed.1.push(rss_now);
+            killed.2.push(hwm);
+            kill(server);
+        }
+        println!(
+            "start_sigkill ready_ms={:.0} rss_mib={:.1} peak_rss_mib={:.1} runs_ms={:?} load={}",
+            median(killed.0.clone()),
+            median(killed.1),
+            median(killed.2),
+            killed.0.iter().map(|v| v.round()).collect::<Vec<_>>(),
+            load()
+        );
     }
-    println!(
-        "start_sigkill ready_ms={:.0} rss_mib={:.1} peak_rss_mib={:.1} runs_ms={:?} load={}",
-        median(killed.0.clone()),
-        median(killed.1),
-        median(killed.2),
-        killed.0.iter().map(|v| v.round()).collect::<Vec<_>>(),
-        load()
-    );
 
     // Lookups.
     let (server, _) = start(dir, &[]);
-    let agent = agent();
-    let token = user_token(&workspace(0), ADDON);
-    let entity = supports_entity(&agent, &server.base);
-    let newest: Vec<String> = (0..220)
-        .map(|_| "/api/webhooks?limit=50".to_string())
-        .collect();
-    let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &newest);
-    println!(
-        "newest50 items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
-        load()
-    );
-    // Events of workspace 0 spread over the whole log.
-    let picks: Vec<u64> = (0..220u64)
-        .map(|i| ((i * 7_919 * 2) % total) & !1)
-        .collect();
-    if entity {
-        let own: Vec<String> = picks
-            .iter()
-            .map(|n| format!("/api/webhooks?limit=50&entity={}", own_id(*n)))
+    if !from_backup {
+        let agent = agent();
+        let token = user_token(&workspace(0), ADDON);
+        let entity = supports_entity(&agent, &server.base);
+        let newest: Vec<String> = (0..220)
+            .map(|_| "/api/webhooks?limit=50".to_string())
             .collect();
-        let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &own);
+        let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &newest);
         println!(
-            "entity_own items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
+            "newest50 items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
             load()
         );
-        let shared: Vec<String> = (0..220u64)
-            .map(|i| {
-                format!(
-                    "/api/webhooks?limit=50&entity={}",
-                    referenced_id(0, 1, i % POOL)
-                )
-            })
+        // Events of workspace 0 spread over the whole log.
+        let picks: Vec<u64> = (0..220u64)
+            .map(|i| ((i * 7_919 * 2) % total) & !1)
             .collect();
-        let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &shared);
-        println!(
-            "entity_shared items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
-            load()
-        );
-    } else {
-        // The old way: a field search, following cursors; a few, since each takes seconds.
-        let mut times = Vec::new();
-        let mut requests = Vec::new();
-        for n in picks.iter().take(3) {
-            let (found, r, ms, _) = follow(
-                &agent,
-                &server.base,
-                &token,
-                &format!("q=id={}", own_id(*n)),
+        if entity {
+            let own: Vec<String> = picks
+                .iter()
+                .map(|n| format!("/api/webhooks?limit=50&entity={}", own_id(*n)))
+                .collect();
+            let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &own);
+            println!(
+                "entity_own items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
+                load()
             );
-            assert!(found, "event {n} not found by id");
-            times.push(ms);
-            requests.push(r);
+            let shared: Vec<String> = (0..220u64)
+                .map(|i| {
+                    format!(
+                        "/api/webhooks?limit=50&entity={}",
+                        referenced_id(0, 1, i % POOL)
+                    )
+                })
+                .collect();
+            let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &shared);
+            println!(
+                "entity_shared items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
+                load()
+            );
+        } else {
+            // The old way: a field search, following cursors; a few, since each takes seconds.
+            let mut times = Vec::new();
+            let mut requests = Vec::new();
+            for n in picks.iter().take(3) {
+                let (found, r, ms, _) = follow(
+                    &agent,
+                    &server.base,
+                    &token,
+                    &format!("q=id={}", own_id(*n)),
+                );
+                assert!(found, "event {n} not found by id");
+                times.push(ms);
+                requests.push(r);
+            }
+            println!(
+                "entity_own (q=id=, following cursors) requests={requests:?} ms={:?} load={}",
+                times.iter().map(|v| v.round()).collect::<Vec<_>>(),
+                load()
+            );
+            println!("entity_shared n/a");
         }
+        // A rare text: the oldest event of workspace 0.
+        let (found, requests, ms, scanned) =
+            follow(&agent, &server.base, &token, &format!("q={}", word(0)));
+        let ws0 = total.div_ceil(2);
+        let scanned = if scanned > 0 { scanned } else { ws0 };
         println!(
-            "entity_own (q=id=, following cursors) requests={requests:?} ms={:?} load={}",
-            times.iter().map(|v| v.round()).collect::<Vec<_>>(),
+            "search found={found} requests={requests} ms={ms:.0} rows_scanned={scanned} rows_per_s={:.0} workspace_events={ws0} load={}",
+            scanned as f64 / (ms / 1000.0),
             load()
         );
-        println!("entity_shared n/a");
     }
-    // A rare text: the oldest event of workspace 0.
-    let (found, requests, ms, scanned) =
-        follow(&agent, &server.base, &token, &format!("q={}", word(0)));
-    let ws0 = total.div_ceil(2);
-    let scanned = if scanned > 0 { scanned } else { ws0 };
-    println!(
-        "search found={found} requests={requests} ms={ms:.0} rows_scanned={scanned} rows_per_s={:.0} workspace_events={ws0} load={}",
-        scanned as f64 / (ms / 1000.0),
-        load()
-    );
 
     // Backup while idle, then under load.
-    let backup_to = dir.join("backup.redb");
+    // SCALE_BACKUP_DIR: backups to another disk (or a tmpfs, to set the disk's share apart).
+    let backup_to = std::env::var_os("SCALE_BACKUP_DIR")
+        .map_or_else(|| dir.to_path_buf(), PathBuf::from)
+        .join("backup.redb");
     let (ok, out, backup_s) = cli("backup", dir, &["--to", backup_to.to_str().unwrap()]);
     assert!(ok, "backup failed: {out}");
     let size = file_size(dir);
@@ -929,6 +939,30 @@ fn main() {
         load()
     );
     server.stop();
+    // Ingestion slows as the file grows, and the runs during retention grew it several
+    // times over: the same run without retention at the size the file has now.
+    let (server, _) = start(dir, &[]);
+    let run = timed_run(
+        &runtime,
+        &server.base,
+        &templates,
+        &signatures,
+        &mut next,
+        seconds,
+    );
+    server.stop();
+    let (_, check, _) = cli("check", dir, &[]);
+    println!(
+        "retention p99_ms_without_at_the_end={:.1} rps={:.0} ({}) load={}",
+        run.p99(),
+        run.acked as f64 / run.seconds,
+        check
+            .lines()
+            .find(|l| l.starts_with("table events:"))
+            .unwrap_or("")
+            .trim(),
+        load()
+    );
 
     // Space: after retention, after ingesting again, after compact. Retention ran under
     // load, so the file now holds the events ingested meanwhile: `check` says how many.

@@ -20,7 +20,6 @@
 //! may remain, and lookups skip events that are gone.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
@@ -29,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::error::StoreError;
 use super::recent::{self, RecentRow};
 use super::schema::{
-    ENTITY_EVENTS, EventId, META, decode, encode, millis_of_id, prefix_end, with_suffix,
-    workspace_prefix,
+    ENTITY_EVENTS, EventId, META, decode, encode, insert_sorted, millis_of_id, prefix_end,
+    with_suffix, workspace_prefix,
 };
 use super::writer::OpenTables;
 
@@ -661,39 +660,6 @@ fn write_chunk(
         tables
             .get(META)?
             .insert(META_BUCKETS, encode(&buckets).as_slice())?;
-    }
-    Ok(())
-}
-
-/// Inserts `entries` (in key order, each new or replacing a row) through a cursor: a run of
-/// keys that falls into one gap of the table is written as full leaves. A bucket's rows go in
-/// the middle of the table (after each workspace's older buckets), where a plain `insert`
-/// splits the full leaf in half and the left half is never filled again.
-fn insert_sorted(
-    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    entries: &[(Vec<u8>, Vec<u8>)],
-) -> Result<(), StoreError> {
-    let mut at = 0;
-    while at < entries.len() {
-        let from = at;
-        let first: &[u8] = &entries[at].0;
-        let mut cursor = table.lower_bound_mut(Bound::Included(first))?;
-        while let Some((key, value)) = entries.get(at) {
-            match cursor.insert_before(key.as_slice(), value.as_slice()) {
-                Ok(()) => at += 1,
-                // The next key is past the gap's right neighbour (or equal to it).
-                Err(redb::CursorError::UnorderedKey) => break,
-                Err(redb::CursorError::Storage(e)) => return Err(e.into()),
-                Err(other) => return Err(StoreError::Storage(other.to_string())),
-            }
-        }
-        cursor.close()?;
-        if at == from {
-            // The key is already there (a bucket written again after a crash): replace it.
-            let (key, value) = &entries[at];
-            table.insert(key.as_slice(), value.as_slice())?;
-            at += 1;
-        }
     }
     Ok(())
 }

@@ -21,7 +21,8 @@ use super::health::{Condition, LAST_BACKUP_FILE, Slot, catch_panic};
 use super::installation_model::decode_installation;
 use super::recent::RecentRow;
 use super::schema::{
-    EVENTS_LABEL, EventId, all_table_names, decode, events_table_workspace, named_table,
+    EVENTS_LABEL, EventId, all_table_names, decode, events_table_workspace, insert_sorted,
+    named_table,
 };
 use super::secrets::Sealed;
 use super::sources::decode_source;
@@ -446,12 +447,12 @@ pub fn partial_path(dest: &Path) -> PathBuf {
 
 fn write_copy(src: &Path, dest: &Path, tmp: &Path) -> Result<u64, StoreError> {
     let copied = match builder().open_read_only(src) {
-        Ok(db) => copy_tables(&db, tmp)?,
+        Ok(db) => copy_tables(&db, src, tmp)?,
         // A file left by a crash needs a repair, which only a writer may do; that is possible
         // exactly when no server holds it.
         Err(redb::DatabaseError::RepairAborted) | Err(redb::DatabaseError::Storage(_)) => {
             let db = builder().open(src)?;
-            copy_tables(&db, tmp)?
+            copy_tables(&db, src, tmp)?
         }
         Err(other) => return Err(other.into()),
     };
@@ -482,13 +483,14 @@ impl Store {
     /// Runs on the blocking pool; returns the records copied.
     pub async fn snapshot(&self, dest: std::path::PathBuf) -> Result<u64, StoreError> {
         let db = self.slot.db()?;
+        let src_path = self.path().to_path_buf();
         let (done, outcome) = tokio::sync::oneshot::channel();
         // Its own thread: the lowered priority must not stay with a pooled thread.
         let copy = move || {
             yield_to_requests();
             let tmp = dest.with_extension("partial");
             let _ = std::fs::remove_file(&tmp);
-            let copied = match copy_tables(&*db, &tmp) {
+            let copied = match copy_tables(&*db, &src_path, &tmp) {
                 Ok(copied) => copied,
                 Err(err) => {
                     let _ = std::fs::remove_file(&tmp);
@@ -512,51 +514,156 @@ impl Store {
     }
 }
 
-fn copy_tables(src: &impl ReadableDatabase, tmp: &Path) -> Result<u64, StoreError> {
+fn copy_tables(
+    src: &impl ReadableDatabase,
+    src_path: &Path,
+    tmp: &Path,
+) -> Result<u64, StoreError> {
     let rtx = src.begin_read()?;
     // Written the way the server writes (two-phase commits), so the allocator state is kept
     // and a server started on a restored copy opens it without walking the whole file.
     let dest = builder().create(tmp)?;
-    let mut writeback = Writeback::new(tmp)?;
+    let writeback = Writeback::new(tmp, src_path)?;
     let wtx = begin_durable(&dest)?;
-    let mut copied = 0u64;
+    // Rows are read on this thread and inserted on a second one: reading a tree and building
+    // one cost about the same, so on an idle machine the copy takes both cores.
+    let (send, receive) = std::sync::mpsc::sync_channel::<Rows>(4);
+    let copied = std::thread::scope(|scope| {
+        let inserter = scope.spawn(move || insert_rows(wtx, receive, writeback));
+        let read = read_rows(&rtx, &send);
+        drop(send);
+        let inserted = inserter
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Storage("the backup's writer panicked".into())));
+        // A read error ends the copy early; an insert error closes the channel under the
+        // reader, which then stops: either way the first error is the one to report.
+        read.and(inserted)
+    })?;
+    drop(dest);
+    Ok(copied)
+}
+
+/// A run of rows of one table, keys and values end to end in `bytes`.
+struct Rows {
+    table: Arc<str>,
+    bytes: Vec<u8>,
+    /// Where each key ends and its value ends, in `bytes`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Rows {
+    /// Rows per run: big enough that the channel costs nothing per row.
+    const BYTES: usize = 1 << 20;
+
+    fn new(table: &Arc<str>) -> Rows {
+        Rows {
+            table: table.clone(),
+            bytes: Vec::with_capacity(Rows::BYTES + 64 * 1024),
+            ends: Vec::new(),
+        }
+    }
+}
+
+/// Sends every table's rows in runs; stops early (without error) when the inserter is gone.
+fn read_rows(
+    rtx: &redb::ReadTransaction,
+    send: &std::sync::mpsc::SyncSender<Rows>,
+) -> Result<(), StoreError> {
     for name in all_table_names(rtx.list_tables()?.map(|t| t.name().to_string())) {
         let source = match rtx.open_table(named_table(&name)) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => continue,
             Err(e) => return Err(e.into()),
         };
-        let mut target = wtx.open_table(named_table(&name))?;
+        let name: Arc<str> = name.into();
+        // Every table is sent, an empty one too, so that the copy has the same tables.
+        let mut rows = Rows::new(&name);
         for entry in source.iter()? {
             let (k, v) = entry?;
-            target.insert(k.value(), v.value())?;
-            copied += 1;
-            writeback.wrote(k.value().len() + v.value().len());
+            rows.bytes.extend_from_slice(k.value());
+            let key_end = rows.bytes.len();
+            rows.bytes.extend_from_slice(v.value());
+            rows.ends.push((key_end, rows.bytes.len()));
+            if rows.bytes.len() >= Rows::BYTES {
+                let full = std::mem::replace(&mut rows, Rows::new(&name));
+                if send.send(full).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if send.send(rows).is_err() {
+            return Ok(());
         }
     }
+    Ok(())
+}
+
+/// Inserts the runs of rows as they come and commits when the reader is done; returns how
+/// many rows.
+fn insert_rows(
+    wtx: redb::WriteTransaction,
+    receive: std::sync::mpsc::Receiver<Rows>,
+    mut writeback: Writeback,
+) -> Result<u64, StoreError> {
+    // As the reader's thread (the copy's priority is not left to inheritance).
+    yield_to_requests();
+    let mut copied = 0u64;
+    for rows in receive {
+        let mut target = wtx.open_table(named_table(&rows.table))?;
+        let mut start = 0;
+        let entries: Vec<(&[u8], &[u8])> = rows
+            .ends
+            .iter()
+            .map(|&(key_end, end)| {
+                let entry = (&rows.bytes[start..key_end], &rows.bytes[key_end..end]);
+                start = end;
+                entry
+            })
+            .collect();
+        // In key order into an empty table: one gap, written as full leaves.
+        insert_sorted(&mut target, &entries)?;
+        copied += rows.ends.len() as u64;
+        writeback.wrote(rows.bytes.len());
+    }
     wtx.commit()?;
-    drop(dest);
     Ok(copied)
 }
 
-/// Writes a copy out to the disk as it goes, a few MB at a time, waiting for each step. The
-/// kernel would otherwise keep the whole copy in memory and write it at the final sync, in one
-/// burst that the server's commits queue behind (the disk's scheduler, e.g. mq-deadline,
-/// ignores the backup's lower I/O priority). With the step the disk never holds more than a
-/// step of the copy ahead of a commit.
+/// Writes a copy out to the disk as it goes, a few MB at a time, waiting for each step, and
+/// holds it to a modest rate while the server is writing. Every commit of the server flushes
+/// the disk's cache, and that flush also carries whatever the copy wrote since the previous
+/// one: unpaced, a backup made each commit wait for tens of MB. The kernel would also keep the
+/// whole copy in memory and write it at the final sync, in one burst the commits queue behind
+/// (the disk's scheduler, e.g. mq-deadline, ignores the backup's lower I/O priority).
 struct Writeback {
     file: std::fs::File,
+    /// The file being copied: written within [`Writeback::BUSY`] means the server is at work.
+    source: PathBuf,
     since: usize,
+    step_started: Instant,
 }
 
 impl Writeback {
     const STEP: usize = 4 * 1024 * 1024;
+    /// A source written this recently is in use.
+    const BUSY: Duration = Duration::from_millis(500);
+    /// Bytes per second the copy keeps to while the server writes: a 600 MB copy then takes
+    /// about 40 s under load (docs/performance.md has the measurements).
+    const BUSY_RATE: f64 = 16e6;
 
-    fn new(path: &Path) -> Result<Writeback, StoreError> {
+    fn new(path: &Path, source: &Path) -> Result<Writeback, StoreError> {
         Ok(Writeback {
             file: std::fs::OpenOptions::new().write(true).open(path)?,
+            source: source.to_path_buf(),
             since: 0,
+            step_started: Instant::now(),
         })
+    }
+
+    fn busy(&self) -> bool {
+        std::fs::metadata(&self.source)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|ago| ago < Self::BUSY))
     }
 
     fn wrote(&mut self, bytes: usize) {
@@ -564,7 +671,7 @@ impl Writeback {
         if self.since < Self::STEP {
             return;
         }
-        self.since = 0;
+        let step = std::mem::take(&mut self.since);
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
@@ -581,5 +688,46 @@ impl Writeback {
                 );
             }
         }
+        std::thread::sleep(Self::pause(step, self.step_started.elapsed(), self.busy()));
+        self.step_started = Instant::now();
+    }
+
+    /// How long to wait after a step of `step` bytes that took `took`.
+    fn pause(step: usize, took: Duration, busy: bool) -> Duration {
+        if !busy {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(step as f64 / Self::BUSY_RATE).saturating_sub(took)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While the server writes its file, each step of the copy is spread over the time the
+    /// busy rate allows; on an idle file the copy does not wait.
+    #[test]
+    fn a_backup_paces_its_writes_while_the_source_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, copy) = (dir.path().join("data.redb"), dir.path().join("copy"));
+        std::fs::write(&copy, b"").unwrap();
+        let file = std::fs::File::create(&source).unwrap();
+        let writeback = Writeback::new(&copy, &source).unwrap();
+        assert!(writeback.busy(), "a file written just now is in use");
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(5))
+            .unwrap();
+        assert!(!writeback.busy(), "a file untouched for seconds is idle");
+
+        let step = Writeback::STEP;
+        let whole = Duration::from_secs_f64(step as f64 / Writeback::BUSY_RATE);
+        assert_eq!(
+            Writeback::pause(step, Duration::ZERO, false),
+            Duration::ZERO
+        );
+        assert_eq!(Writeback::pause(step, Duration::ZERO, true), whole);
+        let took = Duration::from_millis(100);
+        assert_eq!(Writeback::pause(step, took, true), whole - took);
+        assert_eq!(Writeback::pause(step, whole * 2, true), Duration::ZERO);
     }
 }

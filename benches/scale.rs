@@ -233,6 +233,13 @@ impl Run {
     fn p99(&self) -> f64 {
         self.p99_between(0.0, f64::MAX).0
     }
+
+    /// p99 of each second of the run (to see where a slow stretch is).
+    fn p99_per_second(&self) -> Vec<f64> {
+        (0..self.seconds.ceil() as usize)
+            .map(|s| (self.p99_between(s as f64, s as f64 + 1.0).0 * 10.0).round() / 10.0)
+            .collect()
+    }
 }
 
 /// Delivers from 64 clients for `seconds`, numbering events from `next` on (and moving it past
@@ -858,6 +865,12 @@ fn main() {
             .as_secs_f64();
         let (p99, n) = run.p99_between(from, from + backup_s);
         with.push((p99, n, backup_s));
+        if std::env::var_os("SCALE_PER_SECOND").is_some() {
+            println!(
+                "  backup started at {from:.1} s, p99 per second of the run: {:?}",
+                run.p99_per_second()
+            );
+        }
         let _ = std::fs::remove_file(&backup_to);
     }
     println!(

@@ -461,6 +461,28 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Three starts of the server on `dir`, each ended by `stop`: prints the median time to ready
+/// and RSS after the start.
+fn starts(dir: &Path, label: &str, stop: fn(Server)) {
+    let mut runs = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (server, ms) = start(dir, &[]);
+        let (rss_now, hwm) = rss(&server);
+        runs.0.push(ms);
+        runs.1.push(rss_now);
+        runs.2.push(hwm);
+        stop(server);
+    }
+    println!(
+        "{label} ready_ms={:.0} rss_mib={:.1} peak_rss_mib={:.1} runs_ms={:?} load={}",
+        median(runs.0.clone()),
+        median(runs.1),
+        median(runs.2),
+        runs.0.iter().map(|v| v.round()).collect::<Vec<_>>(),
+        load()
+    );
+}
+
 fn file_size(dir: &Path) -> u64 {
     std::fs::metadata(data_file(dir)).map_or(0, |m| m.len())
 }
@@ -699,43 +721,11 @@ fn main() {
     // SCALE_FROM=backup goes straight to the backup phase (with SCALE_REUSE, to measure it again).
     let from_backup = std::env::var("SCALE_FROM").is_ok_and(|v| v == "backup");
     if !from_backup {
-        // Start-up.
-        let mut term = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..3 {
-            let (server, ms) = start(dir, &[]);
-            let (rss_now, hwm) = rss(&server);
-            term.0.push(ms);
-            term.1.push(rss_now);
-            term.2.push(hwm);
-            server.stop();
-        }
-        println!(
-            "start_sigterm ready_ms={:.0} rss_mib={:.1} peak_rss_mib={:.1} runs_ms={:?} load={}",
-            median(term.0.clone()),
-            median(term.1),
-            median(term.2),
-            term.0.iter().map(|v| v.round()).collect::<Vec<_>>(),
-            load()
-        );
-        let mut killed = (Vec::new(), Vec::new(), Vec::new());
-        let (server, _) = start(dir, &[]);
-        kill(server);
-        for _ in 0..3 {
-            let (server, ms) = start(dir, &[]);
-            let (rss_now, hwm) = rss(&server);
-            killed.0.push(ms);
-            killed.1.push(rss_now);
-            killed.2.push(hwm);
-            kill(server);
-        }
-        println!(
-            "start_sigkill ready_ms={:.0} rss_mib={:.1} peak_rss_mib={:.1} runs_ms={:?} load={}",
-            median(killed.0.clone()),
-            median(killed.1),
-            median(killed.2),
-            killed.0.iter().map(|v| v.round()).collect::<Vec<_>>(),
-            load()
-        );
+        // Start-up: after a clean stop, then after a kill (the first kill leaves the file as
+        // a crash does for the first measured start).
+        starts(dir, "start_sigterm", Server::stop);
+        kill(start(dir, &[]).0);
+        starts(dir, "start_sigkill", kill);
     }
 
     // Lookups.

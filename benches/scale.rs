@@ -737,11 +737,14 @@ fn main() {
         let newest: Vec<String> = (0..220)
             .map(|_| "/api/webhooks?limit=50".to_string())
             .collect();
-        let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &newest);
-        println!(
-            "newest50 items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
-            load()
-        );
+        let measure = |label: &str, paths: &[String]| {
+            let (p50, p99, items) = p50_p99(&agent, &server.base, &token, paths);
+            println!(
+                "{label} items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
+                load()
+            );
+        };
+        measure("newest50", &newest);
         // Events of workspace 0 spread over the whole log.
         let picks: Vec<u64> = (0..220u64)
             .map(|i| ((i * 7_919 * 2) % total) & !1)
@@ -751,11 +754,7 @@ fn main() {
                 .iter()
                 .map(|n| format!("/api/webhooks?limit=50&entity={}", own_id(*n)))
                 .collect();
-            let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &own);
-            println!(
-                "entity_own items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
-                load()
-            );
+            measure("entity_own", &own);
             let shared: Vec<String> = (0..220u64)
                 .map(|i| {
                     format!(
@@ -764,11 +763,7 @@ fn main() {
                     )
                 })
                 .collect();
-            let (p50, p99, items) = p50_p99(&agent, &server.base, &token, &shared);
-            println!(
-                "entity_shared items={items} p50_ms={p50:.2} p99_ms={p99:.2} load={}",
-                load()
-            );
+            measure("entity_shared", &shared);
         } else {
             // The old way: a field search, following cursors; a few, since each takes seconds.
             let mut times = Vec::new();
@@ -820,17 +815,14 @@ fn main() {
     );
     let _ = std::fs::remove_file(&backup_to);
     let mut next = total;
+    // One run of `seconds` at 64 clients against `base`, with events from `next` on.
+    let ingest_for = |base: &str, next: &mut u64| {
+        timed_run(&runtime, base, &templates, &signatures, next, seconds)
+    };
     let mut without = Vec::new();
     let mut with = Vec::new();
     for _ in 0..2 {
-        let run = timed_run(
-            &runtime,
-            &server.base,
-            &templates,
-            &signatures,
-            &mut next,
-            seconds,
-        );
+        let run = ingest_for(&server.base, &mut next);
         without.push(run.p99());
         // A backup in the background of the same run.
         let (dir2, to) = (dir.to_path_buf(), backup_to.clone());
@@ -841,14 +833,7 @@ fn main() {
             (started, s)
         });
         let run_started = Instant::now();
-        let run = timed_run(
-            &runtime,
-            &server.base,
-            &templates,
-            &signatures,
-            &mut next,
-            seconds,
-        );
+        let run = ingest_for(&server.base, &mut next);
         let (backup_started, backup_s) = backup.join().unwrap();
         let from = backup_started
             .saturating_duration_since(run_started)
@@ -881,14 +866,7 @@ fn main() {
     }
 
     // Retention under load: the same run without, then with every stored event expired.
-    let run = timed_run(
-        &runtime,
-        &server.base,
-        &templates,
-        &signatures,
-        &mut next,
-        seconds,
-    );
+    let run = ingest_for(&server.base, &mut next);
     let p99_without = run.p99();
     let rps_without = run.acked as f64 / run.seconds;
     server.stop();
@@ -919,14 +897,7 @@ fn main() {
         && retention_started.elapsed() < Duration::from_secs(1800)
     {
         let before = deleted();
-        let run = timed_run(
-            &runtime,
-            &server.base,
-            &templates,
-            &signatures,
-            &mut next,
-            seconds,
-        );
+        let run = ingest_for(&server.base, &mut next);
         rates.push((deleted() - before) / run.seconds);
         runs.push((run.p99(), run.acked as f64 / run.seconds));
     }
@@ -945,14 +916,7 @@ fn main() {
     // Ingestion slows as the file grows, and the runs during retention grew it several
     // times over: the same run without retention at the size the file has now.
     let (server, _) = start(dir, &[]);
-    let run = timed_run(
-        &runtime,
-        &server.base,
-        &templates,
-        &signatures,
-        &mut next,
-        seconds,
-    );
+    let run = ingest_for(&server.base, &mut next);
     server.stop();
     let (_, check, _) = cli("check", dir, &[]);
     println!(

@@ -544,9 +544,10 @@ impl Store {
     /// Deletes up to `max` of the workspace's events received before `cutoff_ms` (all of
     /// them with `i64::MAX`); returns how many were deleted. Their entity index rows go with
     /// their bucket ([`Store::delete_entity_rows_before`]). `now_ms` is the caller's clock
-    /// (retention's, which a benchmark may move): events older than two dedupe windows by it
-    /// have no dedupe or recent row left to tidy, so their removal reads only the record's
-    /// type (no body unpacked, no hash) and touches two tables.
+    /// (retention's, which a benchmark may move): the dedupe and recent rows of events older
+    /// than two dedupe windows by it are past use (ingest checks that the event a dedupe row
+    /// names still exists; the dedupe sweep and the trim of recent rows remove them), so their
+    /// removal reads only the record's type (no body unpacked, no hash) and touches two tables.
     pub async fn delete_events_before(
         &self,
         ws: &str,

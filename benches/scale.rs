@@ -19,8 +19,9 @@
 //! - `backup`: `clockify-studio backup` of the live file while idle (MB/s), then ingest p99
 //!   at 64 clients during a backup against a run of the same length without one;
 //! - `retention`: ingest p99 at 64 clients while retention deletes every stored event (the
-//!   server started with a hidden benchmark flag that ages them) against a run without, and
-//!   the deletion rate;
+//!   server started with a hidden benchmark flag that ages them), run by run, and the deletion
+//!   rate; then `retention paired`: the same runs from a copy of the file as it was before,
+//!   without retention, and the p99 of each phase as a whole;
 //! - `space`: file size after retention, after ingesting again (free pages reused), and after
 //!   `compact`; `check`'s page figures.
 //!
@@ -32,7 +33,8 @@
 //! under load would take hours here); `SCALE_REUSE=DIR` keeps a copy of the fill in DIR and,
 //! when DIR already holds one, starts from a copy of it instead of filling (to measure the
 //! later phases again; the retention clock counts from the original fill); with it,
-//! `SCALE_FROM=backup` skips start-up, lookups and search.
+//! `SCALE_FROM=backup` skips start-up, lookups and search, `SCALE_FROM=retention` the backups
+//! too.
 
 mod common;
 
@@ -719,7 +721,9 @@ fn main() {
     }
 
     // SCALE_FROM=backup goes straight to the backup phase (with SCALE_REUSE, to measure it again).
-    let from_backup = std::env::var("SCALE_FROM").is_ok_and(|v| v == "backup");
+    let from = std::env::var("SCALE_FROM").unwrap_or_default();
+    let from_backup = from == "backup" || from == "retention";
+    let from_retention = from == "retention";
     if !from_backup {
         // Start-up: after a clean stop, then after a kill (the first kill leaves the file as
         // a crash does for the first measured start).
@@ -803,17 +807,19 @@ fn main() {
     let backup_to = std::env::var_os("SCALE_BACKUP_DIR")
         .map_or_else(|| dir.to_path_buf(), PathBuf::from)
         .join("backup.redb");
-    let (ok, out, backup_s) = cli("backup", dir, &["--to", backup_to.to_str().unwrap()]);
-    assert!(ok, "backup failed: {out}");
-    let size = file_size(dir);
-    println!(
-        "backup idle seconds={backup_s:.1} file_mb={:.0} mb_per_s={:.0} copy_mb={:.0} load={}",
-        size as f64 / 1e6,
-        size as f64 / 1e6 / backup_s,
-        std::fs::metadata(&backup_to).map_or(0, |m| m.len()) as f64 / 1e6,
-        load()
-    );
-    let _ = std::fs::remove_file(&backup_to);
+    if !from_retention {
+        let (ok, out, backup_s) = cli("backup", dir, &["--to", backup_to.to_str().unwrap()]);
+        assert!(ok, "backup failed: {out}");
+        let size = file_size(dir);
+        println!(
+            "backup idle seconds={backup_s:.1} file_mb={:.0} mb_per_s={:.0} copy_mb={:.0} load={}",
+            size as f64 / 1e6,
+            size as f64 / 1e6 / backup_s,
+            std::fs::metadata(&backup_to).map_or(0, |m| m.len()) as f64 / 1e6,
+            load()
+        );
+        let _ = std::fs::remove_file(&backup_to);
+    }
     let mut next = total;
     // One run of `seconds` at 64 clients against `base`, with events from `next` on.
     let ingest_for = |base: &str, next: &mut u64| {
@@ -821,7 +827,7 @@ fn main() {
     };
     let mut without = Vec::new();
     let mut with = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..if from_retention { 0 } else { 2 } {
         let run = ingest_for(&server.base, &mut next);
         without.push(run.p99());
         // A backup in the background of the same run.
@@ -848,28 +854,39 @@ fn main() {
         }
         let _ = std::fs::remove_file(&backup_to);
     }
-    println!(
-        "backup under_load p99_ms_without={:?} p99_ms_during={:?} (p99, deliveries during the backup, backup seconds) load={}",
-        without
-            .iter()
-            .map(|v| (v * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
-        with.iter()
-            .map(|(p, n, s)| ((p * 10.0).round() / 10.0, *n, (s * 10.0).round() / 10.0))
-            .collect::<Vec<_>>(),
-        load()
-    );
+    if !from_retention {
+        println!(
+            "backup under_load p99_ms_without={:?} p99_ms_during={:?} (p99, deliveries during the backup, backup seconds) load={}",
+            without
+                .iter()
+                .map(|v| (v * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+            with.iter()
+                .map(|(p, n, s)| ((p * 10.0).round() / 10.0, *n, (s * 10.0).round() / 10.0))
+                .collect::<Vec<_>>(),
+            load()
+        );
+    }
 
     if std::env::var_os("SCALE_SKIP_RETENTION").is_some() {
         server.stop();
         return;
     }
 
-    // Retention under load: the same run without, then with every stored event expired.
+    // Retention under load: runs of `seconds` while retention deletes every stored event,
+    // then the same runs without retention on a copy of the file as it was before (the file
+    // grows several-fold during the phase and ingestion slows as it grows, so only the same
+    // runs from the same file say what retention costs).
     let run = ingest_for(&server.base, &mut next);
     let p99_without = run.p99();
     let rps_without = run.acked as f64 / run.seconds;
     server.stop();
+    let paired = tempfile::Builder::new()
+        .prefix("scale-paired-")
+        .tempdir_in(dir.parent().unwrap())
+        .unwrap();
+    copy_dir(dir, paired.path());
+    let first_of_phase = next;
     // The server's retention clock is moved forward so that the events of the fill (and
     // only those: not the ones ingested meanwhile) are past the default 90 days.
     let since_fill = fill_ended.elapsed().as_secs();
@@ -892,6 +909,7 @@ fn main() {
     };
     let mut runs = Vec::new();
     let mut rates = Vec::new();
+    let mut during_ms = Vec::new();
     // Ingest in runs of `seconds` until retention has deleted what was stored.
     while deleted() < stored_before as f64
         && retention_started.elapsed() < Duration::from_secs(1800)
@@ -900,24 +918,70 @@ fn main() {
         let run = ingest_for(&server.base, &mut next);
         rates.push((deleted() - before) / run.seconds);
         runs.push((run.p99(), run.acked as f64 / run.seconds));
+        during_ms.extend(run.latencies.iter().map(|(_, ms)| *ms));
     }
     let retention_s = retention_started.elapsed().as_secs_f64();
     let total_deleted = deleted();
+    let tenths = |v: f64| (v * 10.0).round() / 10.0;
     println!(
         "retention deleted={total_deleted:.0} of={stored_before} seconds={retention_s:.0} p99_ms_without={p99_without:.1} rps_without={rps_without:.0} p99_ms_during={:?} rps_during={:?} deleted_per_s={:?} load={}",
-        runs.iter()
-            .map(|r| (r.0 * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
+        runs.iter().map(|r| tenths(r.0)).collect::<Vec<_>>(),
         runs.iter().map(|r| r.1.round()).collect::<Vec<_>>(),
         rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
         load()
     );
     server.stop();
-    // Ingestion slows as the file grows, and the runs during retention grew it several
-    // times over: the same run without retention at the size the file has now.
+    // The same runs on the copy, with the same clock but retention never due.
+    let (twin, _) = start(
+        paired.path(),
+        &[
+            "--retention-interval-secs",
+            "1000000000",
+            "--retention-clock-skew-secs",
+            &skew,
+        ],
+    );
+    let mut twin_next = first_of_phase;
+    let mut twin_runs = Vec::new();
+    let mut without_ms = Vec::new();
+    for _ in 0..runs.len() {
+        let run = ingest_for(&twin.base, &mut twin_next);
+        twin_runs.push((run.p99(), run.acked as f64 / run.seconds));
+        without_ms.extend(run.latencies.iter().map(|(_, ms)| *ms));
+    }
+    twin.stop();
+    let ratios: Vec<f64> = runs
+        .iter()
+        .zip(&twin_runs)
+        .map(|(with, without)| with.0 / without.0)
+        .collect();
+    let whole = |ms: &mut Vec<f64>| {
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        percentile(ms, 0.99)
+    };
+    let (whole_during, whole_without) = (whole(&mut during_ms), whole(&mut without_ms));
+    println!(
+        "retention paired p99_ms_during_whole={:.1} p99_ms_without_whole={:.1} (+{:.0}%) deliveries={}/{} runs_within_20pct={}/{} median_ratio={:.2} worst_ratio={:.2} p99_ms_without={:?} rps_without={:?} load={}",
+        whole_during,
+        whole_without,
+        (whole_during / whole_without - 1.0) * 100.0,
+        during_ms.len(),
+        without_ms.len(),
+        ratios.iter().filter(|r| **r <= 1.2).count(),
+        ratios.len(),
+        median(ratios.clone()),
+        ratios.iter().copied().fold(0.0, f64::max),
+        twin_runs.iter().map(|r| tenths(r.0)).collect::<Vec<_>>(),
+        twin_runs.iter().map(|r| r.1.round()).collect::<Vec<_>>(),
+        load()
+    );
+    // The file as retention left it, measured without retention. The copy is deleted only
+    // after this run: on a disk mounted with `discard` deleting gigabytes slows the writes of
+    // the next tens of seconds.
     let (server, _) = start(dir, &[]);
     let run = ingest_for(&server.base, &mut next);
     server.stop();
+    drop(paired);
     let (_, check, _) = cli("check", dir, &[]);
     println!(
         "retention p99_ms_without_at_the_end={:.1} rps={:.0} ({}) load={}",

@@ -413,18 +413,31 @@ pub fn backup(src: &Path, dest: &Path) -> Result<u64, StoreError> {
             src.display()
         )));
     }
-    let tmp = partial_path(dest);
-    let _ = std::fs::remove_file(&tmp);
     yield_to_requests();
-    let copied = match catch_panic(|| write_copy(src, dest, &tmp)) {
-        Ok(copied) => copied,
-        Err(err) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err);
-        }
-    };
+    let copied = write_whole(dest, |tmp| catch_panic(|| write_copy(src, tmp)))?;
     note_backup(src, dest);
     Ok(copied)
+}
+
+/// Writes `dest` through `write`, which fills the `.partial` file beside it: `dest` appears,
+/// durably, only when `write` succeeded, and a failure leaves no `.partial` file behind.
+fn write_whole(
+    dest: &Path,
+    write: impl FnOnce(&Path) -> Result<u64, StoreError>,
+) -> Result<u64, StoreError> {
+    let tmp = partial_path(dest);
+    let _ = std::fs::remove_file(&tmp);
+    let written = write(&tmp).and_then(|written| {
+        std::fs::rename(&tmp, dest)?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(written)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Lowers the calling thread's CPU and I/O priority (on Linux both are per thread): a backup
@@ -445,22 +458,17 @@ pub fn partial_path(dest: &Path) -> PathBuf {
     dest.with_extension("partial")
 }
 
-fn write_copy(src: &Path, dest: &Path, tmp: &Path) -> Result<u64, StoreError> {
-    let copied = match builder().open_read_only(src) {
-        Ok(db) => copy_tables(&db, src, tmp)?,
+fn write_copy(src: &Path, tmp: &Path) -> Result<u64, StoreError> {
+    match builder().open_read_only(src) {
+        Ok(db) => copy_tables(&db, src, tmp),
         // A file left by a crash needs a repair, which only a writer may do; that is possible
         // exactly when no server holds it.
         Err(redb::DatabaseError::RepairAborted) | Err(redb::DatabaseError::Storage(_)) => {
             let db = builder().open(src)?;
-            copy_tables(&db, src, tmp)?
+            copy_tables(&db, src, tmp)
         }
-        Err(other) => return Err(other.into()),
-    };
-    std::fs::rename(tmp, dest)?;
-    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
+        Err(other) => Err(other.into()),
     }
-    Ok(copied)
 }
 
 /// Names the backup in the data directory, so advice about a damaged file can point at it
@@ -488,20 +496,7 @@ impl Store {
         // Its own thread: the lowered priority must not stay with a pooled thread.
         let copy = move || {
             yield_to_requests();
-            let tmp = dest.with_extension("partial");
-            let _ = std::fs::remove_file(&tmp);
-            let copied = match copy_tables(&*db, &src_path, &tmp) {
-                Ok(copied) => copied,
-                Err(err) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(err);
-                }
-            };
-            std::fs::rename(&tmp, &dest)?;
-            if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(copied)
+            write_whole(&dest, |tmp| copy_tables(&*db, &src_path, tmp))
         };
         std::thread::Builder::new()
             .name("snapshot".into())
@@ -527,10 +522,14 @@ fn copy_tables(
     let wtx = begin_durable(&dest)?;
     // Rows are read on this thread and inserted on a second one: reading a tree and building
     // one cost about the same, so on an idle machine the copy takes both cores.
-    let (send, receive) = std::sync::mpsc::sync_channel::<Rows>(4);
+    let (send, receive) = std::sync::mpsc::sync_channel::<Run>(4);
     let copied = std::thread::scope(|scope| {
         let inserter = scope.spawn(move || insert_rows(wtx, receive, writeback));
         let read = read_rows(&rtx, &send);
+        if read.is_ok() {
+            // Only a reader that got to the end says so: the copy is committed after this.
+            let _ = send.send(Run::End);
+        }
         drop(send);
         let inserted = inserter
             .join()
@@ -541,6 +540,13 @@ fn copy_tables(
     })?;
     drop(dest);
     Ok(copied)
+}
+
+/// What the reader hands the inserter.
+enum Run {
+    Rows(Rows),
+    /// Every table was read.
+    End,
 }
 
 /// A run of rows of one table, keys and values end to end in `bytes`.
@@ -567,7 +573,7 @@ impl Rows {
 /// Sends every table's rows in runs; stops early (without error) when the inserter is gone.
 fn read_rows(
     rtx: &redb::ReadTransaction,
-    send: &std::sync::mpsc::SyncSender<Rows>,
+    send: &std::sync::mpsc::SyncSender<Run>,
 ) -> Result<(), StoreError> {
     for name in all_table_names(rtx.list_tables()?.map(|t| t.name().to_string())) {
         let source = match rtx.open_table(named_table(&name)) {
@@ -586,29 +592,39 @@ fn read_rows(
             rows.ends.push((key_end, rows.bytes.len()));
             if rows.bytes.len() >= Rows::BYTES {
                 let full = std::mem::replace(&mut rows, Rows::new(&name));
-                if send.send(full).is_err() {
+                if send.send(Run::Rows(full)).is_err() {
                     return Ok(());
                 }
             }
         }
-        if send.send(rows).is_err() {
+        if send.send(Run::Rows(rows)).is_err() {
             return Ok(());
         }
     }
     Ok(())
 }
 
-/// Inserts the runs of rows as they come and commits when the reader is done; returns how
-/// many rows.
+/// Inserts the runs of rows as they come and commits when the reader says it got to the end;
+/// returns how many rows. A reader that stops without saying so failed: the copy is then
+/// dropped uncommitted (committing it would write out a partial copy for nothing).
 fn insert_rows(
     wtx: redb::WriteTransaction,
-    receive: std::sync::mpsc::Receiver<Rows>,
+    receive: std::sync::mpsc::Receiver<Run>,
     mut writeback: Writeback,
 ) -> Result<u64, StoreError> {
     // As the reader's thread (the copy's priority is not left to inheritance).
     yield_to_requests();
     let mut copied = 0u64;
-    for rows in receive {
+    loop {
+        let rows = match receive.recv() {
+            Ok(Run::Rows(rows)) => rows,
+            Ok(Run::End) => break,
+            Err(_) => {
+                return Err(StoreError::Storage(
+                    "the backup stopped before every table was read".into(),
+                ));
+            }
+        };
         let mut target = wtx.open_table(named_table(&rows.table))?;
         let mut start = 0;
         let entries: Vec<(&[u8], &[u8])> = rows
@@ -704,6 +720,46 @@ impl Writeback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The inserter commits the copy only once the reader says it read every table: a reader
+    /// that failed half-way (a damaged page) leaves an uncommitted copy, not a partial one
+    /// written out in full.
+    #[test]
+    fn a_copy_is_committed_only_when_every_table_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("data.redb");
+        std::fs::write(&source, b"").unwrap();
+        let table: Arc<str> = Arc::from("meta");
+        let copy_with = |end: bool| {
+            let path = dir.path().join(format!("copy-{end}"));
+            let db = builder().create(&path).unwrap();
+            let writeback = Writeback::new(&path, &source).unwrap();
+            let (send, receive) = std::sync::mpsc::sync_channel(4);
+            let mut rows = Rows::new(&table);
+            rows.bytes.extend_from_slice(b"keyvalue");
+            rows.ends.push((3, 8));
+            send.send(Run::Rows(rows)).unwrap();
+            if end {
+                send.send(Run::End).unwrap();
+            }
+            drop(send);
+            let outcome = insert_rows(begin_durable(&db).unwrap(), receive, writeback);
+            let tables = db.begin_read().unwrap().list_tables().unwrap().count();
+            (outcome.map_err(|e| e.to_string()), tables)
+        };
+        assert_eq!(copy_with(true), (Ok(1), 1));
+        let (outcome, tables) = copy_with(false);
+        assert!(
+            outcome
+                .as_ref()
+                .is_err_and(|e| e.contains("before every table was read")),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            tables, 0,
+            "nothing of a copy whose reader stopped is committed"
+        );
+    }
 
     /// While the server writes its file, each step of the copy is spread over the time the
     /// busy rate allows; on an idle file the copy does not wait.

@@ -111,31 +111,57 @@ async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
             continue;
         }
         let cutoff = now - days as i64 * DAY_MS;
-        loop {
-            let started = Instant::now();
-            let n = kind.delete_before(app, &ws, cutoff, now).await?;
-            deleted += n;
-            metrics::counter!("retention_deleted_total", "kind" => kind.label())
-                .increment(n as u64);
-            if n < BATCH {
-                break;
-            }
-            pause_after(started).await;
-        }
-        // The entity index drops its rows a bucket at a time, once the whole bucket expired.
-        loop {
-            let started = Instant::now();
-            let n = app
-                .store
-                .delete_entity_rows_before(&ws, cutoff, BATCH)
-                .await?;
-            if n < BATCH {
-                break;
-            }
-            pause_after(started).await;
+        deleted += drain(Some(kind.label()), BATCH, || {
+            kind.delete_before(app, &ws, cutoff, now)
+        })
+        .await?;
+        if let Kind::Event = kind {
+            // What indexes the events that went (not the other kinds: flow runs are kept a
+            // shorter time than the events they came from).
+            drain(None, TYPE_ROWS_BATCH, || {
+                app.store
+                    .delete_type_rows_before(&ws, cutoff, TYPE_ROWS_BATCH)
+            })
+            .await?;
+            app.store.drop_events_table_if_empty(&ws).await?;
+            // The entity index drops its rows a bucket at a time, once the whole bucket expired.
+            drain(None, BATCH, || {
+                app.store.delete_entity_rows_before(&ws, cutoff, BATCH)
+            })
+            .await?;
         }
     }
     Ok(deleted)
+}
+
+/// Rows of the index by type deleted per write: a type's old rows are side by side, so a
+/// batch changes a few leaves.
+const TYPE_ROWS_BATCH: usize = 512;
+
+/// Runs `step` (which deletes up to `max` rows) until it deletes fewer, pausing after each
+/// batch; counts the rows under `counted` in `retention_deleted_total`; returns how many.
+async fn drain<F, Step>(
+    counted: Option<&'static str>,
+    max: usize,
+    mut step: F,
+) -> Result<usize, StoreError>
+where
+    F: FnMut() -> Step,
+    Step: std::future::Future<Output = Result<usize, StoreError>>,
+{
+    let mut deleted = 0;
+    loop {
+        let started = Instant::now();
+        let n = step().await?;
+        deleted += n;
+        if let Some(kind) = counted {
+            metrics::counter!("retention_deleted_total", "kind" => kind).increment(n as u64);
+        }
+        if n < max {
+            return Ok(deleted);
+        }
+        pause_after(started).await;
+    }
 }
 
 /// Rows of the dedupe table examined per step, and steps per pass: a pass goes through at
@@ -217,4 +243,90 @@ async fn purge_workspace(app: &App, ws: &str) -> Result<usize, StoreError> {
         "purged a deleted installation"
     );
     Ok(events as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::store::{
+        Conditions, Dedupe, Flow, FlowRetry, Ingested, NewEvent, Run, RunOrigin, Trigger,
+    };
+
+    /// Flow runs are kept 30 days and events 90 (the defaults): the sweep of month-old runs
+    /// leaves the entity index of month-old events alone (it used to drop every bucket older
+    /// than the runs' cutoff in each workspace with runs); the sweep of the events takes
+    /// their index rows, by type and by entity, and then their table.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_of_flow_runs_leaves_the_events_index_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(Config::for_data_dir(dir.path())).unwrap();
+        // Enough entity index rows to fill buckets (they are small in unit tests).
+        for n in 0..200 {
+            let ingested = app
+                .store
+                .ingest(NewEvent {
+                    workspace_id: "ws".into(),
+                    event_type: if n % 2 == 0 { "NEW_TAG" } else { "NEW_CLIENT" }.into(),
+                    source: "clockify".into(),
+                    source_id: None,
+                    headers: vec![],
+                    body: format!("{{\"n\":{n}}}").into_bytes(),
+                    dedupe: Dedupe::Body,
+                    entities: vec![format!("e{n}"), "user".into()],
+                })
+                .await
+                .unwrap();
+            assert!(matches!(ingested, Ingested::Stored(_)), "{ingested:?}");
+        }
+        let flow = Flow {
+            id: [1; 16],
+            workspace_id: "ws".into(),
+            name: "f".into(),
+            enabled: true,
+            disabled_reason: None,
+            trigger: Trigger {
+                source: "clockify".into(),
+                events: vec!["NEW_TAG".into()],
+            },
+            conditions: Conditions {
+                any: false,
+                rules: vec![],
+            },
+            actions: vec![],
+            retry: FlowRetry {
+                max_attempts: 1,
+                backoff_ms: 0,
+            },
+            created_at: 0,
+            updated_at: 0,
+        };
+        let now = jiff::Timestamp::now().as_millisecond();
+        let run = Run::new(&flow, None, "NEW_TAG", RunOrigin::Event, now);
+        app.store.enqueue_runs(vec![run]).await.unwrap();
+        let history = || async {
+            let page = app.store.entity_events("ws", "user", None, 500).await;
+            page.unwrap().items.len()
+        };
+        assert_eq!(history().await, 200);
+
+        assert_eq!(
+            sweep(&app, now + 31 * DAY_MS, Kind::FlowRun).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            history().await,
+            200,
+            "the events' history outlives the runs"
+        );
+        assert_eq!(app.store.stored_event_types("ws").await.unwrap().len(), 2);
+
+        assert_eq!(
+            sweep(&app, now + 91 * DAY_MS, Kind::Event).await.unwrap(),
+            200
+        );
+        assert_eq!(history().await, 0);
+        assert!(app.store.stored_event_types("ws").await.unwrap().is_empty());
+        assert!(app.store.event_workspaces().await.unwrap().is_empty());
+    }
 }

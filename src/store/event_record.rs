@@ -346,15 +346,6 @@ fn decode_record(
     }
 }
 
-/// The event type of the record stored under `[ws][id]`: read from a `V3` record's plain
-/// fields without unpacking its headers and body (retention needs only this).
-pub(crate) fn event_type_of(ws: &str, id: &EventId, bytes: &[u8]) -> Result<String, StoreError> {
-    match decode::<EventRecord>(bytes)? {
-        EventRecord::V3(meta, _) => Ok(meta.event_type),
-        _ => decode_event(ws, id, bytes).map(|event| event.event_type),
-    }
-}
-
 /// Counts one more delivery of a stored event, keeping its record format (and body bytes).
 pub(super) fn count_duplicate(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut record = decode::<EventRecord>(bytes)?;

@@ -18,14 +18,14 @@ use super::destination_model::{DestinationIndex, QueuedDelivery, enqueue_deliver
 use super::entity_index::{self, EntityIndex};
 use super::error::StoreError;
 use super::event_record::{
-    StoredEvent, count_duplicate, decode_event, decode_with_dedupe_key, encode_new, event_type_of,
+    StoredEvent, count_duplicate, decode_event, decode_with_dedupe_key, encode_new,
 };
 use super::flow_index::{FlowIndex, enqueue_for_event};
 use super::flow_model::QueuedRun;
 use super::recent::{self, RecentRow};
 use super::schema::{
     EVENTS_BY_TYPE, EventId, events_table_name, events_tables, id_floor_for_millis, ids_before,
-    millis_of_id, named_table, two_part_prefix, with_suffix,
+    millis_of_id, named_table, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
 };
 use super::writer::{AfterCommit, OpenTables};
 
@@ -542,12 +542,16 @@ impl Store {
     }
 
     /// Deletes up to `max` of the workspace's events received before `cutoff_ms` (all of
-    /// them with `i64::MAX`); returns how many were deleted. Their entity index rows go with
-    /// their bucket ([`Store::delete_entity_rows_before`]). `now_ms` is the caller's clock
-    /// (retention's, which a benchmark may move): the dedupe and recent rows of events older
-    /// than two dedupe windows by it are past use (ingest checks that the event a dedupe row
-    /// names still exists; the dedupe sweep and the trim of recent rows remove them), so their
-    /// removal reads only the record's type (no body unpacked, no hash) and touches two tables.
+    /// them with `i64::MAX`); returns how many were deleted. `now_ms` is the caller's clock
+    /// (retention's, which a benchmark may move). An event younger than two dedupe windows by
+    /// it goes with every row about it. An older one only leaves the log: its dedupe and
+    /// recent rows are past use (ingest checks that the event a dedupe row names still exists;
+    /// the dedupe sweep and the trim of recent rows remove them), its row in the index by type
+    /// goes with the others of its type ([`Store::delete_type_rows_before`]: a type's old rows
+    /// are side by side, where one event's is among those of every other type) and its entity
+    /// index rows with their bucket ([`Store::delete_entity_rows_before`]). So deleting a
+    /// batch of old events reads none of them and changes the few leaves they fill. Lists by
+    /// type skip a row whose event is gone.
     pub async fn delete_events_before(
         &self,
         ws: &str,
@@ -563,29 +567,15 @@ impl Store {
                 let name = events_table_name(&ws);
                 let mut table = wtx.open_table(named_table(&name))?;
                 let ids = ids_before(&table, &[], cutoff_ms, max, bad_key)?;
-                let emptied = ids.len() as u64 == table.len()?;
-                let mut young = Vec::new();
-                {
-                    let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
-                    for id in &ids {
-                        if now_ms - millis_of_id(id) < 2 * DEDUPE_WINDOW_MS {
-                            young.push(*id);
-                            continue;
-                        }
-                        let Some(bytes) = table.remove(id.as_slice())? else {
-                            continue;
-                        };
-                        let event_type = event_type_of(&ws, id, bytes.value())?;
-                        by_type.remove(type_key(&ws, &event_type, id).as_slice())?;
-                    }
+                let (young, old): (Vec<EventId>, Vec<EventId>) = ids
+                    .iter()
+                    .partition(|id| now_ms - millis_of_id(id) < 2 * DEDUPE_WINDOW_MS);
+                for id in &old {
+                    table.remove(id.as_slice())?;
                 }
                 drop(table);
                 for id in &young {
                     remove_event(wtx, &ws, id, &[], &dedupe, &index)?;
-                }
-                // An empty table would keep the workspace on the list retention visits.
-                if emptied {
-                    wtx.delete_table(named_table(&name))?;
                 }
                 Ok(ids)
             },
@@ -593,6 +583,51 @@ impl Store {
         )
         .await
         .map(|ids| ids.len())
+    }
+
+    /// Deletes up to `max` rows of the workspace's index by type for events received before
+    /// `cutoff_ms` (every row with `i64::MAX`), type by type; returns how many. Run after the
+    /// events themselves ([`Store::delete_events_before`]).
+    pub async fn delete_type_rows_before(
+        &self,
+        ws: &str,
+        cutoff_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let ws = ws.to_string();
+        self.write(move |wtx| {
+            let mut by_type = wtx.open_table(EVENTS_BY_TYPE)?;
+            let mut removed = 0;
+            for prefix in type_prefixes(&by_type, &ws)? {
+                for id in ids_before(&by_type, &prefix, cutoff_ms, max - removed, bad_key)? {
+                    by_type.remove(with_suffix(&prefix, &id).as_slice())?;
+                    removed += 1;
+                }
+                if removed == max {
+                    break;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Deletes the workspace's events table if retention left it empty (an empty table would
+    /// keep the workspace on the list retention visits); returns whether it did.
+    pub async fn drop_events_table_if_empty(&self, ws: &str) -> Result<bool, StoreError> {
+        let name = events_table_name(ws);
+        self.write(move |wtx| {
+            let empty = match wtx.open_table(named_table(&name)) {
+                Ok(table) => table.is_empty()?,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            if empty {
+                wtx.delete_table(named_table(&name))?;
+            }
+            Ok(empty)
+        })
+        .await
     }
 
     /// Deletes up to `max` entity index rows of `ws` in buckets whose events were all received
@@ -630,6 +665,31 @@ impl Store {
 
 fn bad_key() -> StoreError {
     StoreError::Decode("malformed event key".into())
+}
+
+/// The index by type's key prefix (`[ws][type]`) of each event type `ws` has rows of, in key
+/// order; skips from one type to the next instead of visiting every row.
+pub(super) fn type_prefixes(
+    by_type: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    ws: &str,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let prefix = workspace_prefix(ws);
+    let end = prefix_end(&prefix);
+    let mut cursor = prefix.clone();
+    let mut out = Vec::new();
+    loop {
+        let next = by_type
+            .range::<&[u8]>(cursor.as_slice()..end.as_slice())?
+            .next();
+        let Some(entry) = next else { break };
+        let (k, _) = entry?;
+        let key = k.value();
+        let len = *key.get(prefix.len()).ok_or_else(bad_key)? as usize;
+        let type_prefix = key.get(..prefix.len() + 1 + len).ok_or_else(bad_key)?;
+        cursor = prefix_end(type_prefix);
+        out.push(type_prefix.to_vec());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -811,13 +871,45 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((deleted, type_rows(&store, "ws").await), (5, 5));
-        // Three days later by the clock: the rest, by their type alone.
+        // Three days later by the clock: the rest leave the log alone; their index rows go
+        // type by type, and then the empty table.
         let later = now + 3 * DEDUPE_WINDOW_MS;
         let deleted = store
             .delete_events_before("ws", i64::MAX, later, 100)
             .await
             .unwrap();
-        assert_eq!((deleted, type_rows(&store, "ws").await), (6, 0));
+        assert_eq!((deleted, type_rows(&store, "ws").await), (6, 5));
+        let by_type = EventQuery {
+            before: None,
+            from_ms: None,
+            to_ms: None,
+            event_types: vec!["NEW_TAG".into(), "NEW_CLIENT".into()],
+            limit: 50,
+            scan_limit: 1000,
+            deadline: None,
+        };
+        let listed = store.list_events("ws", by_type, |_| true).await.unwrap();
+        assert!(
+            listed.items.is_empty(),
+            "a list by type skips rows of deleted events"
+        );
+        assert_eq!(
+            store
+                .delete_type_rows_before("ws", i64::MAX, 3)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            store
+                .delete_type_rows_before("ws", i64::MAX, 3)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(type_rows(&store, "ws").await, 0);
+        assert!(store.stored_event_types("ws").await.unwrap().is_empty());
+        assert!(store.drop_events_table_if_empty("ws").await.unwrap());
         assert!(store.event_workspaces().await.unwrap().is_empty());
         // The originals are gone, so redeliveries are new events (young and old alike).
         for n in [0, 9] {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::db::Store;
 use super::error::StoreError;
+use super::events::type_prefixes;
 use super::flow_model::{Run, RunStatus, decode_run};
 use super::schema::{
     EVENTS_BY_TYPE, EventId, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FlowId, RunId, id_floor_for_millis,
@@ -41,26 +42,14 @@ impl Store {
     /// The distinct event types stored in `ws`, in key order. Skips from one type to the
     /// next in the by-type index instead of visiting every event.
     pub async fn stored_event_types(&self, ws: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = workspace_prefix(ws);
+        let skip = workspace_prefix(ws).len() + 1;
+        let ws = ws.to_string();
         self.read(move |rtx| {
-            let table = rtx.open_table(EVENTS_BY_TYPE)?;
-            let end = prefix_end(&prefix);
-            let mut cursor = prefix.clone();
-            let mut out = Vec::new();
-            loop {
-                let next = table
-                    .range::<&[u8]>(cursor.as_slice()..end.as_slice())?
-                    .next();
-                let Some(entry) = next else { break };
-                let (k, _) = entry?;
-                let key = k.value();
-                let rest = key.get(prefix.len()..).ok_or_else(bad_key)?;
-                let len = *rest.first().ok_or_else(bad_key)? as usize;
-                let name = rest.get(1..1 + len).ok_or_else(bad_key)?;
-                out.push(String::from_utf8_lossy(name).into_owned());
-                cursor = prefix_end(&key[..prefix.len() + 1 + len]);
-            }
-            Ok(out)
+            let prefixes = type_prefixes(&rtx.open_table(EVENTS_BY_TYPE)?, &ws)?;
+            Ok(prefixes
+                .iter()
+                .map(|p| String::from_utf8_lossy(&p[skip..]).into_owned())
+                .collect())
         })
         .await
     }

@@ -45,7 +45,7 @@ pub(crate) enum Owner {
 const EVENTS: Table = redb::TableDefinition::new(super::schema::EVENTS_LABEL);
 
 /// The table holding `ws`'s rows of the [`WORKSPACE_TABLES`] entry `table`.
-fn table_of(table: Table, owner: Owner, ws: &str) -> String {
+pub(crate) fn table_of(table: Table, owner: Owner, ws: &str) -> String {
     match owner {
         Owner::OwnTable => events_table_name(ws),
         _ => table.name().to_string(),

@@ -232,6 +232,12 @@ fn remove_event(
     let mut events = wtx.open_table(named_table(&name))?;
     let removed = events.remove(id.as_slice())?.map(|v| v.value().to_vec());
     let Some(bytes) = removed else {
+        // Opening the table created it if the workspace had no events: a table left behind
+        // would put the workspace on the lists of workspaces with events.
+        if events.is_empty()? {
+            drop(events);
+            wtx.delete_table(named_table(&name))?;
+        }
         return Ok(false);
     };
     let (event, dedupe_key) = decode_with_dedupe_key(ws, id, &bytes)?;
@@ -917,6 +923,21 @@ mod tests {
             assert!(matches!(again, Ingested::Stored(_)), "{n}: {again:?}");
         }
         assert_eq!(type_rows(&store, "ws").await, 2);
+        store.shutdown();
+    }
+
+    /// Deleting an event of a workspace that has none leaves no table behind for it.
+    #[tokio::test]
+    async fn deleting_in_a_workspace_without_events_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data.redb"), &[3u8; 32]).unwrap();
+        assert!(
+            !store
+                .delete_event("ws-none", [9; 16], vec![])
+                .await
+                .unwrap()
+        );
+        assert!(store.event_workspaces().await.unwrap().is_empty());
         store.shutdown();
     }
 

@@ -6,11 +6,11 @@ use std::path::Path;
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle};
 
 use super::db::{Store, builder, check_schema};
-use super::erase::{Owner, WORKSPACE_TABLES};
+use super::erase::{Owner, WORKSPACE_TABLES, table_of};
 use super::error::StoreError;
 use super::schema::{
-    EVENTS_LABEL, FLOWS, TABLES, events_table_name, events_tables, millis_of_id, named_table,
-    prefix_end, workspace_prefix,
+    EVENTS_LABEL, FLOWS, TABLES, events_tables, millis_of_id, named_table, prefix_end,
+    workspace_prefix,
 };
 
 /// One workspace's share of the file.
@@ -32,11 +32,7 @@ fn usage(rtx: &ReadTransaction, ws: &str) -> Result<WorkspaceUsage, StoreError> 
         if *owner != Owner::Prefix && !own {
             continue;
         }
-        let name = if own {
-            events_table_name(ws)
-        } else {
-            table.name().to_string()
-        };
+        let name = table_of(*table, *owner, ws);
         let handle = match rtx.open_table(named_table(&name)) {
             Ok(handle) => handle,
             Err(redb::TableError::TableDoesNotExist(_)) => continue,

@@ -117,13 +117,13 @@ async fn sweep(app: &App, now: i64, kind: Kind) -> Result<usize, StoreError> {
         .await?;
         if let Kind::Event = kind {
             // What indexes the events that went (not the other kinds: flow runs are kept a
-            // shorter time than the events they came from).
+            // shorter time than the events they came from). The last batch by type drops
+            // the table the events left empty.
             drain(None, TYPE_ROWS_BATCH, || {
                 app.store
                     .delete_type_rows_before(&ws, cutoff, TYPE_ROWS_BATCH)
             })
             .await?;
-            app.store.drop_events_table_if_empty(&ws).await?;
             // The entity index drops its rows a bucket at a time, once the whole bucket expired.
             drain(None, BATCH, || {
                 app.store.delete_entity_rows_before(&ws, cutoff, BATCH)

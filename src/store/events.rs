@@ -593,7 +593,9 @@ impl Store {
 
     /// Deletes up to `max` rows of the workspace's index by type for events received before
     /// `cutoff_ms` (every row with `i64::MAX`), type by type; returns how many. Run after the
-    /// events themselves ([`Store::delete_events_before`]).
+    /// events themselves ([`Store::delete_events_before`]). When fewer than `max` were left,
+    /// an events table retention emptied is dropped too (an empty table would keep the
+    /// workspace on the list retention visits).
     pub async fn delete_type_rows_before(
         &self,
         ws: &str,
@@ -610,28 +612,19 @@ impl Store {
                     removed += 1;
                 }
                 if removed == max {
-                    break;
+                    return Ok(removed);
                 }
             }
-            Ok(removed)
-        })
-        .await
-    }
-
-    /// Deletes the workspace's events table if retention left it empty (an empty table would
-    /// keep the workspace on the list retention visits); returns whether it did.
-    pub async fn drop_events_table_if_empty(&self, ws: &str) -> Result<bool, StoreError> {
-        let name = events_table_name(ws);
-        self.write(move |wtx| {
+            let name = events_table_name(&ws);
             let empty = match wtx.open_table(named_table(&name)) {
                 Ok(table) => table.is_empty()?,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+                Err(redb::TableError::TableDoesNotExist(_)) => false,
                 Err(e) => return Err(e.into()),
             };
             if empty {
                 wtx.delete_table(named_table(&name))?;
             }
-            Ok(empty)
+            Ok(removed)
         })
         .await
     }
@@ -906,6 +899,7 @@ mod tests {
                 .unwrap(),
             3
         );
+        assert_eq!(store.event_workspaces().await.unwrap(), ["ws"]);
         assert_eq!(
             store
                 .delete_type_rows_before("ws", i64::MAX, 3)
@@ -915,7 +909,6 @@ mod tests {
         );
         assert_eq!(type_rows(&store, "ws").await, 0);
         assert!(store.stored_event_types("ws").await.unwrap().is_empty());
-        assert!(store.drop_events_table_if_empty("ws").await.unwrap());
         assert!(store.event_workspaces().await.unwrap().is_empty());
         // The originals are gone, so redeliveries are new events (young and old alike).
         for n in [0, 9] {

@@ -249,9 +249,7 @@ async fn purge_workspace(app: &App, ws: &str) -> Result<usize, StoreError> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::store::{
-        Conditions, Dedupe, Flow, FlowRetry, Ingested, NewEvent, Run, RunOrigin, Trigger,
-    };
+    use crate::store::{Dedupe, Flow, Ingested, NewEvent, Run, RunOrigin};
 
     /// Flow runs are kept 30 days and events 90 (the defaults): the sweep of month-old runs
     /// leaves the entity index of month-old events alone (it used to drop every bucket older
@@ -279,28 +277,7 @@ mod tests {
                 .unwrap();
             assert!(matches!(ingested, Ingested::Stored(_)), "{ingested:?}");
         }
-        let flow = Flow {
-            id: [1; 16],
-            workspace_id: "ws".into(),
-            name: "f".into(),
-            enabled: true,
-            disabled_reason: None,
-            trigger: Trigger {
-                source: "clockify".into(),
-                events: vec!["NEW_TAG".into()],
-            },
-            conditions: Conditions {
-                any: false,
-                rules: vec![],
-            },
-            actions: vec![],
-            retry: FlowRetry {
-                max_attempts: 1,
-                backoff_ms: 0,
-            },
-            created_at: 0,
-            updated_at: 0,
-        };
+        let flow = Flow::for_tests("ws", "NEW_TAG");
         let now = jiff::Timestamp::now().as_millisecond();
         let run = Run::new(&flow, None, "NEW_TAG", RunOrigin::Event, now);
         app.store.enqueue_runs(vec![run]).await.unwrap();

@@ -1102,31 +1102,10 @@ pub fn displayed_status(app: &App, run: &Run) -> RunStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Conditions, Flow, FlowRetry, Trigger};
+    use crate::store::Flow;
 
     fn live(workspace_id: &str) -> Job {
-        let flow = Flow {
-            id: [1; 16],
-            workspace_id: workspace_id.to_string(),
-            name: "f".into(),
-            enabled: true,
-            disabled_reason: None,
-            trigger: Trigger {
-                source: "clockify".into(),
-                events: vec!["NEW_TIME_ENTRY".into()],
-            },
-            conditions: Conditions {
-                any: false,
-                rules: vec![],
-            },
-            actions: vec![],
-            retry: FlowRetry {
-                max_attempts: 1,
-                backoff_ms: 0,
-            },
-            created_at: 0,
-            updated_at: 0,
-        };
+        let flow = Flow::for_tests(workspace_id, "NEW_TIME_ENTRY");
         let run = Run::new(&flow, None, "NEW_TIME_ENTRY", RunOrigin::Event, 0);
         Job::Live(Box::new(QueuedRun {
             run,

@@ -510,6 +510,36 @@ mod v1 {
     }
 }
 
+impl Flow {
+    /// An enabled flow of `workspace_id` on one Clockify event type, with no conditions and
+    /// no actions (for unit tests elsewhere in the crate).
+    #[cfg(test)]
+    pub(crate) fn for_tests(workspace_id: &str, event_type: &str) -> Flow {
+        Flow {
+            id: [1; 16],
+            workspace_id: workspace_id.to_string(),
+            name: "f".into(),
+            enabled: true,
+            disabled_reason: None,
+            trigger: Trigger {
+                source: CLOCKIFY_SOURCE.into(),
+                events: vec![event_type.into()],
+            },
+            conditions: Conditions {
+                any: false,
+                rules: vec![],
+            },
+            actions: vec![],
+            retry: FlowRetry {
+                max_attempts: 1,
+                backoff_ms: 0,
+            },
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

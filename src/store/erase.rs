@@ -2,10 +2,7 @@
 //! in bounded batches by the purge of a long-uninstalled workspace and by `erase-workspace`
 //! (through the running server or on the file directly; both run [`erase_batch`]).
 
-use redb::{
-    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle,
-    WriteTransaction,
-};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
 use super::db::{Store, open_unheld};
 use super::error::StoreError;
@@ -16,7 +13,8 @@ use super::schema::{
     ENTITIES, ENTITY_EVENTS, EVENT_DEDUPE, EVENTS_BY_TYPE, EXECUTIONS, FLOW_PAUSES, FLOW_RUN_QUEUE,
     FLOW_RUN_STARTS, FLOW_RUNS, FLOW_RUNS_BY_EVENT, FLOW_RUNS_BY_FLOW, FLOW_STATS, FLOWS,
     INSTALLATIONS, RECENT_EVENTS, SOURCES, SOURCES_BY_WORKSPACE, SUBSCRIPTIONS, Table,
-    WEBHOOK_TOKENS, decode, events_table_name, named_table, prefix_end, workspace_prefix,
+    WEBHOOK_TOKENS, decode, delete_if_empty, events_table_name, named_table, prefix_end,
+    workspace_prefix,
 };
 use super::sources::source_workspace;
 use super::writer::begin_durable;
@@ -223,9 +221,8 @@ pub(crate) fn erase_batch(
         }
         slot.1 += keys.len() as u64;
         left -= keys.len();
-        if *owner == Owner::OwnTable && handle.is_empty()? {
-            drop(handle);
-            wtx.delete_table(named_table(&name))?;
+        if *owner == Owner::OwnTable {
+            delete_if_empty(wtx, handle, &name)?;
         }
     }
     Ok(counts)

@@ -6,10 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use redb::{
-    ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, TableHandle,
-    WriteTransaction,
-};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableHandle, WriteTransaction};
 use sha2::Digest;
 
 use super::db::Store;
@@ -24,8 +21,9 @@ use super::flow_index::{FlowIndex, enqueue_for_event};
 use super::flow_model::QueuedRun;
 use super::recent::{self, RecentRow};
 use super::schema::{
-    EVENTS_BY_TYPE, EventId, events_table_name, events_tables, id_floor_for_millis, ids_before,
-    millis_of_id, named_table, prefix_end, two_part_prefix, with_suffix, workspace_prefix,
+    EVENTS_BY_TYPE, EventId, delete_if_empty, events_table_name, events_tables,
+    id_floor_for_millis, ids_before, millis_of_id, named_table, prefix_end, two_part_prefix,
+    with_suffix, workspace_prefix,
 };
 use super::writer::{AfterCommit, OpenTables};
 
@@ -232,12 +230,8 @@ fn remove_event(
     let mut events = wtx.open_table(named_table(&name))?;
     let removed = events.remove(id.as_slice())?.map(|v| v.value().to_vec());
     let Some(bytes) = removed else {
-        // Opening the table created it if the workspace had no events: a table left behind
-        // would put the workspace on the lists of workspaces with events.
-        if events.is_empty()? {
-            drop(events);
-            wtx.delete_table(named_table(&name))?;
-        }
+        // Opening the table created it if the workspace had no events.
+        delete_if_empty(wtx, events, &name)?;
         return Ok(false);
     };
     let (event, dedupe_key) = decode_with_dedupe_key(ws, id, &bytes)?;
@@ -616,14 +610,7 @@ impl Store {
                 }
             }
             let name = events_table_name(&ws);
-            let empty = match wtx.open_table(named_table(&name)) {
-                Ok(table) => table.is_empty()?,
-                Err(redb::TableError::TableDoesNotExist(_)) => false,
-                Err(e) => return Err(e.into()),
-            };
-            if empty {
-                wtx.delete_table(named_table(&name))?;
-            }
+            delete_if_empty(wtx, wtx.open_table(named_table(&name))?, &name)?;
             Ok(removed)
         })
         .await

@@ -119,6 +119,21 @@ pub(crate) fn named_table(name: &str) -> TableDefinition<'_, &'static [u8], &'st
     TableDefinition::new(name)
 }
 
+/// Deletes the table `name`, held open as `table`, when it has no rows left: opening a table in
+/// a write transaction creates it, and an empty events table would put its workspace on the
+/// lists of workspaces with events.
+pub(crate) fn delete_if_empty(
+    wtx: &redb::WriteTransaction,
+    table: redb::Table<'_, &'static [u8], &'static [u8]>,
+    name: &str,
+) -> Result<(), StoreError> {
+    if redb::ReadableTableMetadata::is_empty(&table)? {
+        drop(table);
+        wtx.delete_table(named_table(name))?;
+    }
+    Ok(())
+}
+
 /// The workspace whose events table is called `name`, if it is one.
 pub(crate) fn events_table_workspace(name: &str) -> Option<&str> {
     name.strip_prefix(EVENTS_TABLE_PREFIX)
